@@ -1,0 +1,191 @@
+//! The credential a pool authenticates with, and the generation that names it.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A database login: a username and a password, plus what the secret store said about it.
+///
+/// The password is a [`SecretString`]: it is zeroized on drop and never printed. `Credential`
+/// has a hand-written [`Debug`] that redacts it, and deliberately implements neither `Display`
+/// nor `Serialize`, so it cannot end up in a log line or a JSON body by accident.
+///
+/// ```
+/// use credswap_core::Credential;
+///
+/// let credential = Credential::new("app", "s3cr3t-pa55").with_version("v42");
+/// assert_eq!(credential.username(), "app");
+/// assert_eq!(credential.version(), Some("v42"));
+/// assert!(!format!("{credential:?}").contains("s3cr3t-pa55"));
+/// ```
+#[derive(Clone)]
+pub struct Credential {
+    username: String,
+    password: SecretString,
+    version: Option<String>,
+    issued_at: Option<SystemTime>,
+    expires_at: Option<SystemTime>,
+}
+
+impl Credential {
+    /// A credential with a username and a password and no metadata.
+    pub fn new(username: impl Into<String>, password: impl Into<SecretString>) -> Self {
+        Self {
+            username: username.into(),
+            password: password.into(),
+            version: None,
+            issued_at: None,
+            expires_at: None,
+        }
+    }
+
+    /// Records the store's version id (an AWS `VersionId`, a Vault lease id, a file's mtime).
+    #[must_use]
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Records when the store issued this secret; [`health`](crate::RotatingCredentials::health)
+    /// measures the credential's age from it.
+    #[must_use]
+    pub fn with_issued_at(mut self, issued_at: SystemTime) -> Self {
+        self.issued_at = Some(issued_at);
+        self
+    }
+
+    /// Records when the secret stops working (a lease or token end). The provider refreshes
+    /// before it, and adapters retire connections opened with it before it.
+    #[must_use]
+    pub fn with_expires_at(mut self, expires_at: SystemTime) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// The login role.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The password, still wrapped. Call [`ExposeSecret::expose_secret`] only at the driver call.
+    pub fn password(&self) -> &SecretString {
+        &self.password
+    }
+
+    /// The store's version id, if it gave one.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// When the store issued this secret, if it said.
+    pub fn issued_at(&self) -> Option<SystemTime> {
+        self.issued_at
+    }
+
+    /// When this secret stops working, if it has an end.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// Whether `other` logs in the same way: same username and same password.
+    ///
+    /// Metadata (version, issue and expiry times) is ignored: a lease renewal that extends
+    /// `expires_at` is not a rotation and must not churn the pools.
+    pub fn same_login(&self, other: &Credential) -> bool {
+        self.username == other.username
+            && constant_time_eq(
+                self.password.expose_secret().as_bytes(),
+                other.password.expose_secret().as_bytes(),
+            )
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about where passwords differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("version", &self.version)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Names one published credential. Assigned by [`RotatingCredentials`](crate::RotatingCredentials),
+/// starting at 1; it increments only when the username or password actually changes.
+///
+/// Adapters tag every physical connection with the generation it authenticated with; a
+/// connection whose generation is older than the current one is *stale* and is drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(u64);
+
+impl Generation {
+    /// The generation of the credential fetched when the provider was built.
+    pub const FIRST: Generation = Generation(1);
+
+    /// A generation from its number (for adapters and tests that store it as an integer).
+    pub const fn new(value: u64) -> Self {
+        Generation(value)
+    }
+
+    /// The number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    pub(crate) fn next(self) -> Self {
+        Generation(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn debug_redacts_password() {
+        let c = Credential::new("app", "hunter2-very-secret")
+            .with_version("v1")
+            .with_expires_at(SystemTime::UNIX_EPOCH + Duration::from_secs(5));
+        let printed = format!("{c:?} {c:#?}");
+        assert!(!printed.contains("hunter2-very-secret"), "{printed}");
+        assert!(printed.contains("app"));
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn same_login_ignores_metadata() {
+        let a = Credential::new("app", "pw").with_version("1");
+        let b = Credential::new("app", "pw").with_version("2");
+        let c = Credential::new("app", "pw2");
+        let d = Credential::new("other", "pw");
+        assert!(a.same_login(&b));
+        assert!(!a.same_login(&c));
+        assert!(!a.same_login(&d));
+        assert!(!a.same_login(&Credential::new("app", "p")));
+    }
+
+    #[test]
+    fn generation_orders_and_prints() {
+        assert!(Generation::FIRST < Generation::FIRST.next());
+        assert_eq!(Generation::new(7).to_string(), "7");
+        assert_eq!(Generation::new(7).get(), 7);
+    }
+}

@@ -1,0 +1,103 @@
+//! How old the current credential is, how long until it expires, and whether refreshes work.
+
+use std::time::Duration;
+
+use crate::{Error, Generation};
+use crate::policy::fmt_duration;
+
+/// A report from [`RotatingCredentials::health`](crate::RotatingCredentials::health).
+///
+/// The questions map to alerts: [`is_overdue`](Self::is_overdue) means the store has not rotated
+/// within its own schedule (is the rotation job dead?); [`is_expiring`](Self::is_expiring) means
+/// the credential ends within the expiry margin and no replacement has arrived;
+/// [`is_degraded`](Self::is_degraded) means refreshes are failing and the last good credential
+/// is being served.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub(crate) generation: Generation,
+    pub(crate) username: String,
+    pub(crate) age: Duration,
+    pub(crate) rotation_interval: Duration,
+    pub(crate) expires_in: Option<Duration>,
+    pub(crate) expiry_margin: Duration,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) last_error: Option<Error>,
+}
+
+impl Health {
+    /// The generation being served.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The username being served.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The credential's age: since the store issued it when it said so, otherwise since this
+    /// provider first published it.
+    pub fn age(&self) -> Duration {
+        self.age
+    }
+
+    /// Time left until `expires_at` (zero once past), if the credential has an end.
+    pub fn expires_in(&self) -> Option<Duration> {
+        self.expires_in
+    }
+
+    /// Refreshes that failed in a row (0 when the last one succeeded).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// The error of the last refresh, if it failed.
+    pub fn last_error(&self) -> Option<&Error> {
+        self.last_error.as_ref()
+    }
+
+    /// Older than the policy's `rotation_interval`.
+    pub fn is_overdue(&self) -> bool {
+        self.age > self.rotation_interval
+    }
+
+    /// Within `expiry_margin` of `expires_at` (or past it).
+    pub fn is_expiring(&self) -> bool {
+        self.expires_in.is_some_and(|left| left <= self.expiry_margin)
+    }
+
+    /// Past `expires_at`.
+    pub fn is_expired(&self) -> bool {
+        self.expires_in.is_some_and(|left| left.is_zero())
+    }
+
+    /// The last refresh failed; the last good credential is being served.
+    pub fn is_degraded(&self) -> bool {
+        self.consecutive_failures > 0
+    }
+
+    /// None of the above.
+    pub fn is_healthy(&self) -> bool {
+        !self.is_overdue() && !self.is_expiring() && !self.is_degraded()
+    }
+
+    /// Logs what needs attention through `tracing`, never the secret.
+    pub(crate) fn warn_overdue(&self) {
+        tracing::warn!(
+            generation = self.generation.get(),
+            username = %self.username,
+            age = %fmt_duration(self.age),
+            rotation_interval = %fmt_duration(self.rotation_interval),
+            "credential is older than its rotation interval; is the store's rotation running?"
+        );
+    }
+
+    pub(crate) fn warn_expiring(&self) {
+        tracing::warn!(
+            generation = self.generation.get(),
+            username = %self.username,
+            expires_in = %fmt_duration(self.expires_in.unwrap_or_default()),
+            "credential is about to expire and no replacement has been fetched"
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! [`RotatingCredentials`]: the provider every adapter reads from.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::health::Health;
+use crate::{Credential, CredentialSource, Error, Generation, Policy, Validate};
+
+/// One published credential with what the provider knows about it.
+///
+/// Snapshots are immutable; [`RotatingCredentials::current`] returns the one in effect.
+#[derive(Debug)]
+pub struct Snapshot {
+    credential: Credential,
+    generation: Generation,
+    fetched_at: Instant,
+    effective_since: Instant,
+    expires_deadline: Option<Instant>,
+    retire_at: Option<Instant>,
+}
+
+impl Snapshot {
+    fn new(credential: Credential, generation: Generation, effective_since: Instant, policy: &Policy) -> Self {
+        let now = Instant::now();
+        let expires_deadline = credential.expires_at().map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            now + left
+        });
+        let retire_at = expires_deadline
+            .map(|deadline| deadline.checked_sub(policy.expiry_margin()).unwrap_or(now));
+        Self {
+            credential,
+            generation,
+            fetched_at: now,
+            effective_since,
+            expires_deadline,
+            retire_at,
+        }
+    }
+
+    /// The credential.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// Its generation.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// When the store last confirmed it (the last successful fetch that returned it).
+    pub fn fetched_at(&self) -> Instant {
+        self.fetched_at
+    }
+
+    /// When this generation was first published.
+    pub fn effective_since(&self) -> Instant {
+        self.effective_since
+    }
+
+    /// When connections authenticated with this credential must be gone:
+    /// `expires_at - expiry_margin`, if the credential has an end.
+    pub fn retire_at(&self) -> Option<Instant> {
+        self.retire_at
+    }
+
+    /// When the credential itself ends, on the Tokio clock.
+    pub fn expires_deadline(&self) -> Option<Instant> {
+        self.expires_deadline
+    }
+
+    /// Whether a connection opened with generation `generation` must be closed now: it is older
+    /// than this snapshot, or this snapshot's credential is within its expiry margin.
+    pub fn is_stale(&self, generation: Generation) -> bool {
+        generation != self.generation || self.retire_at.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+/// Counters of a provider, from [`RotatingCredentials::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Fetches started (initial, scheduled, on demand, after auth failures).
+    pub fetches: u64,
+    /// Fetches that failed or timed out.
+    pub fetch_failures: u64,
+    /// New credentials published (generation increments after the first).
+    pub rotations: u64,
+    /// New credentials that failed validate-before-swap.
+    pub rejected: u64,
+    /// Auth-failure reports that caused a refresh.
+    pub auth_failure_refreshes: u64,
+    /// Auth-failure reports ignored because the generation had already moved on.
+    pub auth_failure_reports_deduplicated: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    fetches: AtomicU64,
+    fetch_failures: AtomicU64,
+    rotations: AtomicU64,
+    rejected: AtomicU64,
+    auth_refreshes: AtomicU64,
+    auth_dedup: AtomicU64,
+}
+
+struct Status {
+    consecutive_failures: u32,
+    last_error: Option<Error>,
+    warned_overdue: Option<Generation>,
+    warned_expiring: Option<Generation>,
+}
+
+struct Shared {
+    source: Arc<dyn CredentialSource>,
+    policy: Policy,
+    validator: Option<Arc<dyn Validate>>,
+    current: ArcSwap<Snapshot>,
+    generation_tx: watch::Sender<Generation>,
+    /// Single flight: the holder fetches; the result is kept for whoever waited meanwhile.
+    flight: tokio::sync::Mutex<Option<Result<Arc<Snapshot>, Error>>>,
+    /// Completed fetches; a waiter that sees this move while it waited shares that result.
+    completed: AtomicU64,
+    schedule_changed: Arc<Notify>,
+    counters: Counters,
+    status: Mutex<Status>,
+    refresher: Mutex<Option<AbortHandle>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.refresher).take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The rotation-aware credential provider.
+///
+/// A cheap [`Clone`] handle over an [`ArcSwap`] of the current [`Snapshot`]:
+///
+/// - [`current`](Self::current) is wait-free: an `arc-swap` load, no lock, whatever the
+///   refresher is doing. Pools call it at every connect.
+/// - [`refresh`](Self::refresh) is single-flight: any number of concurrent callers cause one
+///   fetch and all get its result, so an auth-failure storm cannot stampede the secret store.
+/// - [`report_auth_failure`](Self::report_auth_failure) refreshes only if the generation that
+///   failed is still current.
+/// - A background refresher fetches every `refresh_interval` (shortened by jitter), earlier when
+///   `expires_at - expiry_margin` comes first, backs off on errors while serving the last good
+///   credential, and stops when the last handle is dropped.
+/// - An optional validator must accept a new credential before it is published.
+/// - [`subscribe`](Self::subscribe) tells adapters when the generation changes; it changes only
+///   when the username or password does.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
+///
+/// let store = MemorySource::new(Credential::new("app", "first-password"));
+/// let credentials = RotatingCredentials::new(store.clone(), Policy::default()).await?;
+/// assert_eq!(credentials.current().generation().get(), 1);
+///
+/// store.set(Credential::new("app", "second-password"));
+/// let snapshot = credentials.refresh().await?;
+/// assert_eq!(snapshot.generation().get(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RotatingCredentials {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RotatingCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.shared.current.load();
+        f.debug_struct("RotatingCredentials")
+            .field("username", &current.credential.username())
+            .field("generation", &current.generation)
+            .field("policy", &self.shared.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RotatingCredentials`]; from [`RotatingCredentials::builder`].
+pub struct RotatingCredentialsBuilder {
+    source: Arc<dyn CredentialSource>,
+    policy: Policy,
+    validator: Option<Arc<dyn Validate>>,
+    background_refresh: bool,
+}
+
+impl fmt::Debug for RotatingCredentialsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotatingCredentialsBuilder")
+            .field("policy", &self.policy)
+            .field("validator", &self.validator.is_some())
+            .field("background_refresh", &self.background_refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RotatingCredentialsBuilder {
+    /// Sets the timing rules (default: [`Policy::default`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Requires every new credential to pass `validator` before it is published. The first
+    /// credential must pass it too, or [`build`](Self::build) fails.
+    pub fn validator(mut self, validator: impl Validate) -> Self {
+        self.validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// Turns the background refresher off (default: on). Without it, the credential changes
+    /// only through [`RotatingCredentials::refresh`] and auth-failure reports.
+    pub fn background_refresh(mut self, enabled: bool) -> Self {
+        self.background_refresh = enabled;
+        self
+    }
+
+    /// Fetches the first credential and starts the refresher.
+    ///
+    /// Fails, with the source's error, when the first fetch fails, times out or (with a
+    /// validator) is rejected: there is no pool without a credential.
+    pub async fn build(self) -> Result<RotatingCredentials, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime())?;
+        let counters = Counters::default();
+        counters.fetches.fetch_add(1, Ordering::Relaxed);
+        let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
+        if let Some(validator) = &self.validator {
+            validator
+                .validate(&credential)
+                .await
+                .map_err(|e| Error::validation(credential.username(), &e))?;
+        }
+        let snapshot = Snapshot::new(credential, Generation::FIRST, Instant::now(), &self.policy);
+        tracing::debug!(
+            username = %snapshot.credential.username(),
+            version = ?snapshot.credential.version(),
+            "first credential fetched"
+        );
+        let (generation_tx, _) = watch::channel(Generation::FIRST);
+        let shared = Arc::new(Shared {
+            source: self.source,
+            policy: self.policy,
+            validator: self.validator,
+            current: ArcSwap::from_pointee(snapshot),
+            generation_tx,
+            flight: tokio::sync::Mutex::new(None),
+            completed: AtomicU64::new(0),
+            schedule_changed: Arc::new(Notify::new()),
+            counters,
+            status: Mutex::new(Status {
+                consecutive_failures: 0,
+                last_error: None,
+                warned_overdue: None,
+                warned_expiring: None,
+            }),
+            refresher: Mutex::new(None),
+        });
+        if self.background_refresh {
+            let task = runtime.spawn(run_refresher(
+                Arc::downgrade(&shared),
+                Arc::clone(&shared.schedule_changed),
+            ));
+            *lock(&shared.refresher) = Some(task.abort_handle());
+        }
+        Ok(RotatingCredentials { shared })
+    }
+}
+
+async fn fetch_with_timeout(source: &dyn CredentialSource, policy: &Policy) -> Result<Credential, Error> {
+    match tokio::time::timeout(policy.fetch_timeout(), source.fetch()).await {
+        Ok(Ok(credential)) => Ok(credential),
+        Ok(Err(e)) => Err(Error::source_failed(e)),
+        Err(_) => Err(Error::timeout(policy.fetch_timeout())),
+    }
+}
+
+impl RotatingCredentials {
+    /// A builder over `source`.
+    pub fn builder(source: impl CredentialSource) -> RotatingCredentialsBuilder {
+        Self::builder_from_arc(Arc::new(source))
+    }
+
+    /// A builder over a shared source.
+    pub fn builder_from_arc(source: Arc<dyn CredentialSource>) -> RotatingCredentialsBuilder {
+        RotatingCredentialsBuilder {
+            source,
+            policy: Policy::default(),
+            validator: None,
+            background_refresh: true,
+        }
+    }
+
+    /// Builds a provider over `source` with `policy`, no validator, background refresh on.
+    pub async fn new(source: impl CredentialSource, policy: Policy) -> Result<Self, Error> {
+        Self::builder(source).policy(policy).build().await
+    }
+
+    /// The credential in effect. Wait-free: one `arc-swap` load and a reference-count increment.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.shared.current.load_full()
+    }
+
+    /// The generation in effect, without touching a reference count.
+    pub fn generation(&self) -> Generation {
+        self.shared.current.load().generation
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    /// A receiver that sees every generation change (and the current generation at once).
+    ///
+    /// When every handle of the provider is dropped, `changed()` on the receiver returns an error.
+    pub fn subscribe(&self) -> watch::Receiver<Generation> {
+        self.shared.generation_tx.subscribe()
+    }
+
+    /// Fetches from the source now and publishes the result if the login changed.
+    ///
+    /// Single-flight: callers that arrive while a fetch is in progress wait for it and get its
+    /// result instead of starting their own. On failure the current credential stays in effect.
+    pub async fn refresh(&self) -> Result<Arc<Snapshot>, Error> {
+        let seen = self.shared.completed.load(Ordering::Acquire);
+        let mut flight = self.shared.flight.lock().await;
+        if self.shared.completed.load(Ordering::Acquire) != seen {
+            if let Some(result) = flight.as_ref() {
+                return result.clone();
+            }
+        }
+        let result = self.shared.fetch_and_publish().await;
+        *flight = Some(result.clone());
+        self.shared.completed.fetch_add(1, Ordering::Release);
+        drop(flight);
+        self.shared.schedule_changed.notify_one();
+        result
+    }
+
+    /// Tells the provider that a connect with `generation` was refused as an authentication
+    /// failure (SQLSTATE `28P01` or `28000`), and returns the snapshot to retry with.
+    ///
+    /// If the generation has already moved on, nothing is fetched (another report, or the
+    /// refresher, got there first): the current snapshot is returned. Otherwise this is a
+    /// [`refresh`](Self::refresh), shared with any concurrent reporters.
+    pub async fn report_auth_failure(&self, generation: Generation) -> Result<Arc<Snapshot>, Error> {
+        let current = self.current();
+        if current.generation != generation {
+            self.shared.counters.auth_dedup.fetch_add(1, Ordering::Relaxed);
+            return Ok(current);
+        }
+        self.shared.counters.auth_refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            generation = generation.get(),
+            username = %current.credential.username(),
+            "authentication failed with the current credential; refreshing"
+        );
+        self.refresh().await
+    }
+
+    /// The provider's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            fetches: c.fetches.load(Ordering::Relaxed),
+            fetch_failures: c.fetch_failures.load(Ordering::Relaxed),
+            rotations: c.rotations.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            auth_failure_refreshes: c.auth_refreshes.load(Ordering::Relaxed),
+            auth_failure_reports_deduplicated: c.auth_dedup.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Age, expiry and refresh state of the current credential.
+    ///
+    /// Logs a `tracing` warning, once per generation, when the credential is older than the
+    /// rotation interval or within the expiry margin.
+    pub fn health(&self) -> Health {
+        self.shared.health(true)
+    }
+}
+
+impl Shared {
+    async fn fetch_and_publish(&self) -> Result<Arc<Snapshot>, Error> {
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.fetch_validated().await;
+        let mut status = lock(&self.status);
+        match outcome {
+            Ok(snapshot) => {
+                status.consecutive_failures = 0;
+                status.last_error = None;
+                Ok(snapshot)
+            }
+            Err(e) => {
+                self.counters.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+                status.last_error = Some(e.clone());
+                let current = self.current.load();
+                tracing::warn!(
+                    error = %e,
+                    consecutive_failures = status.consecutive_failures,
+                    serving_generation = current.generation.get(),
+                    "credential refresh failed; serving the last good credential"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_validated(&self) -> Result<Arc<Snapshot>, Error> {
+        let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
+        let current = self.current.load_full();
+        if current.credential.same_login(&credential) {
+            // Same login: refresh metadata (version, expiry) without a new generation.
+            let snapshot = Arc::new(Snapshot::new(
+                credential,
+                current.generation,
+                current.effective_since,
+                &self.policy,
+            ));
+            self.current.store(Arc::clone(&snapshot));
+            return Ok(snapshot);
+        }
+        if let Some(validator) = &self.validator {
+            if let Err(e) = validator.validate(&credential).await {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::validation(credential.username(), &e));
+            }
+        }
+        let generation = current.generation.next();
+        let snapshot = Arc::new(Snapshot::new(credential, generation, Instant::now(), &self.policy));
+        // Only the single-flight holder stores, so generations never go backwards.
+        self.current.store(Arc::clone(&snapshot));
+        self.generation_tx.send_replace(generation);
+        self.counters.rotations.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            generation = generation.get(),
+            username = %snapshot.credential.username(),
+            version = ?snapshot.credential.version(),
+            "credential rotated"
+        );
+        Ok(snapshot)
+    }
+
+    fn health(&self, warn: bool) -> Health {
+        let current = self.current.load_full();
+        let now = Instant::now();
+        let age = match current.credential.issued_at() {
+            Some(issued) => SystemTime::now().duration_since(issued).unwrap_or_default(),
+            None => now.saturating_duration_since(current.effective_since),
+        };
+        let mut status = lock(&self.status);
+        let health = Health {
+            generation: current.generation,
+            username: current.credential.username().to_owned(),
+            age,
+            rotation_interval: self.policy.rotation_interval(),
+            expires_in: current
+                .expires_deadline
+                .map(|deadline| deadline.saturating_duration_since(now)),
+            expiry_margin: self.policy.expiry_margin(),
+            consecutive_failures: status.consecutive_failures,
+            last_error: status.last_error.clone(),
+        };
+        if warn {
+            if health.is_overdue() && status.warned_overdue != Some(current.generation) {
+                status.warned_overdue = Some(current.generation);
+                health.warn_overdue();
+            }
+            if health.is_expiring() && status.warned_expiring != Some(current.generation) {
+                status.warned_expiring = Some(current.generation);
+                health.warn_expiring();
+            }
+        }
+        health
+    }
+
+    /// How long the refresher sleeps before its next fetch.
+    fn next_delay(&self) -> Duration {
+        let failures = lock(&self.status).consecutive_failures;
+        let policy = &self.policy;
+        if failures > 0 {
+            return jittered(policy.backoff(failures), policy.jitter());
+        }
+        let mut delay = jittered(policy.refresh_interval(), policy.jitter());
+        if let Some(retire_at) = self.current.load().retire_at {
+            let now = Instant::now();
+            // Refresh by the retirement point; if it has passed and the store still hands out
+            // the same credential, retry at the backoff pace instead of spinning.
+            let until = if retire_at > now {
+                retire_at - now
+            } else {
+                policy.backoff_initial()
+            };
+            delay = delay.min(until);
+        }
+        delay
+    }
+}
+
+/// Shortens `base` by a random fraction in `[0, jitter)`; never lengthens it, so the refresh
+/// interval stays below the overlap window.
+fn jittered(base: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return base;
+    }
+    let cut = rand::random::<f64>() * jitter;
+    base.mul_f64(1.0 - cut)
+}
+
+async fn run_refresher(shared: Weak<Shared>, wake: Arc<Notify>) {
+    // Holds only a weak reference between fetches, so dropping the last handle ends the task
+    // (`Shared::drop` also aborts it, so it never outlives the provider even mid-sleep).
+    loop {
+        let Some(delay) = shared.upgrade().map(|s| s.next_delay()) else {
+            return;
+        };
+        let woken = tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            () = wake.notified() => true,
+        };
+        if woken {
+            // An on-demand refresh changed the schedule (a new expiry, a recovery): recompute.
+            continue;
+        }
+        let Some(strong) = shared.upgrade() else { return };
+        let provider = RotatingCredentials { shared: strong };
+        let _ = provider.refresh().await;
+        provider.shared.health(true);
+    }
+}
+
+#[cfg(test)]
+#[path = "provider_tests.rs"]
+mod tests;

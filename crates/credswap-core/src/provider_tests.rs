@@ -1,0 +1,451 @@
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex as StdMutex;
+
+use super::*;
+use crate::source::from_fn;
+use crate::{BoxError, MemorySource, SourceError, validate_fn};
+
+const SECRET: &str = "pw-must-never-print-0xC0FFEE";
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn policy(refresh: Duration) -> Policy {
+    Policy::builder()
+        .refresh_interval(refresh)
+        .jitter(0.0)
+        .backoff(secs(1), secs(8))
+        .build()
+        .unwrap()
+}
+
+/// A source that records the (Tokio) time of every fetch and can be told to fail.
+#[derive(Clone)]
+struct Recording {
+    times: Arc<StdMutex<Vec<Instant>>>,
+    failing: Arc<AtomicBool>,
+    store: MemorySource,
+}
+
+impl Recording {
+    fn new() -> Self {
+        Self {
+            times: Arc::default(),
+            failing: Arc::default(),
+            store: MemorySource::new(Credential::new("app", SECRET)),
+        }
+    }
+    fn offsets_from(&self, origin: Instant) -> Vec<Duration> {
+        self.times.lock().unwrap().iter().map(|t| *t - origin).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for Recording {
+    async fn fetch(&self) -> Result<Credential, SourceError> {
+        self.times.lock().unwrap().push(Instant::now());
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(SourceError::unavailable("store is down"));
+        }
+        self.store.fetch().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_at_the_interval() {
+    let source = Recording::new();
+    let origin = Instant::now();
+    let creds = RotatingCredentials::new(source.clone(), policy(secs(60))).await.unwrap();
+    tokio::time::sleep(secs(59)).await;
+    assert_eq!(source.times.lock().unwrap().len(), 1, "only the initial fetch before 60 s");
+    tokio::time::sleep(secs(2)).await;
+    assert_eq!(source.offsets_from(origin), [secs(0), secs(60)]);
+    tokio::time::sleep(secs(60)).await;
+    assert_eq!(source.offsets_from(origin), [secs(0), secs(60), secs(120)]);
+    assert_eq!(creds.generation(), Generation::FIRST, "same secret: no new generation");
+    assert_eq!(creds.stats().rotations, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_only_shortens_the_interval() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let p = Policy::builder().refresh_interval(secs(100)).jitter(0.5).build().unwrap();
+    let _creds = RotatingCredentials::new(store.clone(), p).await.unwrap();
+    tokio::time::sleep(secs(49)).await;
+    assert_eq!(store.fetch_count(), 1, "no refresh before interval * (1 - jitter)");
+    tokio::time::sleep(secs(52)).await;
+    assert_eq!(store.fetch_count(), 2, "a refresh by the interval, never after it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_earlier_when_expiry_comes_first() {
+    // Every fetch returns a new lease ending 10 minutes after the fetch.
+    let fetches = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&fetches);
+    let source = from_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Ok(Credential::new("app", SECRET).with_expires_at(SystemTime::now() + secs(600)))
+        }
+    });
+    let p = Policy::builder()
+        .refresh_interval(secs(1800))
+        .expiry_margin(secs(60))
+        .jitter(0.0)
+        .build()
+        .unwrap();
+    let creds = RotatingCredentials::new(source, p).await.unwrap();
+    let retire_at = creds.current().retire_at().unwrap();
+    let left = retire_at - Instant::now();
+    assert!(left <= secs(540) && left > secs(539), "retire at expires_at - margin: {left:?}");
+    tokio::time::sleep(secs(538)).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "refreshed 9 min in, not at 30 min");
+}
+
+#[tokio::test(start_paused = true)]
+async fn backs_off_on_errors_serves_last_good_and_recovers() {
+    let source = Recording::new();
+    let origin = Instant::now();
+    let creds = RotatingCredentials::new(source.clone(), policy(secs(60))).await.unwrap();
+    source.failing.store(true, Ordering::SeqCst);
+    // Fetches at 60 (fails), then +1, +2, +4, +8, +8 (capped).
+    tokio::time::sleep(secs(60 + 1 + 2 + 4 + 8 + 8) + Duration::from_millis(500)).await;
+    let offsets = source.offsets_from(origin);
+    let gaps: Vec<u64> = offsets.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+    assert_eq!(gaps, [60, 1, 2, 4, 8, 8]);
+    let snapshot = creds.current();
+    assert_eq!(snapshot.generation(), Generation::FIRST);
+    assert_eq!(snapshot.credential().username(), "app", "last good credential still served");
+    let health = creds.health();
+    assert!(health.is_degraded());
+    assert_eq!(health.consecutive_failures(), 6);
+    assert!(health.last_error().is_some_and(Error::is_source));
+
+    // Recovery: the next retry (8 s later) succeeds and the normal interval resumes.
+    source.failing.store(false, Ordering::SeqCst);
+    source.store.set(Credential::new("app", "rotated-during-outage"));
+    tokio::time::sleep(secs(8)).await;
+    assert_eq!(creds.generation().get(), 2);
+    assert!(creds.health().is_healthy());
+    let before = source.times.lock().unwrap().len();
+    tokio::time::sleep(secs(59)).await;
+    assert_eq!(source.times.lock().unwrap().len(), before, "back to the 60 s interval");
+    tokio::time::sleep(secs(2)).await;
+    assert_eq!(source.times.lock().unwrap().len(), before + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_stops_the_refresher() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(1))).await.unwrap();
+    let clone = creds.clone();
+    assert_eq!(metrics.num_alive_tasks(), 1);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(store.fetch_count(), 4);
+    drop(creds);
+    tokio::time::sleep(secs(2)).await;
+    assert_eq!(store.fetch_count(), 6, "a clone keeps it alive");
+    drop(clone);
+    tokio::task::yield_now().await;
+    tokio::time::sleep(secs(10)).await;
+    assert_eq!(store.fetch_count(), 6, "no fetch after the last handle is gone");
+    assert_eq!(metrics.num_alive_tasks(), 0, "the refresher task ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn thousand_concurrent_refreshes_cause_one_fetch() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let creds = RotatingCredentials::builder(store.clone())
+        .policy(policy(secs(3600)))
+        .build()
+        .await
+        .unwrap();
+    store.set(Credential::new("app", "second"));
+    store.set_delay(Duration::from_millis(100));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let creds = creds.clone();
+            tokio::spawn(async move { creds.refresh().await })
+        })
+        .collect();
+    for task in tasks {
+        let snapshot = task.await.unwrap().unwrap();
+        assert_eq!(snapshot.generation().get(), 2, "every caller gets the shared result");
+    }
+    assert_eq!(store.fetch_count(), 2, "the initial fetch plus exactly one refresh");
+    assert_eq!(creds.stats().rotations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_refreshes_on_threads_cause_one_fetch() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let creds = RotatingCredentials::builder(store.clone())
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    store.set_delay(Duration::from_millis(500));
+    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (creds, barrier) = (creds.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                creds.refresh().await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(store.fetch_count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_auth_failure_report_does_nothing() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(3600))).await.unwrap();
+    store.set(Credential::new("app", "second"));
+    let fresh = creds.report_auth_failure(Generation::FIRST).await.unwrap();
+    assert_eq!(fresh.generation().get(), 2, "a current-generation report refreshes");
+    assert_eq!(store.fetch_count(), 2);
+
+    let again = creds.report_auth_failure(Generation::FIRST).await.unwrap();
+    assert_eq!(again.generation().get(), 2);
+    assert_eq!(store.fetch_count(), 2, "a stale report fetches nothing");
+    let stats = creds.stats();
+    assert_eq!(stats.auth_failure_refreshes, 1);
+    assert_eq!(stats.auth_failure_reports_deduplicated, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn generation_changes_only_when_the_login_changes() {
+    let store = MemorySource::new(Credential::new("app", SECRET).with_version("v1"));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(3600))).await.unwrap();
+    let mut changes = creds.subscribe();
+    store.set(Credential::new("app", SECRET).with_version("v2"));
+    let snapshot = creds.refresh().await.unwrap();
+    assert_eq!(snapshot.generation(), Generation::FIRST);
+    assert_eq!(snapshot.credential().version(), Some("v2"), "metadata is refreshed");
+    assert!(!changes.has_changed().unwrap());
+
+    store.set(Credential::new("app", "new-password"));
+    assert_eq!(creds.refresh().await.unwrap().generation().get(), 2);
+    store.set(Credential::new("app_b", "new-password"));
+    assert_eq!(creds.refresh().await.unwrap().generation().get(), 3);
+    assert!(changes.has_changed().unwrap());
+    assert_eq!(changes.borrow_and_update().get(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_see_the_generation_go_backwards() {
+    let store = MemorySource::new(Credential::new("user1", "pw1"));
+    let creds = RotatingCredentials::builder(store.clone())
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (creds, done) = (creds.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut last = 0;
+                let mut reads = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    let snapshot = creds.current();
+                    let generation = snapshot.generation().get();
+                    assert!(generation >= last, "went back from {last} to {generation}");
+                    // The snapshot is consistent: its login belongs to its generation.
+                    assert_eq!(snapshot.credential().username(), format!("user{generation}"));
+                    assert!(creds.generation().get() >= generation);
+                    last = generation;
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    // Writers: concurrent refreshers and auth-failure reporters racing the rotation.
+    for n in 2..=1500u64 {
+        store.set(Credential::new(format!("user{n}"), format!("pw{n}")));
+        let (a, b) = (creds.clone(), creds.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { a.refresh().await }),
+            tokio::spawn(async move { b.report_auth_failure(Generation::new(n - 1)).await })
+        );
+        ra.unwrap().unwrap();
+        rb.unwrap().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    assert_eq!(creds.generation().get(), 1500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_credential_is_not_published_and_is_retried_on_backoff() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let validator = validate_fn(|c: Credential| async move {
+        use secrecy::ExposeSecret;
+        if c.password().expose_secret().starts_with("wrong") {
+            Err::<(), BoxError>(format!("password authentication failed for user \"{}\"", c.username()).into())
+        } else {
+            Ok(())
+        }
+    });
+    let creds = RotatingCredentials::builder(store.clone())
+        .policy(policy(secs(60)))
+        .validator(validator)
+        .build()
+        .await
+        .unwrap();
+    store.set(Credential::new("app", "wrong-password-xyz"));
+    let err = creds.refresh().await.unwrap_err();
+    assert!(err.is_validation(), "{err}");
+    assert!(!err.to_string().contains("wrong-password-xyz"));
+    assert_eq!(creds.generation(), Generation::FIRST, "not published");
+    assert_eq!(creds.stats().rejected, 1);
+
+    // Retried at the backoff pace (1 s), still rejected; then the good one arrives.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(creds.stats().rejected, 2);
+    store.set(Credential::new("app", "right-password"));
+    tokio::time::sleep(secs(2)).await;
+    assert_eq!(creds.generation().get(), 2);
+}
+
+#[tokio::test]
+async fn build_fails_without_a_good_first_credential() {
+    let failing = from_fn(|| async { Err(SourceError::unavailable("connection refused by 127.0.0.1:1")) });
+    let err = RotatingCredentials::new(failing, Policy::default()).await.unwrap_err();
+    assert!(err.is_source());
+    assert!(err.to_string().contains("secret store unavailable"), "{err}");
+
+    let malformed = from_fn(|| async { Err(SourceError::malformed("no \"password\" key")) });
+    let err = RotatingCredentials::new(malformed, Policy::default()).await.unwrap_err();
+    assert!(err.source_error().is_some_and(SourceError::is_malformed));
+
+    let rejecting = validate_fn(|_| async { Err::<(), BoxError>("nope".into()) });
+    let err = RotatingCredentials::builder(StaticSourceFor::new())
+        .validator(rejecting)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.is_validation());
+}
+
+struct StaticSourceFor;
+impl StaticSourceFor {
+    fn new() -> crate::StaticSource {
+        crate::StaticSource::new(Credential::new("app", SECRET))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_store_times_out() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let p = Policy::builder().fetch_timeout(secs(2)).build().unwrap();
+    let creds = RotatingCredentials::new(store.clone(), p).await.unwrap();
+    store.set_delay(secs(3600));
+    let err = creds.refresh().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("2s"));
+    assert_eq!(creds.current().credential().username(), "app");
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_reports_age_and_expiry() {
+    let old = Credential::new("app", SECRET).with_issued_at(SystemTime::now() - secs(31 * 86_400));
+    let creds = RotatingCredentials::new(MemorySource::new(old), Policy::default()).await.unwrap();
+    let h = creds.health();
+    assert!(h.is_overdue() && !h.is_healthy(), "{h:?}");
+    assert!(h.expires_in().is_none());
+
+    let expiring = Credential::new("app", SECRET).with_expires_at(SystemTime::now() + secs(30));
+    let creds = RotatingCredentials::new(MemorySource::new(expiring), Policy::default()).await.unwrap();
+    let h = creds.health();
+    assert!(h.is_expiring() && !h.is_expired(), "{h:?}");
+
+    let fresh = Credential::new("app", SECRET).with_expires_at(SystemTime::now() + secs(3600));
+    let creds = RotatingCredentials::new(MemorySource::new(fresh), Policy::default()).await.unwrap();
+    assert!(creds.health().is_healthy());
+    // Without issued_at, age counts from publication, on the Tokio clock.
+    tokio::time::sleep(secs(10)).await;
+    assert!(creds.health().age() >= secs(10));
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<StdMutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn logs_warn_once_per_generation_and_never_print_the_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let old = Credential::new("app", SECRET).with_issued_at(SystemTime::now() - secs(40 * 86_400));
+        let store = MemorySource::new(old);
+        let creds = RotatingCredentials::new(store.clone(), policy(secs(60))).await.unwrap();
+        creds.health();
+        creds.health();
+        store.fail_with(SourceError::unavailable("store is down"));
+        let _ = creds.refresh().await;
+        store.recover();
+        store.set(Credential::new("app2", format!("{SECRET}-2")));
+        creds.refresh().await.unwrap();
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("older than its rotation interval").count(), 1, "{text}");
+    assert!(text.contains("serving the last good credential"), "{text}");
+    assert!(text.contains("credential rotated"), "{text}");
+    assert!(!text.contains(SECRET), "a log line printed the password:\n{text}");
+}
+
+#[tokio::test]
+async fn no_debug_output_contains_the_password() {
+    let store = MemorySource::new(Credential::new("app", SECRET).with_version("v1"));
+    let creds = RotatingCredentials::builder(store.clone())
+        .validator(validate_fn(|_| async { Ok(()) }))
+        .build()
+        .await
+        .unwrap();
+    let snapshot = creds.current();
+    let printed = [
+        format!("{creds:?}"),
+        format!("{snapshot:#?}"),
+        format!("{store:?}"),
+        format!("{:?}", creds.health()),
+        format!("{:?}", creds.stats()),
+        format!("{:?}", snapshot.credential()),
+        format!("{:?}", RotatingCredentials::builder(store.clone())),
+    ];
+    for p in printed {
+        assert!(!p.contains(SECRET), "{p}");
+    }
+}

@@ -1,0 +1,66 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+//! Ephemeral PostgreSQL for credswap's tests, examples and drills.
+//!
+//! [`TestPostgres::start`] runs `initdb` and `postgres` in a fresh temp dir on a free loopback
+//! port, with `scram-sha-256` for every login, so a wrong or rotated-away password fails exactly
+//! as it does in production (SQLSTATE `28P01`); a `trust` server would hide every rotation bug.
+//! Dropping the value stops the server and removes the directory, also when a test panics.
+//! [`TestPostgres::from_admin_url`] uses an existing server (a container, a CI service) instead,
+//! and [`TestPostgres::from_env`] picks between the two with `CREDSWAP_TEST_ADMIN_URL`.
+//!
+//! On top of the server, helpers do what rotation tests need: create login roles and change their
+//! passwords (the SCRAM verifier is computed client-side, so no password ever appears in SQL
+//! text or the server log), set up the owner and two alternating users of dual-user rotation, and
+//! count, date and terminate the sessions of a role through `pg_stat_activity`.
+//!
+//! # Requirements
+//!
+//! The PostgreSQL server binaries (`initdb`, `postgres`, and `pg_ctl` for a graceful stop), found
+//! through `CREDSWAP_PG_BINDIR`, `PATH`, `pg_config --bindir` or `/usr/lib/postgresql/*/bin`
+//! (Debian/Ubuntu: `apt-get install postgresql`). When the process runs as root, the server runs
+//! as the `postgres` user (else `nobody`), since PostgreSQL refuses to run as root. Unix only.
+//! Without binaries, [`TestPostgres::start`] fails with an error that says how to get them; it
+//! never skips silently.
+//!
+//! # Features
+//!
+//! This crate has no Cargo features.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use credswap_testkit::{TestPostgres, random_password, unique_name};
+//! use tokio_postgres::NoTls;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pg = TestPostgres::from_env().await?;
+//!
+//! let role = unique_name("app");
+//! let old = random_password();
+//! pg.create_login_role(&role, &old).await?;
+//!
+//! let (client, connection) = pg.config_for(&role, &old).connect(NoTls).await?;
+//! tokio::spawn(connection);
+//!
+//! // Rotate: new logins need the new password, the open session lives on.
+//! let new = random_password();
+//! pg.set_password(&role, &new).await?;
+//! assert!(pg.config_for(&role, &old).connect(NoTls).await.is_err());
+//! client.simple_query("SELECT 1").await?;
+//! assert_eq!(pg.count_sessions(&[&role]).await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod binaries;
+mod cluster;
+mod error;
+mod roles;
+mod server;
+mod sessions;
+
+pub use error::Error;
+pub use roles::{AlternatingPair, random_password, unique_name};
+pub use server::TestPostgres;
