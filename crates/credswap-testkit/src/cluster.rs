@@ -157,7 +157,9 @@ impl Cluster {
 
     fn dir(&self) -> &Path {
         // `dir` is only taken in `shutdown`, which runs last.
-        self.dir.as_ref().map_or(Path::new("/nonexistent"), TempDir::path)
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), TempDir::path)
     }
 
     fn chown(&self, path: &Path) -> Result<(), Error> {
@@ -203,10 +205,7 @@ impl Cluster {
             .output();
         let removed = std::fs::remove_file(&pwfile);
         let output = output.map_err(|e| {
-            Error::startup_io(
-                format!("running {}", self.binaries.initdb.display()),
-                e,
-            )
+            Error::startup_io(format!("running {}", self.binaries.initdb.display()), e)
         })?;
         if !output.status.success() {
             let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -251,10 +250,7 @@ impl Cluster {
             .stderr(Stdio::from(log_err))
             .spawn()
             .map_err(|e| {
-                Error::startup_io(
-                    format!("starting {}", self.binaries.postgres.display()),
-                    e,
-                )
+                Error::startup_io(format!("starting {}", self.binaries.postgres.display()), e)
             })?;
         tracing::debug!(pid = child.id(), port, dir = %self.dir().display(), "postgres started");
         self.child = Some(child);
@@ -321,11 +317,16 @@ impl Cluster {
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(None) | Err(_) => break,
             }
         }
-        tracing::warn!(pid = child.id(), "the server did not stop in time; killing it");
+        tracing::warn!(
+            pid = child.id(),
+            "the server did not stop in time; killing it"
+        );
         let _ = child.kill();
         let _ = child.wait();
     }

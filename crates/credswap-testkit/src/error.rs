@@ -58,7 +58,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn startup_postgres(message: impl Into<String>, source: tokio_postgres::Error) -> Self {
+    pub(crate) fn startup_postgres(
+        message: impl Into<String>,
+        source: tokio_postgres::Error,
+    ) -> Self {
         Self {
             kind: Kind::Startup,
             message: message.into(),

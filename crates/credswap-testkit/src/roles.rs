@@ -198,7 +198,10 @@ mod tests {
     #[test]
     fn password_clause_carries_a_verifier_not_the_password() {
         let clause = password_clause("correct horse");
-        assert!(clause.starts_with("PASSWORD 'SCRAM-SHA-256$4096:"), "{clause}");
+        assert!(
+            clause.starts_with("PASSWORD 'SCRAM-SHA-256$4096:"),
+            "{clause}"
+        );
         assert!(!clause.contains("correct horse"));
     }
 

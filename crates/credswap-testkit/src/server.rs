@@ -113,9 +113,9 @@ impl TestPostgres {
     /// message never repeats the URL); [`Error::is_query`] when the admin login fails.
     pub async fn from_admin_url(url: &str) -> Result<TestPostgres, Error> {
         const EXPECTED: &str = "expected postgres://user:password@host:port/database";
-        let config: Config = url
-            .parse()
-            .map_err(|_| Error::invalid_url(format!("the admin URL cannot be parsed ({EXPECTED})")))?;
+        let config: Config = url.parse().map_err(|_| {
+            Error::invalid_url(format!("the admin URL cannot be parsed ({EXPECTED})"))
+        })?;
         let host = match config.get_hosts().first() {
             Some(Host::Tcp(host)) => host.clone(),
             Some(Host::Unix(path)) => path.to_string_lossy().into_owned(),
@@ -222,9 +222,15 @@ impl TestPostgres {
                 self.port
             )
         } else if self.host.contains(':') {
-            format!("postgres://{credentials}@[{}]:{}/{database}", self.host, self.port)
+            format!(
+                "postgres://{credentials}@[{}]:{}/{database}",
+                self.host, self.port
+            )
         } else {
-            format!("postgres://{credentials}@{}:{}/{database}", self.host, self.port)
+            format!(
+                "postgres://{credentials}@{}:{}/{database}",
+                self.host, self.port
+            )
         }
     }
 
@@ -348,7 +354,10 @@ mod tests {
     #[test]
     fn percent_encoding_keeps_unreserved_only() {
         assert_eq!(percent_encode("abc-._~XYZ09"), "abc-._~XYZ09");
-        assert_eq!(percent_encode("p@ss:w/rd%?#é"), "p%40ss%3Aw%2Frd%25%3F%23%C3%A9");
+        assert_eq!(
+            percent_encode("p@ss:w/rd%?#é"),
+            "p%40ss%3Aw%2Frd%25%3F%23%C3%A9"
+        );
     }
 
     #[test]
