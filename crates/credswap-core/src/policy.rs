@@ -23,7 +23,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// | `rotation_interval` | 30 days | the store's rotation schedule; an older credential raises a health warning |
 /// | `expiry_margin` | 1 min | refresh, and retire connections, this long before a credential's `expires_at` |
 /// | `jitter` | 0.1 | each refresh delay is shortened by a random fraction in `[0, jitter)` |
-/// | `backoff_initial`, `backoff_max` | 1 s, 1 min | retry delays after a failed refresh: doubling, capped |
+/// | `backoff_initial`, `backoff_max` | 1 s, 1 min | retry delays after a failed refresh: doubling, capped (and never longer than `refresh_interval`) |
 /// | `fetch_timeout` | 30 s | a fetch that takes longer fails (an unreachable store must not hang the refresher) |
 ///
 /// With no overlap declared (single-user rotation, where `ALTER ROLE ... PASSWORD` kills the old

@@ -496,7 +496,10 @@ impl Shared {
         let failures = lock(&self.status).consecutive_failures;
         let policy = &self.policy;
         if failures > 0 {
-            return jittered(policy.backoff(failures), policy.jitter());
+            // Never slower than the normal schedule: that load is acceptable to the store, and a
+            // fixed credential (after a bad publish) must still arrive within one interval.
+            let backoff = policy.backoff(failures).min(policy.refresh_interval());
+            return jittered(backoff, policy.jitter());
         }
         let mut delay = jittered(policy.refresh_interval(), policy.jitter());
         if let Some(retire_at) = self.current.load().retire_at {

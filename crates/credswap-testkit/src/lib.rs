@@ -58,6 +58,7 @@ mod binaries;
 mod cluster;
 mod error;
 mod roles;
+pub mod scenario;
 mod server;
 mod sessions;
 

@@ -71,6 +71,19 @@ pub(crate) fn quote_literal(text: &str) -> String {
     }
 }
 
+/// `ALTER ROLE role PASSWORD '<verifier>'` through an existing admin client.
+pub(crate) async fn alter_password(
+    client: &tokio_postgres::Client,
+    role: &str,
+    password: &str,
+) -> Result<(), Error> {
+    let sql = format!("ALTER ROLE {} {}", quote_ident(role), password_clause(password));
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::query(format!("setting the password of role {role}"), e))
+}
+
 /// `PASSWORD '<scram verifier>'` for `password`; the password itself never leaves the process.
 fn password_clause(password: &str) -> String {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
@@ -103,16 +116,7 @@ impl TestPostgres {
     ///
     /// [`Error::is_query`]; [`Error::code`] is `UNDEFINED_OBJECT` when the role does not exist.
     pub async fn set_password(&self, role: &str, password: &str) -> Result<(), Error> {
-        let sql = format!(
-            "ALTER ROLE {} {}",
-            quote_ident(role),
-            password_clause(password)
-        );
-        self.admin()
-            .await?
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| Error::query(format!("setting the password of role {role}"), e))
+        alter_password(&self.admin().await?, role, password).await
     }
 
     /// Owner role `<prefix>_owner` (NOLOGIN) that owns a schema `<prefix>` with a table

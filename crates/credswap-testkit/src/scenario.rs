@@ -1,0 +1,535 @@
+//! The load-and-rotate engine every adapter test and the drill run.
+//!
+//! N workers loop a request through the pool under test for a duration while a rotator rotates
+//! the credential on a schedule with real SQL against a [`TestPostgres`]. A sampler reads
+//! `pg_stat_activity` every 50 ms (20 Hz). The engine returns a [`ScenarioReport`]: requests
+//! ok and failed, rotations, latency percentiles, peak backends of the application's roles, and
+//! sessions authenticated before a rotation still open after the drain.
+//!
+//! The application learns of a rotation only as it would in production: the rotator changes the
+//! database and the store (a [`MemorySource`]), never the application's provider. Whatever the
+//! pool under test does with that store (refresh schedule, auth-failure retry) is on it.
+//!
+//! Two strategies, as real stores rotate:
+//!
+//! - [`Strategy::AlternatingUsers`]: two login roles; a rotation gives the *inactive* role a
+//!   fresh password, points the store at it, and after the overlap resets the retired role's
+//!   password (its old secret is revoked).
+//! - [`Strategy::SingleUser`]: one role; a rotation runs `ALTER ROLE ... PASSWORD` first and
+//!   updates the store a moment later, as between AWS `setSecret` and `finishSecret`: the old
+//!   password is dead before the application can know the new one (zero overlap).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use credswap_core::{BoxError, Credential, MemorySource};
+use tokio::time::Instant;
+
+use crate::{Error, TestPostgres, random_password, unique_name};
+
+/// How the rotator rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Two roles take turns; the previous one stays valid for an overlap, then is revoked.
+    AlternatingUsers,
+    /// One role; `ALTER ROLE ... PASSWORD` kills the old password before the store knows the new.
+    SingleUser,
+}
+
+impl Strategy {
+    /// Both strategies.
+    pub const ALL: [Strategy; 2] = [Strategy::AlternatingUsers, Strategy::SingleUser];
+
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::AlternatingUsers => "alternating-users",
+            Strategy::SingleUser => "single-user",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "alternating-users" => Ok(Strategy::AlternatingUsers),
+            "single-user" => Ok(Strategy::SingleUser),
+            other => Err(format!(
+                "unknown strategy `{other}`; expected `alternating-users` or `single-user`"
+            )),
+        }
+    }
+}
+
+/// The database roles and the secret store of one scenario.
+#[derive(Debug)]
+pub struct RotationSetup {
+    strategy: Strategy,
+    roles: Vec<String>,
+    store: MemorySource,
+    initial: Credential,
+}
+
+impl RotationSetup {
+    /// Creates the roles (fresh, uniquely named) and a store holding the first credential.
+    pub async fn create(pg: &TestPostgres, strategy: Strategy) -> Result<Self, Error> {
+        let password = random_password();
+        let roles = match strategy {
+            Strategy::AlternatingUsers => {
+                let prefix = unique_name("alt");
+                let other = random_password();
+                let pair = pg.create_alternating_pair(&prefix, [&password, &other]).await?;
+                pair.users.to_vec()
+            }
+            Strategy::SingleUser => {
+                let role = unique_name("single");
+                pg.create_login_role(&role, &password).await?;
+                vec![role]
+            }
+        };
+        let initial = Credential::new(roles[0].clone(), password);
+        Ok(Self {
+            strategy,
+            store: MemorySource::new(initial.clone()),
+            roles,
+            initial,
+        })
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The application's secret store: build the provider under test over a clone of it.
+    pub fn store(&self) -> &MemorySource {
+        &self.store
+    }
+
+    /// The application's login roles (one, or the alternating two).
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// The credential the store holds before the first rotation.
+    pub fn initial_credential(&self) -> &Credential {
+        &self.initial
+    }
+}
+
+/// One request through the pool under test (for example `SELECT current_user`).
+#[async_trait]
+pub trait Workload: Send + Sync + 'static {
+    /// Runs the request; an error counts as a failed request.
+    async fn request(&self) -> Result<(), BoxError>;
+}
+
+/// How to run a scenario.
+#[derive(Debug, Clone)]
+pub struct ScenarioConfig {
+    /// How long the workers run.
+    pub duration: Duration,
+    /// The rotation schedule; `None` runs without rotating (the baseline).
+    pub rotate_every: Option<Duration>,
+    /// Concurrent workers.
+    pub concurrency: usize,
+    /// The pool's `max_size` (reported, and the bound `peak_backends` is judged against).
+    pub pool_max_size: usize,
+    /// Sessions authenticated before a rotation and still open this long after it are stale.
+    pub drain_grace: Duration,
+    /// Alternating users: how long after a rotation the retired role's password is revoked.
+    /// `None`: half the rotation interval.
+    pub overlap: Option<Duration>,
+    /// Single user: how long the store lags the database.
+    pub store_lag: Duration,
+}
+
+impl Default for ScenarioConfig {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(15),
+            rotate_every: Some(Duration::from_secs(1)),
+            concurrency: 32,
+            pool_max_size: 8,
+            drain_grace: Duration::from_secs(1),
+            overlap: None,
+            store_lag: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Live counters a caller can read while a scenario runs (for progress display).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Requests that succeeded.
+    pub ok: AtomicU64,
+    /// Requests that failed.
+    pub failed: AtomicU64,
+    /// Rotations done.
+    pub rotations: AtomicU64,
+}
+
+/// What a scenario measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioReport {
+    /// The rotation strategy.
+    pub strategy: Strategy,
+    /// Seconds the workers ran.
+    pub duration_s: f64,
+    /// Workers.
+    pub concurrency: usize,
+    /// The pool's `max_size`.
+    pub pool_max_size: usize,
+    /// Rotations performed.
+    pub rotations: u64,
+    /// Requests that succeeded.
+    pub requests_ok: u64,
+    /// Requests that failed.
+    pub requests_failed: u64,
+    /// Successful requests per second.
+    pub throughput_rps: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// 99th percentile latency of requests that overlapped a drain (rotation until its last
+    /// stale session closed), ms; 0 without rotations.
+    pub p99_ms_rotating: f64,
+    /// Most sessions of the application's roles seen at once in `pg_stat_activity`.
+    pub peak_backends: usize,
+    /// Sessions authenticated before a rotation still open `drain_grace` after it (worst
+    /// rotation).
+    pub stale_after_drain: usize,
+    /// Longest time from a rotation to its last stale session closing, ms (a drain not finished
+    /// when the run ended counts until then).
+    pub max_drain_ms: f64,
+    /// Up to five distinct error messages of failed requests.
+    pub first_errors: Vec<String>,
+}
+
+impl ScenarioReport {
+    /// Whether the run meets the adapter contract: no failed request, nothing stale after the
+    /// drain, no more backends than the pool's `max_size`.
+    pub fn is_clean(&self) -> bool {
+        self.requests_failed == 0
+            && self.stale_after_drain == 0
+            && self.peak_backends <= self.pool_max_size
+    }
+
+    /// A one-line summary for test failure messages.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} rotations, {} ok, {} failed, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99 rotating {:.2} ms, \
+             peak backends {}/{}, stale after drain {}, max drain {:.0} ms, errors {:?}",
+            self.strategy,
+            self.rotations,
+            self.requests_ok,
+            self.requests_failed,
+            self.throughput_rps,
+            self.p50_ms,
+            self.p99_ms,
+            self.p99_ms_rotating,
+            self.peak_backends,
+            self.pool_max_size,
+            self.stale_after_drain,
+            self.max_drain_ms,
+            self.first_errors
+        )
+    }
+}
+
+/// One rotation as the sampler tracks it.
+struct RotationMark {
+    at: SystemTime,
+    at_instant: Instant,
+    /// When the sampler first saw no session older than the rotation.
+    drained_at: Option<Instant>,
+    /// Old sessions still open at `at + drain_grace` (None until that sample).
+    stale_at_grace: Option<usize>,
+}
+
+/// Request timing: start offset from the run start and duration, both in microseconds.
+type Sample = (u64, u64);
+
+/// Runs the scenario and returns what it measured.
+///
+/// `setup` is moved in: the rotator owns the roles and the store from here on. The caller keeps
+/// the pool under test (inside `workload`) alive until this returns.
+pub async fn run(
+    pg: &TestPostgres,
+    setup: RotationSetup,
+    workload: Arc<dyn Workload>,
+    config: &ScenarioConfig,
+    progress: Arc<Progress>,
+) -> Result<ScenarioReport, Error> {
+    let strategy = setup.strategy;
+    let roles = setup.roles.clone();
+    let sampler_client = pg.admin().await?;
+    let start = Instant::now();
+    let deadline = start + config.duration;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let workers: Vec<_> = (0..config.concurrency)
+        .map(|_| {
+            let workload = Arc::clone(&workload);
+            let progress = Arc::clone(&progress);
+            tokio::spawn(async move {
+                let mut samples: Vec<Sample> = Vec::with_capacity(4096);
+                let mut errors: Vec<String> = Vec::new();
+                let mut failed = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let result = workload.request().await;
+                    let took = t0.elapsed();
+                    match result {
+                        Ok(()) => {
+                            progress.ok.fetch_add(1, Ordering::Relaxed);
+                            samples.push((
+                                (t0 - start).as_micros() as u64,
+                                took.as_micros() as u64,
+                            ));
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            progress.failed.fetch_add(1, Ordering::Relaxed);
+                            if errors.len() < 5 {
+                                errors.push(e.to_string());
+                            }
+                            // Do not spin on a dead pool.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                (samples, failed, errors)
+            })
+        })
+        .collect();
+
+    let marks: Arc<std::sync::Mutex<Vec<RotationMark>>> = Arc::default();
+    let rotator = {
+        let pg_config = pg.admin_config();
+        let marks = Arc::clone(&marks);
+        let progress = Arc::clone(&progress);
+        let stop = Arc::clone(&stop);
+        let config = config.clone();
+        tokio::spawn(async move { rotate(pg_config, setup, config, deadline, marks, progress, stop).await })
+    };
+
+    // Sample pg_stat_activity at 20 Hz until the workers stop and every rotation had its grace.
+    let mut peak = 0usize;
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let role_refs: Vec<&str> = roles.iter().map(String::as_str).collect();
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let starts = session_starts(&sampler_client, &role_refs).await?;
+        peak = peak.max(starts.len());
+        let mut all_settled = true;
+        {
+            let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
+            for mark in marks.iter_mut() {
+                let old = starts.iter().filter(|s| **s < mark.at).count();
+                if mark.drained_at.is_none() && old == 0 {
+                    mark.drained_at = Some(now);
+                }
+                if mark.stale_at_grace.is_none() && now >= mark.at_instant + config.drain_grace {
+                    mark.stale_at_grace = Some(old);
+                }
+                if mark.stale_at_grace.is_none() {
+                    all_settled = false;
+                }
+            }
+        }
+        if now >= deadline && rotator.is_finished() && all_settled {
+            break;
+        }
+        if now >= deadline + config.drain_grace + Duration::from_secs(5) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rotations = match rotator.await {
+        Ok(result) => result?,
+        Err(join) => return Err(Error::startup(format!("the rotator task panicked: {join}"))),
+    };
+
+    let mut samples = Vec::new();
+    let mut failed = 0;
+    let mut errors: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
+    for worker in workers {
+        let (s, f, e) = worker
+            .await
+            .map_err(|join| Error::startup(format!("a worker task panicked: {join}")))?;
+        samples.extend(s);
+        failed += f;
+        for message in e {
+            if errors.len() < 5 && seen.insert(message.clone()) {
+                errors.push(message);
+            }
+        }
+    }
+
+    let end = Instant::now();
+    let marks = std::mem::take(&mut *marks.lock().unwrap_or_else(|p| p.into_inner()));
+    let windows: Vec<(u64, u64)> = marks
+        .iter()
+        .map(|m| {
+            let from = (m.at_instant.saturating_duration_since(start)).as_micros() as u64;
+            let to = (m.drained_at.unwrap_or(end).saturating_duration_since(start)).as_micros() as u64;
+            (from, to.max(from))
+        })
+        .collect();
+    let mut all: Vec<u64> = samples.iter().map(|(_, d)| *d).collect();
+    let mut rotating: Vec<u64> = samples
+        .iter()
+        .filter(|(s, d)| windows.iter().any(|(from, to)| *s <= *to && s + d >= *from))
+        .map(|(_, d)| *d)
+        .collect();
+    let duration_s = config.duration.as_secs_f64();
+    let requests_ok = samples.len() as u64;
+    Ok(ScenarioReport {
+        strategy,
+        duration_s,
+        concurrency: config.concurrency,
+        pool_max_size: config.pool_max_size,
+        rotations,
+        requests_ok,
+        requests_failed: failed,
+        throughput_rps: requests_ok as f64 / duration_s,
+        p50_ms: percentile_ms(&mut all, 0.50),
+        p99_ms: percentile_ms(&mut all, 0.99),
+        p99_ms_rotating: percentile_ms(&mut rotating, 0.99),
+        peak_backends: peak,
+        stale_after_drain: marks.iter().filter_map(|m| m.stale_at_grace).max().unwrap_or(0),
+        max_drain_ms: marks
+            .iter()
+            .map(|m| m.drained_at.unwrap_or(end).saturating_duration_since(m.at_instant).as_secs_f64() * 1000.0)
+            .fold(0.0, f64::max),
+        first_errors: errors,
+    })
+}
+
+fn percentile_ms(values: &mut [u64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let rank = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len());
+    values[rank - 1] as f64 / 1000.0
+}
+
+async fn session_starts(client: &tokio_postgres::Client, roles: &[&str]) -> Result<Vec<SystemTime>, Error> {
+    let rows = client
+        .query(
+            "SELECT backend_start FROM pg_stat_activity WHERE usename = ANY($1) AND backend_start IS NOT NULL",
+            &[&roles],
+        )
+        .await
+        .map_err(|e| Error::query("sampling pg_stat_activity failed", e))?;
+    Ok(rows.iter().map(|r| r.get::<_, SystemTime>(0)).collect())
+}
+
+/// Rotates on schedule until `deadline`; returns how many rotations it made.
+async fn rotate(
+    admin: tokio_postgres::Config,
+    setup: RotationSetup,
+    config: ScenarioConfig,
+    deadline: Instant,
+    marks: Arc<std::sync::Mutex<Vec<RotationMark>>>,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, Error> {
+    let Some(every) = config.rotate_every else {
+        return Ok(0);
+    };
+    let (client, connection) = admin
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::query("the rotator could not connect as admin", e))?;
+    tokio::spawn(connection);
+    let overlap = config.overlap.unwrap_or(every / 2);
+    let mut active = 0usize;
+    let mut rotations = 0u64;
+    let mut next = Instant::now() + every;
+    while next < deadline && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep_until(next).await;
+        next += every;
+        let password = random_password();
+        match setup.strategy {
+            Strategy::AlternatingUsers => {
+                let incoming = 1 - active;
+                let (new_role, old_role) = (setup.roles[incoming].clone(), setup.roles[active].clone());
+                // Provision before revoke: the inactive role gets its new password first.
+                set_password(&client, &new_role, &password).await?;
+                let at = SystemTime::now();
+                mark(&marks, at);
+                setup.store.set(Credential::new(new_role, password));
+                active = incoming;
+                // After the overlap the retired role's secret is revoked. Done here, in order,
+                // so a late revocation can never clobber the next rotation's new password.
+                tokio::time::sleep(overlap).await;
+                set_password(&client, &old_role, &random_password()).await?;
+            }
+            Strategy::SingleUser => {
+                let role = setup.roles[0].clone();
+                let at = SystemTime::now();
+                mark(&marks, at);
+                // The database first; the store learns of it a moment later.
+                set_password(&client, &role, &password).await?;
+                tokio::time::sleep(config.store_lag).await;
+                setup.store.set(Credential::new(role, password));
+            }
+        }
+        rotations += 1;
+        progress.rotations.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(rotations)
+}
+
+fn mark(marks: &std::sync::Mutex<Vec<RotationMark>>, at: SystemTime) {
+    marks.lock().unwrap_or_else(|p| p.into_inner()).push(RotationMark {
+        at,
+        at_instant: Instant::now(),
+        drained_at: None,
+        stale_at_grace: None,
+    });
+}
+
+async fn set_password(client: &tokio_postgres::Client, role: &str, password: &str) -> Result<(), Error> {
+    crate::roles::alter_password(client, role, password).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_names_round_trip() {
+        for s in Strategy::ALL {
+            assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+        }
+        assert!("both".parse::<Strategy>().unwrap_err().contains("alternating-users"));
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut v: Vec<u64> = (1..=100).map(|x| x * 1000).collect();
+        assert_eq!(percentile_ms(&mut v, 0.5), 50.0);
+        assert_eq!(percentile_ms(&mut v, 0.99), 99.0);
+        assert_eq!(percentile_ms(&mut [], 0.99), 0.0);
+    }
+}
