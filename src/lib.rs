@@ -1,0 +1,57 @@
+//! # credswap
+//!
+//! Zero-downtime database credential rotation for Rust connection pools: the secret changes on
+//! a schedule and not a single request fails.
+//!
+//! Applications keep database passwords in a secret store (AWS Secrets Manager, Vault/OpenBao,
+//! a mounted file) that rotates them. credswap puts a rotation-aware credential provider,
+//! [`RotatingCredentials`], in front of each pool. The provider is read wait-free at every
+//! connect (an `arc-swap` load), refreshes on a schedule faster than the store's overlap window
+//! closes, retries once after an authentication failure, and announces each new credential
+//! [`Generation`] so the pool adapter drains connections opened with the old one, inside the
+//! same pool and never above its `max_size`.
+//!
+//! This crate is the facade: it re-exports `credswap-core` and, by feature, each pool adapter.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use credswap::{Credential, MemorySource, Policy, RotatingCredentials};
+//!
+//! let store = MemorySource::new(Credential::new("app", "first-password"));
+//! let policy = Policy::builder()
+//!     .refresh_interval(Duration::from_secs(60))
+//!     .overlap_window(Duration::from_secs(3600))
+//!     .build()?;
+//! let credentials = RotatingCredentials::new(store, policy).await?;
+//! assert_eq!(credentials.current().credential().username(), "app");
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `deadpool` | no | [`deadpool`]: a drop-in `deadpool_postgres::Pool` that follows the credential |
+//!
+//! # Guarantees
+//!
+//! 1. **Provision before revoke**: new connections use the new credential as soon as the
+//!    provider has it; with zero overlap an auth failure triggers one refresh and one retry.
+//! 2. **The cache refreshes faster than the overlap window closes**: [`Policy`] refuses a
+//!    `refresh_interval` that is not shorter than the declared `overlap_window`.
+//! 3. **Pools follow the credential**: idle connections of an older generation close at once,
+//!    busy ones when returned; the pool handle stays valid and never exceeds `max_size`.
+//! 4. **Secrets never print**: every type holding a password has a redacting `Debug`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use credswap_core::*;
+
+/// The deadpool-postgres adapter (`credswap-deadpool`).
+#[cfg(feature = "deadpool")]
+pub mod deadpool {
+    pub use credswap_deadpool::*;
+}

@@ -77,20 +77,30 @@ fn bench(c: &mut Criterion) {
     let mutex = Arc::new(Mutex::new(value()));
 
     for contended in [false, true] {
-        let mut group = c.benchmark_group(if contended { "read/2-threads" } else { "read/1-thread" });
+        let mut group = c.benchmark_group(if contended {
+            "read/2-threads"
+        } else {
+            "read/1-thread"
+        });
 
         let _c = contended.then(|| {
             let creds = creds.clone();
             Contender::start(move || drop(black_box(creds.current())))
         });
-        group.bench_function("credswap current()", |b| b.iter(|| black_box(creds.current())));
+        group.bench_function("credswap current()", |b| {
+            b.iter(|| black_box(creds.current()))
+        });
         drop(_c);
 
         let _c = contended.then(|| {
             let creds = creds.clone();
-            Contender::start(move || drop(black_box(creds.generation())))
+            Contender::start(move || {
+                black_box(creds.generation());
+            })
         });
-        group.bench_function("credswap generation()", |b| b.iter(|| black_box(creds.generation())));
+        group.bench_function("credswap generation()", |b| {
+            b.iter(|| black_box(creds.generation()))
+        });
         drop(_c);
 
         let _c = contended.then(|| {

@@ -238,10 +238,17 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e = SourceError::unavailable("store at 127.0.0.1:1 did not answer").with_source(io);
         assert!(e.is_unavailable() && !e.is_malformed() && !e.is_denied());
-        assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("refused"));
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("refused")
+        );
         let wrapped = Error::source_failed(e);
         assert!(wrapped.is_source());
-        assert!(wrapped.source_error().is_some_and(SourceError::is_unavailable));
+        assert!(
+            wrapped
+                .source_error()
+                .is_some_and(SourceError::is_unavailable)
+        );
         assert!(wrapped.to_string().contains("secret store unavailable"));
         assert!(SourceError::denied("x").is_denied());
     }

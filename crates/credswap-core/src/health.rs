@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::{Error, Generation};
 use crate::policy::fmt_duration;
+use crate::{Error, Generation};
 
 /// A report from [`RotatingCredentials::health`](crate::RotatingCredentials::health).
 ///
@@ -63,7 +63,8 @@ impl Health {
 
     /// Within `expiry_margin` of `expires_at` (or past it).
     pub fn is_expiring(&self) -> bool {
-        self.expires_in.is_some_and(|left| left <= self.expiry_margin)
+        self.expires_in
+            .is_some_and(|left| left <= self.expiry_margin)
     }
 
     /// Past `expires_at`.

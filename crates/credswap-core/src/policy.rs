@@ -214,10 +214,7 @@ impl PolicyBuilder {
         if !(0.0..=0.5).contains(&p.jitter) {
             return Err(PolicyError::new(
                 "jitter",
-                format!(
-                    "jitter must be a fraction in [0, 0.5], got {}",
-                    p.jitter
-                ),
+                format!("jitter must be a fraction in [0, 0.5], got {}", p.jitter),
             ));
         }
         if let Some(overlap) = p.overlap_window {
@@ -249,9 +246,16 @@ impl PolicyBuilder {
     }
 }
 
-fn nonzero_at_most(setting: &'static str, value: Duration, max: Duration) -> Result<(), PolicyError> {
+fn nonzero_at_most(
+    setting: &'static str,
+    value: Duration,
+    max: Duration,
+) -> Result<(), PolicyError> {
     if value.is_zero() {
-        return Err(PolicyError::new(setting, format!("{setting} must be greater than zero")));
+        return Err(PolicyError::new(
+            setting,
+            format!("{setting} must be greater than zero"),
+        ));
     }
     if value > max {
         return Err(PolicyError::new(
@@ -345,24 +349,44 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.setting(), "refresh_interval");
             let msg = err.to_string();
-            assert!(msg.contains("must be shorter than overlap_window (5m)"), "{msg}");
+            assert!(
+                msg.contains("must be shorter than overlap_window (5m)"),
+                "{msg}"
+            );
             assert!(msg.contains("lower refresh_interval below 5m"), "{msg}");
         }
-        assert!(Policy::builder()
-            .refresh_interval(secs(299))
-            .overlap_window(secs(300))
-            .build()
-            .is_ok());
+        assert!(
+            Policy::builder()
+                .refresh_interval(secs(299))
+                .overlap_window(secs(300))
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]
     fn zero_durations_are_rejected() {
         let cases: [(PolicyBuilder, &str); 5] = [
-            (Policy::builder().refresh_interval(Duration::ZERO), "refresh_interval"),
-            (Policy::builder().rotation_interval(Duration::ZERO), "rotation_interval"),
-            (Policy::builder().fetch_timeout(Duration::ZERO), "fetch_timeout"),
-            (Policy::builder().backoff(Duration::ZERO, secs(1)), "backoff_initial"),
-            (Policy::builder().overlap_window(Duration::ZERO), "overlap_window"),
+            (
+                Policy::builder().refresh_interval(Duration::ZERO),
+                "refresh_interval",
+            ),
+            (
+                Policy::builder().rotation_interval(Duration::ZERO),
+                "rotation_interval",
+            ),
+            (
+                Policy::builder().fetch_timeout(Duration::ZERO),
+                "fetch_timeout",
+            ),
+            (
+                Policy::builder().backoff(Duration::ZERO, secs(1)),
+                "backoff_initial",
+            ),
+            (
+                Policy::builder().overlap_window(Duration::ZERO),
+                "overlap_window",
+            ),
         ];
         for (builder, setting) in cases {
             let err = builder.build().unwrap_err();
@@ -372,14 +396,26 @@ mod tests {
 
     #[test]
     fn absurd_durations_are_rejected() {
-        let err = Policy::builder().refresh_interval(secs(2 * 86_400)).build().unwrap_err();
+        let err = Policy::builder()
+            .refresh_interval(secs(2 * 86_400))
+            .build()
+            .unwrap_err();
         assert_eq!(err.setting(), "refresh_interval");
         assert!(err.to_string().contains("is the unit right?"), "{err}");
-        let err = Policy::builder().rotation_interval(secs(11 * 365 * 86_400)).build().unwrap_err();
+        let err = Policy::builder()
+            .rotation_interval(secs(11 * 365 * 86_400))
+            .build()
+            .unwrap_err();
         assert_eq!(err.setting(), "rotation_interval");
-        let err = Policy::builder().expiry_margin(secs(2 * 86_400)).build().unwrap_err();
+        let err = Policy::builder()
+            .expiry_margin(secs(2 * 86_400))
+            .build()
+            .unwrap_err();
         assert_eq!(err.setting(), "expiry_margin");
-        let err = Policy::builder().fetch_timeout(secs(2 * 3600)).build().unwrap_err();
+        let err = Policy::builder()
+            .fetch_timeout(secs(2 * 3600))
+            .build()
+            .unwrap_err();
         assert_eq!(err.setting(), "fetch_timeout");
     }
 
@@ -396,13 +432,19 @@ mod tests {
 
     #[test]
     fn backoff_cap_below_initial_is_rejected() {
-        let err = Policy::builder().backoff(secs(10), secs(5)).build().unwrap_err();
+        let err = Policy::builder()
+            .backoff(secs(10), secs(5))
+            .build()
+            .unwrap_err();
         assert_eq!(err.setting(), "backoff_max");
     }
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let p = Policy::builder().backoff(secs(1), secs(10)).build().unwrap();
+        let p = Policy::builder()
+            .backoff(secs(1), secs(10))
+            .build()
+            .unwrap();
         let seq: Vec<_> = (1..=6).map(|n| p.backoff(n).as_secs()).collect();
         assert_eq!(seq, [1, 2, 4, 8, 10, 10]);
         assert_eq!(p.backoff(u32::MAX), secs(10));

@@ -27,10 +27,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(credential: Credential, generation: Generation, effective_since: Instant, policy: &Policy) -> Self {
+    fn new(
+        credential: Credential,
+        generation: Generation,
+        effective_since: Instant,
+        policy: &Policy,
+    ) -> Self {
         let now = Instant::now();
         let expires_deadline = credential.expires_at().map(|at| {
-            let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
             now + left
         });
         let retire_at = expires_deadline
@@ -282,7 +289,10 @@ impl RotatingCredentialsBuilder {
     }
 }
 
-async fn fetch_with_timeout(source: &dyn CredentialSource, policy: &Policy) -> Result<Credential, Error> {
+async fn fetch_with_timeout(
+    source: &dyn CredentialSource,
+    policy: &Policy,
+) -> Result<Credential, Error> {
     match tokio::time::timeout(policy.fetch_timeout(), source.fetch()).await {
         Ok(Ok(credential)) => Ok(credential),
         Ok(Err(e)) => Err(Error::source_failed(e)),
@@ -340,10 +350,10 @@ impl RotatingCredentials {
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, Error> {
         let seen = self.shared.completed.load(Ordering::Acquire);
         let mut flight = self.shared.flight.lock().await;
-        if self.shared.completed.load(Ordering::Acquire) != seen {
-            if let Some(result) = flight.as_ref() {
-                return result.clone();
-            }
+        if self.shared.completed.load(Ordering::Acquire) != seen
+            && let Some(result) = flight.as_ref()
+        {
+            return result.clone();
         }
         let result = self.shared.fetch_and_publish().await;
         *flight = Some(result.clone());
@@ -359,13 +369,22 @@ impl RotatingCredentials {
     /// If the generation has already moved on, nothing is fetched (another report, or the
     /// refresher, got there first): the current snapshot is returned. Otherwise this is a
     /// [`refresh`](Self::refresh), shared with any concurrent reporters.
-    pub async fn report_auth_failure(&self, generation: Generation) -> Result<Arc<Snapshot>, Error> {
+    pub async fn report_auth_failure(
+        &self,
+        generation: Generation,
+    ) -> Result<Arc<Snapshot>, Error> {
         let current = self.current();
         if current.generation != generation {
-            self.shared.counters.auth_dedup.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .auth_dedup
+                .fetch_add(1, Ordering::Relaxed);
             return Ok(current);
         }
-        self.shared.counters.auth_refreshes.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .auth_refreshes
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             generation = generation.get(),
             username = %current.credential.username(),
@@ -437,14 +456,19 @@ impl Shared {
             self.current.store(Arc::clone(&snapshot));
             return Ok(snapshot);
         }
-        if let Some(validator) = &self.validator {
-            if let Err(e) = validator.validate(&credential).await {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::validation(credential.username(), &e));
-            }
+        if let Some(validator) = &self.validator
+            && let Err(e) = validator.validate(&credential).await
+        {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::validation(credential.username(), &e));
         }
         let generation = current.generation.next();
-        let snapshot = Arc::new(Snapshot::new(credential, generation, Instant::now(), &self.policy));
+        let snapshot = Arc::new(Snapshot::new(
+            credential,
+            generation,
+            Instant::now(),
+            &self.policy,
+        ));
         // Only the single-flight holder stores, so generations never go backwards.
         self.current.store(Arc::clone(&snapshot));
         self.generation_tx.send_replace(generation);
@@ -542,7 +566,9 @@ async fn run_refresher(shared: Weak<Shared>, wake: Arc<Notify>) {
             // An on-demand refresh changed the schedule (a new expiry, a recovery): recompute.
             continue;
         }
-        let Some(strong) = shared.upgrade() else { return };
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
         let provider = RotatingCredentials { shared: strong };
         let _ = provider.refresh().await;
         provider.shared.health(true);

@@ -1,5 +1,5 @@
-use std::sync::atomic::AtomicBool;
 use std::sync::Mutex as StdMutex;
+use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::source::from_fn;
@@ -37,7 +37,12 @@ impl Recording {
         }
     }
     fn offsets_from(&self, origin: Instant) -> Vec<Duration> {
-        self.times.lock().unwrap().iter().map(|t| *t - origin).collect()
+        self.times
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| *t - origin)
+            .collect()
     }
 }
 
@@ -56,26 +61,48 @@ impl CredentialSource for Recording {
 async fn refreshes_at_the_interval() {
     let source = Recording::new();
     let origin = Instant::now();
-    let creds = RotatingCredentials::new(source.clone(), policy(secs(60))).await.unwrap();
+    let creds = RotatingCredentials::new(source.clone(), policy(secs(60)))
+        .await
+        .unwrap();
     tokio::time::sleep(secs(59)).await;
-    assert_eq!(source.times.lock().unwrap().len(), 1, "only the initial fetch before 60 s");
+    assert_eq!(
+        source.times.lock().unwrap().len(),
+        1,
+        "only the initial fetch before 60 s"
+    );
     tokio::time::sleep(secs(2)).await;
     assert_eq!(source.offsets_from(origin), [secs(0), secs(60)]);
     tokio::time::sleep(secs(60)).await;
     assert_eq!(source.offsets_from(origin), [secs(0), secs(60), secs(120)]);
-    assert_eq!(creds.generation(), Generation::FIRST, "same secret: no new generation");
+    assert_eq!(
+        creds.generation(),
+        Generation::FIRST,
+        "same secret: no new generation"
+    );
     assert_eq!(creds.stats().rotations, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn jitter_only_shortens_the_interval() {
     let store = MemorySource::new(Credential::new("app", SECRET));
-    let p = Policy::builder().refresh_interval(secs(100)).jitter(0.5).build().unwrap();
+    let p = Policy::builder()
+        .refresh_interval(secs(100))
+        .jitter(0.5)
+        .build()
+        .unwrap();
     let _creds = RotatingCredentials::new(store.clone(), p).await.unwrap();
     tokio::time::sleep(secs(49)).await;
-    assert_eq!(store.fetch_count(), 1, "no refresh before interval * (1 - jitter)");
+    assert_eq!(
+        store.fetch_count(),
+        1,
+        "no refresh before interval * (1 - jitter)"
+    );
     tokio::time::sleep(secs(52)).await;
-    assert_eq!(store.fetch_count(), 2, "a refresh by the interval, never after it");
+    assert_eq!(
+        store.fetch_count(),
+        2,
+        "a refresh by the interval, never after it"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -85,9 +112,7 @@ async fn refreshes_earlier_when_expiry_comes_first() {
     let counter = Arc::clone(&fetches);
     let source = from_fn(move || {
         counter.fetch_add(1, Ordering::SeqCst);
-        async move {
-            Ok(Credential::new("app", SECRET).with_expires_at(SystemTime::now() + secs(600)))
-        }
+        async move { Ok(Credential::new("app", SECRET).with_expires_at(SystemTime::now() + secs(600))) }
     });
     let p = Policy::builder()
         .refresh_interval(secs(1800))
@@ -98,27 +123,43 @@ async fn refreshes_earlier_when_expiry_comes_first() {
     let creds = RotatingCredentials::new(source, p).await.unwrap();
     let retire_at = creds.current().retire_at().unwrap();
     let left = retire_at - Instant::now();
-    assert!(left <= secs(540) && left > secs(539), "retire at expires_at - margin: {left:?}");
+    assert!(
+        left <= secs(540) && left > secs(539),
+        "retire at expires_at - margin: {left:?}"
+    );
     tokio::time::sleep(secs(538)).await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
     tokio::time::sleep(secs(3)).await;
-    assert_eq!(fetches.load(Ordering::SeqCst), 2, "refreshed 9 min in, not at 30 min");
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "refreshed 9 min in, not at 30 min"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn backs_off_on_errors_serves_last_good_and_recovers() {
     let source = Recording::new();
     let origin = Instant::now();
-    let creds = RotatingCredentials::new(source.clone(), policy(secs(60))).await.unwrap();
+    let creds = RotatingCredentials::new(source.clone(), policy(secs(60)))
+        .await
+        .unwrap();
     source.failing.store(true, Ordering::SeqCst);
     // Fetches at 60 (fails), then +1, +2, +4, +8, +8 (capped).
     tokio::time::sleep(secs(60 + 1 + 2 + 4 + 8 + 8) + Duration::from_millis(500)).await;
     let offsets = source.offsets_from(origin);
-    let gaps: Vec<u64> = offsets.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+    let gaps: Vec<u64> = offsets
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs())
+        .collect();
     assert_eq!(gaps, [60, 1, 2, 4, 8, 8]);
     let snapshot = creds.current();
     assert_eq!(snapshot.generation(), Generation::FIRST);
-    assert_eq!(snapshot.credential().username(), "app", "last good credential still served");
+    assert_eq!(
+        snapshot.credential().username(),
+        "app",
+        "last good credential still served"
+    );
     let health = creds.health();
     assert!(health.is_degraded());
     assert_eq!(health.consecutive_failures(), 6);
@@ -126,13 +167,19 @@ async fn backs_off_on_errors_serves_last_good_and_recovers() {
 
     // Recovery: the next retry (8 s later) succeeds and the normal interval resumes.
     source.failing.store(false, Ordering::SeqCst);
-    source.store.set(Credential::new("app", "rotated-during-outage"));
+    source
+        .store
+        .set(Credential::new("app", "rotated-during-outage"));
     tokio::time::sleep(secs(8)).await;
     assert_eq!(creds.generation().get(), 2);
     assert!(creds.health().is_healthy());
     let before = source.times.lock().unwrap().len();
     tokio::time::sleep(secs(59)).await;
-    assert_eq!(source.times.lock().unwrap().len(), before, "back to the 60 s interval");
+    assert_eq!(
+        source.times.lock().unwrap().len(),
+        before,
+        "back to the 60 s interval"
+    );
     tokio::time::sleep(secs(2)).await;
     assert_eq!(source.times.lock().unwrap().len(), before + 1);
 }
@@ -141,7 +188,9 @@ async fn backs_off_on_errors_serves_last_good_and_recovers() {
 async fn dropping_the_last_handle_stops_the_refresher() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let store = MemorySource::new(Credential::new("app", SECRET));
-    let creds = RotatingCredentials::new(store.clone(), policy(secs(1))).await.unwrap();
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(1)))
+        .await
+        .unwrap();
     let clone = creds.clone();
     assert_eq!(metrics.num_alive_tasks(), 1);
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -152,7 +201,11 @@ async fn dropping_the_last_handle_stops_the_refresher() {
     drop(clone);
     tokio::task::yield_now().await;
     tokio::time::sleep(secs(10)).await;
-    assert_eq!(store.fetch_count(), 6, "no fetch after the last handle is gone");
+    assert_eq!(
+        store.fetch_count(),
+        6,
+        "no fetch after the last handle is gone"
+    );
     assert_eq!(metrics.num_alive_tasks(), 0, "the refresher task ended");
 }
 
@@ -174,9 +227,17 @@ async fn thousand_concurrent_refreshes_cause_one_fetch() {
         .collect();
     for task in tasks {
         let snapshot = task.await.unwrap().unwrap();
-        assert_eq!(snapshot.generation().get(), 2, "every caller gets the shared result");
+        assert_eq!(
+            snapshot.generation().get(),
+            2,
+            "every caller gets the shared result"
+        );
     }
-    assert_eq!(store.fetch_count(), 2, "the initial fetch plus exactly one refresh");
+    assert_eq!(
+        store.fetch_count(),
+        2,
+        "the initial fetch plus exactly one refresh"
+    );
     assert_eq!(creds.stats().rotations, 1);
 }
 
@@ -208,10 +269,16 @@ async fn thousand_concurrent_refreshes_on_threads_cause_one_fetch() {
 #[tokio::test(start_paused = true)]
 async fn stale_auth_failure_report_does_nothing() {
     let store = MemorySource::new(Credential::new("app", SECRET));
-    let creds = RotatingCredentials::new(store.clone(), policy(secs(3600))).await.unwrap();
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(3600)))
+        .await
+        .unwrap();
     store.set(Credential::new("app", "second"));
     let fresh = creds.report_auth_failure(Generation::FIRST).await.unwrap();
-    assert_eq!(fresh.generation().get(), 2, "a current-generation report refreshes");
+    assert_eq!(
+        fresh.generation().get(),
+        2,
+        "a current-generation report refreshes"
+    );
     assert_eq!(store.fetch_count(), 2);
 
     let again = creds.report_auth_failure(Generation::FIRST).await.unwrap();
@@ -225,12 +292,18 @@ async fn stale_auth_failure_report_does_nothing() {
 #[tokio::test(start_paused = true)]
 async fn generation_changes_only_when_the_login_changes() {
     let store = MemorySource::new(Credential::new("app", SECRET).with_version("v1"));
-    let creds = RotatingCredentials::new(store.clone(), policy(secs(3600))).await.unwrap();
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(3600)))
+        .await
+        .unwrap();
     let mut changes = creds.subscribe();
     store.set(Credential::new("app", SECRET).with_version("v2"));
     let snapshot = creds.refresh().await.unwrap();
     assert_eq!(snapshot.generation(), Generation::FIRST);
-    assert_eq!(snapshot.credential().version(), Some("v2"), "metadata is refreshed");
+    assert_eq!(
+        snapshot.credential().version(),
+        Some("v2"),
+        "metadata is refreshed"
+    );
     assert!(!changes.has_changed().unwrap());
 
     store.set(Credential::new("app", "new-password"));
@@ -261,7 +334,10 @@ async fn readers_never_see_the_generation_go_backwards() {
                     let generation = snapshot.generation().get();
                     assert!(generation >= last, "went back from {last} to {generation}");
                     // The snapshot is consistent: its login belongs to its generation.
-                    assert_eq!(snapshot.credential().username(), format!("user{generation}"));
+                    assert_eq!(
+                        snapshot.credential().username(),
+                        format!("user{generation}")
+                    );
                     assert!(creds.generation().get() >= generation);
                     last = generation;
                     reads += 1;
@@ -294,7 +370,13 @@ async fn rejected_credential_is_not_published_and_is_retried_on_backoff() {
     let validator = validate_fn(|c: Credential| async move {
         use secrecy::ExposeSecret;
         if c.password().expose_secret().starts_with("wrong") {
-            Err::<(), BoxError>(format!("password authentication failed for user \"{}\"", c.username()).into())
+            Err::<(), BoxError>(
+                format!(
+                    "password authentication failed for user \"{}\"",
+                    c.username()
+                )
+                .into(),
+            )
         } else {
             Ok(())
         }
@@ -322,17 +404,28 @@ async fn rejected_credential_is_not_published_and_is_retried_on_backoff() {
 
 #[tokio::test]
 async fn build_fails_without_a_good_first_credential() {
-    let failing = from_fn(|| async { Err(SourceError::unavailable("connection refused by 127.0.0.1:1")) });
-    let err = RotatingCredentials::new(failing, Policy::default()).await.unwrap_err();
+    let failing = from_fn(|| async {
+        Err(SourceError::unavailable(
+            "connection refused by 127.0.0.1:1",
+        ))
+    });
+    let err = RotatingCredentials::new(failing, Policy::default())
+        .await
+        .unwrap_err();
     assert!(err.is_source());
-    assert!(err.to_string().contains("secret store unavailable"), "{err}");
+    assert!(
+        err.to_string().contains("secret store unavailable"),
+        "{err}"
+    );
 
     let malformed = from_fn(|| async { Err(SourceError::malformed("no \"password\" key")) });
-    let err = RotatingCredentials::new(malformed, Policy::default()).await.unwrap_err();
+    let err = RotatingCredentials::new(malformed, Policy::default())
+        .await
+        .unwrap_err();
     assert!(err.source_error().is_some_and(SourceError::is_malformed));
 
     let rejecting = validate_fn(|_| async { Err::<(), BoxError>("nope".into()) });
-    let err = RotatingCredentials::builder(StaticSourceFor::new())
+    let err = RotatingCredentials::builder(static_source())
         .validator(rejecting)
         .build()
         .await
@@ -340,11 +433,8 @@ async fn build_fails_without_a_good_first_credential() {
     assert!(err.is_validation());
 }
 
-struct StaticSourceFor;
-impl StaticSourceFor {
-    fn new() -> crate::StaticSource {
-        crate::StaticSource::new(Credential::new("app", SECRET))
-    }
+fn static_source() -> crate::StaticSource {
+    crate::StaticSource::new(Credential::new("app", SECRET))
 }
 
 #[tokio::test(start_paused = true)]
@@ -362,18 +452,24 @@ async fn a_hanging_store_times_out() {
 #[tokio::test(start_paused = true)]
 async fn health_reports_age_and_expiry() {
     let old = Credential::new("app", SECRET).with_issued_at(SystemTime::now() - secs(31 * 86_400));
-    let creds = RotatingCredentials::new(MemorySource::new(old), Policy::default()).await.unwrap();
+    let creds = RotatingCredentials::new(MemorySource::new(old), Policy::default())
+        .await
+        .unwrap();
     let h = creds.health();
     assert!(h.is_overdue() && !h.is_healthy(), "{h:?}");
     assert!(h.expires_in().is_none());
 
     let expiring = Credential::new("app", SECRET).with_expires_at(SystemTime::now() + secs(30));
-    let creds = RotatingCredentials::new(MemorySource::new(expiring), Policy::default()).await.unwrap();
+    let creds = RotatingCredentials::new(MemorySource::new(expiring), Policy::default())
+        .await
+        .unwrap();
     let h = creds.health();
     assert!(h.is_expiring() && !h.is_expired(), "{h:?}");
 
     let fresh = Credential::new("app", SECRET).with_expires_at(SystemTime::now() + secs(3600));
-    let creds = RotatingCredentials::new(MemorySource::new(fresh), Policy::default()).await.unwrap();
+    let creds = RotatingCredentials::new(MemorySource::new(fresh), Policy::default())
+        .await
+        .unwrap();
     assert!(creds.health().is_healthy());
     // Without issued_at, age counts from publication, on the Tokio clock.
     tokio::time::sleep(secs(10)).await;
@@ -409,9 +505,12 @@ fn logs_warn_once_per_generation_and_never_print_the_secret() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let old = Credential::new("app", SECRET).with_issued_at(SystemTime::now() - secs(40 * 86_400));
+        let old =
+            Credential::new("app", SECRET).with_issued_at(SystemTime::now() - secs(40 * 86_400));
         let store = MemorySource::new(old);
-        let creds = RotatingCredentials::new(store.clone(), policy(secs(60))).await.unwrap();
+        let creds = RotatingCredentials::new(store.clone(), policy(secs(60)))
+            .await
+            .unwrap();
         creds.health();
         creds.health();
         store.fail_with(SourceError::unavailable("store is down"));
@@ -421,10 +520,17 @@ fn logs_warn_once_per_generation_and_never_print_the_secret() {
         creds.refresh().await.unwrap();
     });
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(text.matches("older than its rotation interval").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("older than its rotation interval").count(),
+        1,
+        "{text}"
+    );
     assert!(text.contains("serving the last good credential"), "{text}");
     assert!(text.contains("credential rotated"), "{text}");
-    assert!(!text.contains(SECRET), "a log line printed the password:\n{text}");
+    assert!(
+        !text.contains(SECRET),
+        "a log line printed the password:\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -447,5 +553,26 @@ async fn no_debug_output_contains_the_password() {
     ];
     for p in printed {
         assert!(!p.contains(SECRET), "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clock_refresher_follows_each_rotation() {
+    let store = MemorySource::new(Credential::new("app", "p0"));
+    let p = Policy::builder()
+        .refresh_interval(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let creds = RotatingCredentials::new(store.clone(), p).await.unwrap();
+    for n in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        store.set(Credential::new("app", format!("p{n}")));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            creds.generation().get(),
+            n + 1,
+            "fetches: {}",
+            store.fetch_count()
+        );
     }
 }

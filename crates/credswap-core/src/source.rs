@@ -252,7 +252,8 @@ mod tests {
     async fn fn_and_static_sources_fetch() {
         let s = from_fn(|| async { Ok(Credential::new("f", "pw")) });
         assert_eq!(s.fetch().await.unwrap().username(), "f");
-        let dynamic: Arc<dyn CredentialSource> = Arc::new(StaticSource::new(Credential::new("s", "pw")));
+        let dynamic: Arc<dyn CredentialSource> =
+            Arc::new(StaticSource::new(Credential::new("s", "pw")));
         assert_eq!(dynamic.fetch().await.unwrap().username(), "s");
     }
 }

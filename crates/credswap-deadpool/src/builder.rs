@@ -46,7 +46,11 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     /// A builder with deadpool's default manager and pool configuration.
-    pub fn new(pg_config: tokio_postgres::Config, tls: T, credentials: RotatingCredentials) -> Self {
+    pub fn new(
+        pg_config: tokio_postgres::Config,
+        tls: T,
+        credentials: RotatingCredentials,
+    ) -> Self {
         Self {
             pg_config,
             tls,
@@ -102,7 +106,9 @@ where
                 let current = on_recycle.credentials.current();
                 if on_recycle.is_stale(client, metrics, &current) {
                     on_recycle.stale_closed.fetch_add(1, Ordering::Relaxed);
-                    return Err(HookError::Message("connection authenticated with a stale credential".into()));
+                    return Err(HookError::Message(
+                        "connection authenticated with a stale credential".into(),
+                    ));
                 }
                 Ok(())
             }))

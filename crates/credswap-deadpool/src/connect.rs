@@ -48,14 +48,21 @@ where
     T::TlsConnect: Sync + Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    async fn open(&self, base: &Config, snapshot: &Snapshot) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    async fn open(
+        &self,
+        base: &Config,
+        snapshot: &Snapshot,
+    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
         let client = open_with(base, snapshot.credential(), self.tls.clone()).await?;
         self.state.record_open(snapshot.generation());
         HANDOFF.with(|slot| slot.set(Some(snapshot.generation())));
         Ok(client)
     }
 
-    async fn connect_following(&self, base: &Config) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    async fn connect_following(
+        &self,
+        base: &Config,
+    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
         let snapshot = self.state.credentials.current();
         let error = match self.open(base, &snapshot).await {
             Ok(client) => return Ok(client),
@@ -83,7 +90,9 @@ where
         match self.open(base, &fresh).await {
             Ok(client) => Ok(client),
             Err(e) => {
-                self.state.auth_retry_failures.fetch_add(1, Ordering::Relaxed);
+                self.state
+                    .auth_retry_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     username = %fresh.credential().username(),
                     generation = fresh.generation().get(),
@@ -133,8 +142,13 @@ where
     fn connect(
         &self,
         pg_config: &Config,
-    ) -> Pin<Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send + '_>>
-    {
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>>
+                + Send
+                + '_,
+        >,
+    > {
         let base = pg_config.clone();
         Box::pin(async move { self.connect_following(&base).await })
     }

@@ -16,13 +16,19 @@ enum Kind {
 
 impl Error {
     pub(crate) fn config(e: ConfigError) -> Self {
-        Self { kind: Kind::Config(e) }
+        Self {
+            kind: Kind::Config(e),
+        }
     }
     pub(crate) fn build(e: BuildError) -> Self {
-        Self { kind: Kind::Build(e) }
+        Self {
+            kind: Kind::Build(e),
+        }
     }
     pub(crate) fn no_runtime() -> Self {
-        Self { kind: Kind::NoRuntime }
+        Self {
+            kind: Kind::NoRuntime,
+        }
     }
 
     /// The `deadpool_postgres::Config` could not be turned into a connection config.
@@ -39,7 +45,9 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // ConfigError and BuildError carry no password; print their messages only.
-        f.debug_struct("Error").field("message", &self.to_string()).finish()
+        f.debug_struct("Error")
+            .field("message", &self.to_string())
+            .finish()
     }
 }
 

@@ -106,7 +106,12 @@ impl State {
     /// authenticated with an older generation, or its credential's lease is ending
     /// (`expires_at - expiry_margin` has passed and it was opened before that point; one opened
     /// later, because the store has no replacement yet, is kept rather than reopened per request).
-    pub(crate) fn is_stale(&self, wrapper: &ClientWrapper, metrics: &Metrics, current: &Snapshot) -> bool {
+    pub(crate) fn is_stale(
+        &self,
+        wrapper: &ClientWrapper,
+        metrics: &Metrics,
+        current: &Snapshot,
+    ) -> bool {
         if self.generation_of(wrapper) != current.generation() {
             return true;
         }

@@ -25,12 +25,15 @@ pub(crate) async fn run(pool: WeakPool, state: Arc<State>, mut alive: oneshot::R
             if pool.is_closed() {
                 return;
             }
-            let removed = pool.retain(|client, metrics| !state.is_stale(client, &metrics, &current));
+            let removed =
+                pool.retain(|client, metrics| !state.is_stale(client, &metrics, &current));
             let closed = removed.removed.len();
             // Dropping the wrappers closes the connections.
             drop(removed);
             if closed > 0 {
-                state.stale_closed.fetch_add(closed as u64, Ordering::Relaxed);
+                state
+                    .stale_closed
+                    .fetch_add(closed as u64, Ordering::Relaxed);
                 tracing::debug!(
                     closed,
                     generation = current.generation().get(),

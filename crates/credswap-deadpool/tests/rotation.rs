@@ -30,8 +30,14 @@ async fn assert_scenario_is_clean(strategy: Strategy) {
     assert_eq!(report.requests_failed, 0, "{summary}");
     assert_eq!(report.stale_after_drain, 0, "{summary}");
     assert!(report.peak_backends <= 8, "{summary}");
-    assert!(report.peak_backends >= 1, "the sampler saw the pool's sessions: {summary}");
-    assert!(stats.generation.get() >= 10, "the pool followed every rotation: {summary}");
+    assert!(
+        report.peak_backends >= 1,
+        "the sampler saw the pool's sessions: {summary}"
+    );
+    assert!(
+        stats.generation.get() >= 10,
+        "the pool followed every rotation: {summary}"
+    );
     assert!(stats.stale_closed > 0, "{summary}");
     assert_eq!(stats.untagged, 0, "{summary}");
     eprintln!("{summary}");
@@ -48,22 +54,34 @@ async fn single_user_rotation_loses_no_request() {
 }
 
 /// Creates a role, a store holding its password, and a provider over the store.
-async fn single_role(pg: &credswap_testkit::TestPostgres, policy: Policy) -> (String, String, MemorySource, RotatingCredentials) {
+async fn single_role(
+    pg: &credswap_testkit::TestPostgres,
+    policy: Policy,
+) -> (String, String, MemorySource, RotatingCredentials) {
     let role = unique_name("app");
     let password = random_password();
     pg.create_login_role(&role, &password).await.unwrap();
     let store = MemorySource::new(Credential::new(role.clone(), password.clone()));
-    let credentials = RotatingCredentials::new(store.clone(), policy).await.unwrap();
+    let credentials = RotatingCredentials::new(store.clone(), policy)
+        .await
+        .unwrap();
     (role, password, store, credentials)
 }
 
 fn manual_policy() -> Policy {
-    Policy::builder().refresh_interval(Duration::from_secs(3600)).build().unwrap()
+    Policy::builder()
+        .refresh_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap()
 }
 
 async fn backend_pid(pool: &Pool) -> i32 {
     let client = pool.get().await.unwrap();
-    client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,10 +97,17 @@ async fn busy_connection_commits_across_rotation_then_closes_on_return() {
         .unwrap();
 
     let mut busy = pool.get().await.unwrap();
-    let busy_pid: i32 = busy.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let busy_pid: i32 = busy
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let idle_pid = backend_pid(&pool).await; // a second connection, now idle
     let transaction = busy.transaction().await.unwrap();
-    transaction.execute("SELECT pg_sleep(0.5)", &[]).await.unwrap();
+    transaction
+        .execute("SELECT pg_sleep(0.5)", &[])
+        .await
+        .unwrap();
 
     // Rotate (single user) while the transaction is open.
     let new_password = random_password();
@@ -93,22 +118,37 @@ async fn busy_connection_commits_across_rotation_then_closes_on_return() {
     // The idle connection of the old generation is closed at once...
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pids = session_pids(&pg, &role).await;
-    assert!(!pids.contains(&idle_pid), "idle stale connection still open: {pids:?}");
-    assert!(pids.contains(&busy_pid), "the busy connection must survive until returned");
+    assert!(
+        !pids.contains(&idle_pid),
+        "idle stale connection still open: {pids:?}"
+    );
+    assert!(
+        pids.contains(&busy_pid),
+        "the busy connection must survive until returned"
+    );
 
     // ...the busy one finishes its 3 s transaction and commits...
-    transaction.execute("SELECT pg_sleep(2.5)", &[]).await.unwrap();
+    transaction
+        .execute("SELECT pg_sleep(2.5)", &[])
+        .await
+        .unwrap();
     transaction.commit().await.unwrap();
     // ...and is closed when returned.
     drop(busy);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pids = session_pids(&pg, &role).await;
-    assert!(!pids.contains(&busy_pid), "busy stale connection not closed on return: {pids:?}");
+    assert!(
+        !pids.contains(&busy_pid),
+        "busy stale connection not closed on return: {pids:?}"
+    );
     // New checkouts use the new generation.
     assert_ne!(backend_pid(&pool).await, busy_pid);
     let stats = rotation.stats();
     assert!(stats.stale_closed >= 2, "{stats:?}");
-    assert_eq!(stats.live_per_generation.keys().copied().max(), Some(credentials.generation()));
+    assert_eq!(
+        stats.live_per_generation.keys().copied().max(),
+        Some(credentials.generation())
+    );
 }
 
 /// The error and its sources, as an application's error report prints them.
@@ -126,7 +166,10 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 async fn session_pids(pg: &credswap_testkit::TestPostgres, role: &str) -> Vec<i32> {
     let admin = pg.admin().await.unwrap();
     admin
-        .query("SELECT pid FROM pg_stat_activity WHERE usename = $1", &[&role])
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
         .await
         .unwrap()
         .iter()
@@ -143,11 +186,26 @@ async fn auth_failure_at_connect_refreshes_and_retries_once() {
     let new_password = random_password();
     pg.set_password(&role, &new_password).await.unwrap();
     store.set(Credential::new(role.clone(), new_password));
-    let client = pool.get().await.expect("the retry with the refreshed credential succeeds");
-    let user: String = client.query_one("SELECT current_user", &[]).await.unwrap().get(0);
+    let client = pool
+        .get()
+        .await
+        .expect("the retry with the refreshed credential succeeds");
+    let user: String = client
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(user, role);
     let stats = rotation.stats();
-    assert_eq!((stats.auth_failures, stats.auth_retries, stats.auth_retry_failures), (1, 1, 0), "{stats:?}");
+    assert_eq!(
+        (
+            stats.auth_failures,
+            stats.auth_retries,
+            stats.auth_retry_failures
+        ),
+        (1, 1, 0),
+        "{stats:?}"
+    );
     assert_eq!(credentials.generation().get(), 2);
 }
 
@@ -155,20 +213,39 @@ async fn auth_failure_at_connect_refreshes_and_retries_once() {
 async fn persistent_wrong_password_fails_clearly_without_the_secret() {
     let pg = postgres().await;
     let role = unique_name("app");
-    pg.create_login_role(&role, &random_password()).await.unwrap();
+    pg.create_login_role(&role, &random_password())
+        .await
+        .unwrap();
     let wrong = "wrong-Pa55word-must-not-print";
     let store = MemorySource::new(Credential::new(role.clone(), wrong));
-    let credentials = RotatingCredentials::new(store, manual_policy()).await.unwrap();
+    let credentials = RotatingCredentials::new(store, manual_policy())
+        .await
+        .unwrap();
     let (pool, rotation) = pool(&pg, credentials, 2);
     let err = pool.get().await.unwrap_err();
     let (display, debug) = (chain(&err), format!("{err:?}"));
-    assert!(display.contains(&role), "the error names the role: {display}");
-    assert!(display.contains("password authentication failed"), "{display}");
-    for text in [&display, &debug, &format!("{rotation:?}"), &format!("{pool:?}")] {
+    assert!(
+        display.contains(&role),
+        "the error names the role: {display}"
+    );
+    assert!(
+        display.contains("password authentication failed"),
+        "{display}"
+    );
+    for text in [
+        &display,
+        &debug,
+        &format!("{rotation:?}"),
+        &format!("{pool:?}"),
+    ] {
         assert!(!text.contains(wrong), "secret printed: {text}");
     }
     let stats = rotation.stats();
-    assert_eq!((stats.auth_failures, stats.auth_retry_failures), (1, 1), "{stats:?}");
+    assert_eq!(
+        (stats.auth_failures, stats.auth_retry_failures),
+        (1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +257,10 @@ async fn validate_before_swap_keeps_the_working_credential() {
     let store = MemorySource::new(Credential::new(role.clone(), good.clone()));
     let credentials = RotatingCredentials::builder(store.clone())
         .policy(app_policy(Strategy::SingleUser))
-        .validator(credswap_deadpool::connection_validator(pg.base_config(), tokio_postgres::NoTls))
+        .validator(credswap_deadpool::connection_validator(
+            pg.base_config(),
+            tokio_postgres::NoTls,
+        ))
         .build()
         .await
         .unwrap();
@@ -198,7 +278,10 @@ async fn validate_before_swap_keeps_the_working_credential() {
     let clients: Vec<_> = futures_join(&pool, 4).await;
     assert_eq!(clients.len(), 4);
     drop(clients);
-    assert!(credentials.stats().rejected >= 2, "retried on the backoff schedule");
+    assert!(
+        credentials.stats().rejected >= 2,
+        "retried on the backoff schedule"
+    );
     assert_eq!(rotation.stats().auth_failures, 0);
 
     // The correct password arrives: published within a refresh interval.
@@ -220,7 +303,13 @@ async fn futures_join(pool: &Pool, n: usize) -> Vec<deadpool_postgres::Client> {
 }
 
 async fn backend_user(pool: &Pool) -> String {
-    pool.get().await.unwrap().query_one("SELECT current_user", &[]).await.unwrap().get(0)
+    pool.get()
+        .await
+        .unwrap()
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,18 +349,24 @@ async fn leased_credential_connections_retire_before_expiry() {
     let password = random_password();
     pg.create_login_role(&role, &password).await.unwrap();
     // A lease ending in 3 s; connections must be gone 2 s before that.
-    let lease = Credential::new(role.clone(), password).with_expires_at(SystemTime::now() + Duration::from_secs(3));
+    let lease = Credential::new(role.clone(), password)
+        .with_expires_at(SystemTime::now() + Duration::from_secs(3));
     let policy = Policy::builder()
         .refresh_interval(Duration::from_secs(60))
         .expiry_margin(Duration::from_secs(2))
         .build()
         .unwrap();
-    let credentials = RotatingCredentials::new(MemorySource::new(lease), policy).await.unwrap();
+    let credentials = RotatingCredentials::new(MemorySource::new(lease), policy)
+        .await
+        .unwrap();
     let (pool, rotation) = pool(&pg, credentials, 2);
     let first = backend_pid(&pool).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pids = session_pids(&pg, &role).await;
-    assert!(!pids.contains(&first), "the idle leased connection was retired: {pids:?}");
+    assert!(
+        !pids.contains(&first),
+        "the idle leased connection was retired: {pids:?}"
+    );
     assert_ne!(backend_pid(&pool).await, first);
     assert!(rotation.stats().stale_closed >= 1);
 }
@@ -279,7 +374,9 @@ async fn leased_credential_connections_retire_before_expiry() {
 #[test]
 fn the_pool_is_a_plain_deadpool_postgres_pool() {
     fn takes_pool(_: &deadpool_postgres::Pool) {}
-    fn returns_pool(p: (deadpool_postgres::Pool, credswap_deadpool::Rotation)) -> deadpool_postgres::Pool {
+    fn returns_pool(
+        p: (deadpool_postgres::Pool, credswap_deadpool::Rotation),
+    ) -> deadpool_postgres::Pool {
         p.0
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -293,7 +390,9 @@ fn the_pool_is_a_plain_deadpool_postgres_pool() {
         let mut cfg = deadpool_postgres::Config::new();
         cfg.host = Some("127.0.0.1".into());
         cfg.dbname = Some("postgres".into());
-        let pool = returns_pool(credswap_deadpool::create_pool(&cfg, tokio_postgres::NoTls, credentials).unwrap());
+        let pool = returns_pool(
+            credswap_deadpool::create_pool(&cfg, tokio_postgres::NoTls, credentials).unwrap(),
+        );
         takes_pool(&pool);
     });
 }
@@ -308,11 +407,21 @@ async fn nothing_prints_the_password() {
     .await
     .unwrap();
     let mut pg_config = tokio_postgres::Config::new();
-    pg_config.host("127.0.0.1").user("config-user").password(secret);
-    let builder = credswap_deadpool::Builder::new(pg_config, tokio_postgres::NoTls, credentials.clone());
+    pg_config
+        .host("127.0.0.1")
+        .user("config-user")
+        .password(secret);
+    let builder =
+        credswap_deadpool::Builder::new(pg_config, tokio_postgres::NoTls, credentials.clone());
     let builder_debug = format!("{builder:?}");
     let (pool, rotation) = builder.build().unwrap();
-    let texts = [builder_debug, format!("{rotation:?}"), format!("{:?}", rotation.stats()), format!("{pool:?}"), format!("{credentials:?}")];
+    let texts = [
+        builder_debug,
+        format!("{rotation:?}"),
+        format!("{:?}", rotation.stats()),
+        format!("{pool:?}"),
+        format!("{credentials:?}"),
+    ];
     for text in texts {
         assert!(!text.contains(secret), "secret printed: {text}");
     }
@@ -330,8 +439,13 @@ fn bad_deadpool_config_is_a_clear_error() {
         .unwrap();
         let mut cfg = deadpool_postgres::Config::new();
         cfg.url = Some("postgres://[not a url".into());
-        let err = credswap_deadpool::create_pool(&cfg, tokio_postgres::NoTls, credentials).unwrap_err();
+        let err =
+            credswap_deadpool::create_pool(&cfg, tokio_postgres::NoTls, credentials).unwrap_err();
         assert!(err.is_config(), "{err}");
-        assert!(err.to_string().contains("invalid deadpool_postgres::Config"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("invalid deadpool_postgres::Config"),
+            "{err}"
+        );
     });
 }

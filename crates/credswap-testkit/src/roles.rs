@@ -77,7 +77,11 @@ pub(crate) async fn alter_password(
     role: &str,
     password: &str,
 ) -> Result<(), Error> {
-    let sql = format!("ALTER ROLE {} {}", quote_ident(role), password_clause(password));
+    let sql = format!(
+        "ALTER ROLE {} {}",
+        quote_ident(role),
+        password_clause(password)
+    );
     client
         .batch_execute(&sql)
         .await

@@ -90,7 +90,9 @@ impl RotationSetup {
             Strategy::AlternatingUsers => {
                 let prefix = unique_name("alt");
                 let other = random_password();
-                let pair = pg.create_alternating_pair(&prefix, [&password, &other]).await?;
+                let pair = pg
+                    .create_alternating_pair(&prefix, [&password, &other])
+                    .await?;
                 pair.users.to_vec()
             }
             Strategy::SingleUser => {
@@ -296,10 +298,8 @@ pub async fn run(
                     match result {
                         Ok(()) => {
                             progress.ok.fetch_add(1, Ordering::Relaxed);
-                            samples.push((
-                                (t0 - start).as_micros() as u64,
-                                took.as_micros() as u64,
-                            ));
+                            samples
+                                .push(((t0 - start).as_micros() as u64, took.as_micros() as u64));
                         }
                         Err(e) => {
                             failed += 1;
@@ -324,7 +324,9 @@ pub async fn run(
         let progress = Arc::clone(&progress);
         let stop = Arc::clone(&stop);
         let config = config.clone();
-        tokio::spawn(async move { rotate(pg_config, setup, config, deadline, marks, progress, stop).await })
+        tokio::spawn(async move {
+            rotate(pg_config, setup, config, deadline, marks, progress, stop).await
+        })
     };
 
     // Sample pg_stat_activity at 20 Hz until the workers stop and every rotation had its grace.
@@ -389,7 +391,8 @@ pub async fn run(
         .iter()
         .map(|m| {
             let from = (m.at_instant.saturating_duration_since(start)).as_micros() as u64;
-            let to = (m.drained_at.unwrap_or(end).saturating_duration_since(start)).as_micros() as u64;
+            let to =
+                (m.drained_at.unwrap_or(end).saturating_duration_since(start)).as_micros() as u64;
             (from, to.max(from))
         })
         .collect();
@@ -414,10 +417,20 @@ pub async fn run(
         p99_ms: percentile_ms(&mut all, 0.99),
         p99_ms_rotating: percentile_ms(&mut rotating, 0.99),
         peak_backends: peak,
-        stale_after_drain: marks.iter().filter_map(|m| m.stale_at_grace).max().unwrap_or(0),
+        stale_after_drain: marks
+            .iter()
+            .filter_map(|m| m.stale_at_grace)
+            .max()
+            .unwrap_or(0),
         max_drain_ms: marks
             .iter()
-            .map(|m| m.drained_at.unwrap_or(end).saturating_duration_since(m.at_instant).as_secs_f64() * 1000.0)
+            .map(|m| {
+                m.drained_at
+                    .unwrap_or(end)
+                    .saturating_duration_since(m.at_instant)
+                    .as_secs_f64()
+                    * 1000.0
+            })
             .fold(0.0, f64::max),
         first_errors: errors,
     })
@@ -432,7 +445,10 @@ fn percentile_ms(values: &mut [u64], q: f64) -> f64 {
     values[rank - 1] as f64 / 1000.0
 }
 
-async fn session_starts(client: &tokio_postgres::Client, roles: &[&str]) -> Result<Vec<SystemTime>, Error> {
+async fn session_starts(
+    client: &tokio_postgres::Client,
+    roles: &[&str],
+) -> Result<Vec<SystemTime>, Error> {
     let rows = client
         .query(
             "SELECT backend_start FROM pg_stat_activity WHERE usename = ANY($1) AND backend_start IS NOT NULL",
@@ -472,7 +488,8 @@ async fn rotate(
         match setup.strategy {
             Strategy::AlternatingUsers => {
                 let incoming = 1 - active;
-                let (new_role, old_role) = (setup.roles[incoming].clone(), setup.roles[active].clone());
+                let (new_role, old_role) =
+                    (setup.roles[incoming].clone(), setup.roles[active].clone());
                 // Provision before revoke: the inactive role gets its new password first.
                 set_password(&client, &new_role, &password).await?;
                 let at = SystemTime::now();
@@ -501,15 +518,22 @@ async fn rotate(
 }
 
 fn mark(marks: &std::sync::Mutex<Vec<RotationMark>>, at: SystemTime) {
-    marks.lock().unwrap_or_else(|p| p.into_inner()).push(RotationMark {
-        at,
-        at_instant: Instant::now(),
-        drained_at: None,
-        stale_at_grace: None,
-    });
+    marks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(RotationMark {
+            at,
+            at_instant: Instant::now(),
+            drained_at: None,
+            stale_at_grace: None,
+        });
 }
 
-async fn set_password(client: &tokio_postgres::Client, role: &str, password: &str) -> Result<(), Error> {
+async fn set_password(
+    client: &tokio_postgres::Client,
+    role: &str,
+    password: &str,
+) -> Result<(), Error> {
     crate::roles::alter_password(client, role, password).await
 }
 
@@ -522,7 +546,12 @@ mod tests {
         for s in Strategy::ALL {
             assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
         }
-        assert!("both".parse::<Strategy>().unwrap_err().contains("alternating-users"));
+        assert!(
+            "both"
+                .parse::<Strategy>()
+                .unwrap_err()
+                .contains("alternating-users")
+        );
     }
 
     #[test]

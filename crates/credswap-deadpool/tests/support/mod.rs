@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use credswap_core::{BoxError, Policy, RotatingCredentials};
 use credswap_testkit::TestPostgres;
-use credswap_testkit::scenario::{self, Progress, RotationSetup, ScenarioConfig, ScenarioReport, Strategy, Workload};
+use credswap_testkit::scenario::{
+    self, Progress, RotationSetup, ScenarioConfig, ScenarioReport, Strategy, Workload,
+};
 use deadpool_postgres::{Pool, PoolConfig};
 use tokio_postgres::NoTls;
 
@@ -32,7 +34,11 @@ pub fn app_policy(strategy: Strategy) -> Policy {
     .expect("valid policy")
 }
 
-pub fn pool(pg: &TestPostgres, credentials: RotatingCredentials, max_size: usize) -> (Pool, credswap_deadpool::Rotation) {
+pub fn pool(
+    pg: &TestPostgres,
+    credentials: RotatingCredentials,
+    max_size: usize,
+) -> (Pool, credswap_deadpool::Rotation) {
     let mut pool_config = PoolConfig::new(max_size);
     pool_config.timeouts.wait = Some(Duration::from_secs(10));
     pool_config.timeouts.create = Some(Duration::from_secs(10));
@@ -55,14 +61,24 @@ impl Workload for Select {
 }
 
 /// Runs the shared scenario for one strategy with the adapter under test.
-pub async fn run_scenario(pg: &TestPostgres, strategy: Strategy, config: ScenarioConfig) -> (ScenarioReport, credswap_deadpool::Rotation) {
+pub async fn run_scenario(
+    pg: &TestPostgres,
+    strategy: Strategy,
+    config: ScenarioConfig,
+) -> (ScenarioReport, credswap_deadpool::Rotation) {
     let setup = RotationSetup::create(pg, strategy).await.expect("roles");
     let credentials = RotatingCredentials::new(setup.store().clone(), app_policy(strategy))
         .await
         .expect("provider");
     let (pool, rotation) = pool(pg, credentials, config.pool_max_size);
-    let report = scenario::run(pg, setup, Arc::new(Select(pool.clone())), &config, Arc::new(Progress::default()))
-        .await
-        .expect("scenario");
+    let report = scenario::run(
+        pg,
+        setup,
+        Arc::new(Select(pool.clone())),
+        &config,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("scenario");
     (report, rotation)
 }
