@@ -1,0 +1,176 @@
+//! The pools the drill measures: credswap's adapters and the hand-written peers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use credswap_core::{
+    BoxError, Credential, CredentialSource, MemorySource, Policy, RotatingCredentials,
+};
+use credswap_testkit::TestPostgres;
+use credswap_testkit::scenario::{RotationSetup, Workload};
+use deadpool_postgres::{Manager, Pool, PoolConfig, Runtime, Timeouts};
+use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
+
+use crate::cli::AdapterName;
+
+/// How long a request may wait for a connection before it counts as failed.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A pool under drill, ready for the scenario engine.
+pub struct PoolUnderTest {
+    pub workload: Arc<dyn Workload>,
+    /// The generation the pool is on, for progress display.
+    pub generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Closes the pool (its sessions end), so the next run starts clean.
+    pub close: Box<dyn FnOnce() + Send>,
+}
+
+pub async fn build(
+    adapter: AdapterName,
+    pg: &TestPostgres,
+    setup: &RotationSetup,
+    policy: Policy,
+    pool_size: usize,
+) -> Result<PoolUnderTest, BoxError> {
+    match adapter {
+        AdapterName::Deadpool => {
+            let credentials = RotatingCredentials::new(setup.store().clone(), policy).await?;
+            let mut pool_config = PoolConfig::new(pool_size);
+            pool_config.timeouts = timeouts();
+            let (pool, rotation) = credswap_deadpool::create_pool_from_pg_config(
+                pg.base_config(),
+                pool_config,
+                NoTls,
+                credentials,
+            )?;
+            let close_pool = pool.clone();
+            Ok(PoolUnderTest {
+                workload: Arc::new(DeadpoolSelect(pool)),
+                generation: Arc::new(move || rotation.credentials().generation().get()),
+                close: Box::new(move || close_pool.close()),
+            })
+        }
+        AdapterName::Static => {
+            let pool = plain_pool(pg, setup.initial_credential(), pool_size)?;
+            let close_pool = pool.clone();
+            Ok(PoolUnderTest {
+                workload: Arc::new(DeadpoolSelect(pool)),
+                generation: Arc::new(|| 1),
+                close: Box::new(move || close_pool.close()),
+            })
+        }
+        AdapterName::NaiveRebuild => naive_rebuild(pg, setup, policy, pool_size).await,
+    }
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        wait: Some(WAIT),
+        create: Some(WAIT),
+        recycle: Some(WAIT),
+    }
+}
+
+/// A plain deadpool-postgres pool with a fixed login.
+fn plain_pool(
+    pg: &TestPostgres,
+    credential: &Credential,
+    pool_size: usize,
+) -> Result<Pool, BoxError> {
+    let config = pg.config_for(credential.username(), credential.password().expose_secret());
+    Ok(Pool::builder(Manager::new(config, NoTls))
+        .max_size(pool_size)
+        .timeouts(timeouts())
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// The common hand-written approach: poll the store on the same schedule as credswap's
+/// provider; on a change build a fresh plain pool with the new password and swap it in through
+/// `ArcSwap`. The old pool is dropped when its last connection returns.
+async fn naive_rebuild(
+    pg: &TestPostgres,
+    setup: &RotationSetup,
+    policy: Policy,
+    pool_size: usize,
+) -> Result<PoolUnderTest, BoxError> {
+    let first = setup.initial_credential().clone();
+    let current = Arc::new(ArcSwap::from_pointee(plain_pool(pg, &first, pool_size)?));
+    let generation = Arc::new(AtomicU64::new(1));
+    let store: MemorySource = setup.store().clone();
+    let poller = {
+        let (current, generation, pg_config) = (
+            Arc::clone(&current),
+            Arc::clone(&generation),
+            pg.base_config(),
+        );
+        let interval = policy.refresh_interval();
+        tokio::spawn(async move {
+            let mut known = first;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Ok(fetched) = store.fetch().await else {
+                    continue;
+                };
+                if fetched.same_login(&known) {
+                    continue;
+                }
+                let mut config = pg_config.clone();
+                config
+                    .user(fetched.username())
+                    .password(fetched.password().expose_secret());
+                let Ok(pool) = Pool::builder(Manager::new(config, NoTls))
+                    .max_size(pool_size)
+                    .timeouts(timeouts())
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                else {
+                    continue;
+                };
+                current.store(Arc::new(pool));
+                generation.fetch_add(1, Ordering::Relaxed);
+                known = fetched;
+            }
+        })
+    };
+    let close_current = Arc::clone(&current);
+    Ok(PoolUnderTest {
+        workload: Arc::new(NaiveSelect(current)),
+        generation: Arc::new(move || generation.load(Ordering::Relaxed)),
+        close: Box::new(move || {
+            poller.abort();
+            close_current.load().close();
+        }),
+    })
+}
+
+/// `SELECT current_user` through a deadpool pool.
+struct DeadpoolSelect(Pool);
+
+#[async_trait::async_trait]
+impl Workload for DeadpoolSelect {
+    async fn request(&self) -> Result<(), BoxError> {
+        select(&self.0).await
+    }
+}
+
+struct NaiveSelect(Arc<ArcSwap<Pool>>);
+
+#[async_trait::async_trait]
+impl Workload for NaiveSelect {
+    async fn request(&self) -> Result<(), BoxError> {
+        let pool = self.0.load_full();
+        select(&pool).await
+    }
+}
+
+async fn select(pool: &Pool) -> Result<(), BoxError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached("SELECT current_user").await?;
+    let row = client.query_one(&statement, &[]).await?;
+    let _user: String = row.get(0);
+    Ok(())
+}

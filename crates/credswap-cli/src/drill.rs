@@ -1,0 +1,153 @@
+//! `credswap drill`: every adapter under every strategy, side by side, in one run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use credswap_core::Policy;
+use credswap_testkit::TestPostgres;
+use credswap_testkit::scenario::{
+    self, Progress, RotationSetup, ScenarioConfig, ScenarioReport, Strategy,
+};
+
+use crate::adapters;
+use crate::cli::{AdapterName, DrillArgs};
+use crate::output::{self, ProgressDisplay};
+
+/// The application's cache TTL in the drill: short, as the drill rotates every second.
+const APP_REFRESH: Duration = Duration::from_millis(250);
+
+/// One adapter × strategy run.
+pub struct Run {
+    pub adapter: AdapterName,
+    pub report: ScenarioReport,
+}
+
+pub async fn main(args: DrillArgs) -> ExitCode {
+    let pg = match &args.database_url {
+        Some(url) => match TestPostgres::from_admin_url(url).await {
+            Ok(pg) => pg,
+            Err(e) => {
+                eprintln!("error: cannot use --database-url: {e}");
+                return ExitCode::from(if e.is_invalid_url() { 2 } else { 1 });
+            }
+        },
+        None => {
+            eprintln!("starting an embedded PostgreSQL (scram-sha-256)...");
+            match TestPostgres::start().await {
+                Ok(pg) => pg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let mut adapters = args.adapter.clone();
+    dedup(&mut adapters);
+    let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
+    dedup(&mut strategies);
+
+    let config = ScenarioConfig {
+        duration: args.duration,
+        rotate_every: args.rotate_every.interval(),
+        concurrency: usize::from(args.concurrency),
+        pool_max_size: usize::from(args.pool_size),
+        ..ScenarioConfig::default()
+    };
+    let mut runs = Vec::new();
+    for &adapter in &adapters {
+        for &strategy in &strategies {
+            match run_one(&pg, adapter, strategy, &config).await {
+                Ok(report) => runs.push(Run { adapter, report }),
+                Err(e) => {
+                    eprintln!("error: {} / {strategy}: {e}", adapter.as_str());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+
+    println!();
+    print!("{}", output::table(&runs, &config));
+    if let Some(path) = &args.json {
+        let json = output::json(&runs, pg.is_embedded());
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("results written to {}", path.display());
+    }
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| {
+            r.adapter.is_credswap()
+                && (r.report.requests_failed > 0 || r.report.stale_after_drain > 0)
+        })
+        .map(|r| format!("{}/{}", r.adapter.as_str(), r.report.strategy))
+        .collect();
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "FAILED: {} had failed requests or stale sessions after the drain",
+            failed.join(", ")
+        );
+        ExitCode::FAILURE
+    }
+}
+
+fn dedup<T: PartialEq + Copy>(items: &mut Vec<T>) {
+    let mut seen = Vec::new();
+    items.retain(|i| {
+        if seen.contains(i) {
+            false
+        } else {
+            seen.push(*i);
+            true
+        }
+    });
+}
+
+/// The application's provider policy: a 250 ms cache, and for alternating users the overlap
+/// the rotator leaves (half the rotation interval), which the cache must refresh within.
+fn app_policy(
+    strategy: Strategy,
+    config: &ScenarioConfig,
+) -> Result<Policy, credswap_core::PolicyError> {
+    let mut builder = Policy::builder()
+        .backoff(Duration::from_millis(100), Duration::from_secs(2))
+        .refresh_interval(APP_REFRESH);
+    if let (Strategy::AlternatingUsers, Some(every)) = (strategy, config.rotate_every) {
+        let overlap = config.overlap.unwrap_or(every / 2);
+        builder = builder
+            .overlap_window(overlap)
+            .refresh_interval(APP_REFRESH.min(overlap / 2));
+    }
+    builder.build()
+}
+
+async fn run_one(
+    pg: &TestPostgres,
+    adapter: AdapterName,
+    strategy: Strategy,
+    config: &ScenarioConfig,
+) -> Result<ScenarioReport, Box<dyn std::error::Error + Send + Sync>> {
+    let setup = RotationSetup::create(pg, strategy).await?;
+    let policy = app_policy(strategy, config)?;
+    let pool = adapters::build(adapter, pg, &setup, policy, config.pool_max_size).await?;
+    let progress = Arc::new(Progress::default());
+    let label = format!("{} / {strategy}", adapter.as_str());
+    let display = ProgressDisplay::start(
+        label,
+        config.duration,
+        Arc::clone(&progress),
+        Arc::clone(&pool.generation),
+    );
+    let result = scenario::run(pg, setup, Arc::clone(&pool.workload), config, progress).await;
+    display.finish(result.as_ref().ok());
+    (pool.close)();
+    // Let the closed pool's sessions end before the next run samples pg_stat_activity.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(result?)
+}

@@ -1,0 +1,41 @@
+//! `credswap`: the command-line companion of the credswap crates.
+//!
+//! `credswap drill` starts an embedded PostgreSQL (or uses `--database-url`), rotates the
+//! application's credential every second while 32 workers query through each pool, and prints
+//! what every pool did: requests ok and failed, latency, backends, stale sessions after the drain.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod adapters;
+mod cli;
+mod drill;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CREDSWAP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        cli::Command::Drill(args) => runtime.block_on(drill::main(args)),
+    }
+}

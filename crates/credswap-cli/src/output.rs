@@ -1,0 +1,246 @@
+//! Progress display, the final table and the JSON file.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use credswap_testkit::scenario::{Progress, ScenarioConfig, ScenarioReport};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::drill::Run;
+
+/// Live progress of one run: an indicatif spinner on a terminal, plain lines otherwise.
+pub struct ProgressDisplay {
+    task: tokio::task::JoinHandle<()>,
+    bar: Option<ProgressBar>,
+    label: String,
+}
+
+impl ProgressDisplay {
+    pub fn start(
+        label: String,
+        duration: Duration,
+        progress: Arc<Progress>,
+        generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Self {
+        let started = tokio::time::Instant::now();
+        let line = move |progress: &Progress| {
+            format!(
+                "{:>5.1}s/{}s  requests {:>8}  failed {:>5}  rotations {:>3}  generation {:>3}",
+                started.elapsed().as_secs_f64(),
+                duration.as_secs(),
+                progress.ok.load(Ordering::Relaxed),
+                progress.failed.load(Ordering::Relaxed),
+                progress.rotations.load(Ordering::Relaxed),
+                generation(),
+            )
+        };
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:<28} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(label.clone());
+            let ticking = bar.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    ticking.set_message(line(&progress));
+                    ticking.tick();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            Self {
+                task,
+                bar: Some(bar),
+                label,
+            }
+        } else {
+            eprintln!("{label}: running for {}s", duration.as_secs());
+            let prefix = label.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    eprintln!("{prefix}: {}", line(&progress));
+                }
+            });
+            Self {
+                task,
+                bar: None,
+                label,
+            }
+        }
+    }
+
+    pub fn finish(self, report: Option<&ScenarioReport>) {
+        self.task.abort();
+        let summary = report.map_or_else(
+            || "failed to run".to_owned(),
+            |r| {
+                format!(
+                    "{} ok, {} failed, {} rotations",
+                    r.requests_ok, r.requests_failed, r.rotations
+                )
+            },
+        );
+        match self.bar {
+            Some(bar) => bar.finish_with_message(summary),
+            None => eprintln!("{}: done: {summary}", self.label),
+        }
+    }
+}
+
+/// The final table.
+pub fn table(runs: &[Run], config: &ScenarioConfig) -> String {
+    let mut out = format!(
+        "{} workers, pool max_size {}, {}s per run, rotation {}\n\n",
+        config.concurrency,
+        config.pool_max_size,
+        config.duration.as_secs_f64(),
+        config.rotate_every.map_or_else(
+            || "off".to_owned(),
+            |d| format!("every {}", humantime::format_duration(d))
+        ),
+    );
+    let header = [
+        "adapter",
+        "strategy",
+        "rotations",
+        "ok",
+        "failed",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99 rot ms",
+        "peak be",
+        "stale",
+        "max drain ms",
+    ];
+    let rows: Vec<[String; 12]> = runs
+        .iter()
+        .map(|r| {
+            let p = &r.report;
+            [
+                r.adapter.as_str().to_owned(),
+                p.strategy.to_string(),
+                p.rotations.to_string(),
+                p.requests_ok.to_string(),
+                p.requests_failed.to_string(),
+                format!("{:.0}", p.throughput_rps),
+                format!("{:.2}", p.p50_ms),
+                format!("{:.2}", p.p99_ms),
+                format!("{:.2}", p.p99_ms_rotating),
+                p.peak_backends.to_string(),
+                p.stale_after_drain.to_string(),
+                format!("{:.0}", p.max_drain_ms),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let fmt_row = |cells: Vec<&str>| -> String {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i < 2 {
+                line.push_str(&format!("{:<w$}  ", cell, w = widths[i]));
+            } else {
+                line.push_str(&format!("{:>w$}  ", cell, w = widths[i]));
+            }
+        }
+        line.trim_end().to_owned() + "\n"
+    };
+    out.push_str(&fmt_row(header.to_vec()));
+    out.push_str(&fmt_row(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    ));
+    for row in &rows {
+        out.push_str(&fmt_row(row.iter().map(String::as_str).collect()));
+    }
+    for r in runs.iter().filter(|r| !r.report.first_errors.is_empty()) {
+        out.push_str(&format!(
+            "\n{} / {} errors: {}",
+            r.adapter.as_str(),
+            r.report.strategy,
+            r.report.first_errors.join(" | ")
+        ));
+    }
+    if runs.iter().any(|r| !r.report.first_errors.is_empty()) {
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonFile<'a> {
+    postgres: &'static str,
+    runs: Vec<JsonRun<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    adapter: &'a str,
+    strategy: &'a str,
+    duration_s: f64,
+    concurrency: usize,
+    pool_max_size: usize,
+    rotations: u64,
+    requests_ok: u64,
+    requests_failed: u64,
+    throughput_rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p99_ms_rotating: f64,
+    peak_backends: usize,
+    stale_after_drain: usize,
+    max_drain_ms: f64,
+}
+
+/// The JSON file other tools read: `{"postgres": "embedded"|"external", "runs": [...]}`.
+pub fn json(runs: &[Run], embedded: bool) -> String {
+    let file = JsonFile {
+        postgres: if embedded { "embedded" } else { "external" },
+        runs: runs
+            .iter()
+            .map(|r| {
+                let p = &r.report;
+                JsonRun {
+                    adapter: r.adapter.as_str(),
+                    strategy: p.strategy.as_str(),
+                    duration_s: p.duration_s,
+                    concurrency: p.concurrency,
+                    pool_max_size: p.pool_max_size,
+                    rotations: p.rotations,
+                    requests_ok: p.requests_ok,
+                    requests_failed: p.requests_failed,
+                    throughput_rps: round2(p.throughput_rps),
+                    p50_ms: round2(p.p50_ms),
+                    p99_ms: round2(p.p99_ms),
+                    p99_ms_rotating: round2(p.p99_ms_rotating),
+                    peak_backends: p.peak_backends,
+                    stale_after_drain: p.stale_after_drain,
+                    max_drain_ms: round2(p.max_drain_ms),
+                }
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&file).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

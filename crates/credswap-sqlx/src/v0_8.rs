@@ -1,0 +1,24 @@
+//! The adapter for sqlx 0.8 (feature `sqlx-0_8`, on by default; re-exported at the crate root).
+//!
+//! The code is shared with `v0_9` (the two sqlx versions have the same pool API); only the
+//! `sqlx` it is compiled against differs.
+
+use ::sqlx;
+
+#[path = "adapter/builder.rs"]
+mod builder;
+#[path = "adapter/error.rs"]
+mod error;
+#[path = "adapter/ext.rs"]
+mod ext;
+#[path = "adapter/hooks.rs"]
+mod hooks;
+#[path = "adapter/state.rs"]
+mod state;
+#[path = "adapter/watcher.rs"]
+mod watcher;
+
+pub use builder::{Builder, connect, connect_lazy_with, connect_with, connection_validator};
+pub use error::{Error, is_auth_failure};
+pub use ext::RotatingPoolExt;
+pub use state::{AdapterStats, Rotation};

@@ -1,0 +1,38 @@
+//! The adapter for sqlx 0.9 (feature `sqlx-0_9`; needs Rust 1.94, as sqlx 0.9 does).
+//!
+//! The same API as [the crate root](crate) (which re-exports the 0.8 adapter), compiled against
+//! sqlx 0.9: use `credswap_sqlx::v0_9::connect` and friends with a `sqlx` 0.9 dependency.
+//!
+//! ```no_run
+//! # async fn example(credentials: credswap_core::RotatingCredentials) -> Result<(), Box<dyn std::error::Error>> {
+//! # use sqlx09 as sqlx;
+//! use credswap_sqlx::v0_9::{self as credswap_sqlx, RotatingPoolExt};
+//! use sqlx::postgres::PgPoolOptions;
+//!
+//! let url = "postgres://db.internal/app";
+//! let (pool, rotation) = credswap_sqlx::connect(PgPoolOptions::new().max_connections(8), url, credentials).await?;
+//! let mut conn = pool.acquire_following().await?;
+//! let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
+//! # let _ = (one, rotation);
+//! # Ok(()) }
+//! ```
+
+use ::sqlx09 as sqlx;
+
+#[path = "adapter/builder.rs"]
+mod builder;
+#[path = "adapter/error.rs"]
+mod error;
+#[path = "adapter/ext.rs"]
+mod ext;
+#[path = "adapter/hooks.rs"]
+mod hooks;
+#[path = "adapter/state.rs"]
+mod state;
+#[path = "adapter/watcher.rs"]
+mod watcher;
+
+pub use builder::{Builder, connect, connect_lazy_with, connect_with, connection_validator};
+pub use error::{Error, is_auth_failure};
+pub use ext::RotatingPoolExt;
+pub use state::{AdapterStats, Rotation};
