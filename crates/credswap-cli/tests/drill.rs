@@ -1,0 +1,115 @@
+//! The `credswap` binary end to end, against an embedded PostgreSQL.
+
+use std::process::Command;
+
+fn credswap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_credswap"))
+}
+
+#[test]
+fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("drill.json");
+    let output = credswap()
+        .args([
+            "drill",
+            "--adapter",
+            "deadpool,static",
+            "--strategy",
+            "single-user",
+            "--duration",
+            "4s",
+            "--rotate-every",
+            "1s",
+            "--concurrency",
+            "8",
+            "--pool-size",
+            "4",
+            "--json",
+        ])
+        .arg(&json_path)
+        .output()
+        .expect("run credswap");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status.code()
+    );
+    assert!(stdout.contains("adapter") && stdout.contains("deadpool") && stdout.contains("static"), "{stdout}");
+
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(json["postgres"], "embedded");
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    let expected_keys = [
+        "adapter",
+        "strategy",
+        "duration_s",
+        "concurrency",
+        "pool_max_size",
+        "rotations",
+        "requests_ok",
+        "requests_failed",
+        "throughput_rps",
+        "p50_ms",
+        "p99_ms",
+        "p99_ms_rotating",
+        "peak_backends",
+        "stale_after_drain",
+        "max_drain_ms",
+    ];
+    for run in runs {
+        let keys: Vec<&str> = run.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut sorted_expected = expected_keys.to_vec();
+        sorted_expected.sort_unstable();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, sorted_expected);
+        assert_eq!(run["strategy"], "single-user");
+        assert_eq!(run["pool_max_size"], 4);
+        assert!(run["rotations"].as_u64().unwrap() >= 2, "{run}");
+    }
+    let deadpool = &runs[0];
+    assert_eq!(deadpool["adapter"], "deadpool");
+    assert_eq!(deadpool["requests_failed"], 0, "{deadpool}");
+    assert_eq!(deadpool["stale_after_drain"], 0, "{deadpool}");
+    assert!(deadpool["peak_backends"].as_u64().unwrap() <= 4, "{deadpool}");
+    // A pool that never learns of rotation keeps its sessions, which PostgreSQL keeps alive.
+    let peer = &runs[1];
+    assert_eq!(peer["adapter"], "static");
+    assert!(
+        peer["requests_failed"].as_u64().unwrap() > 0 || peer["stale_after_drain"].as_u64().unwrap() > 0,
+        "the drill must see the static pool's problem: {peer}"
+    );
+    // No password anywhere in what the drill prints.
+    assert!(!stderr.to_lowercase().contains("password="), "{stderr}");
+}
+
+#[test]
+fn bad_arguments_exit_with_2_and_say_why() {
+    for (args, says) in [
+        (vec!["drill", "--adapter", "hikari"], "hikari"),
+        (vec!["drill", "--duration", "soon"], "write it like 15s"),
+        (vec!["drill", "--rotate-every", "5ms"], "at least 200ms"),
+        (vec!["drill", "--database-url", "not a url"], "database-url"),
+    ] {
+        let output = credswap().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn unreachable_database_url_is_a_clear_error_without_the_password() {
+    let output = credswap()
+        .args(["drill", "--database-url", "postgres://admin:Hunter2-secret@127.0.0.1:1/postgres"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot use --database-url"), "{stderr}");
+    assert!(!stderr.contains("Hunter2-secret"), "{stderr}");
+}
