@@ -33,6 +33,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `deadpool` | no | [`deadpool`]: a drop-in `deadpool_postgres::Pool` that follows the credential |
+//! | `bb8` | no | [`bb8`]: a `bb8::ManageConnection` for tokio-postgres that follows the credential |
 //!
 //! # Guarantees
 //!
@@ -54,4 +55,10 @@ pub use credswap_core::*;
 #[cfg(feature = "deadpool")]
 pub mod deadpool {
     pub use credswap_deadpool::*;
+}
+
+/// The bb8 adapter (`credswap-bb8`).
+#[cfg(feature = "bb8")]
+pub mod bb8 {
+    pub use credswap_bb8::*;
 }

@@ -23,10 +23,15 @@ where
     /// under the old credential can finish after a rotation.
     async fn open(&self, snapshot: &Snapshot) -> Result<RotatingConnection, tokio_postgres::Error> {
         let opened_at = Instant::now();
-        let (client, connection) = open_with(&self.config, snapshot.credential(), self.tls.clone()).await?;
+        let (client, connection) =
+            open_with(&self.config, snapshot.credential(), self.tls.clone()).await?;
         let tag = Arc::new(Tag::new(snapshot.generation(), opened_at));
         self.state.record_open(snapshot.generation());
-        tokio::spawn(driver::drive(connection, Arc::clone(&tag), Arc::clone(&self.state)));
+        tokio::spawn(driver::drive(
+            connection,
+            Arc::clone(&tag),
+            Arc::clone(&self.state),
+        ));
         Ok(RotatingConnection::new(client, tag))
     }
 
@@ -49,7 +54,12 @@ where
     async fn try_connect(&self) -> Result<RotatingConnection, Error> {
         let snapshot = self.state.credentials.current();
         let failed = |retried: bool, snapshot: &Snapshot, e| {
-            Error::connect(snapshot.credential().username(), snapshot.generation(), retried, e)
+            Error::connect(
+                snapshot.credential().username(),
+                snapshot.generation(),
+                retried,
+                e,
+            )
         };
         let error = match self.open(&snapshot).await {
             Ok(connection) => return Ok(connection),
@@ -77,7 +87,9 @@ where
         match self.open(&fresh).await {
             Ok(connection) => Ok(connection),
             Err(e) => {
-                self.state.auth_retry_failures.fetch_add(1, Ordering::Relaxed);
+                self.state
+                    .auth_retry_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(failed(true, &fresh, e))
             }
         }

@@ -26,6 +26,12 @@
 //!   session that ends by EOF is logged by the server only at `DEBUG1`). No extra task, no pool
 //!   handle, nothing competing with traffic, any queue strategy.
 //!
+//! Measured (`tests/rotation.rs`, eight idle connections, five rotations, debug build, a busy
+//! 2-core VM): every socket of the old generation closed 0.6 to 18 ms after the change, and the
+//! backends were gone from `pg_stat_activity` 11 to 34 ms after it. Instrumenting the tasks
+//! showed where the time goes: up to ~8 ms until the first task runs (waking a parked runtime
+//! thread on the VM), then about 50 µs per connection.
+//!
 //! What remains in bb8's idle queue is a `Client` whose connection is gone. The next checkout
 //! pops it, `is_valid` refuses it without a round trip, and `has_broken` reports it, so bb8's
 //! own count (`Pool::state`) catches up at the next `get`, which then opens a replacement with

@@ -38,10 +38,17 @@ enum Kind {
 
 impl Error {
     fn from_kind(kind: Kind) -> Self {
-        Self { inner: Arc::new(kind) }
+        Self {
+            inner: Arc::new(kind),
+        }
     }
 
-    pub(crate) fn connect(username: &str, generation: Generation, retried: bool, source: tokio_postgres::Error) -> Self {
+    pub(crate) fn connect(
+        username: &str,
+        generation: Generation,
+        retried: bool,
+        source: tokio_postgres::Error,
+    ) -> Self {
         Self::from_kind(Kind::Connect {
             username: username.to_owned(),
             generation,
@@ -51,7 +58,10 @@ impl Error {
     }
 
     pub(crate) fn stale(generation: Generation, current: Generation) -> Self {
-        Self::from_kind(Kind::Stale { generation, current })
+        Self::from_kind(Kind::Stale {
+            generation,
+            current,
+        })
     }
 
     pub(crate) fn closed() -> Self {
@@ -124,7 +134,9 @@ impl Error {
 
     fn driver_error(&self) -> Option<&tokio_postgres::Error> {
         match &*self.inner {
-            Kind::Connect { source, .. } | Kind::Ping(source) | Kind::Config(source) => Some(source),
+            Kind::Connect { source, .. } | Kind::Ping(source) | Kind::Config(source) => {
+                Some(source)
+            }
             Kind::Stale { .. } | Kind::Closed => None,
         }
     }
@@ -176,24 +188,38 @@ impl fmt::Display for Error {
                 retried,
                 source,
             } => {
-                let again = if *retried { ", also after refreshing the credential" } else { "" };
+                let again = if *retried {
+                    ", also after refreshing the credential"
+                } else {
+                    ""
+                };
                 write!(
                     f,
                     "connecting to the database as \"{username}\" (credential generation {generation}) failed{again}: {}",
                     describe(source)
                 )
             }
-            Kind::Stale { generation, current } if generation == current => write!(
+            Kind::Stale {
+                generation,
+                current,
+            } if generation == current => write!(
                 f,
                 "the connection's credential (generation {generation}) is about to expire; the connection is closed"
             ),
-            Kind::Stale { generation, current } => write!(
+            Kind::Stale {
+                generation,
+                current,
+            } => write!(
                 f,
                 "the connection authenticated with credential generation {generation}, but generation {current} is \
                  current; the connection is closed"
             ),
             Kind::Closed => f.write_str("the connection is closed"),
-            Kind::Ping(source) => write!(f, "the connection failed its checkout ping: {}", describe(source)),
+            Kind::Ping(source) => write!(
+                f,
+                "the connection failed its checkout ping: {}",
+                describe(source)
+            ),
             Kind::Config(source) => write!(f, "invalid connection string: {}", describe(source)),
         }
     }
@@ -201,7 +227,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.driver_error().map(|e| e as &(dyn std::error::Error + 'static))
+        self.driver_error()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -220,10 +247,15 @@ mod tests {
 
     #[test]
     fn config_errors_describe_the_cause() {
-        let parse = "port=notaport".parse::<tokio_postgres::Config>().unwrap_err();
+        let parse = "port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .unwrap_err();
         let e = Error::config(parse);
         assert!(e.is_config() && !e.is_connect() && !e.is_auth_failure());
-        assert!(e.to_string().starts_with("invalid connection string: "), "{e}");
+        assert!(
+            e.to_string().starts_with("invalid connection string: "),
+            "{e}"
+        );
         assert!(e.to_string().contains("port"), "{e}");
         assert!(e.code().is_none());
         assert!(std::error::Error::source(&e).is_some());
@@ -235,7 +267,10 @@ mod tests {
         assert!(stale.is_stale());
         assert_eq!(stale.generation(), Some(Generation::new(2)));
         assert!(stale.to_string().contains("generation 2"), "{stale}");
-        assert!(stale.to_string().contains("generation 3 is current"), "{stale}");
+        assert!(
+            stale.to_string().contains("generation 3 is current"),
+            "{stale}"
+        );
         let lease = Error::stale(Generation::new(4), Generation::new(4));
         assert!(lease.to_string().contains("about to expire"), "{lease}");
         let closed = Error::closed();

@@ -6,10 +6,10 @@ use credswap_core::{BoxError, Credential, RotatingCredentials, Validate};
 use tokio_postgres::Socket;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
+use crate::Error;
 use crate::connect::open_with;
 use crate::connection::RotatingConnection;
 use crate::state::{Rotation, State};
-use crate::Error;
 
 /// A bb8 pool of [`RotatingConnection`]s: what `bb8::Pool<PostgresConnectionManager<Tls>>` was.
 pub type Pool<Tls> = bb8::Pool<RotatingConnectionManager<Tls>>;
@@ -64,11 +64,16 @@ where
     /// # Errors
     ///
     /// [`Error::is_config`] when the string does not parse.
-    pub fn new_from_stringlike<S>(params: S, tls: Tls, credentials: RotatingCredentials) -> Result<Self, Error>
+    pub fn new_from_stringlike<S>(
+        params: S,
+        tls: Tls,
+        credentials: RotatingCredentials,
+    ) -> Result<Self, Error>
     where
         S: ToString,
     {
-        let config = tokio_postgres::Config::from_str(&params.to_string()).map_err(Error::config)?;
+        let config =
+            tokio_postgres::Config::from_str(&params.to_string()).map_err(Error::config)?;
         Ok(Self::new(config, tls, credentials))
     }
 
@@ -125,7 +130,8 @@ where
 
     fn has_broken(&self, conn: &mut RotatingConnection) -> bool {
         let current = self.state.credentials.current();
-        conn.tag.check_in(conn.client_is_closed(), &current, &self.state)
+        conn.tag
+            .check_in(conn.client_is_closed(), &current, &self.state)
     }
 }
 

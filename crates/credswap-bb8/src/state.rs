@@ -70,7 +70,10 @@ impl State {
     pub(crate) fn record_connect_success(&self) {
         let failed = self.consecutive_connect_failures.swap(0, Ordering::Relaxed);
         if failed > 0 {
-            tracing::info!(failed_attempts = failed, "connecting to the database works again");
+            tracing::info!(
+                failed_attempts = failed,
+                "connecting to the database works again"
+            );
         }
     }
 
@@ -78,7 +81,10 @@ impl State {
     /// only `TimedOut` after `connection_timeout`), so this is where it becomes visible.
     pub(crate) fn record_connect_failure(&self, error: &Error) {
         self.connect_failures.fetch_add(1, Ordering::Relaxed);
-        let consecutive = self.consecutive_connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let consecutive = self
+            .consecutive_connect_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         *lock(&self.last_connect_error) = Some(error.clone());
         // bb8 retries a failed connect every 200 ms or more until `connection_timeout`: log the
         // 1st, 2nd, 4th, 8th... failure of a streak, so a persistent failure stays in the logs

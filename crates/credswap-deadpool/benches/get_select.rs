@@ -65,6 +65,36 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| get_select(&rotating))
     });
     group.finish();
+
+    // The machine is noisy (2 cores, other work): the two functions above run one after the
+    // other, so drift between them skews their ratio. This one interleaves them operation by
+    // operation and reports the ratio itself as a time: 1.000 µs means credswap ÷ plain = 1.000.
+    let mut group = c.benchmark_group("interleaved ratio");
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("credswap-deadpool / deadpool-postgres (1 µs = 1.0)", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (plain, rotating) = (plain.clone(), rotating.clone());
+            async move {
+                let (mut plain_total, mut rotating_total) = (Duration::ZERO, Duration::ZERO);
+                for i in 0..iters {
+                    // Alternate which goes first, so neither always follows the other.
+                    for first in [i % 2 == 0, i % 2 != 0] {
+                        let started = std::time::Instant::now();
+                        get_select(if first { &plain } else { &rotating }).await;
+                        let took = started.elapsed();
+                        if first {
+                            plain_total += took;
+                        } else {
+                            rotating_total += took;
+                        }
+                    }
+                }
+                let ratio = rotating_total.as_secs_f64() / plain_total.as_secs_f64().max(f64::MIN_POSITIVE);
+                Duration::from_secs_f64(ratio * 1e-6 * iters as f64)
+            }
+        })
+    });
+    group.finish();
     drop((plain, rotating));
     drop(pg);
 }

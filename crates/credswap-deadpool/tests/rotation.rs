@@ -8,7 +8,7 @@ use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
 use credswap_testkit::scenario::{ScenarioConfig, Strategy};
 use credswap_testkit::{random_password, unique_name};
 use deadpool_postgres::Pool;
-use support::{app_policy, pool, postgres, run_scenario};
+use support::{app_policy, pool, postgres, postgres_alone, run_scenario};
 
 fn rotation_config() -> ScenarioConfig {
     ScenarioConfig {
@@ -21,7 +21,7 @@ fn rotation_config() -> ScenarioConfig {
 }
 
 async fn assert_scenario_is_clean(strategy: Strategy) {
-    let pg = postgres().await;
+    let pg = postgres_alone().await;
     let (report, rotation) = run_scenario(&pg, strategy, rotation_config()).await;
     let stats = rotation.stats();
     let summary = format!("{}\n{stats:?}", report.summary());
