@@ -53,6 +53,23 @@ pub async fn build(
                 close: Box::new(move || close_pool.close()),
             })
         }
+        AdapterName::Bb8 => {
+            let credentials = RotatingCredentials::new(setup.store().clone(), policy).await?;
+            let manager =
+                credswap_bb8::RotatingConnectionManager::new(pg.base_config(), NoTls, credentials);
+            let rotation = manager.rotation();
+            let pool = bb8::Pool::builder()
+                .max_size(u32::try_from(pool_size)?)
+                .connection_timeout(WAIT)
+                .build(manager)
+                .await?;
+            Ok(PoolUnderTest {
+                workload: Arc::new(Bb8Select(pool)),
+                generation: Arc::new(move || rotation.credentials().generation().get()),
+                // bb8 has no close: its connections end when the last pool handle drops.
+                close: Box::new(|| {}),
+            })
+        }
         AdapterName::Static => {
             let pool = plain_pool(pg, setup.initial_credential(), pool_size)?;
             let close_pool = pool.clone();
@@ -154,6 +171,19 @@ struct DeadpoolSelect(Pool);
 impl Workload for DeadpoolSelect {
     async fn request(&self) -> Result<(), BoxError> {
         select(&self.0).await
+    }
+}
+
+/// `SELECT current_user` through a bb8 pool (tokio-postgres has no statement cache: one simple
+/// query, one round trip).
+struct Bb8Select(credswap_bb8::Pool<NoTls>);
+
+#[async_trait::async_trait]
+impl Workload for Bb8Select {
+    async fn request(&self) -> Result<(), BoxError> {
+        let conn = self.0.get().await?;
+        conn.simple_query("SELECT current_user").await?;
+        Ok(())
     }
 }
 

@@ -28,7 +28,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DrillArgs {
     /// Pools to drill, comma separated.
-    #[arg(long, value_delimiter = ',', default_values = ["deadpool"])]
+    #[arg(long, value_delimiter = ',', default_values = ["deadpool", "bb8"])]
     pub adapter: Vec<AdapterName>,
 
     /// Rotation strategies, comma separated.
@@ -82,6 +82,8 @@ impl RotateEvery {
 pub enum AdapterName {
     /// credswap-deadpool.
     Deadpool,
+    /// credswap-bb8.
+    Bb8,
     /// A plain deadpool-postgres pool built with the first password, never told of rotation.
     Static,
     /// On each rotation a fresh plain deadpool pool, swapped in through ArcSwap.
@@ -92,6 +94,7 @@ impl AdapterName {
     pub fn as_str(self) -> &'static str {
         match self {
             AdapterName::Deadpool => "deadpool",
+            AdapterName::Bb8 => "bb8",
             AdapterName::Static => "static",
             AdapterName::NaiveRebuild => "naive-rebuild",
         }

@@ -147,6 +147,7 @@ async fn run_one(
     let result = scenario::run(pg, setup, Arc::clone(&pool.workload), config, progress).await;
     display.finish(result.as_ref().ok());
     (pool.close)();
+    drop(pool.workload);
     // Let the closed pool's sessions end before the next run samples pg_stat_activity.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(result?)

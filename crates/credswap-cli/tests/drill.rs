@@ -37,9 +37,13 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
         "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status.code()
     );
-    assert!(stdout.contains("adapter") && stdout.contains("deadpool") && stdout.contains("static"), "{stdout}");
+    assert!(
+        stdout.contains("adapter") && stdout.contains("deadpool") && stdout.contains("static"),
+        "{stdout}"
+    );
 
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(json["postgres"], "embedded");
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
@@ -61,7 +65,12 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
         "max_drain_ms",
     ];
     for run in runs {
-        let keys: Vec<&str> = run.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = run
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         let mut sorted_expected = expected_keys.to_vec();
         sorted_expected.sort_unstable();
         let mut sorted = keys.clone();
@@ -75,12 +84,16 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
     assert_eq!(deadpool["adapter"], "deadpool");
     assert_eq!(deadpool["requests_failed"], 0, "{deadpool}");
     assert_eq!(deadpool["stale_after_drain"], 0, "{deadpool}");
-    assert!(deadpool["peak_backends"].as_u64().unwrap() <= 4, "{deadpool}");
+    assert!(
+        deadpool["peak_backends"].as_u64().unwrap() <= 4,
+        "{deadpool}"
+    );
     // A pool that never learns of rotation keeps its sessions, which PostgreSQL keeps alive.
     let peer = &runs[1];
     assert_eq!(peer["adapter"], "static");
     assert!(
-        peer["requests_failed"].as_u64().unwrap() > 0 || peer["stale_after_drain"].as_u64().unwrap() > 0,
+        peer["requests_failed"].as_u64().unwrap() > 0
+            || peer["stale_after_drain"].as_u64().unwrap() > 0,
         "the drill must see the static pool's problem: {peer}"
     );
     // No password anywhere in what the drill prints.
@@ -105,7 +118,11 @@ fn bad_arguments_exit_with_2_and_say_why() {
 #[test]
 fn unreachable_database_url_is_a_clear_error_without_the_password() {
     let output = credswap()
-        .args(["drill", "--database-url", "postgres://admin:Hunter2-secret@127.0.0.1:1/postgres"])
+        .args([
+            "drill",
+            "--database-url",
+            "postgres://admin:Hunter2-secret@127.0.0.1:1/postgres",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

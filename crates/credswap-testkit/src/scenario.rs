@@ -296,6 +296,10 @@ pub async fn run(
                 let mut errors: Vec<String> = Vec::new();
                 let mut failed = 0u64;
                 while Instant::now() < deadline {
+                    // Let the task that was woken for the connection just returned run first,
+                    // as independent request handlers would; a worker that re-acquires in the
+                    // same poll starves waiters of pools with unfair wake-ups (bb8).
+                    tokio::task::yield_now().await;
                     let t0 = Instant::now();
                     let result = workload.request().await;
                     let took = t0.elapsed();
