@@ -34,6 +34,8 @@
 //! |---|---|---|
 //! | `deadpool` | no | [`deadpool`]: a drop-in `deadpool_postgres::Pool` that follows the credential |
 //! | `bb8` | no | [`bb8`]: a `bb8::ManageConnection` for tokio-postgres that follows the credential |
+//! | `sqlx` | no | [`sqlx`]: a plain `sqlx::PgPool` that follows the credential (sqlx 0.8) |
+//! | `sqlx-0_9` | no | the sqlx adapter for sqlx 0.9 too, as `credswap::sqlx::v0_9` |
 //!
 //! # Guarantees
 //!
@@ -61,4 +63,10 @@ pub mod deadpool {
 #[cfg(feature = "bb8")]
 pub mod bb8 {
     pub use credswap_bb8::*;
+}
+
+/// The sqlx adapter (`credswap-sqlx`).
+#[cfg(any(feature = "sqlx", feature = "sqlx-0_9"))]
+pub mod sqlx {
+    pub use credswap_sqlx::*;
 }

@@ -70,6 +70,26 @@ pub async fn build(
                 close: Box::new(|| {}),
             })
         }
+        AdapterName::Sqlx => {
+            let credentials = RotatingCredentials::new(setup.store().clone(), policy).await?;
+            let options = sqlx::postgres::PgConnectOptions::new()
+                .host(pg.host())
+                .port(pg.port())
+                .database(pg.database());
+            let pool_options = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(u32::try_from(pool_size)?)
+                .acquire_timeout(WAIT);
+            let (pool, rotation) =
+                credswap_sqlx::connect_with(pool_options, options, credentials).await?;
+            let close_pool = pool.clone();
+            Ok(PoolUnderTest {
+                workload: Arc::new(SqlxSelect(pool)),
+                generation: Arc::new(move || rotation.credentials().generation().get()),
+                close: Box::new(move || {
+                    tokio::spawn(async move { close_pool.close().await });
+                }),
+            })
+        }
         AdapterName::Static => {
             let pool = plain_pool(pg, setup.initial_credential(), pool_size)?;
             let close_pool = pool.clone();
@@ -183,6 +203,22 @@ impl Workload for Bb8Select {
     async fn request(&self) -> Result<(), BoxError> {
         let conn = self.0.get().await?;
         conn.simple_query("SELECT current_user").await?;
+        Ok(())
+    }
+}
+
+/// `SELECT current_user` through sqlx's recommended path for rotation: `acquire_following`,
+/// which retries once after an authentication failure (sqlx has no per-connect hook).
+struct SqlxSelect(sqlx::PgPool);
+
+#[async_trait::async_trait]
+impl Workload for SqlxSelect {
+    async fn request(&self) -> Result<(), BoxError> {
+        use credswap_sqlx::RotatingPoolExt;
+        let mut conn = self.0.acquire_following().await?;
+        let _user: String = sqlx::query_scalar("SELECT current_user")
+            .fetch_one(&mut *conn)
+            .await?;
         Ok(())
     }
 }

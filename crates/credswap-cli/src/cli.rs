@@ -28,7 +28,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DrillArgs {
     /// Pools to drill, comma separated.
-    #[arg(long, value_delimiter = ',', default_values = ["deadpool", "bb8"])]
+    #[arg(long, value_delimiter = ',', default_values = ["deadpool", "bb8", "sqlx"])]
     pub adapter: Vec<AdapterName>,
 
     /// Rotation strategies, comma separated.
@@ -84,6 +84,8 @@ pub enum AdapterName {
     Deadpool,
     /// credswap-bb8.
     Bb8,
+    /// credswap-sqlx, through its recommended `acquire_following`.
+    Sqlx,
     /// A plain deadpool-postgres pool built with the first password, never told of rotation.
     Static,
     /// On each rotation a fresh plain deadpool pool, swapped in through ArcSwap.
@@ -95,6 +97,7 @@ impl AdapterName {
         match self {
             AdapterName::Deadpool => "deadpool",
             AdapterName::Bb8 => "bb8",
+            AdapterName::Sqlx => "sqlx",
             AdapterName::Static => "static",
             AdapterName::NaiveRebuild => "naive-rebuild",
         }

@@ -37,11 +37,11 @@
 //!   that read the options just before a swap can finish just after it. So the options also
 //!   carry the generation as a custom setting in the startup packet (`-c
 //!   credswap.generation=<n>`, see [Tagging](#tagging)). `after_connect` reads it back with one
-//!   query per *new* connection and rejects a connection whose tag is older than the options the
-//!   pool now uses; sqlx then reconnects with the new options at once. Every connection that
-//!   enters the pool after a swap therefore carries the new credential, and `before_acquire` /
-//!   `after_release` decide staleness from `age` alone: created before the swap means stale. The
-//!   hot path costs no round trip.
+//!   query per *new* connection. A connection created after a swap carries the new credential,
+//!   except one whose tag is older (its connect raced the swap); `after_connect` records the
+//!   instant it admits such a one, which sqlx's creation stamp follows by microseconds. So
+//!   `before_acquire` / `after_release` decide staleness from `age` alone: created before the
+//!   swap, or at a recorded raced instant, means stale. The hot path costs no round trip.
 //! - **Idle stale connections close promptly.** Right after a swap the watcher pops every idle
 //!   connection with `try_acquire` and hands it back; `after_release` closes the stale ones. It
 //!   sweeps again every 25 ms for 100 ms (and for as long as waiting tasks keep it from popping;
@@ -76,6 +76,13 @@
 //! `SHOW credswap.generation`. Options you set yourself with `PgConnectOptions::options` are
 //! kept. The cost is one simple query per new physical connection, never per checkout.
 //!
+//! A raced connect (counted in [`AdapterStats::raced_connects`]) authenticated while the old
+//! credential still worked, so it is admitted: it serves the checkout it was opened for and is
+//! closed when returned, or by a sweep if sqlx put it straight into the idle queue. Rejecting it
+//! instead (an error from `after_connect` makes sqlx reconnect) was tried and dropped: sqlx logs
+//! each rejection as an error, and when connects take longer than the time between swaps (an
+//! overloaded machine, rotations seconds apart) no connect is ever admitted and the pool stalls.
+//!
 //! A proxy that rejects the `options` startup parameter (PgBouncer, unless it is listed in
 //! `ignore_startup_parameters`) refuses such connects. If the proxy drops the option instead,
 //! the connection is admitted untagged and counted in [`AdapterStats::untagged`]: staleness is
@@ -103,7 +110,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sqlx-0_8` | yes | the adapter for sqlx 0.8, in [`v0_8`] and re-exported at the top level |
+//! | `sqlx-0_8` | yes | the adapter for sqlx 0.8, in `v0_8` and re-exported at the top level |
 //! | `sqlx-0_9` | | the adapter for sqlx 0.9, in `v0_9` (needs Rust 1.94, as sqlx 0.9 does) |
 //!
 //! Both can be enabled at once; the top level always re-exports 0.8 (when enabled), so
@@ -111,6 +118,17 @@
 //! names. With sqlx 0.9 only, use `credswap_sqlx::v0_9`. TLS: enable a TLS feature on your own
 //! `sqlx` dependency; Cargo unifies it with this crate's.
 
+// The links above name the top-level re-exports, which exist with sqlx 0.8; with 0.9 alone
+// they point into `v0_9`.
+#![cfg_attr(
+    all(feature = "sqlx-0_9", not(feature = "sqlx-0_8")),
+    doc = "\n\n[`Rotation`]: v0_9::Rotation\n[`Builder`]: v0_9::Builder\n\
+           [`RotatingPoolExt::acquire_following`]: v0_9::RotatingPoolExt::acquire_following\n\
+           [`RotatingPoolExt::begin_following`]: v0_9::RotatingPoolExt::begin_following\n\
+           [`AdapterStats::auth_retry_failures`]: v0_9::AdapterStats::auth_retry_failures\n\
+           [`AdapterStats::untagged`]: v0_9::AdapterStats::untagged\n\
+           [`AdapterStats::raced_connects`]: v0_9::AdapterStats::raced_connects"
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -121,8 +139,8 @@ pub mod v0_9;
 
 #[cfg(feature = "sqlx-0_8")]
 pub use v0_8::{
-    AdapterStats, Builder, Error, Rotation, RotatingPoolExt, connect, connect_lazy_with, connect_with,
-    connection_validator, is_auth_failure,
+    AdapterStats, Builder, Error, RotatingPoolExt, Rotation, connect, connect_lazy_with,
+    connect_with, connection_validator, is_auth_failure,
 };
 
 pub use credswap_core::{Generation, RotatingCredentials};

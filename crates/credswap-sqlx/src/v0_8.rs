@@ -3,6 +3,9 @@
 //! The code is shared with `v0_9` (the two sqlx versions have the same pool API); only the
 //! `sqlx` it is compiled against differs.
 
+// The files under adapter/ are compiled once per sqlx version, on purpose.
+#![allow(clippy::duplicate_mod)]
+
 use ::sqlx;
 
 #[path = "adapter/builder.rs"]

@@ -6,16 +6,19 @@
 //! ```no_run
 //! # async fn example(credentials: credswap_core::RotatingCredentials) -> Result<(), Box<dyn std::error::Error>> {
 //! # use sqlx09 as sqlx;
-//! use credswap_sqlx::v0_9::{self as credswap_sqlx, RotatingPoolExt};
+//! use credswap_sqlx::v0_9::{self as rotating, RotatingPoolExt};
 //! use sqlx::postgres::PgPoolOptions;
 //!
 //! let url = "postgres://db.internal/app";
-//! let (pool, rotation) = credswap_sqlx::connect(PgPoolOptions::new().max_connections(8), url, credentials).await?;
+//! let (pool, rotation) = rotating::connect(PgPoolOptions::new().max_connections(8), url, credentials).await?;
 //! let mut conn = pool.acquire_following().await?;
 //! let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
 //! # let _ = (one, rotation);
 //! # Ok(()) }
 //! ```
+
+// The files under adapter/ are compiled once per sqlx version, on purpose.
+#![allow(clippy::duplicate_mod)]
 
 use ::sqlx09 as sqlx;
 

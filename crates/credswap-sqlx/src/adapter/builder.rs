@@ -9,9 +9,9 @@ use super::error::Error;
 use super::ext::RotatingPoolExt;
 use super::hooks::{self, BoxFuture, UserHooks};
 use super::sqlx;
-use super::sqlx::Connection;
 use super::sqlx::pool::PoolConnectionMetadata;
 use super::sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use super::sqlx::{Connection, Executor};
 use super::state::{Registration, Rotation, Shared};
 use super::watcher;
 
@@ -71,7 +71,10 @@ impl Builder {
     /// tagged it.
     pub fn after_connect<F>(mut self, callback: F) -> Self
     where
-        F: for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> BoxFuture<'c, Result<(), sqlx::Error>>
+        F: for<'c> Fn(
+                &'c mut PgConnection,
+                PoolConnectionMetadata,
+            ) -> BoxFuture<'c, Result<(), sqlx::Error>>
             + Send
             + Sync
             + 'static,
@@ -83,7 +86,10 @@ impl Builder {
     /// Your `PoolOptions::before_acquire`, run on idle connections the adapter keeps.
     pub fn before_acquire<F>(mut self, callback: F) -> Self
     where
-        F: for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> BoxFuture<'c, Result<bool, sqlx::Error>>
+        F: for<'c> Fn(
+                &'c mut PgConnection,
+                PoolConnectionMetadata,
+            ) -> BoxFuture<'c, Result<bool, sqlx::Error>>
             + Send
             + Sync
             + 'static,
@@ -95,7 +101,10 @@ impl Builder {
     /// Your `PoolOptions::after_release`, run on returned connections the adapter keeps.
     pub fn after_release<F>(mut self, callback: F) -> Self
     where
-        F: for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> BoxFuture<'c, Result<bool, sqlx::Error>>
+        F: for<'c> Fn(
+                &'c mut PgConnection,
+                PoolConnectionMetadata,
+            ) -> BoxFuture<'c, Result<bool, sqlx::Error>>
             + Send
             + Sync
             + 'static,
@@ -117,7 +126,11 @@ impl Builder {
             pool_options.connect_lazy_with(first_options)
         };
         let registration = Registration::new(&pool, &shared);
-        runtime.spawn(watcher::run(pool.clone(), Arc::clone(&shared), registration));
+        runtime.spawn(watcher::run(
+            pool.clone(),
+            Arc::clone(&shared),
+            registration,
+        ));
         Ok((pool, Rotation { shared }))
     }
 
@@ -144,7 +157,11 @@ impl Builder {
 ///
 /// The URL's user and password are ignored (leave them out); the provider's are used. A URL
 /// that does not parse is an [`Error::is_url`] whose message never repeats the URL.
-pub async fn connect(pool_options: PgPoolOptions, url: &str, credentials: RotatingCredentials) -> Result<(PgPool, Rotation), Error> {
+pub async fn connect(
+    pool_options: PgPoolOptions,
+    url: &str,
+    credentials: RotatingCredentials,
+) -> Result<(PgPool, Rotation), Error> {
     let connect_options = PgConnectOptions::from_str(url).map_err(Error::url)?;
     connect_with(pool_options, connect_options, credentials).await
 }
@@ -197,7 +214,7 @@ impl Validate for ConnectionValidator {
             .password(credential.password().expose_secret());
         let mut conn = PgConnection::connect_with(&options).await?;
         drop(options);
-        sqlx::raw_sql("SELECT 1").execute(&mut conn).await?;
+        conn.execute("SELECT 1").await?;
         conn.close().await?;
         Ok(())
     }

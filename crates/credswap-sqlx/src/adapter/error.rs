@@ -20,10 +20,14 @@ impl Error {
         Self { kind: Kind::Url(e) }
     }
     pub(crate) fn connect(e: sqlx::Error) -> Self {
-        Self { kind: Kind::Connect(e) }
+        Self {
+            kind: Kind::Connect(e),
+        }
     }
     pub(crate) fn no_runtime() -> Self {
-        Self { kind: Kind::NoRuntime }
+        Self {
+            kind: Kind::NoRuntime,
+        }
     }
 
     /// The database URL could not be parsed (the message never repeats the URL).
@@ -60,7 +64,9 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // sqlx errors carry no password (connect errors name the user; URL errors name the
         // part that did not parse); print their messages only, never options.
-        f.debug_struct("Error").field("message", &self.to_string()).finish()
+        f.debug_struct("Error")
+            .field("message", &self.to_string())
+            .finish()
     }
 }
 

@@ -34,7 +34,9 @@ mod sealed {
 /// the remaining failures described in the [crate docs](crate#zero-overlap-what-sqlx-allows-and-what-remains).
 pub trait RotatingPoolExt: sealed::Sealed {
     /// `PgPool::acquire`, retried once after an authentication failure and a refresh.
-    fn acquire_following(&self) -> impl Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + Send + 'static;
+    fn acquire_following(
+        &self,
+    ) -> impl Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + Send + 'static;
 
     /// `PgPool::begin`, retried once after an authentication failure and a refresh.
     fn begin_following(
@@ -43,26 +45,43 @@ pub trait RotatingPoolExt: sealed::Sealed {
 }
 
 impl RotatingPoolExt for PgPool {
-    fn acquire_following(&self) -> impl Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + Send + 'static {
+    fn acquire_following(
+        &self,
+    ) -> impl Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + Send + 'static {
         let pool = self.clone();
         async move {
             let first = pool.acquire().await;
-            retry_after_auth_failure(&pool, first, |pool: PgPool| async move { pool.acquire().await }).await
+            retry_after_auth_failure(
+                &pool,
+                first,
+                |pool: PgPool| async move { pool.acquire().await },
+            )
+            .await
         }
     }
 
     fn begin_following(
         &self,
-    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Postgres>, sqlx::Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Postgres>, sqlx::Error>> + Send + 'static
+    {
         let pool = self.clone();
         async move {
             let first = pool.begin().await;
-            retry_after_auth_failure(&pool, first, |pool: PgPool| async move { pool.begin().await }).await
+            retry_after_auth_failure(
+                &pool,
+                first,
+                |pool: PgPool| async move { pool.begin().await },
+            )
+            .await
         }
     }
 }
 
-async fn retry_after_auth_failure<T, F, Fut>(pool: &PgPool, first: Result<T, sqlx::Error>, retry: F) -> Result<T, sqlx::Error>
+async fn retry_after_auth_failure<T, F, Fut>(
+    pool: &PgPool,
+    first: Result<T, sqlx::Error>,
+    retry: F,
+) -> Result<T, sqlx::Error>
 where
     F: FnOnce(PgPool) -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,

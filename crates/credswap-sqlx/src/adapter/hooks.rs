@@ -4,24 +4,30 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::sqlx;
-use super::sqlx::Row;
 use super::sqlx::pool::PoolConnectionMetadata;
 use super::sqlx::postgres::{PgConnection, PgPoolOptions};
-use super::state::{Raced, Shared};
+use super::sqlx::{Executor, Row};
+use super::state::Shared;
 
 /// The future a pool hook returns (sqlx's `BoxFuture`).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An `after_connect` hook, as `PgPoolOptions::after_connect` takes it.
 pub(crate) type ConnectHook = Arc<
-    dyn for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> BoxFuture<'c, Result<(), sqlx::Error>>
+    dyn for<'c> Fn(
+            &'c mut PgConnection,
+            PoolConnectionMetadata,
+        ) -> BoxFuture<'c, Result<(), sqlx::Error>>
         + Send
         + Sync,
 >;
 
 /// A `before_acquire` or `after_release` hook.
 pub(crate) type CheckHook = Arc<
-    dyn for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> BoxFuture<'c, Result<bool, sqlx::Error>>
+    dyn for<'c> Fn(
+            &'c mut PgConnection,
+            PoolConnectionMetadata,
+        ) -> BoxFuture<'c, Result<bool, sqlx::Error>>
         + Send
         + Sync,
 >;
@@ -39,7 +45,11 @@ pub(crate) struct UserHooks {
 }
 
 /// Installs the adapter's hooks (and the application's, chained) on `options`.
-pub(crate) fn install(options: PgPoolOptions, shared: &Arc<Shared>, user: UserHooks) -> PgPoolOptions {
+pub(crate) fn install(
+    options: PgPoolOptions,
+    shared: &Arc<Shared>,
+    user: UserHooks,
+) -> PgPoolOptions {
     let on_connect = Arc::clone(shared);
     let on_acquire = Arc::clone(shared);
     let on_release = Arc::clone(shared);
@@ -53,14 +63,11 @@ pub(crate) fn install(options: PgPoolOptions, shared: &Arc<Shared>, user: UserHo
             let shared = Arc::clone(&on_connect);
             let user = after_connect.clone();
             Box::pin(async move {
-                let generation = tag_of(conn).await.and_then(|tag| match shared.admit(tag) {
-                    Ok(generation) => Ok(generation),
-                    Err(raced) => Err(raced_error(&raced)),
-                })?;
+                let admission = shared.admit(tag_of(conn).await?);
                 if let Some(user) = user {
                     user(conn, meta).await?;
                 }
-                shared.record_open(generation);
+                shared.admitted(admission);
                 Ok(())
             })
         })
@@ -70,22 +77,10 @@ pub(crate) fn install(options: PgPoolOptions, shared: &Arc<Shared>, user: UserHo
 
 /// The generation the connection's session reports, if any.
 async fn tag_of(conn: &mut PgConnection) -> Result<Option<u64>, sqlx::Error> {
-    let row = sqlx::raw_sql(TAG_QUERY).fetch_one(&mut *conn).await?;
+    // `Executor` directly (a boxed future): `raw_sql(..).fetch_one` trips sqlx's lifetimes here.
+    let row = conn.fetch_one(TAG_QUERY).await?;
     let tag: Option<String> = row.try_get(0)?;
     Ok(tag.and_then(|t| t.parse().ok()))
-}
-
-fn raced_error(raced: &Raced) -> sqlx::Error {
-    tracing::debug!(
-        authenticated = raced.tag,
-        current = raced.required,
-        "a connect that began before a credential swap finished after it; reconnecting with the new credential"
-    );
-    sqlx::Error::Protocol(format!(
-        "credswap: this connection authenticated with credential generation {} but the pool now uses \
-         generation {}; it is closed and sqlx reconnects with the new credential",
-        raced.tag, raced.required
-    ))
 }
 
 /// `before_acquire` and `after_release`: close a stale connection, else ask the application.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use credswap_core::{Generation, RotatingCredentials, Snapshot};
 use secrecy::ExposeSecret;
+use tokio::sync::Notify;
 
 use super::sqlx::postgres::{PgConnectOptions, PgPool};
 use crate::GENERATION_SETTING;
@@ -18,6 +19,15 @@ use crate::GENERATION_SETTING;
 /// Fresh connects take longer than this (TCP, a backend fork and SCRAM), so nothing current is
 /// misjudged in practice; if one were, it would only be reopened.
 const ADMISSION_SLACK: Duration = Duration::from_millis(1);
+
+/// A connection created within this of a raced admission is that connection (see
+/// [`Shared::admitted`]). sqlx stamps a connection's creation microseconds after `after_connect`
+/// returns; a current connection created this close to a raced one is merely reopened.
+const RACED_WINDOW: Duration = Duration::from_millis(2);
+
+/// Raced admissions remembered at most (each is forgotten when its connection is closed, or
+/// when a later swap covers it; sqlx can close one without telling, so the list is capped).
+const RACED_MAX: usize = 64;
 
 /// What the adapter shares between its hooks, its watcher, the retrying checkout and the handle.
 ///
@@ -42,6 +52,12 @@ pub(crate) struct Shared {
     pub(crate) auth_retry_failures: AtomicU64,
     pub(crate) untagged: AtomicU64,
     pub(crate) last_swap: Mutex<Option<Instant>>,
+    /// Admission instants (nanoseconds since `epoch`) of connections that authenticated with an
+    /// older generation than the options carried when they were admitted.
+    raced: Mutex<Vec<u64>>,
+    raced_len: AtomicU64,
+    /// Asks the watcher for another round of idle sweeps.
+    pub(crate) sweep_requested: Notify,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -51,7 +67,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     /// Shared state over `base`, with the pool's first options built for the provider's current
     /// credential.
-    pub(crate) fn new(credentials: RotatingCredentials, base: PgConnectOptions) -> (Self, PgConnectOptions) {
+    pub(crate) fn new(
+        credentials: RotatingCredentials,
+        base: PgConnectOptions,
+    ) -> (Self, PgConnectOptions) {
         let first = credentials.current();
         let shared = Self {
             options_generation: AtomicU64::new(first.generation().get()),
@@ -68,6 +87,9 @@ impl Shared {
             auth_retry_failures: AtomicU64::new(0),
             untagged: AtomicU64::new(0),
             last_swap: Mutex::new(None),
+            raced: Mutex::new(Vec::new()),
+            raced_len: AtomicU64::new(0),
+            sweep_requested: Notify::new(),
         };
         let options = options_for(&shared.base, &first);
         (shared, options)
@@ -116,7 +138,11 @@ impl Shared {
     pub(crate) fn is_stale(&self, age: Duration) -> bool {
         let now = Instant::now();
         let created = now.checked_sub(age).unwrap_or(self.epoch);
-        if self.nanos_since_epoch(created) < self.fresh_after.load(Ordering::SeqCst) {
+        let created_nanos = self.nanos_since_epoch(created);
+        if self.raced_len.load(Ordering::SeqCst) > 0 && self.take_raced(created_nanos) {
+            return true;
+        }
+        if created_nanos < self.fresh_after.load(Ordering::SeqCst) {
             return true;
         }
         let current = self.credentials.current();
@@ -126,15 +152,14 @@ impl Shared {
         })
     }
 
-    /// Decides on a new connection from the generation its server session reports.
-    pub(crate) fn admit(&self, tag: Option<u64>) -> Result<Generation, Raced> {
+    /// Judges a new connection by the generation its server session reports.
+    pub(crate) fn admit(&self, tag: Option<u64>) -> Admission {
         let required = self.options_generation.load(Ordering::SeqCst);
         match tag {
-            Some(tag) if tag < required => {
-                self.raced_connects.fetch_add(1, Ordering::Relaxed);
-                Err(Raced { tag, required })
-            }
-            Some(tag) => Ok(Generation::new(tag)),
+            Some(tag) => Admission {
+                generation: Generation::new(tag),
+                raced: tag < required,
+            },
             None => {
                 self.untagged.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -142,13 +167,58 @@ impl Shared {
                     "a new connection does not report its credential generation (a proxy dropped the startup option?); \
                      it is judged by age only"
                 );
-                Ok(Generation::new(required))
+                Admission {
+                    generation: Generation::new(required),
+                    raced: false,
+                }
             }
         }
     }
 
-    pub(crate) fn record_open(&self, generation: Generation) {
-        *lock(&self.opened).entry(generation).or_default() += 1;
+    /// Records a connection that enters the pool; call it last in `after_connect`, so that the
+    /// instant recorded for a raced one precedes sqlx's creation stamp by microseconds.
+    ///
+    /// A raced connection (its connect read the options just before a swap and finished just
+    /// after it) is not rejected: sqlx would log an error and reconnect, and if connects took
+    /// longer than the time between swaps, no connect would ever be admitted. It serves the
+    /// checkout it was opened for and is closed when returned, or by a sweep if sqlx put it
+    /// straight into the idle queue: hooks recognize it by its creation instant.
+    pub(crate) fn admitted(&self, admission: Admission) {
+        *lock(&self.opened).entry(admission.generation).or_default() += 1;
+        if !admission.raced {
+            return;
+        }
+        self.raced_connects.fetch_add(1, Ordering::Relaxed);
+        let now = self.nanos_since_epoch(Instant::now());
+        let covered = self.fresh_after.load(Ordering::SeqCst);
+        let window = RACED_WINDOW.as_nanos() as u64;
+        let mut raced = lock(&self.raced);
+        raced.retain(|at| at.saturating_add(window) >= covered);
+        if raced.len() >= RACED_MAX {
+            raced.remove(0);
+        }
+        raced.push(now);
+        self.raced_len.store(raced.len() as u64, Ordering::SeqCst);
+        drop(raced);
+        tracing::debug!(
+            generation = admission.generation.get(),
+            "a connect that began before a credential swap finished after it; it is closed after its first use"
+        );
+        self.sweep_requested.notify_one();
+    }
+
+    /// Whether a connection created at `created` is a raced one; forgets it if so.
+    fn take_raced(&self, created: u64) -> bool {
+        let window = RACED_WINDOW.as_nanos() as u64;
+        let mut raced = lock(&self.raced);
+        let found = raced
+            .iter()
+            .position(|at| (*at..=at.saturating_add(window)).contains(&created));
+        if let Some(index) = found {
+            raced.remove(index);
+            self.raced_len.store(raced.len() as u64, Ordering::SeqCst);
+        }
+        found.is_some()
     }
 
     pub(crate) fn stats(&self) -> AdapterStats {
@@ -166,11 +236,12 @@ impl Shared {
     }
 }
 
-/// A connect that authenticated with an older generation than the pool's options carry.
-#[derive(Debug)]
-pub(crate) struct Raced {
-    pub(crate) tag: u64,
-    pub(crate) required: u64,
+/// What `after_connect` learned about a new connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    generation: Generation,
+    /// It authenticated with an older generation than the pool's options now carry.
+    raced: bool,
 }
 
 /// The base options with the snapshot's login and generation tag.
@@ -201,8 +272,9 @@ pub struct AdapterStats {
     pub opened_per_generation: BTreeMap<Generation, u64>,
     /// Connections closed because they were created before a swap or their lease was ending.
     pub stale_closed: u64,
-    /// Connects that authenticated with the previous options while the pool swapped to new
-    /// ones; rejected in `after_connect` and redone by sqlx with the new options.
+    /// Connects that read the options just before a swap and finished just after it, so
+    /// authenticated with the previous credential; each served the checkout it was opened for
+    /// and was then closed (counted in `stale_closed` too).
     pub raced_connects: u64,
     /// Checkouts through [`RotatingPoolExt`](super::RotatingPoolExt) refused as an
     /// authentication failure (`28P01`/`28000`).

@@ -42,15 +42,16 @@ pub(crate) async fn run(pool: PgPool, shared: Arc<Shared>, registration: Registr
             swept_generation = shared.options_generation();
             settle = Some((now, now + SETTLE));
         }
-        if let Some(at) = current.retire_at() {
-            if now >= at && swept_retirement != Some(at) {
-                swept_retirement = Some(at);
-                tracing::info!(
-                    generation = current.generation().get(),
-                    "the credential's lease is ending; retiring its connections"
-                );
-                settle = Some((now, now + SETTLE));
-            }
+        if let Some(at) = current.retire_at()
+            && now >= at
+            && swept_retirement != Some(at)
+        {
+            swept_retirement = Some(at);
+            tracing::info!(
+                generation = current.generation().get(),
+                "the credential's lease is ending; retiring its connections"
+            );
+            settle = Some((now, now + SETTLE));
         }
         if let Some((started, until)) = settle {
             let complete = sweep(&pool);
@@ -74,6 +75,11 @@ pub(crate) async fn run(pool: PgPool, shared: Arc<Shared>, registration: Registr
                 }
             }
             () = tokio::time::sleep(wait) => {}
+            // A raced connection was admitted; sqlx may put it straight into the idle queue.
+            () = shared.sweep_requested.notified() => {
+                let now = Instant::now();
+                settle = Some((now, now + SETTLE));
+            }
             _ = &mut closed => return,
         }
     }
