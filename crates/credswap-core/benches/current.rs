@@ -94,6 +94,13 @@ fn bench(c: &mut Criterion) {
 
         let _c = contended.then(|| {
             let creds = creds.clone();
+            Contender::start(move || drop(black_box(creds.load())))
+        });
+        group.bench_function("credswap load()", |b| b.iter(|| black_box(creds.load())));
+        drop(_c);
+
+        let _c = contended.then(|| {
+            let creds = creds.clone();
             Contender::start(move || {
                 black_box(creds.generation());
             })

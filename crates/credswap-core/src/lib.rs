@@ -67,7 +67,9 @@ pub use credential::{Credential, Generation};
 pub use error::{BoxError, Error, SourceError};
 pub use health::Health;
 pub use policy::{Policy, PolicyBuilder, PolicyError};
-pub use provider::{RotatingCredentials, RotatingCredentialsBuilder, Snapshot, Stats};
+pub use provider::{
+    CurrentGuard, RotatingCredentials, RotatingCredentialsBuilder, Snapshot, Stats,
+};
 pub use source::{CredentialSource, MemorySource, StaticSource};
 pub use validate::{Validate, validate_fn};
 

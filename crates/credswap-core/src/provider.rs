@@ -90,6 +90,32 @@ impl Snapshot {
     }
 }
 
+/// A borrowed [`Snapshot`], from [`RotatingCredentials::load`].
+pub struct CurrentGuard {
+    guard: arc_swap::Guard<Arc<Snapshot>>,
+}
+
+impl CurrentGuard {
+    /// Turns the borrow into an owned snapshot.
+    pub fn into_arc(self) -> Arc<Snapshot> {
+        arc_swap::Guard::into_inner(self.guard)
+    }
+}
+
+impl std::ops::Deref for CurrentGuard {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.guard
+    }
+}
+
+impl fmt::Debug for CurrentGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// Counters of a provider, from [`RotatingCredentials::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -324,6 +350,16 @@ impl RotatingCredentials {
     /// The credential in effect. Wait-free: one `arc-swap` load and a reference-count increment.
     pub fn current(&self) -> Arc<Snapshot> {
         self.shared.current.load_full()
+    }
+
+    /// The credential in effect, borrowed: an `arc-swap` load without a reference-count
+    /// increment in the common case. For short, synchronous reads on a hot path (a pool's
+    /// checkout hook); keep [`current`](Self::current) for a snapshot held across `.await`s.
+    /// Holding many guards at once on one thread is correct but makes further loads slower.
+    pub fn load(&self) -> CurrentGuard {
+        CurrentGuard {
+            guard: self.shared.current.load(),
+        }
     }
 
     /// The generation in effect, without touching a reference count.

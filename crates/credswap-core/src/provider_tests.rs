@@ -576,3 +576,22 @@ async fn real_clock_refresher_follows_each_rotation() {
         );
     }
 }
+
+#[tokio::test]
+async fn load_borrows_the_current_snapshot() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let creds = RotatingCredentials::builder(store.clone())
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    let guard = creds.load();
+    assert_eq!(guard.generation(), Generation::FIRST);
+    store.set(Credential::new("app", "next"));
+    creds.refresh().await.unwrap();
+    // A borrow taken before the rotation keeps seeing its own snapshot; a new one sees the next.
+    assert_eq!(guard.generation(), Generation::FIRST);
+    assert_eq!(creds.load().generation().get(), 2);
+    assert_eq!(guard.into_arc().credential().username(), "app");
+    assert!(!format!("{:?}", creds.load()).contains(SECRET));
+}

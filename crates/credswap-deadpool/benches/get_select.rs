@@ -89,7 +89,8 @@ fn bench(c: &mut Criterion) {
                         }
                     }
                 }
-                let ratio = rotating_total.as_secs_f64() / plain_total.as_secs_f64().max(f64::MIN_POSITIVE);
+                let ratio =
+                    rotating_total.as_secs_f64() / plain_total.as_secs_f64().max(f64::MIN_POSITIVE);
                 Duration::from_secs_f64(ratio * 1e-6 * iters as f64)
             }
         })

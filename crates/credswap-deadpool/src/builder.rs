@@ -103,7 +103,7 @@ where
                 Ok(())
             }))
             .pre_recycle(Hook::sync_fn(move |client, metrics| {
-                let current = on_recycle.credentials.current();
+                let current = on_recycle.credentials.load();
                 if on_recycle.is_stale(client, metrics, &current) {
                     on_recycle.stale_closed.fetch_add(1, Ordering::Relaxed);
                     return Err(HookError::Message(
