@@ -53,7 +53,14 @@ where
         base: &Config,
         snapshot: &Snapshot,
     ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let started = tokio::time::Instant::now();
         let client = open_with(base, snapshot.credential(), self.tls.clone()).await?;
+        tracing::debug!(
+            generation = snapshot.generation().get(),
+            username = %snapshot.credential().username(),
+            took_us = started.elapsed().as_micros() as u64,
+            "connection opened"
+        );
         self.state.record_open(snapshot.generation());
         HANDOFF.with(|slot| slot.set(Some(snapshot.generation())));
         Ok(client)
