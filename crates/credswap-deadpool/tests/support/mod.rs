@@ -1,81 +1,18 @@
 //! Shared setup of the deadpool adapter's integration tests.
 #![allow(dead_code)]
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use credswap_core::{BoxError, Policy, RotatingCredentials};
+use credswap_core::{BoxError, RotatingCredentials};
 use credswap_testkit::TestPostgres;
 use credswap_testkit::scenario::{
     self, Progress, RotationSetup, ScenarioConfig, ScenarioReport, Strategy, Workload,
 };
 use deadpool_postgres::{Pool, PoolConfig};
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio_postgres::NoTls;
 
-/// A test's PostgreSQL server, and its turn on the machine (see [`postgres_alone`]).
-pub struct Postgres {
-    server: TestPostgres,
-    _turn: Turn,
-}
-
-enum Turn {
-    Shared(RwLockReadGuard<'static, ()>),
-    Alone(RwLockWriteGuard<'static, ()>),
-}
-
-impl Deref for Postgres {
-    type Target = TestPostgres;
-
-    fn deref(&self) -> &TestPostgres {
-        &self.server
-    }
-}
-
-static MACHINE: RwLock<()> = RwLock::const_new(());
-
-async fn start() -> TestPostgres {
-    match TestPostgres::from_env().await {
-        Ok(pg) => pg,
-        Err(e) => panic!("these tests need a PostgreSQL server: {e}"),
-    }
-}
-
-/// Starts an embedded cluster (or uses `CREDSWAP_TEST_ADMIN_URL`); fails loudly with the
-/// install hint when PostgreSQL binaries are missing. Runs beside other light tests, never
-/// beside a heavy one.
-pub async fn postgres() -> Postgres {
-    let turn = Turn::Shared(MACHINE.read().await);
-    Postgres {
-        server: start().await,
-        _turn: turn,
-    }
-}
-
-/// [`postgres`] for the load scenarios, which run alone: each reopens eight SCRAM connections
-/// per rotation under 32 workers; beside other tests on a 2-core machine they would measure the
-/// machine, not the pool.
-pub async fn postgres_alone() -> Postgres {
-    let turn = Turn::Alone(MACHINE.write().await);
-    Postgres {
-        server: start().await,
-        _turn: turn,
-    }
-}
-
-/// The refresh schedule the tests and the drill give the application: a 250 ms cache TTL.
-pub fn app_policy(strategy: Strategy) -> Policy {
-    let builder = Policy::builder()
-        .refresh_interval(Duration::from_millis(250))
-        .backoff(Duration::from_millis(100), Duration::from_secs(2));
-    match strategy {
-        Strategy::AlternatingUsers => builder.overlap_window(Duration::from_millis(500)),
-        Strategy::SingleUser => builder,
-    }
-    .build()
-    .expect("valid policy")
-}
+pub use credswap_testkit::harness::{app_policy, postgres, postgres_alone};
 
 pub fn pool(
     pg: &TestPostgres,

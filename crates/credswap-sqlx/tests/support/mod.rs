@@ -5,34 +5,13 @@
 use std::time::Duration;
 
 use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
-use credswap_testkit::scenario::Strategy;
 use credswap_testkit::{TestPostgres, random_password, unique_name};
 
-/// Starts an embedded cluster (or uses `CREDSWAP_TEST_ADMIN_URL`); fails loudly with the
-/// install hint when PostgreSQL binaries are missing.
-pub async fn postgres() -> TestPostgres {
-    match TestPostgres::from_env().await {
-        Ok(pg) => pg,
-        Err(e) => panic!("these tests need a PostgreSQL server: {e}"),
-    }
-}
+pub use credswap_testkit::harness::{app_policy, postgres};
 
 /// The load scenarios run one at a time: 32 workers and a cluster each, on a 2-core machine,
 /// would otherwise measure each other.
 pub static SCENARIO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The refresh schedule the tests and the drill give the application: a 250 ms cache TTL.
-pub fn app_policy(strategy: Strategy) -> Policy {
-    let builder = Policy::builder()
-        .refresh_interval(Duration::from_millis(250))
-        .backoff(Duration::from_millis(100), Duration::from_secs(2));
-    match strategy {
-        Strategy::AlternatingUsers => builder.overlap_window(Duration::from_millis(500)),
-        Strategy::SingleUser => builder,
-    }
-    .build()
-    .expect("valid policy")
-}
 
 /// A policy that refreshes only when told to (or after an auth-failure report).
 pub fn manual_policy() -> Policy {
