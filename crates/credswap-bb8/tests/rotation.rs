@@ -2,41 +2,29 @@
 
 mod support;
 
+use credswap_testkit::harness::{
+    assert_contract, error_chain as chain, manual_policy, scenario_config, session_pids,
+    single_role,
+};
+
 use std::time::{Duration, SystemTime};
 
 use credswap_bb8::{Generation, Pool, RotatingConnectionManager};
 use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
-use credswap_testkit::scenario::{ScenarioConfig, Strategy};
+use credswap_testkit::scenario::Strategy;
 use credswap_testkit::{TestPostgres, random_password, unique_name};
 use support::{app_policy, pool, pool_with, postgres, postgres_alone, run_scenario};
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-fn rotation_config() -> ScenarioConfig {
-    ScenarioConfig {
-        duration: Duration::from_secs(11),
-        rotate_every: Some(Duration::from_secs(1)),
-        concurrency: 32,
-        pool_max_size: 8,
-        ..ScenarioConfig::default()
-    }
-}
-
 async fn assert_scenario_is_clean(strategy: Strategy) {
     let pg = postgres_alone().await;
-    let (report, rotation) = run_scenario(&pg, strategy, rotation_config()).await;
+    let (report, rotation) = run_scenario(&pg, strategy, scenario_config()).await;
     let stats = rotation.stats();
     let summary = format!("{}\n{stats:?}", report.summary());
-    assert!(report.rotations >= 10, "{summary}");
-    assert!(report.requests_ok > 1000, "{summary}");
+    assert_contract(&report, &summary);
     assert_eq!(report.requests_failed, 0, "{summary}");
-    assert_eq!(report.stale_after_drain, 0, "{summary}");
-    assert!(report.peak_backends <= 8, "{summary}");
-    assert!(
-        report.peak_backends >= 1,
-        "the sampler saw the pool's sessions: {summary}"
-    );
     assert!(
         stats.generation.get() >= 10,
         "the pool followed every rotation: {summary}"
@@ -54,28 +42,6 @@ async fn alternating_users_rotation_loses_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_user_rotation_loses_no_request() {
     assert_scenario_is_clean(Strategy::SingleUser).await;
-}
-
-/// Creates a role, a store holding its password, and a provider over the store.
-async fn single_role(
-    pg: &TestPostgres,
-    policy: Policy,
-) -> (String, String, MemorySource, RotatingCredentials) {
-    let role = unique_name("app");
-    let password = random_password();
-    pg.create_login_role(&role, &password).await.unwrap();
-    let store = MemorySource::new(Credential::new(role.clone(), password.clone()));
-    let credentials = RotatingCredentials::new(store.clone(), policy)
-        .await
-        .unwrap();
-    (role, password, store, credentials)
-}
-
-fn manual_policy() -> Policy {
-    Policy::builder()
-        .refresh_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap()
 }
 
 /// Rotates a single role: the database first, then the store, then the provider.
@@ -98,20 +64,6 @@ async fn backend_pid(pool: &Pool<NoTls>) -> i32 {
         .await
         .unwrap()
         .get(0)
-}
-
-async fn session_pids(pg: &TestPostgres, role: &str) -> Vec<i32> {
-    let admin = pg.admin().await.unwrap();
-    admin
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE usename = $1",
-            &[&role],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// How long after a generation change the last idle stale connection is closed: the number
@@ -285,18 +237,6 @@ async fn busy_connection_commits_across_rotation_then_closes_on_return() {
         Some(credentials.generation())
     );
     assert!(pool.state().connections <= 4);
-}
-
-/// The error and its sources, as an application's error report prints them.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,38 +2,26 @@
 
 mod support;
 
+use credswap_testkit::harness::{
+    assert_contract, error_chain as chain, manual_policy, scenario_config, session_pids,
+    single_role,
+};
+
 use std::time::{Duration, SystemTime};
 
 use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
-use credswap_testkit::scenario::{ScenarioConfig, Strategy};
+use credswap_testkit::scenario::Strategy;
 use credswap_testkit::{random_password, unique_name};
 use deadpool_postgres::Pool;
 use support::{app_policy, pool, postgres, postgres_alone, run_scenario};
 
-fn rotation_config() -> ScenarioConfig {
-    ScenarioConfig {
-        duration: Duration::from_secs(11),
-        rotate_every: Some(Duration::from_secs(1)),
-        concurrency: 32,
-        pool_max_size: 8,
-        ..ScenarioConfig::default()
-    }
-}
-
 async fn assert_scenario_is_clean(strategy: Strategy) {
     let pg = postgres_alone().await;
-    let (report, rotation) = run_scenario(&pg, strategy, rotation_config()).await;
+    let (report, rotation) = run_scenario(&pg, strategy, scenario_config()).await;
     let stats = rotation.stats();
     let summary = format!("{}\n{stats:?}", report.summary());
-    assert!(report.rotations >= 10, "{summary}");
-    assert!(report.requests_ok > 1000, "{summary}");
+    assert_contract(&report, &summary);
     assert_eq!(report.requests_failed, 0, "{summary}");
-    assert_eq!(report.stale_after_drain, 0, "{summary}");
-    assert!(report.peak_backends <= 8, "{summary}");
-    assert!(
-        report.peak_backends >= 1,
-        "the sampler saw the pool's sessions: {summary}"
-    );
     assert!(
         stats.generation.get() >= 10,
         "the pool followed every rotation: {summary}"
@@ -51,28 +39,6 @@ async fn alternating_users_rotation_loses_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_user_rotation_loses_no_request() {
     assert_scenario_is_clean(Strategy::SingleUser).await;
-}
-
-/// Creates a role, a store holding its password, and a provider over the store.
-async fn single_role(
-    pg: &credswap_testkit::TestPostgres,
-    policy: Policy,
-) -> (String, String, MemorySource, RotatingCredentials) {
-    let role = unique_name("app");
-    let password = random_password();
-    pg.create_login_role(&role, &password).await.unwrap();
-    let store = MemorySource::new(Credential::new(role.clone(), password.clone()));
-    let credentials = RotatingCredentials::new(store.clone(), policy)
-        .await
-        .unwrap();
-    (role, password, store, credentials)
-}
-
-fn manual_policy() -> Policy {
-    Policy::builder()
-        .refresh_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap()
 }
 
 async fn backend_pid(pool: &Pool) -> i32 {
@@ -149,32 +115,6 @@ async fn busy_connection_commits_across_rotation_then_closes_on_return() {
         stats.live_per_generation.keys().copied().max(),
         Some(credentials.generation())
     );
-}
-
-/// The error and its sources, as an application's error report prints them.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-async fn session_pids(pg: &credswap_testkit::TestPostgres, role: &str) -> Vec<i32> {
-    let admin = pg.admin().await.unwrap();
-    admin
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE usename = $1",
-            &[&role],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,11 @@
 use std::ops::Deref;
 use std::time::Duration;
 
-use credswap_core::Policy;
+use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::TestPostgres;
-use crate::scenario::Strategy;
+use crate::scenario::{ScenarioConfig, ScenarioReport, Strategy};
+use crate::{TestPostgres, random_password, unique_name};
 
 /// A test's PostgreSQL server and its turn on the machine; derefs to [`TestPostgres`].
 ///
@@ -88,4 +88,101 @@ pub fn app_policy(strategy: Strategy) -> Policy {
     }
     .build()
     .expect("valid policy")
+}
+
+/// The adapters' load scenario: 11 s, a rotation every second (so at least 10), 32 workers,
+/// a pool of 8.
+pub fn scenario_config() -> ScenarioConfig {
+    ScenarioConfig {
+        duration: Duration::from_secs(11),
+        rotate_every: Some(Duration::from_secs(1)),
+        concurrency: 32,
+        pool_max_size: 8,
+        ..ScenarioConfig::default()
+    }
+}
+
+/// Asserts what every adapter's scenario must show, whatever the path: at least 10 rotations,
+/// real traffic, nothing stale after the drain, and no more sessions than `pool_max_size` (and
+/// at least one, so the sampler saw the pool). Failed requests are judged by the caller, since
+/// some paths (plain sqlx under zero overlap) have an honest bound instead of zero.
+///
+/// # Panics
+///
+/// When the report breaks the contract, with `summary` in the message.
+pub fn assert_contract(report: &ScenarioReport, summary: &str) {
+    assert!(report.rotations >= 10, "{summary}");
+    assert!(report.requests_ok > 1000, "{summary}");
+    assert_eq!(report.stale_after_drain, 0, "{summary}");
+    assert!(report.peak_backends <= report.pool_max_size, "{summary}");
+    assert!(
+        report.peak_backends >= 1,
+        "the sampler saw the pool's sessions: {summary}"
+    );
+}
+
+/// A policy that refreshes only when told to (or after an auth-failure report).
+///
+/// # Panics
+///
+/// Never: the policy is valid.
+pub fn manual_policy() -> Policy {
+    Policy::builder()
+        .refresh_interval(Duration::from_secs(3600))
+        .build()
+        .expect("valid policy")
+}
+
+/// Creates a login role with a random password, a store holding it, and a provider over the
+/// store; returns `(role, password, store, provider)`.
+///
+/// # Panics
+///
+/// When the role or the provider cannot be created.
+pub async fn single_role(
+    pg: &TestPostgres,
+    policy: Policy,
+) -> (String, String, MemorySource, RotatingCredentials) {
+    let role = unique_name("app");
+    let password = random_password();
+    pg.create_login_role(&role, &password)
+        .await
+        .expect("create role");
+    let store = MemorySource::new(Credential::new(role.clone(), password.clone()));
+    let credentials = RotatingCredentials::new(store.clone(), policy)
+        .await
+        .expect("provider");
+    (role, password, store, credentials)
+}
+
+/// Backend pids of the sessions of `role`.
+///
+/// # Panics
+///
+/// When `pg_stat_activity` cannot be read.
+pub async fn session_pids(pg: &TestPostgres, role: &str) -> Vec<i32> {
+    pg.admin()
+        .await
+        .expect("admin connection")
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// An error and its sources, joined with `: `, as an application's error report prints them.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use adapter::RotatingPoolExt;
 use credswap_core::{BoxError, Credential, Generation, MemorySource, Policy, RotatingCredentials};
 use credswap_testkit::scenario::{
-    self, Progress, RotationSetup, ScenarioConfig, ScenarioReport, Strategy, Workload,
+    self, Progress, RotationSetup, ScenarioReport, Strategy, Workload,
 };
 use credswap_testkit::{TestPostgres, random_password, unique_name};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -77,16 +77,6 @@ enum Path {
     Following,
 }
 
-fn rotation_config() -> ScenarioConfig {
-    ScenarioConfig {
-        duration: Duration::from_secs(11),
-        rotate_every: Some(Duration::from_secs(1)),
-        concurrency: 32,
-        pool_max_size: 8,
-        ..ScenarioConfig::default()
-    }
-}
-
 async fn run_scenario(
     strategy: Strategy,
     path: Path,
@@ -102,7 +92,7 @@ async fn run_scenario_with(
 ) -> (ScenarioReport, adapter::AdapterStats, String) {
     let _one_at_a_time = SCENARIO.lock().await;
     let pg = postgres().await;
-    let config = rotation_config();
+    let config = credswap_testkit::harness::scenario_config();
     let setup = RotationSetup::create(&pg, strategy).await.expect("roles");
     let credentials = RotatingCredentials::new(setup.store().clone(), app_policy(strategy))
         .await
@@ -130,14 +120,7 @@ async fn run_scenario_with(
 }
 
 fn assert_contract(report: &ScenarioReport, stats: &adapter::AdapterStats, summary: &str) {
-    assert!(report.rotations >= 10, "{summary}");
-    assert!(report.requests_ok > 1000, "{summary}");
-    assert_eq!(report.stale_after_drain, 0, "{summary}");
-    assert!(report.peak_backends <= 8, "{summary}");
-    assert!(
-        report.peak_backends >= 1,
-        "the sampler saw the pool's sessions: {summary}"
-    );
+    credswap_testkit::harness::assert_contract(report, summary);
     assert!(
         stats.generation.get() >= 10,
         "the pool followed every rotation: {summary}"
