@@ -11,7 +11,8 @@ use crate::{Error, Generation};
 /// within its own schedule (is the rotation job dead?); [`is_expiring`](Self::is_expiring) means
 /// the credential ends within the expiry margin and no replacement has arrived;
 /// [`is_degraded`](Self::is_degraded) means refreshes are failing and the last good credential
-/// is being served.
+/// is being served; [`is_refused`](Self::is_refused) means the database refuses the credential
+/// being served.
 #[derive(Debug, Clone)]
 pub struct Health {
     pub(crate) generation: Generation,
@@ -22,6 +23,8 @@ pub struct Health {
     pub(crate) expiry_margin: Duration,
     pub(crate) consecutive_failures: u32,
     pub(crate) last_error: Option<Error>,
+    /// For how long, and how many times, the database has refused the current credential.
+    pub(crate) refused: Option<(Duration, u64)>,
 }
 
 impl Health {
@@ -56,6 +59,17 @@ impl Health {
         self.last_error.as_ref()
     }
 
+    /// The database refuses the current credential (adapters report refused logins): for how
+    /// long since the first refusal, and how many refusals.
+    pub fn refused(&self) -> Option<(Duration, u64)> {
+        self.refused
+    }
+
+    /// The database refused a login with the current credential, and none has succeeded since.
+    pub fn is_refused(&self) -> bool {
+        self.refused.is_some()
+    }
+
     /// Older than the policy's `rotation_interval`.
     pub fn is_overdue(&self) -> bool {
         self.age > self.rotation_interval
@@ -79,7 +93,7 @@ impl Health {
 
     /// None of the above.
     pub fn is_healthy(&self) -> bool {
-        !self.is_overdue() && !self.is_expiring() && !self.is_degraded()
+        !self.is_overdue() && !self.is_expiring() && !self.is_degraded() && !self.is_refused()
     }
 
     /// Logs what needs attention through `tracing`, never the secret.

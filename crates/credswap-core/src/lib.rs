@@ -55,11 +55,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod contract;
 pub mod credential;
 pub mod error;
 pub mod health;
 pub mod policy;
 pub mod provider;
+pub mod snapshot;
 pub mod source;
 pub mod validate;
 
@@ -67,9 +69,8 @@ pub use credential::{Credential, Generation};
 pub use error::{BoxError, Error, SourceError};
 pub use health::Health;
 pub use policy::{Policy, PolicyBuilder, PolicyError};
-pub use provider::{
-    CurrentGuard, RotatingCredentials, RotatingCredentialsBuilder, Snapshot, Stats,
-};
+pub use provider::{RotatingCredentials, RotatingCredentialsBuilder, Stats};
+pub use snapshot::{CurrentGuard, Snapshot};
 pub use source::{CredentialSource, MemorySource, StaticSource};
 pub use validate::{Validate, validate_fn};
 

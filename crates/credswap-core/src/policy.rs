@@ -25,10 +25,14 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// | `jitter` | 0.1 | each refresh delay is shortened by a random fraction in `[0, jitter)` |
 /// | `backoff_initial`, `backoff_max` | 1 s, 1 min | retry delays after a failed refresh: doubling, capped (and never longer than `refresh_interval`) |
 /// | `fetch_timeout` | 30 s | a fetch that takes longer fails (an unreachable store must not hang the refresher) |
+/// | `connect_deadline` | 30 s | how long an adapter's connect keeps retrying refused logins and transient errors, where the pool has no timeout of its own |
+/// | `auth_refresh_interval` | 200 ms | at most one store fetch per this interval is caused by authentication failures |
 ///
 /// With no overlap declared (single-user rotation, where `ALTER ROLE ... PASSWORD` kills the old
-/// password at once) adapters rely on the auth-failure path: a connect that fails with SQLSTATE
-/// `28P01` reports it, the provider refreshes once, and the connect is retried.
+/// password at once) adapters rely on the auth-failure path: a connect refused with SQLSTATE
+/// `28P01` reports it, the provider refreshes (shared, and at most once per
+/// `auth_refresh_interval`), and the connect waits for a credential that works, up to
+/// `connect_deadline` or the pool's own timeout.
 ///
 /// ```
 /// use std::time::Duration;
@@ -58,6 +62,8 @@ pub struct Policy {
     backoff_initial: Duration,
     backoff_max: Duration,
     fetch_timeout: Duration,
+    connect_deadline: Duration,
+    auth_refresh_interval: Duration,
 }
 
 impl Default for Policy {
@@ -71,6 +77,8 @@ impl Default for Policy {
             backoff_initial: Duration::from_secs(1),
             backoff_max: MINUTE,
             fetch_timeout: Duration::from_secs(30),
+            connect_deadline: Duration::from_secs(30),
+            auth_refresh_interval: Duration::from_millis(200),
         }
     }
 }
@@ -121,6 +129,17 @@ impl Policy {
     /// How long one fetch may take.
     pub fn fetch_timeout(&self) -> Duration {
         self.fetch_timeout
+    }
+
+    /// How long an adapter's connect keeps retrying refused logins and transient errors
+    /// (connection refused, `57P03`, `53300`) where the pool has no timeout of its own.
+    pub fn connect_deadline(&self) -> Duration {
+        self.connect_deadline
+    }
+
+    /// The shortest time between two store fetches caused by authentication failures.
+    pub fn auth_refresh_interval(&self) -> Duration {
+        self.auth_refresh_interval
     }
 
     /// The delay before retry number `failures` (1 for the first retry): doubling from
@@ -184,6 +203,20 @@ impl PolicyBuilder {
         self
     }
 
+    /// Sets how long an adapter's connect keeps retrying refused logins and transient errors,
+    /// where the pool has no timeout of its own (deadpool without `timeouts.create`).
+    pub fn connect_deadline(mut self, deadline: Duration) -> Self {
+        self.policy.connect_deadline = deadline;
+        self
+    }
+
+    /// Sets the shortest time between two store fetches caused by authentication failures, so
+    /// a burst of refused connects cannot hammer the store.
+    pub fn auth_refresh_interval(mut self, interval: Duration) -> Self {
+        self.policy.auth_refresh_interval = interval;
+        self
+    }
+
     /// Checks the rules and returns the policy, or the first rule broken.
     pub fn build(self) -> Result<Policy, PolicyError> {
         let p = self.policy;
@@ -192,6 +225,8 @@ impl PolicyBuilder {
         nonzero_at_most("fetch_timeout", p.fetch_timeout, HOUR)?;
         nonzero_at_most("backoff_initial", p.backoff_initial, DAY)?;
         nonzero_at_most("backoff_max", p.backoff_max, DAY)?;
+        nonzero_at_most("connect_deadline", p.connect_deadline, HOUR)?;
+        nonzero_at_most("auth_refresh_interval", p.auth_refresh_interval, MINUTE)?;
         if p.expiry_margin > DAY {
             return Err(PolicyError::new(
                 "expiry_margin",

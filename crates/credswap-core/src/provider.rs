@@ -11,110 +11,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::health::Health;
+use crate::snapshot::{CurrentGuard, Snapshot};
 use crate::{Credential, CredentialSource, Error, Generation, Policy, Validate};
-
-/// One published credential with what the provider knows about it.
-///
-/// Snapshots are immutable; [`RotatingCredentials::current`] returns the one in effect.
-#[derive(Debug)]
-pub struct Snapshot {
-    credential: Credential,
-    generation: Generation,
-    fetched_at: Instant,
-    effective_since: Instant,
-    expires_deadline: Option<Instant>,
-    retire_at: Option<Instant>,
-}
-
-impl Snapshot {
-    fn new(
-        credential: Credential,
-        generation: Generation,
-        effective_since: Instant,
-        policy: &Policy,
-    ) -> Self {
-        let now = Instant::now();
-        let expires_deadline = credential.expires_at().map(|at| {
-            let left = at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            now + left
-        });
-        let retire_at = expires_deadline
-            .map(|deadline| deadline.checked_sub(policy.expiry_margin()).unwrap_or(now));
-        Self {
-            credential,
-            generation,
-            fetched_at: now,
-            effective_since,
-            expires_deadline,
-            retire_at,
-        }
-    }
-
-    /// The credential.
-    pub fn credential(&self) -> &Credential {
-        &self.credential
-    }
-
-    /// Its generation.
-    pub fn generation(&self) -> Generation {
-        self.generation
-    }
-
-    /// When the store last confirmed it (the last successful fetch that returned it).
-    pub fn fetched_at(&self) -> Instant {
-        self.fetched_at
-    }
-
-    /// When this generation was first published.
-    pub fn effective_since(&self) -> Instant {
-        self.effective_since
-    }
-
-    /// When connections authenticated with this credential must be gone:
-    /// `expires_at - expiry_margin`, if the credential has an end.
-    pub fn retire_at(&self) -> Option<Instant> {
-        self.retire_at
-    }
-
-    /// When the credential itself ends, on the Tokio clock.
-    pub fn expires_deadline(&self) -> Option<Instant> {
-        self.expires_deadline
-    }
-
-    /// Whether a connection opened with generation `generation` must be closed now: it is older
-    /// than this snapshot, or this snapshot's credential is within its expiry margin.
-    pub fn is_stale(&self, generation: Generation) -> bool {
-        generation != self.generation || self.retire_at.is_some_and(|at| Instant::now() >= at)
-    }
-}
-
-/// A borrowed [`Snapshot`], from [`RotatingCredentials::load`].
-pub struct CurrentGuard {
-    guard: arc_swap::Guard<Arc<Snapshot>>,
-}
-
-impl CurrentGuard {
-    /// Turns the borrow into an owned snapshot.
-    pub fn into_arc(self) -> Arc<Snapshot> {
-        arc_swap::Guard::into_inner(self.guard)
-    }
-}
-
-impl std::ops::Deref for CurrentGuard {
-    type Target = Snapshot;
-
-    fn deref(&self) -> &Snapshot {
-        &self.guard
-    }
-}
-
-impl fmt::Debug for CurrentGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
 
 /// Counters of a provider, from [`RotatingCredentials::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,6 +32,13 @@ pub struct Stats {
     pub auth_failure_reports_deduplicated: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    generation: Generation,
+    since: Instant,
+    count: u64,
+}
+
 #[derive(Default)]
 struct Counters {
     fetches: AtomicU64,
@@ -146,6 +51,11 @@ struct Counters {
 
 struct Status {
     consecutive_failures: u32,
+    /// When the last fetch caused by an authentication failure started.
+    last_auth_fetch: Option<Instant>,
+    /// The database refuses this generation (adapters report it), since when, how often.
+    refused: Option<Refusal>,
+    warned_refused: Option<Generation>,
     last_error: Option<Error>,
     warned_overdue: Option<Generation>,
     warned_expiring: Option<Generation>,
@@ -218,8 +128,8 @@ impl fmt::Debug for RotatingCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let current = self.shared.current.load();
         f.debug_struct("RotatingCredentials")
-            .field("username", &current.credential.username())
-            .field("generation", &current.generation)
+            .field("username", &current.credential().username())
+            .field("generation", &current.generation())
             .field("policy", &self.shared.policy)
             .finish_non_exhaustive()
     }
@@ -281,8 +191,8 @@ impl RotatingCredentialsBuilder {
         }
         let snapshot = Snapshot::new(credential, Generation::FIRST, Instant::now(), &self.policy);
         tracing::debug!(
-            username = %snapshot.credential.username(),
-            version = ?snapshot.credential.version(),
+            username = %snapshot.credential().username(),
+            version = ?snapshot.credential().version(),
             "first credential fetched"
         );
         let (generation_tx, _) = watch::channel(Generation::FIRST);
@@ -298,6 +208,9 @@ impl RotatingCredentialsBuilder {
             counters,
             status: Mutex::new(Status {
                 consecutive_failures: 0,
+                last_auth_fetch: None,
+                refused: None,
+                warned_refused: None,
                 last_error: None,
                 warned_overdue: None,
                 warned_expiring: None,
@@ -364,7 +277,7 @@ impl RotatingCredentials {
 
     /// The generation in effect, without touching a reference count.
     pub fn generation(&self) -> Generation {
-        self.shared.current.load().generation
+        self.shared.current.load().generation()
     }
 
     /// The policy.
@@ -403,19 +316,42 @@ impl RotatingCredentials {
     /// failure (SQLSTATE `28P01` or `28000`), and returns the snapshot to retry with.
     ///
     /// If the generation has already moved on, nothing is fetched (another report, or the
-    /// refresher, got there first): the current snapshot is returned. Otherwise this is a
-    /// [`refresh`](Self::refresh), shared with any concurrent reporters.
+    /// refresher, got there first): the current snapshot is returned. If a fetch caused by an
+    /// authentication failure started less than the policy's `auth_refresh_interval` ago,
+    /// nothing is fetched either, and the current snapshot (possibly the refused one) is
+    /// returned: callers wait for [`subscribe`](Self::subscribe) or retry later. Otherwise this
+    /// is a [`refresh`](Self::refresh), shared with any concurrent callers.
+    ///
+    /// The refusal also counts toward [`health`](Self::health) (see
+    /// [`report_refused`](Self::report_refused)).
     pub async fn report_auth_failure(
         &self,
         generation: Generation,
     ) -> Result<Arc<Snapshot>, Error> {
+        self.report_refused(generation);
         let current = self.current();
-        if current.generation != generation {
+        if current.generation() != generation {
             self.shared
                 .counters
                 .auth_dedup
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(current);
+        }
+        {
+            let mut status = lock(&self.shared.status);
+            let now = Instant::now();
+            if status
+                .last_auth_fetch
+                .is_some_and(|at| now < at + self.shared.policy.auth_refresh_interval())
+            {
+                drop(status);
+                self.shared
+                    .counters
+                    .auth_dedup
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(current);
+            }
+            status.last_auth_fetch = Some(now);
         }
         self.shared
             .counters
@@ -423,10 +359,54 @@ impl RotatingCredentials {
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             generation = generation.get(),
-            username = %current.credential.username(),
+            username = %current.credential().username(),
             "authentication failed with the current credential; refreshing"
         );
         self.refresh().await
+    }
+
+    /// Records that the database refused a login with `generation` (an adapter calls this; it
+    /// is part of [`report_auth_failure`](Self::report_auth_failure)). While the current
+    /// generation is refused, [`health`](Self::health) says so, and the first refusal of each
+    /// generation is logged once.
+    pub fn report_refused(&self, generation: Generation) {
+        if generation != self.generation() {
+            return;
+        }
+        let mut status = lock(&self.shared.status);
+        match &mut status.refused {
+            Some(refusal) if refusal.generation == generation => refusal.count += 1,
+            slot => {
+                *slot = Some(Refusal {
+                    generation,
+                    since: Instant::now(),
+                    count: 1,
+                });
+            }
+        }
+        if status.warned_refused != Some(generation) {
+            status.warned_refused = Some(generation);
+            drop(status);
+            tracing::warn!(
+                generation = generation.get(),
+                username = %self.load().credential().username(),
+                "the database refuses the current credential; connects wait for a working one"
+            );
+        }
+    }
+
+    /// Records that the database accepted a login with `generation`: clears a refusal of that
+    /// generation from [`health`](Self::health).
+    pub fn report_accepted(&self, generation: Generation) {
+        let mut status = lock(&self.shared.status);
+        if status.refused.is_some_and(|r| r.generation == generation) {
+            status.refused = None;
+            drop(status);
+            tracing::info!(
+                generation = generation.get(),
+                "the database accepts the current credential again"
+            );
+        }
     }
 
     /// The provider's counters.
@@ -470,7 +450,7 @@ impl Shared {
                 tracing::warn!(
                     error = %e,
                     consecutive_failures = status.consecutive_failures,
-                    serving_generation = current.generation.get(),
+                    serving_generation = current.generation().get(),
                     "credential refresh failed; serving the last good credential"
                 );
                 Err(e)
@@ -481,12 +461,12 @@ impl Shared {
     async fn fetch_validated(&self) -> Result<Arc<Snapshot>, Error> {
         let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
         let current = self.current.load_full();
-        if current.credential.same_login(&credential) {
+        if current.credential().same_login(&credential) {
             // Same login: refresh metadata (version, expiry) without a new generation.
             let snapshot = Arc::new(Snapshot::new(
                 credential,
-                current.generation,
-                current.effective_since,
+                current.generation(),
+                current.effective_since(),
                 &self.policy,
             ));
             self.current.store(Arc::clone(&snapshot));
@@ -498,7 +478,7 @@ impl Shared {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(Error::validation(credential.username(), &e));
         }
-        let generation = current.generation.next();
+        let generation = current.generation().next();
         let snapshot = Arc::new(Snapshot::new(
             credential,
             generation,
@@ -511,8 +491,8 @@ impl Shared {
         self.counters.rotations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             generation = generation.get(),
-            username = %snapshot.credential.username(),
-            version = ?snapshot.credential.version(),
+            username = %snapshot.credential().username(),
+            version = ?snapshot.credential().version(),
             "credential rotated"
         );
         Ok(snapshot)
@@ -521,30 +501,34 @@ impl Shared {
     fn health(&self, warn: bool) -> Health {
         let current = self.current.load_full();
         let now = Instant::now();
-        let age = match current.credential.issued_at() {
+        let age = match current.credential().issued_at() {
             Some(issued) => SystemTime::now().duration_since(issued).unwrap_or_default(),
-            None => now.saturating_duration_since(current.effective_since),
+            None => now.saturating_duration_since(current.effective_since()),
         };
         let mut status = lock(&self.status);
         let health = Health {
-            generation: current.generation,
-            username: current.credential.username().to_owned(),
+            generation: current.generation(),
+            username: current.credential().username().to_owned(),
             age,
             rotation_interval: self.policy.rotation_interval(),
             expires_in: current
-                .expires_deadline
+                .expires_deadline()
                 .map(|deadline| deadline.saturating_duration_since(now)),
             expiry_margin: self.policy.expiry_margin(),
             consecutive_failures: status.consecutive_failures,
             last_error: status.last_error.clone(),
+            refused: status
+                .refused
+                .filter(|r| r.generation == current.generation())
+                .map(|r| (now.saturating_duration_since(r.since), r.count)),
         };
         if warn {
-            if health.is_overdue() && status.warned_overdue != Some(current.generation) {
-                status.warned_overdue = Some(current.generation);
+            if health.is_overdue() && status.warned_overdue != Some(current.generation()) {
+                status.warned_overdue = Some(current.generation());
                 health.warn_overdue();
             }
-            if health.is_expiring() && status.warned_expiring != Some(current.generation) {
-                status.warned_expiring = Some(current.generation);
+            if health.is_expiring() && status.warned_expiring != Some(current.generation()) {
+                status.warned_expiring = Some(current.generation());
                 health.warn_expiring();
             }
         }
@@ -562,7 +546,7 @@ impl Shared {
             return jittered(backoff, policy.jitter());
         }
         let mut delay = jittered(policy.refresh_interval(), policy.jitter());
-        if let Some(retire_at) = self.current.load().retire_at {
+        if let Some(retire_at) = self.current.load().retire_at() {
             let now = Instant::now();
             // Refresh by the retirement point; if it has passed and the store still hands out
             // the same credential, retry at the backoff pace instead of spinning.

@@ -57,6 +57,7 @@
 mod binaries;
 mod cluster;
 mod error;
+pub mod conformance;
 pub mod harness;
 mod roles;
 pub mod scenario;

@@ -1,0 +1,259 @@
+//! [`Connector`]: the one connect routine every adapter wraps around its driver.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::classify::Failure;
+use super::error::AdapterError;
+use super::handle::Rotation;
+use super::stats::{Counters, LiveConnection};
+use super::tag::ConnectionTag;
+use crate::{Generation, Snapshot};
+
+/// The first wait after a refused or transiently failed connect; it doubles up to
+/// [`RETRY_MAX`].
+pub const RETRY_INITIAL: Duration = Duration::from_millis(20);
+
+/// The longest wait between two connect attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Opens connections with the current credential and follows it through refusals.
+///
+/// [`connect`](Self::connect) reads the provider's current snapshot, tags the attempt with its
+/// generation, and calls the adapter's `open` with it. Then, by the [`Failure`] class of the
+/// driver's error:
+///
+/// - **refused login** (`28P01`, `28000`): reports it to the provider, which refreshes from the
+///   store (single-flight, and at most once per `auth_refresh_interval`); a newer credential is
+///   tried at once; otherwise the connect waits for a change or a backoff step (20 ms doubling
+///   to 1 s), asks the store again and retries, until the deadline;
+/// - **transient** (connection refused, `57P03`, `53300`, ...): backs off and retries until the
+///   deadline;
+/// - **fatal**: fails at once.
+///
+/// The deadline is the pool's own connect or wait timeout where the adapter knows it, otherwise
+/// the policy's `connect_deadline`. A refused login is always retried once with a newer
+/// credential the provider hands back, even past the deadline.
+#[derive(Clone)]
+pub struct Connector {
+    rotation: Rotation,
+    deadline: Duration,
+}
+
+/// A connection opened by [`Connector::connect`].
+#[derive(Debug)]
+pub struct Connected<T> {
+    /// The driver's connection.
+    pub connection: T,
+    /// Its generation and opening instant.
+    pub tag: ConnectionTag,
+    /// Counts it as live until dropped: keep it where the connection's life ends.
+    pub live: LiveConnection,
+}
+
+/// A connect that failed for good, with the driver's last error and what was tried.
+pub struct Refused<E> {
+    error: E,
+    failure: Failure,
+    username: String,
+    generation: Generation,
+    attempts: u32,
+    waited: Duration,
+}
+
+impl<E> Refused<E> {
+    /// The driver's last error.
+    pub fn error(&self) -> &E {
+        &self.error
+    }
+
+    /// The driver's last error, for a pool whose connect must return the driver's type.
+    pub fn into_inner(self) -> E {
+        self.error
+    }
+
+    /// The class of the last error.
+    pub fn failure(&self) -> Failure {
+        self.failure
+    }
+
+    /// The role of the last attempt.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The credential generation of the last attempt.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// Connect attempts made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The [`AdapterError`] for this failure; `code` is the driver error's SQLSTATE.
+    pub fn into_error(self, code: Option<&str>) -> AdapterError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        AdapterError::connect(
+            &self.username,
+            self.generation,
+            self.failure,
+            code,
+            self.attempts,
+            self.waited,
+            self.error,
+        )
+    }
+}
+
+impl<E: fmt::Display> fmt::Debug for Refused<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refused")
+            .field("error", &self.error.to_string())
+            .field("failure", &self.failure)
+            .field("username", &self.username)
+            .field("generation", &self.generation)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// A connector for the adapter behind `rotation`. `deadline` is the pool's own connect
+    /// timeout, if it has one; `None` takes the policy's `connect_deadline`.
+    pub fn new(rotation: Rotation, deadline: Option<Duration>) -> Self {
+        let deadline = deadline.unwrap_or_else(|| rotation.credentials().policy().connect_deadline());
+        Self { rotation, deadline }
+    }
+
+    /// The handle of the adapter this connector belongs to.
+    pub fn rotation(&self) -> &Rotation {
+        &self.rotation
+    }
+
+    /// How long a connect keeps trying.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Opens a connection with the current credential: `open` connects with the snapshot it is
+    /// given; `classify` says what a driver error means. See the type's documentation.
+    pub async fn connect<T, E, F, Fut, C>(
+        &self,
+        classify: C,
+        mut open: F,
+    ) -> Result<Connected<T>, Refused<E>>
+    where
+        F: FnMut(Arc<Snapshot>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Failure,
+    {
+        let credentials = self.rotation.credentials();
+        let counters = self.rotation.counters();
+        let started = Instant::now();
+        let until = started + self.deadline;
+        let mut changes = credentials.subscribe();
+        let mut backoff = RETRY_INITIAL;
+        let mut attempts = 0u32;
+        let mut refused_before = false;
+        loop {
+            changes.borrow_and_update();
+            let snapshot = credentials.current();
+            let generation = snapshot.generation();
+            let tag = ConnectionTag::new(&snapshot);
+            attempts += 1;
+            if attempts > 1 {
+                Counters::bump(if refused_before {
+                    &counters.auth_retries
+                } else {
+                    &counters.connect_retries
+                });
+            }
+            let error = match open(Arc::clone(&snapshot)).await {
+                Ok(connection) => {
+                    credentials.report_accepted(generation);
+                    let live = counters.opened(generation);
+                    if credentials.generation() != generation {
+                        Counters::bump(&counters.raced_connects);
+                    }
+                    return Ok(Connected {
+                        connection,
+                        tag,
+                        live,
+                    });
+                }
+                Err(error) => error,
+            };
+            let failure = classify(&error);
+            let refused = |error| Refused {
+                error,
+                failure,
+                username: snapshot.credential().username().to_owned(),
+                generation,
+                attempts,
+                waited: started.elapsed(),
+            };
+            match failure {
+                Failure::Fatal => {
+                    Counters::bump(&counters.connect_failures);
+                    return Err(refused(error));
+                }
+                Failure::Auth => {
+                    Counters::bump(&counters.auth_failures);
+                    refused_before = true;
+                    // Shared with every other refused connect; rate-limited by the provider.
+                    let fresh = credentials.report_auth_failure(generation).await;
+                    if fresh.is_ok_and(|fresh| fresh.generation() != generation) {
+                        tracing::debug!(
+                            refused = generation.get(),
+                            "login refused; retrying with the newer credential"
+                        );
+                        continue;
+                    }
+                }
+                Failure::Transient => {}
+            }
+            let now = Instant::now();
+            if now >= until {
+                Counters::bump(&counters.connect_failures);
+                tracing::warn!(
+                    username = %snapshot.credential().username(),
+                    generation = generation.get(),
+                    failure = failure.as_str(),
+                    attempts,
+                    "connect failed until its deadline"
+                );
+                return Err(refused(error));
+            }
+            let wait = backoff.min(until - now);
+            backoff = (backoff * 2).min(RETRY_MAX);
+            if failure == Failure::Auth {
+                // A new credential ends the wait early.
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep(wait) => {
+                        // Ask the store again before retrying the refused login.
+                        let _ = credentials.report_auth_failure(generation).await;
+                    }
+                }
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}

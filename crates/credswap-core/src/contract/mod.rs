@@ -1,0 +1,35 @@
+//! The adapter contract as code: what every pool adapter does the same way.
+//!
+//! An adapter (`credswap-deadpool`, `credswap-bb8`, `credswap-sqlx`) makes one pool follow a
+//! [`RotatingCredentials`](crate::RotatingCredentials). What differs between pools is only how
+//! the adapter hooks in: where it can wrap a connect, where it sees a checkout and a return,
+//! how it closes an idle connection. Everything else lives here, once:
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`tag`] | [`ConnectionTag`]: the generation a connection authenticated with, when it opened, and the one staleness rule |
+//! | [`classify`] | [`Failure`]: a connect error as an authentication failure, a transient failure or a fatal one, by SQLSTATE and I/O kind |
+//! | [`connect`] | [`Connector`]: connect with the current credential; wait for a working one after a refused login; retry transient failures; all within a deadline |
+//! | [`drain`] | the drain schedule: how often a watcher sweeps while stale connections remain, and when a lease's retirement point comes |
+//! | [`stats`] | [`AdapterStats`] and the counters behind them |
+//! | [`handle`] | [`Rotation`]: the handle every adapter returns beside its pool |
+//! | [`error`] | [`AdapterError`]: one error vocabulary for every adapter |
+//!
+//! The contract itself (what an adapter promises) is written in `ARCHITECTURE.md` at the
+//! repository root, and tested for every adapter by the conformance suite in
+//! `credswap-testkit`.
+
+pub mod classify;
+pub mod connect;
+pub mod drain;
+pub mod error;
+pub mod handle;
+pub mod stats;
+pub mod tag;
+
+pub use classify::Failure;
+pub use connect::{Connected, Connector, Refused};
+pub use error::AdapterError;
+pub use handle::Rotation;
+pub use stats::{AdapterStats, Counters, LiveConnection};
+pub use tag::ConnectionTag;

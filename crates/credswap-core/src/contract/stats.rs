@@ -1,0 +1,236 @@
+//! [`AdapterStats`]: what every adapter counts, and the [`Counters`] behind them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::Generation;
+
+/// Per-generation counts are kept for this many of the newest generations (and for any
+/// older generation that still has live connections), so the maps stay small however many
+/// rotations a long-running process sees.
+pub const GENERATIONS_KEPT: usize = 8;
+
+/// The counters of one adapter (one pool). Shared by the adapter's connector, hooks and
+/// watcher; read through [`Rotation::stats`](super::Rotation::stats).
+#[derive(Default)]
+pub struct Counters {
+    opened: AtomicU64,
+    per_generation: Mutex<BTreeMap<Generation, PerGeneration>>,
+    /// Connections closed because their credential was stale or their lease was ending.
+    pub stale_closed: AtomicU64,
+    /// Of those, connections closed while idle (by a sweep rather than at checkout or return).
+    pub stale_closed_idle: AtomicU64,
+    /// Connect attempts refused as an authentication failure.
+    pub auth_failures: AtomicU64,
+    /// Connect attempts made after a refused login, with a newer credential or once the store
+    /// was asked again.
+    pub auth_retries: AtomicU64,
+    /// Connect attempts repeated after a transient failure.
+    pub connect_retries: AtomicU64,
+    /// Connects that failed for good: the error reached the pool (and usually the caller).
+    pub connect_failures: AtomicU64,
+    /// Connects that began under one credential and finished after a rotation.
+    pub raced_connects: AtomicU64,
+    /// Connections whose generation could not be recorded (treated as stale; expected 0).
+    pub untagged: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PerGeneration {
+    opened: u64,
+    live: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Counters {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a physical connection opened with `generation`; it counts as live until the
+    /// returned guard is dropped (adapters keep the guard wherever the connection's life ends:
+    /// its driver task).
+    pub fn opened(self: &Arc<Self>, generation: Generation) -> LiveConnection {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let mut map = lock(&self.per_generation);
+        let entry = map.entry(generation).or_default();
+        entry.opened += 1;
+        entry.live += 1;
+        trim(&mut map);
+        LiveConnection {
+            counters: Arc::clone(self),
+            generation,
+        }
+    }
+
+    fn gone(&self, generation: Generation) {
+        let mut map = lock(&self.per_generation);
+        if let Some(entry) = map.get_mut(&generation) {
+            entry.live = entry.live.saturating_sub(1);
+        }
+        trim(&mut map);
+    }
+
+    /// Live connections of generations other than `current`.
+    pub fn live_stale(&self, current: Generation) -> usize {
+        lock(&self.per_generation)
+            .iter()
+            .filter(|(g, _)| **g != current)
+            .map(|(_, c)| c.live)
+            .sum()
+    }
+
+    /// A snapshot of the counters, with the provider's `generation`.
+    pub fn snapshot(&self, generation: Generation) -> AdapterStats {
+        let map = lock(&self.per_generation);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AdapterStats {
+            generation,
+            opened: load(&self.opened),
+            opened_per_generation: map.iter().map(|(g, c)| (*g, c.opened)).collect(),
+            live_per_generation: map
+                .iter()
+                .filter(|(_, c)| c.live > 0)
+                .map(|(g, c)| (*g, c.live))
+                .collect(),
+            stale_closed: load(&self.stale_closed),
+            stale_closed_idle: load(&self.stale_closed_idle),
+            auth_failures: load(&self.auth_failures),
+            auth_retries: load(&self.auth_retries),
+            connect_retries: load(&self.connect_retries),
+            connect_failures: load(&self.connect_failures),
+            raced_connects: load(&self.raced_connects),
+            untagged: load(&self.untagged),
+        }
+    }
+}
+
+/// Drops the entries of old generations that have no live connection, beyond the newest
+/// [`GENERATIONS_KEPT`].
+fn trim(map: &mut BTreeMap<Generation, PerGeneration>) {
+    while map.len() > GENERATIONS_KEPT {
+        let Some(oldest_idle) = map
+            .iter()
+            .take(map.len() - GENERATIONS_KEPT)
+            .find(|(_, c)| c.live == 0)
+            .map(|(g, _)| *g)
+        else {
+            return;
+        };
+        map.remove(&oldest_idle);
+    }
+}
+
+impl fmt::Debug for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.snapshot(Generation::new(0)), f)
+    }
+}
+
+/// A live physical connection, for the live counts: drop it when the connection ends.
+pub struct LiveConnection {
+    counters: Arc<Counters>,
+    generation: Generation,
+}
+
+impl LiveConnection {
+    /// The generation the connection authenticated with.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.counters.gone(self.generation);
+    }
+}
+
+impl fmt::Debug for LiveConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveConnection")
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// An adapter's counters, from [`Rotation::stats`](super::Rotation::stats). The same fields
+/// for every pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdapterStats {
+    /// The provider's generation when the stats were taken.
+    pub generation: Generation,
+    /// Physical connections opened, over all generations.
+    pub opened: u64,
+    /// Physical connections opened, by the generation they authenticated with (the newest
+    /// generations only; see [`GENERATIONS_KEPT`]).
+    pub opened_per_generation: BTreeMap<Generation, u64>,
+    /// Physical connections alive now (idle or busy), by generation.
+    pub live_per_generation: BTreeMap<Generation, usize>,
+    /// Connections closed because their credential was stale or their lease was ending.
+    pub stale_closed: u64,
+    /// Of those, closed while idle.
+    pub stale_closed_idle: u64,
+    /// Connect attempts refused as an authentication failure (`28P01`/`28000`).
+    pub auth_failures: u64,
+    /// Connect attempts made again after a refused login.
+    pub auth_retries: u64,
+    /// Connect attempts made again after a transient failure.
+    pub connect_retries: u64,
+    /// Connects that failed for good (after the deadline, or a fatal error).
+    pub connect_failures: u64,
+    /// Connects that began under one credential and finished after a rotation.
+    pub raced_connects: u64,
+    /// Connections whose generation could not be recorded (expected 0).
+    pub untagged: u64,
+}
+
+impl AdapterStats {
+    /// Live connections of a generation other than the current one.
+    pub fn live_stale(&self) -> usize {
+        self.live_per_generation
+            .iter()
+            .filter(|(g, _)| **g != self.generation)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Live connections over all generations.
+    pub fn live(&self) -> usize {
+        self.live_per_generation.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_guards_count_and_old_generations_are_forgotten() {
+        let counters = Arc::new(Counters::default());
+        let kept = counters.opened(Generation::new(1));
+        let mut guards = Vec::new();
+        for g in 2..=40 {
+            guards.push(counters.opened(Generation::new(g)));
+            guards.pop();
+        }
+        let stats = counters.snapshot(Generation::new(40));
+        assert_eq!(stats.opened, 40);
+        assert_eq!(stats.live_per_generation.len(), 1, "{stats:?}");
+        assert_eq!(stats.live_stale(), 1);
+        assert!(stats.opened_per_generation.len() <= GENERATIONS_KEPT + 1, "{stats:?}");
+        assert!(stats.opened_per_generation.contains_key(&Generation::new(1)));
+        drop(kept);
+        counters.opened(Generation::new(41));
+        let stats = counters.snapshot(Generation::new(41));
+        assert_eq!(stats.live(), 0);
+        assert!(!stats.opened_per_generation.contains_key(&Generation::new(1)));
+    }
+}

@@ -1,0 +1,105 @@
+//! The adapter contract as tests: one suite every pool adapter runs.
+//!
+//! An adapter's test crate implements [`Adapter`] for its pool (build a pool from a provider
+//! and a max size, check out a connection, count the pool's connections) and calls
+//! [`conformance_suite!`](crate::conformance_suite) with it. Each case in [`cases`] is then a
+//! test of that crate, against a real PostgreSQL with scram-sha-256:
+//!
+//! ```ignore
+//! struct Deadpool;
+//!
+//! #[async_trait::async_trait]
+//! impl credswap_testkit::conformance::Adapter for Deadpool { /* ... */ }
+//!
+//! credswap_testkit::conformance_suite!(Deadpool);
+//! ```
+//!
+//! A condition the contract gains is added here once, as a case, and holds for every adapter.
+
+pub mod cases;
+
+use async_trait::async_trait;
+use credswap_core::contract::Rotation;
+use credswap_core::{BoxError, RotatingCredentials};
+
+use crate::TestPostgres;
+
+/// Who a session is: `current_user` and `pg_backend_pid()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whoami {
+    /// `current_user`.
+    pub user: String,
+    /// `pg_backend_pid()`.
+    pub pid: i32,
+}
+
+/// A connection checked out of the pool under test; dropping it returns it to the pool.
+#[async_trait]
+pub trait Session: Send {
+    /// Runs `sql` (one or more statements, no parameters, results ignored).
+    async fn execute(&mut self, sql: &str) -> Result<(), BoxError>;
+
+    /// `SELECT current_user, pg_backend_pid()`.
+    async fn whoami(&mut self) -> Result<Whoami, BoxError>;
+}
+
+/// What the conformance suite needs from an adapter.
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// The pool type the adapter returns (`deadpool_postgres::Pool`, `bb8::Pool<..>`,
+    /// `sqlx::PgPool`).
+    type Pool: Clone + Send + Sync + 'static;
+
+    /// The adapter's name, for messages.
+    const NAME: &'static str;
+
+    /// Builds a pool on `pg` (its host, port and database; no login) following `credentials`,
+    /// with at most `max_size` connections and a checkout timeout of about 10 s.
+    async fn build(
+        pg: &TestPostgres,
+        credentials: RotatingCredentials,
+        max_size: usize,
+    ) -> Result<(Self::Pool, Rotation), BoxError>;
+
+    /// Checks a connection out through the pool's plain API.
+    async fn checkout(pool: &Self::Pool) -> Result<Box<dyn Session>, BoxError>;
+
+    /// The pool's own count of its connections (idle and busy).
+    fn size(pool: &Self::Pool) -> usize;
+
+    /// Checks out, asks who the session is, and returns the connection.
+    async fn whoami(pool: &Self::Pool) -> Result<Whoami, BoxError> {
+        let mut session = Self::checkout(pool).await?;
+        session.whoami().await
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case for `$adapter` (a type implementing
+/// [`Adapter`]).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($adapter:ty) => {
+        $crate::conformance_suite!(@cases $adapter;
+            alternating_users_rotation_loses_no_request,
+            single_user_rotation_loses_no_request,
+            idle_stale_connections_close_after_a_change,
+            busy_connection_commits_across_rotation_then_closes_on_return,
+            never_more_connections_than_max_size,
+            auth_failure_at_connect_waits_for_the_new_credential,
+            persistent_wrong_password_fails_clearly_without_the_secret,
+            validate_before_swap_keeps_the_working_credential,
+            without_validation_errors_are_clear_and_the_pool_recovers,
+            leased_credential_connections_retire_before_expiry,
+            dropping_the_pool_stops_every_task,
+            nothing_prints_the_password,
+        );
+    };
+    (@cases $adapter:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::conformance::cases::$case::<$adapter>().await;
+            }
+        )*
+    };
+}
