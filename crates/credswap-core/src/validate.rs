@@ -61,3 +61,10 @@ where
         (self.f)(credential.clone()).await
     }
 }
+
+#[async_trait]
+impl Validate for Box<dyn Validate> {
+    async fn validate(&self, credential: &Credential) -> Result<(), BoxError> {
+        (**self).validate(credential).await
+    }
+}

@@ -20,7 +20,7 @@ pub mod cases;
 
 use async_trait::async_trait;
 use credswap_core::contract::Rotation;
-use credswap_core::{BoxError, RotatingCredentials};
+use credswap_core::{BoxError, RotatingCredentials, Validate};
 
 use crate::TestPostgres;
 
@@ -63,6 +63,10 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Checks a connection out through the pool's plain API.
     async fn checkout(pool: &Self::Pool) -> Result<Box<dyn Session>, BoxError>;
+
+    /// The adapter's validate-before-swap check (open one connection with the candidate
+    /// credential) for `pg`.
+    fn validator(pg: &TestPostgres) -> Box<dyn Validate>;
 
     /// The pool's own count of its connections (idle and busy).
     fn size(pool: &Self::Pool) -> usize;
