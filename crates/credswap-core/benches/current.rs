@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench -p credswap-core --bench current`
 
+#![allow(missing_docs)] // criterion_group! generates undocumented functions
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

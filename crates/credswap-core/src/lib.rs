@@ -53,7 +53,6 @@
 //! | (none) | | this crate has no optional features; the pool adapters live in their own crates, re-exported by the `credswap` facade behind the features `deadpool`, `bb8` and `sqlx` |
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod contract;
 pub mod credential;

@@ -77,7 +77,6 @@ impl Snapshot {
     pub fn expires_deadline(&self) -> Option<Instant> {
         self.expires_deadline
     }
-
 }
 
 /// A borrowed [`Snapshot`], from [`RotatingCredentials::load`].
@@ -105,4 +104,3 @@ impl fmt::Debug for CurrentGuard {
         fmt::Debug::fmt(&**self, f)
     }
 }
-

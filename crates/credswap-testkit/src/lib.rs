@@ -1,5 +1,4 @@
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
 
 //! Ephemeral PostgreSQL for credswap's tests, examples and drills.
 //!

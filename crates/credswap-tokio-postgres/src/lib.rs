@@ -101,7 +101,11 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     async fn validate(&self, credential: &Credential) -> Result<(), BoxError> {
-        let limit = self.config.get_connect_timeout().copied().unwrap_or(VALIDATION_TIMEOUT);
+        let limit = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(VALIDATION_TIMEOUT);
         let check = async {
             let (client, connection) = open(&self.config, credential, self.tls.clone()).await?;
             let task = tokio::spawn(connection);

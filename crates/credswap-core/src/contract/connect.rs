@@ -137,7 +137,8 @@ impl Connector {
     /// A connector for the adapter behind `rotation`. `deadline` is the pool's own connect
     /// timeout, if it has one; `None` takes the policy's `connect_deadline`.
     pub fn new(rotation: Rotation, deadline: Option<Duration>) -> Self {
-        let deadline = deadline.unwrap_or_else(|| rotation.credentials().policy().connect_deadline());
+        let deadline =
+            deadline.unwrap_or_else(|| rotation.credentials().policy().connect_deadline());
         Self { rotation, deadline }
     }
 
@@ -255,5 +256,201 @@ impl Connector {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::{Credential, MemorySource, Policy, RotatingCredentials};
+
+    #[derive(Debug)]
+    struct DriverError(Failure);
+
+    impl fmt::Display for DriverError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "driver error: {}", self.0.as_str())
+        }
+    }
+
+    impl std::error::Error for DriverError {}
+
+    async fn setup(policy: Policy) -> (MemorySource, Rotation) {
+        let store = MemorySource::new(Credential::new("app", "old"));
+        let credentials = RotatingCredentials::builder(store.clone())
+            .policy(policy)
+            .background_refresh(false)
+            .build()
+            .await
+            .unwrap();
+        (store, Rotation::new(credentials))
+    }
+
+    fn quick() -> Policy {
+        Policy::builder()
+            .auth_refresh_interval(Duration::from_millis(50))
+            .connect_deadline(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    /// A server that accepts only `accepts` as the password.
+    fn server(
+        accepts: &'static Mutex<&'static str>,
+        attempts: &'static AtomicU32,
+    ) -> impl FnMut(Arc<Snapshot>) -> std::future::Ready<Result<Generation, DriverError>> {
+        use secrecy::ExposeSecret;
+        move |snapshot| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            let ok = snapshot.credential().password().expose_secret() == *accepts.lock().unwrap();
+            std::future::ready(if ok {
+                Ok(snapshot.generation())
+            } else {
+                Err(DriverError(Failure::Auth))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_login_waits_for_the_store_then_connects() {
+        static ACCEPTS: Mutex<&str> = Mutex::new("new");
+        static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+        let (store, rotation) = setup(quick()).await;
+        let connector = Connector::new(rotation.clone(), None);
+        let lagging_store = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                store.set(Credential::new("app", "new"));
+            })
+        };
+        let started = Instant::now();
+        let connected = connector
+            .connect(|e: &DriverError| e.0, server(&ACCEPTS, &ATTEMPTS))
+            .await
+            .expect("connects once the store has the new password");
+        lagging_store.await.unwrap();
+        assert_eq!(connected.connection, Generation::new(2));
+        assert_eq!(connected.tag.generation(), Generation::new(2));
+        assert!(started.elapsed() >= Duration::from_millis(700));
+        assert!(
+            started.elapsed() < Duration::from_millis(1700),
+            "{:?}",
+            started.elapsed()
+        );
+        let stats = rotation.stats();
+        assert!(
+            stats.auth_failures >= 1 && stats.auth_retries >= 1,
+            "{stats:?}"
+        );
+        assert_eq!(stats.connect_failures, 0);
+        assert_eq!(stats.live_per_generation.get(&Generation::new(2)), Some(&1));
+        // The store was asked at most once per auth_refresh_interval, not once per attempt.
+        let fetches = store.fetch_count();
+        assert!(fetches <= 1 + 700 / 50 + 2, "{fetches} fetches");
+        assert!(!rotation.credentials().health().is_refused());
+        drop(connected);
+        assert_eq!(rotation.stats().live(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_login_fails_at_the_deadline_naming_role_and_generation() {
+        static ACCEPTS: Mutex<&str> = Mutex::new("never");
+        static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+        let (_store, rotation) = setup(quick()).await;
+        let connector = Connector::new(rotation.clone(), Some(Duration::from_secs(2)));
+        let started = Instant::now();
+        let refused = connector
+            .connect(|e: &DriverError| e.0, server(&ACCEPTS, &ATTEMPTS))
+            .await
+            .expect_err("nothing works");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(3100),
+            "{waited:?}"
+        );
+        assert_eq!(refused.failure(), Failure::Auth);
+        assert_eq!(refused.username(), "app");
+        assert!(
+            refused.attempts() > 2 && refused.attempts() < 20,
+            "{}",
+            refused.attempts()
+        );
+        let error = refused.into_error(Some("28P01"));
+        assert!(error.is_auth_failure() && error.code() == Some("28P01"));
+        assert_eq!(error.generation(), Some(Generation::FIRST));
+        let health = rotation.credentials().health();
+        assert!(health.is_refused() && !health.is_healthy(), "{health:?}");
+        assert_eq!(rotation.stats().connect_failures, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_and_fatal_ones_are_not() {
+        let (_store, rotation) = setup(quick()).await;
+        let connector = Connector::new(rotation.clone(), None);
+        let calls = AtomicU32::new(0);
+        let connected = connector
+            .connect(
+                |e: &DriverError| e.0,
+                |_| {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    std::future::ready(if n < 5 {
+                        Err(DriverError(Failure::Transient))
+                    } else {
+                        Ok(())
+                    })
+                },
+            )
+            .await;
+        assert!(connected.is_ok());
+        assert_eq!(rotation.stats().connect_retries, 5);
+
+        let calls = AtomicU32::new(0);
+        let refused = connector
+            .connect(
+                |e: &DriverError| e.0,
+                |_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    std::future::ready(Err::<(), _>(DriverError(Failure::Fatal)))
+                },
+            )
+            .await
+            .expect_err("fatal");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(refused.failure(), Failure::Fatal);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_refused_connects_share_few_fetches() {
+        static ACCEPTS: Mutex<&str> = Mutex::new("new");
+        static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+        let (store, rotation) = setup(quick()).await;
+        let connector = Connector::new(rotation.clone(), None);
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let connector = connector.clone();
+                tokio::spawn(async move {
+                    connector
+                        .connect(|e: &DriverError| e.0, server(&ACCEPTS, &ATTEMPTS))
+                        .await
+                        .map(|c| c.connection)
+                        .map_err(|r| r.attempts())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.set(Credential::new("app", "new"));
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Generation::new(2));
+        }
+        // 200 refused connects over ~300 ms: fetches bounded by the rate limit, not by 200.
+        let fetches = store.fetch_count();
+        assert!(
+            fetches <= 1 + 300 / 50 + 3,
+            "{fetches} fetches for 200 refused connects"
+        );
     }
 }

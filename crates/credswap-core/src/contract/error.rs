@@ -62,7 +62,10 @@ impl AdapterError {
     }
 
     /// The pool's configuration was refused (a bad URL, an invalid pool setting).
-    pub fn config(message: impl Into<String>, cause: Option<Box<dyn StdError + Send + Sync>>) -> Self {
+    pub fn config(
+        message: impl Into<String>,
+        cause: Option<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
         Self::new(Kind::Config {
             message: message.into(),
             cause: cause.map(Arc::from),
@@ -296,8 +299,14 @@ mod tests {
         assert_eq!(e.generation(), Some(Generation::new(3)));
         assert_eq!(e.attempts(), Some(4));
         let text = e.to_string();
-        assert!(text.contains("\"app\"") && text.contains("generation 3"), "{text}");
-        assert!(text.contains("28P01") && text.contains("4 attempts"), "{text}");
+        assert!(
+            text.contains("\"app\"") && text.contains("generation 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("28P01") && text.contains("4 attempts"),
+            "{text}"
+        );
         assert!(format!("{e:?}").contains("28P01"));
     }
 

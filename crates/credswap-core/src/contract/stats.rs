@@ -225,12 +225,23 @@ mod tests {
         assert_eq!(stats.opened, 40);
         assert_eq!(stats.live_per_generation.len(), 1, "{stats:?}");
         assert_eq!(stats.live_stale(), 1);
-        assert!(stats.opened_per_generation.len() <= GENERATIONS_KEPT + 1, "{stats:?}");
-        assert!(stats.opened_per_generation.contains_key(&Generation::new(1)));
+        assert!(
+            stats.opened_per_generation.len() <= GENERATIONS_KEPT + 1,
+            "{stats:?}"
+        );
+        assert!(
+            stats
+                .opened_per_generation
+                .contains_key(&Generation::new(1))
+        );
         drop(kept);
         counters.opened(Generation::new(41));
         let stats = counters.snapshot(Generation::new(41));
         assert_eq!(stats.live(), 0);
-        assert!(!stats.opened_per_generation.contains_key(&Generation::new(1)));
+        assert!(
+            !stats
+                .opened_per_generation
+                .contains_key(&Generation::new(1))
+        );
     }
 }
