@@ -19,117 +19,24 @@
 //!   updates the store a moment later, as between AWS `setSecret` and `finishSecret`: the old
 //!   password is dead before the application can know the new one (zero overlap).
 
+mod report;
+mod rotator;
+mod setup;
+
 use std::collections::HashSet;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use credswap_core::{BoxError, Credential, MemorySource};
+use credswap_core::BoxError;
 use tokio::time::Instant;
 
-use crate::{Error, TestPostgres, random_password, unique_name};
+pub use setup::{RotationSetup, Strategy};
 
-/// How the rotator rotates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// Two roles take turns; the previous one stays valid for an overlap, then is revoked.
-    AlternatingUsers,
-    /// One role; `ALTER ROLE ... PASSWORD` kills the old password before the store knows the new.
-    SingleUser,
-}
-
-impl Strategy {
-    /// Both strategies.
-    pub const ALL: [Strategy; 2] = [Strategy::AlternatingUsers, Strategy::SingleUser];
-
-    /// The name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::AlternatingUsers => "alternating-users",
-            Strategy::SingleUser => "single-user",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "alternating-users" => Ok(Strategy::AlternatingUsers),
-            "single-user" => Ok(Strategy::SingleUser),
-            other => Err(format!(
-                "unknown strategy `{other}`; expected `alternating-users` or `single-user`"
-            )),
-        }
-    }
-}
-
-/// The database roles and the secret store of one scenario.
-#[derive(Debug)]
-pub struct RotationSetup {
-    strategy: Strategy,
-    roles: Vec<String>,
-    store: MemorySource,
-    initial: Credential,
-}
-
-impl RotationSetup {
-    /// Creates the roles (fresh, uniquely named) and a store holding the first credential.
-    pub async fn create(pg: &TestPostgres, strategy: Strategy) -> Result<Self, Error> {
-        let password = random_password();
-        let roles = match strategy {
-            Strategy::AlternatingUsers => {
-                let prefix = unique_name("alt");
-                let other = random_password();
-                let pair = pg
-                    .create_alternating_pair(&prefix, [&password, &other])
-                    .await?;
-                pair.users.to_vec()
-            }
-            Strategy::SingleUser => {
-                let role = unique_name("single");
-                pg.create_login_role(&role, &password).await?;
-                vec![role]
-            }
-        };
-        let initial = Credential::new(roles[0].clone(), password);
-        Ok(Self {
-            strategy,
-            store: MemorySource::new(initial.clone()),
-            roles,
-            initial,
-        })
-    }
-
-    /// The strategy.
-    pub fn strategy(&self) -> Strategy {
-        self.strategy
-    }
-
-    /// The application's secret store: build the provider under test over a clone of it.
-    pub fn store(&self) -> &MemorySource {
-        &self.store
-    }
-
-    /// The application's login roles (one, or the alternating two).
-    pub fn roles(&self) -> &[String] {
-        &self.roles
-    }
-
-    /// The credential the store holds before the first rotation.
-    pub fn initial_credential(&self) -> &Credential {
-        &self.initial
-    }
-}
+use crate::{Error, TestPostgres};
+use report::percentile_ms;
+use rotator::rotate;
 
 /// One request through the pool under test (for example `SELECT current_user`).
 #[async_trait]
@@ -251,7 +158,6 @@ impl ScenarioReport {
         )
     }
 }
-
 /// How often the sampler reads `pg_stat_activity`: 100 Hz, so that the brief overlaps of a
 /// pool rebuilt beside the old one (a few milliseconds with short queries) are seen.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
@@ -337,7 +243,7 @@ pub async fn run(
         })
     };
 
-    // Sample pg_stat_activity at 20 Hz until the workers stop and every rotation had its grace.
+    // Sample pg_stat_activity at 100 Hz until the workers stop and every rotation had its grace.
     let mut peak = 0usize;
     let mut ticker = tokio::time::interval(SAMPLE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -444,15 +350,6 @@ pub async fn run(
     })
 }
 
-fn percentile_ms(values: &mut [u64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_unstable();
-    let rank = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len());
-    values[rank - 1] as f64 / 1000.0
-}
-
 async fn session_starts(
     client: &tokio_postgres::Client,
     roles: &[&str],
@@ -467,86 +364,9 @@ async fn session_starts(
     Ok(rows.iter().map(|r| r.get::<_, SystemTime>(0)).collect())
 }
 
-/// Rotates on schedule until `deadline`; returns how many rotations it made.
-async fn rotate(
-    admin: tokio_postgres::Config,
-    setup: RotationSetup,
-    config: ScenarioConfig,
-    deadline: Instant,
-    marks: Arc<std::sync::Mutex<Vec<RotationMark>>>,
-    progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
-) -> Result<u64, Error> {
-    let Some(every) = config.rotate_every else {
-        return Ok(0);
-    };
-    let (client, connection) = admin
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::query("the rotator could not connect as admin", e))?;
-    tokio::spawn(connection);
-    let overlap = config.overlap.unwrap_or(every / 2);
-    let mut active = 0usize;
-    let mut rotations = 0u64;
-    let mut next = Instant::now() + every;
-    while next < deadline && !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep_until(next).await;
-        next += every;
-        let password = random_password();
-        match setup.strategy {
-            Strategy::AlternatingUsers => {
-                let incoming = 1 - active;
-                let (new_role, old_role) =
-                    (setup.roles[incoming].clone(), setup.roles[active].clone());
-                // Provision before revoke: the inactive role gets its new password first.
-                set_password(&client, &new_role, &password).await?;
-                let at = SystemTime::now();
-                mark(&marks, at);
-                setup.store.set(Credential::new(new_role, password));
-                active = incoming;
-                // After the overlap the retired role's secret is revoked. Done here, in order,
-                // so a late revocation can never clobber the next rotation's new password.
-                tokio::time::sleep(overlap).await;
-                set_password(&client, &old_role, &random_password()).await?;
-            }
-            Strategy::SingleUser => {
-                let role = setup.roles[0].clone();
-                let at = SystemTime::now();
-                mark(&marks, at);
-                // The database first; the store learns of it a moment later.
-                set_password(&client, &role, &password).await?;
-                tokio::time::sleep(config.store_lag).await;
-                setup.store.set(Credential::new(role, password));
-            }
-        }
-        rotations += 1;
-        progress.rotations.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(rotations)
-}
-
-fn mark(marks: &std::sync::Mutex<Vec<RotationMark>>, at: SystemTime) {
-    marks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(RotationMark {
-            at,
-            at_instant: Instant::now(),
-            drained_at: None,
-            stale_at_grace: None,
-        });
-}
-
-async fn set_password(
-    client: &tokio_postgres::Client,
-    role: &str,
-    password: &str,
-) -> Result<(), Error> {
-    crate::roles::alter_password(client, role, password).await
-}
-
 #[cfg(test)]
 mod tests {
+    use super::report::percentile_ms;
     use super::*;
 
     #[test]
