@@ -1,0 +1,70 @@
+//! The background refresher: when to fetch next, and the task that does it.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{RotatingCredentials, Shared, lock};
+
+impl Shared {
+    /// How long the refresher sleeps before its next fetch.
+    fn next_delay(&self) -> Duration {
+        let failures = lock(&self.status).consecutive_failures;
+        let policy = &self.policy;
+        if failures > 0 {
+            // Never slower than the normal schedule: that load is acceptable to the store, and a
+            // fixed credential (after a bad publish) must still arrive within one interval.
+            let backoff = policy.backoff(failures).min(policy.refresh_interval());
+            return jittered(backoff, policy.jitter());
+        }
+        let mut delay = jittered(policy.refresh_interval(), policy.jitter());
+        if let Some(retire_at) = self.current.load().retire_at() {
+            let now = Instant::now();
+            // Refresh by the retirement point; if it has passed and the store still hands out
+            // the same credential, retry at the backoff pace instead of spinning.
+            let until = if retire_at > now {
+                retire_at - now
+            } else {
+                policy.backoff_initial()
+            };
+            delay = delay.min(until);
+        }
+        delay
+    }
+}
+
+/// Shortens `base` by a random fraction in `[0, jitter)`; never lengthens it, so the refresh
+/// interval stays below the overlap window.
+fn jittered(base: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return base;
+    }
+    let cut = rand::random::<f64>() * jitter;
+    base.mul_f64(1.0 - cut)
+}
+
+pub(super) async fn run(shared: Weak<Shared>, wake: Arc<Notify>) {
+    // Holds only a weak reference between fetches, so dropping the last handle ends the task
+    // (`Shared::drop` also aborts it, so it never outlives the provider even mid-sleep).
+    loop {
+        let Some(delay) = shared.upgrade().map(|s| s.next_delay()) else {
+            return;
+        };
+        let woken = tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            () = wake.notified() => true,
+        };
+        if woken {
+            // An on-demand refresh changed the schedule (a new expiry, a recovery): recompute.
+            continue;
+        }
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let provider = RotatingCredentials { shared: strong };
+        let _ = provider.refresh().await;
+        provider.shared.health(true);
+    }
+}
