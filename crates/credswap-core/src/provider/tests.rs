@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 use super::*;
 use crate::source::from_fn;
 use crate::{BoxError, MemorySource, SourceError, validate_fn};
+use std::time::Duration;
 
 const SECRET: &str = "pw-must-never-print-0xC0FFEE";
 
