@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -19,6 +20,10 @@ pub struct Snapshot {
     effective_since: Instant,
     expires_deadline: Option<Instant>,
     retire_at: Option<Instant>,
+    /// An earlier generation with the same login (the store flipped back to it).
+    equivalent: Option<Generation>,
+    /// The newest generation the database accepted; shared by every snapshot of a provider.
+    proven: Arc<AtomicU64>,
 }
 
 impl Snapshot {
@@ -27,6 +32,7 @@ impl Snapshot {
         generation: Generation,
         effective_since: Instant,
         policy: &Policy,
+        proven: &Arc<AtomicU64>,
     ) -> Self {
         let now = Instant::now();
         let expires_deadline = credential.expires_at().map(|at| {
@@ -44,7 +50,43 @@ impl Snapshot {
             effective_since,
             expires_deadline,
             retire_at,
+            equivalent: None,
+            proven: Arc::clone(proven),
         }
+    }
+
+    /// Marks `earlier` as a generation with the same login as this one.
+    pub(crate) fn with_equivalent(mut self, earlier: Option<Generation>) -> Self {
+        self.equivalent = earlier;
+        self
+    }
+
+    /// Whether a connection authenticated with `generation` logged in exactly as this snapshot
+    /// would: it is this generation, or an earlier one with the same username and password
+    /// (a store that flipped back, A→B→A, does not make A's connections stale).
+    pub fn is_same_login(&self, generation: Generation) -> bool {
+        generation == self.generation || Some(generation) == self.equivalent
+    }
+
+    /// An earlier generation with the same login as this one, if the store flipped back to it.
+    pub fn equivalent(&self) -> Option<Generation> {
+        self.equivalent
+    }
+
+    /// The newest generation the database has accepted (a connection opened with it, or the
+    /// validator passed); [`Generation`] 0 before any.
+    pub fn proven_generation(&self) -> Generation {
+        Generation::new(self.proven.load(Ordering::Acquire))
+    }
+
+    /// Whether the database has accepted this snapshot's credential (or an equivalent one).
+    pub fn is_proven(&self) -> bool {
+        let proven = self.proven_generation();
+        proven >= self.generation || self.equivalent == Some(proven)
+    }
+
+    pub(crate) fn mark_proven(&self, generation: Generation) {
+        self.proven.fetch_max(generation.get(), Ordering::AcqRel);
     }
 
     /// The credential.

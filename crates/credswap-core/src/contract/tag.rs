@@ -30,20 +30,32 @@ use crate::{Generation, Snapshot};
 pub struct ConnectionTag {
     generation: Generation,
     opened_at: Instant,
+    retire_at: Option<Instant>,
 }
 
 impl ConnectionTag {
     /// A tag for a connection about to be opened with `snapshot`'s credential, now.
     pub fn new(snapshot: &crate::Snapshot) -> Self {
-        Self::at(snapshot.generation(), Instant::now())
+        Self {
+            generation: snapshot.generation(),
+            opened_at: Instant::now(),
+            retire_at: snapshot.retire_at(),
+        }
     }
 
-    /// A tag from its parts.
+    /// A tag from its parts, for a credential without an end.
     pub fn at(generation: Generation, opened_at: Instant) -> Self {
         Self {
             generation,
             opened_at,
+            retire_at: None,
         }
+    }
+
+    /// When the credential the connection used must be retired (`expires_at - expiry_margin`,
+    /// as known when it connected), if it has an end.
+    pub fn retire_at(&self) -> Option<Instant> {
+        self.retire_at
     }
 
     /// The generation the connection authenticated with.
@@ -57,8 +69,9 @@ impl ConnectionTag {
     }
 
     /// **The staleness rule**, the one every adapter applies: a connection must be closed rather
-    /// than handed out or kept idle when it authenticated with another generation than
-    /// `current`'s, or when `current`'s credential has reached its retirement point
+    /// than handed out or kept idle when it authenticated with another login than `current`'s
+    /// (an older generation; an earlier generation with the same login, after the store flipped
+    /// back, counts as current), or when `current`'s credential has reached its retirement point
     /// (`expires_at - expiry_margin`) and the connection was opened before that point.
     ///
     /// A connection opened after the retirement point (the store has no replacement yet) is
@@ -69,11 +82,81 @@ impl ConnectionTag {
 
     /// [`is_stale`](Self::is_stale) at a given instant.
     pub fn is_stale_at(&self, current: &Snapshot, now: Instant) -> bool {
-        if self.generation != current.generation() {
+        if !current.is_same_login(self.generation) {
             return true;
         }
         current
             .retire_at()
             .is_some_and(|at| now >= at && self.opened_at < at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Credential, MemorySource, Policy, RotatingCredentials};
+
+    async fn provider(store: &MemorySource) -> RotatingCredentials {
+        RotatingCredentials::builder(store.clone())
+            .policy(Policy::default())
+            .background_refresh(false)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_store_that_flips_back_keeps_the_first_login_current() {
+        let store = MemorySource::new(Credential::new("app", "A"));
+        let credentials = provider(&store).await;
+        let tag = ConnectionTag::new(&credentials.current());
+        assert!(!credentials.current().is_proven());
+        credentials.report_accepted(tag.generation());
+        assert!(credentials.current().is_proven());
+
+        store.set(Credential::new("app", "B-mistyped"));
+        credentials.refresh().await.unwrap();
+        assert!(tag.is_stale(&credentials.current()));
+        assert!(!credentials.current().is_proven());
+        assert_eq!(
+            credentials.proven().map(|p| p.generation()),
+            Some(Generation::FIRST)
+        );
+
+        store.set(Credential::new("app", "A"));
+        credentials.refresh().await.unwrap();
+        let current = credentials.current();
+        assert_eq!(current.generation(), Generation::new(3));
+        assert_eq!(current.equivalent(), Some(Generation::FIRST));
+        assert!(current.is_proven(), "the same login was accepted before");
+        assert!(!tag.is_stale(&current), "A's connections are current again");
+    }
+
+    #[tokio::test]
+    async fn a_lease_retires_connections_opened_before_its_retirement_point() {
+        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let store = MemorySource::new(Credential::new("app", "leased").with_expires_at(expires));
+        let credentials = RotatingCredentials::builder(store.clone())
+            .policy(
+                Policy::builder()
+                    .expiry_margin(std::time::Duration::from_secs(60))
+                    .build()
+                    .unwrap(),
+            )
+            .background_refresh(false)
+            .build()
+            .await
+            .unwrap();
+        let current = credentials.current();
+        let tag = ConnectionTag::new(&current);
+        let at = current.retire_at().expect("a lease has a retirement point");
+        assert_eq!(tag.retire_at(), Some(at));
+        assert!(!tag.is_stale_at(&current, at - std::time::Duration::from_secs(1)));
+        assert!(tag.is_stale_at(&current, at));
+        let later = ConnectionTag::at(current.generation(), at + std::time::Duration::from_secs(1));
+        assert!(
+            !later.is_stale_at(&current, at + std::time::Duration::from_secs(2)),
+            "opened after the retirement point, with no replacement to be had: kept"
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -66,6 +66,10 @@ struct Shared {
     policy: Policy,
     validator: Option<Arc<dyn Validate>>,
     current: ArcSwap<Snapshot>,
+    /// The newest generation the database accepted (shared with every snapshot).
+    proven: Arc<AtomicU64>,
+    /// The snapshot of that generation, while it is known.
+    last_proven: ArcSwapOption<Snapshot>,
     generation_tx: watch::Sender<Generation>,
     /// Single flight: the holder fetches; the result is kept for whoever waited meanwhile.
     flight: tokio::sync::Mutex<Option<Result<Arc<Snapshot>, Error>>>,
@@ -189,7 +193,19 @@ impl RotatingCredentialsBuilder {
                 .await
                 .map_err(|e| Error::validation(credential.username(), &e))?;
         }
-        let snapshot = Snapshot::new(credential, Generation::FIRST, Instant::now(), &self.policy);
+        let proven = Arc::new(AtomicU64::new(0));
+        let snapshot = Arc::new(Snapshot::new(
+            credential,
+            Generation::FIRST,
+            Instant::now(),
+            &self.policy,
+            &proven,
+        ));
+        let last_proven = ArcSwapOption::empty();
+        if self.validator.is_some() {
+            snapshot.mark_proven(Generation::FIRST);
+            last_proven.store(Some(Arc::clone(&snapshot)));
+        }
         tracing::debug!(
             username = %snapshot.credential().username(),
             version = ?snapshot.credential().version(),
@@ -200,7 +216,9 @@ impl RotatingCredentialsBuilder {
             source: self.source,
             policy: self.policy,
             validator: self.validator,
-            current: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::new(snapshot),
+            proven,
+            last_proven,
             generation_tx,
             flight: tokio::sync::Mutex::new(None),
             completed: AtomicU64::new(0),
@@ -398,6 +416,11 @@ impl RotatingCredentials {
     /// Records that the database accepted a login with `generation`: clears a refusal of that
     /// generation from [`health`](Self::health).
     pub fn report_accepted(&self, generation: Generation) {
+        let current = self.load();
+        if current.is_same_login(generation) && !current.is_proven() {
+            current.mark_proven(current.generation());
+            self.shared.last_proven.store(Some(current.into_arc()));
+        }
         let mut status = lock(&self.shared.status);
         if status.refused.is_some_and(|r| r.generation == generation) {
             status.refused = None;
@@ -407,6 +430,13 @@ impl RotatingCredentials {
                 "the database accepts the current credential again"
             );
         }
+    }
+
+    /// The newest snapshot whose credential the database accepted, if it is known: the
+    /// fallback a connect tries when the current credential is refused before it was ever
+    /// accepted (a mistyped secret), so that the pool keeps working on the credential that did.
+    pub fn proven(&self) -> Option<Arc<Snapshot>> {
+        self.shared.last_proven.load_full()
     }
 
     /// The provider's counters.
@@ -463,12 +493,24 @@ impl Shared {
         let current = self.current.load_full();
         if current.credential().same_login(&credential) {
             // Same login: refresh metadata (version, expiry) without a new generation.
-            let snapshot = Arc::new(Snapshot::new(
-                credential,
-                current.generation(),
-                current.effective_since(),
-                &self.policy,
-            ));
+            let snapshot = Arc::new(
+                Snapshot::new(
+                    credential,
+                    current.generation(),
+                    current.effective_since(),
+                    &self.policy,
+                    &self.proven,
+                )
+                .with_equivalent(current.equivalent()),
+            );
+            if self
+                .last_proven
+                .load()
+                .as_ref()
+                .is_some_and(|p| p.generation() == snapshot.generation())
+            {
+                self.last_proven.store(Some(Arc::clone(&snapshot)));
+            }
             self.current.store(Arc::clone(&snapshot));
             return Ok(snapshot);
         }
@@ -479,12 +521,30 @@ impl Shared {
             return Err(Error::validation(credential.username(), &e));
         }
         let generation = current.generation().next();
-        let snapshot = Arc::new(Snapshot::new(
-            credential,
-            generation,
-            Instant::now(),
-            &self.policy,
-        ));
+        // A flip back to the last credential the database accepted (A→B→A) is the same login
+        // as that generation: its connections stay current, and it needs no proof.
+        let equivalent = self
+            .last_proven
+            .load()
+            .as_ref()
+            .filter(|p| {
+                p.generation() != current.generation() && p.credential().same_login(&credential)
+            })
+            .map(|p| p.generation());
+        let snapshot = Arc::new(
+            Snapshot::new(
+                credential,
+                generation,
+                Instant::now(),
+                &self.policy,
+                &self.proven,
+            )
+            .with_equivalent(equivalent),
+        );
+        if self.validator.is_some() || equivalent.is_some() {
+            snapshot.mark_proven(generation);
+            self.last_proven.store(Some(Arc::clone(&snapshot)));
+        }
         // Only the single-flight holder stores, so generations never go backwards.
         self.current.store(Arc::clone(&snapshot));
         self.generation_tx.send_replace(generation);
