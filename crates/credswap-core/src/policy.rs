@@ -25,6 +25,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// | `jitter` | 0.1 | each refresh delay is shortened by a random fraction in `[0, jitter)` |
 /// | `backoff_initial`, `backoff_max` | 1 s, 1 min | retry delays after a failed refresh: doubling, capped (and never longer than `refresh_interval`) |
 /// | `fetch_timeout` | 30 s | a fetch that takes longer fails (an unreachable store must not hang the refresher) |
+/// | `validation_timeout` | 10 s | a validator that takes longer rejects the credential (a stalled database must not hold the refresh) |
 /// | `connect_deadline` | 30 s | how long an adapter's connect keeps retrying refused logins and transient errors, where the pool has no timeout of its own |
 /// | `auth_refresh_interval` | 200 ms | at most one store fetch per this interval is caused by authentication failures |
 ///
@@ -62,6 +63,7 @@ pub struct Policy {
     backoff_initial: Duration,
     backoff_max: Duration,
     fetch_timeout: Duration,
+    validation_timeout: Duration,
     connect_deadline: Duration,
     auth_refresh_interval: Duration,
 }
@@ -77,6 +79,7 @@ impl Default for Policy {
             backoff_initial: Duration::from_secs(1),
             backoff_max: MINUTE,
             fetch_timeout: Duration::from_secs(30),
+            validation_timeout: Duration::from_secs(10),
             connect_deadline: Duration::from_secs(30),
             auth_refresh_interval: Duration::from_millis(200),
         }
@@ -129,6 +132,11 @@ impl Policy {
     /// How long one fetch may take.
     pub fn fetch_timeout(&self) -> Duration {
         self.fetch_timeout
+    }
+
+    /// How long validate-before-swap may take before it counts as a rejection.
+    pub fn validation_timeout(&self) -> Duration {
+        self.validation_timeout
     }
 
     /// How long an adapter's connect keeps retrying refused logins and transient errors
@@ -203,6 +211,13 @@ impl PolicyBuilder {
         self
     }
 
+    /// Sets how long validate-before-swap may take; a validator still running then rejects the
+    /// credential, so a database that accepts and then stalls cannot hold the provider.
+    pub fn validation_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.validation_timeout = timeout;
+        self
+    }
+
     /// Sets how long an adapter's connect keeps retrying refused logins and transient errors,
     /// where the pool has no timeout of its own (deadpool without `timeouts.create`).
     pub fn connect_deadline(mut self, deadline: Duration) -> Self {
@@ -225,6 +240,7 @@ impl PolicyBuilder {
         nonzero_at_most("fetch_timeout", p.fetch_timeout, HOUR)?;
         nonzero_at_most("backoff_initial", p.backoff_initial, DAY)?;
         nonzero_at_most("backoff_max", p.backoff_max, DAY)?;
+        nonzero_at_most("validation_timeout", p.validation_timeout, HOUR)?;
         nonzero_at_most("connect_deadline", p.connect_deadline, HOUR)?;
         nonzero_at_most("auth_refresh_interval", p.auth_refresh_interval, MINUTE)?;
         if p.expiry_margin > DAY {

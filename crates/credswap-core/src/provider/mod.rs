@@ -188,10 +188,7 @@ impl RotatingCredentialsBuilder {
         counters.fetches.fetch_add(1, Ordering::Relaxed);
         let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
         if let Some(validator) = &self.validator {
-            validator
-                .validate(&credential)
-                .await
-                .map_err(|e| Error::validation(credential.username(), &e))?;
+            validate_bounded(&**validator, &credential, &self.policy).await?;
         }
         let proven = Arc::new(AtomicU64::new(0));
         let snapshot = Arc::new(Snapshot::new(
@@ -243,6 +240,27 @@ impl RotatingCredentialsBuilder {
             *lock(&shared.refresher) = Some(task.abort_handle());
         }
         Ok(RotatingCredentials { shared })
+    }
+}
+
+/// Runs the validator within the policy's `validation_timeout`.
+async fn validate_bounded(
+    validator: &dyn Validate,
+    credential: &Credential,
+    policy: &Policy,
+) -> Result<(), Error> {
+    let limit = policy.validation_timeout();
+    match tokio::time::timeout(limit, validator.validate(credential)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::validation(credential.username(), &e)),
+        Err(_) => Err(Error::validation(
+            credential.username(),
+            &format!(
+                "validation did not finish within {} (is the database stalled?)",
+                crate::policy::fmt_duration(limit)
+            )
+            .into(),
+        )),
     }
 }
 
@@ -515,10 +533,10 @@ impl Shared {
             return Ok(snapshot);
         }
         if let Some(validator) = &self.validator
-            && let Err(e) = validator.validate(&credential).await
+            && let Err(e) = validate_bounded(&**validator, &credential, &self.policy).await
         {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::validation(credential.username(), &e));
+            return Err(e);
         }
         let generation = current.generation().next();
         // A flip back to the last credential the database accepted (A→B→A) is the same login

@@ -596,3 +596,53 @@ async fn load_borrows_the_current_snapshot() {
     assert_eq!(guard.into_arc().credential().username(), "app");
     assert!(!format!("{:?}", creds.load()).contains(SECRET));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_validation_is_bounded_and_blocks_nothing_beyond_it() {
+    let store = MemorySource::new(Credential::new("app", SECRET));
+    let stall = Arc::new(AtomicBool::new(false));
+    let validator = {
+        let stall = Arc::clone(&stall);
+        validate_fn(move |_| {
+            let stall = stall.load(Ordering::SeqCst);
+            async move {
+                if stall {
+                    // A database that accepted the TCP connection and then said nothing.
+                    std::future::pending::<()>().await;
+                }
+                Ok::<(), BoxError>(())
+            }
+        })
+    };
+    let creds = RotatingCredentials::builder(store.clone())
+        .policy(
+            Policy::builder()
+                .refresh_interval(secs(60))
+                .validation_timeout(secs(2))
+                .build()
+                .unwrap(),
+        )
+        .validator(validator)
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    stall.store(true, Ordering::SeqCst);
+    store.set(Credential::new("app", "next-password"));
+    let started = Instant::now();
+    let (refresh, report) = tokio::join!(creds.refresh(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        creds.report_auth_failure(Generation::FIRST).await
+    });
+    let err = refresh.unwrap_err();
+    assert!(
+        err.is_validation() && err.to_string().contains("stalled"),
+        "{err}"
+    );
+    assert!(started.elapsed() <= secs(2) + Duration::from_millis(200));
+    // The auth-failure report shared the bounded flight instead of hanging on it.
+    assert!(report.is_err());
+    assert_eq!(creds.generation(), Generation::FIRST);
+    assert_eq!(creds.health().consecutive_failures(), 1);
+    assert!(!creds.health().is_healthy());
+}
