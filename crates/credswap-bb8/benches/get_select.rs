@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench -p credswap-bb8 --bench get_select`
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

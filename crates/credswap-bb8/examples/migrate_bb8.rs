@@ -47,8 +47,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manager = RotatingConnectionManager::new(config, NoTls, credentials.clone());
     let rotation = manager.rotation();
 
-    // Unchanged, except a short `connection_timeout`: bb8 reports a failed connect to `get` only
-    // as a timeout, and `rotation.last_connect_error()` holds the cause.
+    // Unchanged. bb8 reports a failed connect to `get` only as a timeout after
+    // `connection_timeout`; the manager logs the cause (role, SQLSTATE, server message).
+    // (Or in one call: `credswap_bb8::Builder::new(config, NoTls, credentials)
+    //     .max_size(4).connection_timeout(..).build().await?` returns the pool and the handle.)
     let pool: Pool<NoTls> = bb8::Pool::builder()
         .max_size(4)
         .connection_timeout(Duration::from_secs(5))

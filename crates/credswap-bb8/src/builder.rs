@@ -1,0 +1,315 @@
+//! Building a bb8 pool that follows the credential: [`Builder`], or the drop-in
+//! [`RotatingConnectionManager`] for code that builds its own `bb8::Pool`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use credswap_core::RotatingCredentials;
+use credswap_core::contract::{Connector, Rotation};
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+
+use crate::Error;
+use crate::tag::Shared;
+
+/// A bb8 pool of [`RotatingConnection`](crate::RotatingConnection)s: what
+/// `bb8::Pool<PostgresConnectionManager<Tls>>` was.
+pub type Pool<Tls> = bb8::Pool<RotatingConnectionManager<Tls>>;
+
+/// A connection checked out of a [`Pool`]; derefs to
+/// [`RotatingConnection`](crate::RotatingConnection), which derefs to
+/// [`tokio_postgres::Client`].
+pub type PooledConnection<'a, Tls> = bb8::PooledConnection<'a, RotatingConnectionManager<Tls>>;
+
+/// bb8's default `connection_timeout`, the connect deadline of a pool built by [`Builder`]
+/// without [`Builder::connection_timeout`].
+const BB8_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A [`bb8::ManageConnection`] for tokio-postgres that follows a [`RotatingCredentials`]: the
+/// rotating replacement for `bb8_postgres::PostgresConnectionManager`.
+///
+/// The `tokio_postgres::Config` gives hosts, ports, database, TLS mode and options; the username
+/// and password come from the provider at every connect (any set in the config are ignored).
+/// `Tls` is any connector `bb8-postgres` takes (`NoTls`, `postgres-native-tls`,
+/// `tokio-postgres-rustls`...).
+///
+/// - `connect` opens a connection with the current credential, tagged with its generation; a
+///   login refused with SQLSTATE `28P01`/`28000` is reported to the provider and retried once a
+///   working credential is available, and transient failures are retried with backoff, up to
+///   the connect deadline (see [`Builder`]).
+/// - `is_valid` (at checkout) refuses a stale connection without a round trip, otherwise pings
+///   with `simple_query("")` as `bb8-postgres` does.
+/// - `has_broken` (at return) reports a stale or closed connection, so a busy connection of an
+///   older credential is closed when it comes back.
+/// - An idle connection of an older credential is closed by its own task as soon as the
+///   generation changes (see the crate docs).
+///
+/// Take the [`rotation`](Self::rotation) handle before moving the manager into the pool.
+pub struct RotatingConnectionManager<Tls> {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: Tls,
+    pub(crate) connector: Connector,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<Tls> RotatingConnectionManager<Tls> {
+    /// A manager connecting with `config` (minus its user and password) and the provider's
+    /// login. Its connects keep retrying up to the policy's `connect_deadline`; a pool built by
+    /// [`Builder`] uses the pool's `connection_timeout` instead.
+    pub fn new(config: tokio_postgres::Config, tls: Tls, credentials: RotatingCredentials) -> Self {
+        Self::with_deadline(config, tls, credentials, None)
+    }
+
+    fn with_deadline(
+        mut config: tokio_postgres::Config,
+        tls: Tls,
+        credentials: RotatingCredentials,
+        deadline: Option<Duration>,
+    ) -> Self {
+        // The provider's login overrides the config's; keep no password in the manager.
+        config.password(Vec::<u8>::new());
+        let rotation = Rotation::new(credentials);
+        Self {
+            config,
+            tls,
+            shared: Arc::new(Shared::new(rotation.clone())),
+            connector: Connector::new(rotation, deadline),
+        }
+    }
+
+    /// A manager from a connection string (`host=db port=5432 dbname=app` or a `postgres://`
+    /// URL), as `PostgresConnectionManager::new_from_stringlike`. Leave user and password out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_config`] when the string does not parse.
+    pub fn new_from_stringlike<S>(
+        params: S,
+        tls: Tls,
+        credentials: RotatingCredentials,
+    ) -> Result<Self, Error>
+    where
+        S: ToString,
+    {
+        let config = parse(&params.to_string())?;
+        Ok(Self::new(config, tls, credentials))
+    }
+
+    /// The handle with the adapter's counters and the provider. Clone it before
+    /// `bb8::Pool::builder().build(manager)` takes the manager.
+    pub fn rotation(&self) -> Rotation {
+        self.connector.rotation().clone()
+    }
+
+    /// The provider the manager follows.
+    pub fn credentials(&self) -> &RotatingCredentials {
+        self.connector.rotation().credentials()
+    }
+}
+
+fn parse(params: &str) -> Result<tokio_postgres::Config, Error> {
+    tokio_postgres::Config::from_str(params)
+        .map_err(|e| Error::config("the connection string does not parse", Some(Box::new(e))))
+}
+
+impl<Tls> fmt::Debug for RotatingConnectionManager<Tls> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio_postgres::Config's Debug prints its password: print only what is safe.
+        f.debug_struct("RotatingConnectionManager")
+            .field("hosts", &self.config.get_hosts())
+            .field("ports", &self.config.get_ports())
+            .field("dbname", &self.config.get_dbname())
+            .field("connector", &self.connector)
+            .field("rotation", self.connector.rotation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Pool`] that follows a [`RotatingCredentials`], and its [`Rotation`] handle.
+///
+/// ```no_run
+/// # async fn example(credentials: credswap_core::RotatingCredentials) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tokio_postgres::NoTls;
+///
+/// let config: tokio_postgres::Config = "host=db.internal dbname=app".parse()?;
+/// let (pool, rotation) = credswap_bb8::Builder::new(config, NoTls, credentials)
+///     .max_size(16)
+///     .connection_timeout(Duration::from_secs(5))
+///     .build()
+///     .await?;
+/// let conn = pool.get().await?;
+/// # drop(conn); drop(rotation); Ok(()) }
+/// ```
+///
+/// The pool's `connection_timeout` is also the connect deadline: how long a connect keeps
+/// retrying a refused login or a transient failure before it fails. Set it with
+/// [`connection_timeout`](Self::connection_timeout), not on a bb8 builder given to
+/// [`pool_builder`](Self::pool_builder), which the deadline cannot see (it then stays at bb8's
+/// default, 30 s).
+pub struct Builder<Tls>
+where
+    Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    Tls::Stream: Send + Sync,
+    Tls::TlsConnect: Send,
+    <Tls::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    config: tokio_postgres::Config,
+    tls: Tls,
+    credentials: RotatingCredentials,
+    pool: bb8::Builder<RotatingConnectionManager<Tls>>,
+    connection_timeout: Option<Duration>,
+}
+
+impl<Tls> Builder<Tls>
+where
+    Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    Tls::Stream: Send + Sync,
+    Tls::TlsConnect: Send,
+    <Tls::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    /// A builder for a pool on `config` (hosts, port, database, options; no login) following
+    /// `credentials`, with bb8's defaults.
+    pub fn new(config: tokio_postgres::Config, tls: Tls, credentials: RotatingCredentials) -> Self {
+        Self {
+            config,
+            tls,
+            credentials,
+            pool: bb8::Pool::builder(),
+            connection_timeout: None,
+        }
+    }
+
+    /// A builder from a connection string (`host=db port=5432 dbname=app` or a `postgres://`
+    /// URL). Leave user and password out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_config`] when the string does not parse.
+    pub fn from_stringlike(
+        params: impl ToString,
+        tls: Tls,
+        credentials: RotatingCredentials,
+    ) -> Result<Self, Error> {
+        Ok(Self::new(parse(&params.to_string())?, tls, credentials))
+    }
+
+    /// Replaces the bb8 builder (queue strategy, `min_idle`, timeouts, error sink...). Call
+    /// [`max_size`](Self::max_size) and [`connection_timeout`](Self::connection_timeout) after
+    /// it, or set `max_size` on it directly.
+    #[must_use]
+    pub fn pool_builder(mut self, pool: bb8::Builder<RotatingConnectionManager<Tls>>) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The most connections the pool opens (bb8's `max_size`).
+    ///
+    /// # Panics
+    ///
+    /// When `max_size` is 0, as bb8 does.
+    #[must_use]
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.pool = self.pool.max_size(max_size);
+        self
+    }
+
+    /// How long `Pool::get` waits for a connection (bb8's `connection_timeout`), and how long a
+    /// connect keeps retrying.
+    #[must_use]
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the pool (opening `min_idle` connections first, if set) and its handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_no_runtime`] outside a Tokio runtime; the connect error when a `min_idle`
+    /// connection cannot be opened.
+    pub async fn build(self) -> Result<(Pool<Tls>, Rotation), Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::no_runtime("a task per connection"));
+        }
+        let timeout = self.connection_timeout.unwrap_or(BB8_CONNECTION_TIMEOUT);
+        let manager = RotatingConnectionManager::with_deadline(
+            self.config,
+            self.tls,
+            self.credentials,
+            Some(timeout),
+        );
+        let rotation = manager.rotation();
+        let pool = self.pool.connection_timeout(timeout).build(manager).await?;
+        Ok((pool, rotation))
+    }
+}
+
+impl<Tls> fmt::Debug for Builder<Tls>
+where
+    Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    Tls::Stream: Send + Sync,
+    Tls::TlsConnect: Send,
+    <Tls::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("credentials", &self.credentials)
+            .field("pool", &self.pool)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use credswap_core::{Credential, MemorySource, Policy};
+    use tokio_postgres::NoTls;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn config_errors_and_debug_print_no_secret() {
+        let secret = "Pa55-in-debug-would-be-a-bug";
+        let credentials = RotatingCredentials::new(
+            MemorySource::new(Credential::new("app", secret)),
+            Policy::default(),
+        )
+        .await
+        .unwrap();
+        let bad = RotatingConnectionManager::new_from_stringlike(
+            format!("host=x password={secret} port=nope"),
+            NoTls,
+            credentials.clone(),
+        )
+        .unwrap_err();
+        assert!(bad.is_config() && !bad.is_connect(), "{bad}");
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .user("config-user")
+            .password(secret);
+        let manager = RotatingConnectionManager::new(config.clone(), NoTls, credentials.clone());
+        let builder = Builder::new(config, NoTls, credentials);
+        let pool = bb8::Pool::builder().build_unchecked(manager);
+        let mut chain = bad.to_string();
+        let mut source = std::error::Error::source(&bad);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert!(chain.contains("port"), "{chain}");
+        for text in [
+            chain,
+            format!("{bad:?}"),
+            format!("{pool:?}"),
+            format!("{builder:?}"),
+        ] {
+            assert!(!text.contains(secret), "secret printed: {text}");
+        }
+    }
+}

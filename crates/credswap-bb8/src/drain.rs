@@ -1,0 +1,80 @@
+//! How stale connections close: each connection's own task closes it.
+//!
+//! bb8 cannot remove idle connections from outside, and consults the manager only at checkout
+//! and return. So the task that drives a tokio-postgres `Connection` (every manager spawns one)
+//! also watches [`RotatingCredentials::subscribe`](credswap_core::RotatingCredentials::subscribe):
+//! when the generation changes, or a lease's retirement point passes, while the connection is
+//! idle, it drops the `Connection` and the socket closes. bb8 still counts the closed connection
+//! until a checkout pops it, where `is_valid` refuses it without a round trip and bb8 opens a
+//! replacement with the new credential.
+//!
+//! The task owns the connection's [`LiveConnection`] guard: the connection counts as live until
+//! the task ends.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+
+use credswap_core::contract::LiveConnection;
+use credswap_core::contract::drain::next_sweep;
+use tokio::time::{Instant, sleep_until};
+
+use crate::tag::{Shared, Tag};
+
+/// Spawns the task that drives `connection` until it ends (closed by the server, or after its
+/// client was dropped) or is retired while idle.
+pub(crate) fn spawn<F>(connection: F, tag: Arc<Tag>, live: LiveConnection, shared: Arc<Shared>)
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        // `drive` owns the connection: when it returns, the socket is closed.
+        drive(connection, &tag, &shared).await;
+        drop(live);
+    });
+}
+
+async fn drive<F>(connection: F, tag: &Tag, shared: &Shared)
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    let mut changes = shared.credentials().subscribe();
+    let mut connection = pin!(connection);
+    loop {
+        // Also at start: a connect that began before a rotation finishes stale.
+        if tag.retire_if_idle(shared) {
+            tracing::debug!(
+                generation = tag.generation().get(),
+                "closed an idle connection of an older credential"
+            );
+            return;
+        }
+        // With a lease, wake at its retirement point (and re-read it every second: a renewal
+        // moves it without a generation change).
+        let wake = {
+            let current = shared.credentials().load();
+            current
+                .retire_at()
+                .map(|_| Instant::now() + next_sweep(&current, false))
+        };
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                return;
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The provider is gone: drive the connection to its end without watching.
+                    if let Err(e) = connection.as_mut().await {
+                        tracing::debug!(error = %e, "connection closed with an error");
+                    }
+                    return;
+                }
+            }
+            () = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! How a bb8 connection carries its [`ConnectionTag`], and where the staleness rule is applied:
+//! at checkout (`is_valid`), at return (`has_broken`), and by the connection's own task while it
+//! is idle (see `drain`).
+//!
+//! The manager sees a checkout (`is_valid` marks the connection busy) and a return
+//! (`has_broken` marks it idle); a new connection starts idle. Every decision to retire a
+//! connection and every phase change is made under the connection's phase lock, and each reads
+//! the provider's current snapshot *inside* that lock. So a connection is never closed by its
+//! task while a checkout holds it, and a connection returned while the generation changes is
+//! either refused by `has_broken` (which took the lock after the change was published) or
+//! closed by its task (which is woken by the change after it was published, and takes the lock
+//! after `has_broken` marked the connection idle).
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use credswap_core::contract::{ConnectionTag, Counters, Rotation};
+use credswap_core::{Generation, RotatingCredentials};
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use crate::Error;
+
+/// A pooled tokio-postgres connection that knows which credential it authenticated with.
+///
+/// Derefs to [`tokio_postgres::Client`], so code written against `bb8-postgres` keeps calling
+/// `conn.query(..)`, `conn.transaction()`, `conn.prepare(..)` unchanged; a function that takes a
+/// `&Client` accepts `&conn` by deref coercion, and [`client`](Self::client) names it
+/// explicitly (for example for `tokio_postgres::GenericClient`, which only `Client` implements).
+pub struct RotatingConnection {
+    client: Client,
+    pub(crate) tag: Arc<Tag>,
+}
+
+impl RotatingConnection {
+    pub(crate) fn new(client: Client, tag: Arc<Tag>) -> Self {
+        Self { client, tag }
+    }
+
+    /// The generation of the credential this connection authenticated with.
+    pub fn generation(&self) -> Generation {
+        self.tag.tag.generation()
+    }
+
+    /// When the connect that opened this connection began.
+    pub fn opened_at(&self) -> Instant {
+        self.tag.tag.opened_at()
+    }
+
+    /// The tokio-postgres client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The tokio-postgres client, mutably (for `transaction()`).
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Keeps this connection open across generation changes until it is dropped or returned to
+    /// a pool; returns `false` if it was already closed.
+    ///
+    /// Only for a connection from `Pool::dedicated_connection` (say, a `LISTEN` session or a
+    /// long migration): bb8 opens it through the same `connect` as a pooled connection that
+    /// waits in the idle queue, so by default it is closed as soon as the credential rotates,
+    /// like an idle one. A connection checked out with `Pool::get` needs no call: it is busy
+    /// until returned.
+    pub fn keep_open_on_rotation(&self) -> bool {
+        let mut phase = self.tag.phase();
+        if *phase == Phase::Retired {
+            return false;
+        }
+        *phase = Phase::Busy;
+        !self.client.is_closed()
+    }
+
+    pub(crate) fn client_is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+impl Deref for RotatingConnection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for RotatingConnection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl fmt::Debug for RotatingConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotatingConnection")
+            .field("generation", &self.generation())
+            .field("opened_at", &self.opened_at())
+            .field("phase", &*self.tag.phase())
+            .field("closed", &self.client.is_closed())
+            .finish()
+    }
+}
+
+/// Where a connection is, as far as the manager can tell from bb8's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// In the pool's idle queue: new from `connect`, or returned and accepted by `has_broken`.
+    Idle,
+    /// Checked out: `is_valid` accepted it (or `keep_open_on_rotation`).
+    Busy,
+    /// Closed, or condemned, because its credential is stale. Final.
+    Retired,
+}
+
+/// What a connection and its task share: its [`ConnectionTag`] and its phase.
+pub(crate) struct Tag {
+    tag: ConnectionTag,
+    phase: Mutex<Phase>,
+}
+
+/// What the manager shares with its connections' tasks: the handle (provider and counters), and
+/// whether bb8 validates checkouts.
+pub(crate) struct Shared {
+    rotation: Rotation,
+    /// Set by the first `is_valid` call: proof that bb8 validates every checkout
+    /// (`test_on_check_out`, bb8's default), so a connection not marked busy is really idle and
+    /// may be closed by its own task.
+    checkouts_validated: AtomicBool,
+    warned_unvalidated: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(rotation: Rotation) -> Self {
+        Self {
+            rotation,
+            checkouts_validated: AtomicBool::new(false),
+            warned_unvalidated: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn credentials(&self) -> &RotatingCredentials {
+        self.rotation.credentials()
+    }
+
+    fn counters(&self) -> &Counters {
+        self.rotation.counters()
+    }
+
+    fn checkouts_validated(&self) -> bool {
+        self.checkouts_validated.load(Ordering::Acquire)
+    }
+
+    /// A connection came back without `is_valid` having run at its checkout.
+    fn note_unvalidated_return(&self) {
+        if self.checkouts_validated() || self.warned_unvalidated.swap(true, Ordering::Relaxed) {
+            // Once checkouts are known to be validated, such a connection was added with
+            // `Pool::add` (a dedicated connection), which is fine.
+            return;
+        }
+        tracing::warn!(
+            "a connection was returned to the pool without `is_valid` having run at checkout: keep bb8's \
+             `test_on_check_out(true)` (the default), or stale connections can be handed out and idle ones \
+             are not closed at a rotation"
+        );
+    }
+
+    /// Counts a connection retired as stale.
+    fn retired(&self, idle: bool) {
+        Counters::bump(&self.counters().stale_closed);
+        if idle {
+            Counters::bump(&self.counters().stale_closed_idle);
+        }
+    }
+}
+
+impl Tag {
+    pub(crate) fn new(tag: ConnectionTag) -> Self {
+        Self {
+            tag,
+            phase: Mutex::new(Phase::Idle),
+        }
+    }
+
+    pub(crate) fn generation(&self) -> Generation {
+        self.tag.generation()
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `is_valid`: accepts the connection as checked out, or refuses it as stale.
+    pub(crate) fn check_out(&self, shared: &Shared) -> Result<(), Error> {
+        if !shared.checkouts_validated.load(Ordering::Relaxed) {
+            shared.checkouts_validated.store(true, Ordering::Release);
+        }
+        let mut phase = self.phase();
+        let current = shared.credentials().load();
+        let stale = || Error::stale(self.tag.generation(), current.generation());
+        if *phase == Phase::Retired {
+            return Err(stale());
+        }
+        if self.tag.is_stale(&current) {
+            *phase = Phase::Retired;
+            shared.retired(false);
+            return Err(stale());
+        }
+        *phase = Phase::Busy;
+        Ok(())
+    }
+
+    /// `has_broken`: whether a returned connection must be closed (closed, or stale); else it
+    /// goes back to the idle queue.
+    pub(crate) fn check_in(&self, client_closed: bool, shared: &Shared) -> bool {
+        let mut phase = self.phase();
+        match *phase {
+            Phase::Retired => return true,
+            Phase::Idle => shared.note_unvalidated_return(),
+            Phase::Busy => {}
+        }
+        if self.tag.is_stale(&shared.credentials().load()) {
+            *phase = Phase::Retired;
+            shared.retired(false);
+            return true;
+        }
+        if client_closed {
+            *phase = Phase::Retired;
+            return true;
+        }
+        *phase = Phase::Idle;
+        false
+    }
+
+    /// The connection's own task: retires the connection if it is idle and stale. Only once
+    /// checkouts are known to be validated: with `test_on_check_out(false)` an idle connection
+    /// cannot be told from a busy one, and a busy one is never closed under its user.
+    pub(crate) fn retire_if_idle(&self, shared: &Shared) -> bool {
+        let mut phase = self.phase();
+        if *phase != Phase::Idle
+            || !shared.checkouts_validated()
+            || !self.tag.is_stale(&shared.credentials().load())
+        {
+            return false;
+        }
+        *phase = Phase::Retired;
+        shared.retired(true);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use credswap_core::{Credential, MemorySource, Policy};
+
+    use super::*;
+
+    /// A connection returned while a rotation is published: `has_broken` waits for the phase
+    /// lock (held here, as the connection's task holds it while it looks at the connection),
+    /// the rotation is published meanwhile, and `has_broken` must judge the connection against
+    /// the new generation. Reading the generation before taking the lock judged it against the
+    /// old one, and left an idle connection of the old credential in the pool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock)] // on purpose: the rotation happens while it is held
+    async fn a_return_judges_by_the_generation_current_when_it_holds_the_lock() {
+        let store = MemorySource::new(Credential::new("app", "first"));
+        let credentials = RotatingCredentials::new(store.clone(), Policy::default())
+            .await
+            .unwrap();
+        let shared = Arc::new(Shared::new(Rotation::new(credentials.clone())));
+        let tag = Arc::new(Tag::new(ConnectionTag::new(&credentials.current())));
+        tag.check_out(&shared).unwrap();
+
+        let held = tag.phase();
+        let returned = std::thread::spawn({
+            let (tag, shared) = (Arc::clone(&tag), Arc::clone(&shared));
+            move || tag.check_in(false, &shared)
+        });
+        // Let the return reach the lock, then rotate while it waits there.
+        std::thread::sleep(Duration::from_millis(50));
+        store.set(Credential::new("app", "second"));
+        credentials.refresh().await.unwrap();
+        drop(held);
+
+        assert!(
+            returned.join().unwrap(),
+            "a connection of generation 1 returned after generation 2 was published was kept"
+        );
+        assert_eq!(*tag.phase(), Phase::Retired);
+        assert_eq!(shared.counters().stale_closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn busy_connections_are_left_to_their_user_and_idle_stale_ones_retired() {
+        let store = MemorySource::new(Credential::new("app", "first"));
+        let credentials = RotatingCredentials::new(store.clone(), Policy::default())
+            .await
+            .unwrap();
+        let shared = Shared::new(Rotation::new(credentials.clone()));
+        let (busy, idle) = (
+            Tag::new(ConnectionTag::new(&credentials.current())),
+            Tag::new(ConnectionTag::new(&credentials.current())),
+        );
+        // Nothing is retired before a checkout has shown that bb8 validates checkouts.
+        store.set(Credential::new("app", "second"));
+        credentials.refresh().await.unwrap();
+        assert!(!idle.retire_if_idle(&shared));
+        assert!(busy.check_out(&shared).unwrap_err().is_stale());
+
+        let fresh = Tag::new(ConnectionTag::new(&credentials.current()));
+        fresh.check_out(&shared).unwrap();
+        store.set(Credential::new("app", "third"));
+        credentials.refresh().await.unwrap();
+        assert!(!fresh.retire_if_idle(&shared), "busy");
+        assert!(idle.retire_if_idle(&shared));
+        assert!(fresh.check_in(false, &shared), "stale on return");
+        assert!(idle.check_out(&shared).unwrap_err().is_stale());
+        let stats = shared.rotation.stats();
+        assert_eq!((stats.stale_closed, stats.stale_closed_idle), (3, 1));
+    }
+}
