@@ -14,8 +14,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bb8_postgres::PostgresConnectionManager;
-use credswap_bb8::RotatingConnectionManager;
-use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
+use credswap_bb8::Builder;
+use credswap_core::{Credential, MemorySource, RotatingCredentials};
+use credswap_testkit::harness::manual_policy;
 use credswap_testkit::{TestPostgres, random_password, unique_name};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
@@ -47,22 +48,13 @@ fn setup(rt: &Runtime) -> Pools {
             .await
             .expect("plain pool");
 
-        let credentials = RotatingCredentials::new(
-            MemorySource::new(Credential::new(role, password)),
-            Policy::builder()
-                .refresh_interval(Duration::from_secs(3600))
-                .build()
-                .expect("policy"),
-        )
-        .await
-        .expect("provider");
-        let rotating = bb8::Pool::builder()
+        let store = MemorySource::new(Credential::new(role, password));
+        let credentials = RotatingCredentials::new(store, manual_policy())
+            .await
+            .expect("provider");
+        let (rotating, _rotation) = Builder::new(pg.base_config(), NoTls, credentials)
             .max_size(POOL_SIZE)
-            .build(RotatingConnectionManager::new(
-                pg.base_config(),
-                NoTls,
-                credentials,
-            ))
+            .build()
             .await
             .expect("rotating pool");
 

@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use credswap_core::RotatingCredentials;
 use credswap_core::contract::{Connector, Rotation};
-use tokio_postgres::Socket;
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
-use crate::Error;
 use crate::tag::Shared;
+use crate::{Error, RotatingConnection};
 
 /// A bb8 pool of [`RotatingConnection`](crate::RotatingConnection)s: what
 /// `bb8::Pool<PostgresConnectionManager<Tls>>` was.
@@ -151,10 +149,8 @@ impl<Tls> fmt::Debug for RotatingConnectionManager<Tls> {
 /// default, 30 s).
 pub struct Builder<Tls>
 where
-    Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-    Tls::Stream: Send + Sync,
-    Tls::TlsConnect: Send,
-    <Tls::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    RotatingConnectionManager<Tls>:
+        bb8::ManageConnection<Connection = RotatingConnection, Error = Error>,
 {
     config: tokio_postgres::Config,
     tls: Tls,
@@ -165,10 +161,8 @@ where
 
 impl<Tls> Builder<Tls>
 where
-    Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-    Tls::Stream: Send + Sync,
-    Tls::TlsConnect: Send,
-    <Tls::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    RotatingConnectionManager<Tls>:
+        bb8::ManageConnection<Connection = RotatingConnection, Error = Error>,
 {
     /// A builder for a pool on `config` (hosts, port, database, options; no login) following
     /// `credentials`, with bb8's defaults.
@@ -249,10 +243,8 @@ where
 
 impl<Tls> fmt::Debug for Builder<Tls>
 where
-    Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-    Tls::Stream: Send + Sync,
-    Tls::TlsConnect: Send,
-    <Tls::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    RotatingConnectionManager<Tls>:
+        bb8::ManageConnection<Connection = RotatingConnection, Error = Error>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
