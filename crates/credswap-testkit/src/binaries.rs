@@ -1,4 +1,4 @@
-//! Finding the PostgreSQL server binaries (`initdb`, `postgres`, `pg_ctl`).
+//! Finding the PostgreSQL server binaries (`initdb`, `postgres`, `pg_ctl`) and `pgbouncer`.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -124,6 +124,48 @@ fn find_versioned(root: &Path) -> Option<Binaries> {
         .find_map(|(_, bin)| Binaries::in_dir(bin))
 }
 
+/// Environment variable naming the `pgbouncer` executable; it overrides the search.
+pub(crate) const PGBOUNCER_ENV: &str = "CREDSWAP_PGBOUNCER";
+
+/// Where the Debian package puts it (`/usr/sbin` is often not on a user's `PATH`).
+const PGBOUNCER_DEFAULT: &str = "/usr/sbin/pgbouncer";
+
+const HOW_TO_GET_PGBOUNCER: &str = "install it with `apt-get install pgbouncer` (Debian/Ubuntu), \
+     or point CREDSWAP_PGBOUNCER at the executable";
+
+/// Finds `pgbouncer`: `CREDSWAP_PGBOUNCER`; else `pgbouncer` on `PATH`; else
+/// `/usr/sbin/pgbouncer`.
+pub(crate) fn discover_pgbouncer() -> Result<PathBuf, Error> {
+    if let Some(file) = std::env::var_os(PGBOUNCER_ENV).filter(|v| !v.is_empty()) {
+        let file = PathBuf::from(file);
+        return if is_executable(&file) {
+            Ok(file)
+        } else {
+            Err(Error::missing_binaries(format!(
+                "pgbouncer not found at {PGBOUNCER_ENV}={} (not an executable file); \
+                 {HOW_TO_GET_PGBOUNCER}",
+                file.display()
+            )))
+        };
+    }
+    find_pgbouncer(std::env::var_os("PATH"), Path::new(PGBOUNCER_DEFAULT))
+        .ok_or_else(pgbouncer_not_found)
+}
+
+fn find_pgbouncer(path: Option<OsString>, default: &Path) -> Option<PathBuf> {
+    path.iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("pgbouncer"))
+        .chain(std::iter::once(default.to_path_buf()))
+        .find(|file| is_executable(file))
+}
+
+fn pgbouncer_not_found() -> Error {
+    Error::missing_binaries(format!(
+        "pgbouncer not found on PATH or at {PGBOUNCER_DEFAULT}; {HOW_TO_GET_PGBOUNCER}"
+    ))
+}
+
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -178,6 +220,43 @@ mod tests {
 
         assert!(find_on_path(Some(empty.into_os_string())).is_none());
         assert!(find_on_path(None).is_none());
+    }
+
+    #[test]
+    fn pgbouncer_is_found_on_path_before_the_default() {
+        let root = tempfile::tempdir().unwrap();
+        let on_path = root.path().join("bin");
+        let default = root.path().join("sbin/pgbouncer");
+        fs::create_dir_all(&on_path).unwrap();
+        fs::create_dir_all(default.parent().unwrap()).unwrap();
+        for file in [on_path.join("pgbouncer"), default.clone()] {
+            fs::write(&file, "#!/bin/sh\n").unwrap();
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = Some(on_path.clone().into_os_string());
+        assert_eq!(
+            find_pgbouncer(path, &default),
+            Some(on_path.join("pgbouncer"))
+        );
+        assert_eq!(find_pgbouncer(None, &default), Some(default.clone()));
+        let missing = root.path().join("nowhere/pgbouncer");
+        assert_eq!(find_pgbouncer(None, &missing), None);
+    }
+
+    #[test]
+    fn missing_pgbouncer_message_says_how_to_get_it() {
+        let e = pgbouncer_not_found();
+        assert!(e.is_missing_binaries());
+        let text = e.to_string();
+        for needle in [
+            "pgbouncer",
+            "PATH",
+            "/usr/sbin/pgbouncer",
+            "apt-get install pgbouncer",
+            "CREDSWAP_PGBOUNCER",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
     }
 
     #[test]

@@ -29,9 +29,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const LOG_TAIL_LINES: usize = 25;
 
 /// The unprivileged account the server runs as when this process is root
-/// (`initdb` and `postgres` refuse to run as root).
+/// (`initdb` and `postgres` refuse to run as root, and so does `pgbouncer`).
 #[derive(Debug, Clone)]
-struct RunAs {
+pub(crate) struct RunAs {
     name: String,
     uid: u32,
     gid: u32,
@@ -39,7 +39,7 @@ struct RunAs {
 
 impl RunAs {
     /// `None` unless the effective uid is 0; then `postgres`, else `nobody`, from `/etc/passwd`.
-    fn detect() -> Result<Option<Self>, Error> {
+    pub(crate) fn detect() -> Result<Option<Self>, Error> {
         if effective_uid() != Some(0) {
             return Ok(None);
         }
@@ -55,6 +55,27 @@ impl RunAs {
                      /etc/passwd to run initdb and postgres as (they refuse to run as root)",
                 )
             })
+    }
+
+    /// The account's name, for messages.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes `path` owned by this account, so that a process running as it can read (or, for a
+    /// directory, write) it.
+    pub(crate) fn chown(&self, path: &Path) -> Result<(), Error> {
+        chown(path, Some(self.uid), Some(self.gid)).map_err(|e| {
+            Error::startup_io(
+                format!("handing {} to user {}", path.display(), self.name),
+                e,
+            )
+        })
+    }
+
+    /// Makes `command` run as this account.
+    pub(crate) fn apply(&self, command: &mut Command) {
+        command.uid(self.uid).gid(self.gid);
     }
 }
 
@@ -163,15 +184,10 @@ impl Cluster {
     }
 
     fn chown(&self, path: &Path) -> Result<(), Error> {
-        if let Some(run_as) = &self.run_as {
-            chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-                Error::startup_io(
-                    format!("handing {} to user {}", path.display(), run_as.name),
-                    e,
-                )
-            })?;
+        match &self.run_as {
+            Some(run_as) => run_as.chown(path),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// A command that runs as the unprivileged user when we are root.
@@ -179,7 +195,7 @@ impl Cluster {
         let mut command = Command::new(program);
         command.current_dir(self.dir()).stdin(Stdio::null());
         if let Some(run_as) = &self.run_as {
-            command.uid(run_as.uid).gid(run_as.gid);
+            run_as.apply(&mut command);
         }
         command
     }
@@ -346,7 +362,8 @@ pub(crate) fn free_port() -> Result<u16, Error> {
         .map_err(|e| Error::startup_io("finding a free loopback port", e))
 }
 
-fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+/// Creates `path` (it must not exist) with mode 0600 and `contents` plus a newline.
+pub(crate) fn write_private(path: &Path, contents: &str) -> io::Result<()> {
     let mut file: File = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -356,7 +373,8 @@ fn write_private(path: &Path, contents: &str) -> io::Result<()> {
     file.sync_all()
 }
 
-fn tail(text: &str, lines: usize) -> String {
+/// The last `lines` lines of `text`.
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

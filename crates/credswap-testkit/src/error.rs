@@ -85,16 +85,17 @@ impl Error {
         }
     }
 
-    /// The PostgreSQL server binaries (`initdb`, `postgres`) could not be found.
+    /// The PostgreSQL server binaries (`initdb`, `postgres`), or `pgbouncer` for
+    /// [`TestPgBouncer::start`](crate::TestPgBouncer::start), could not be found.
     ///
     /// The message names where they were looked for and how to install them.
     pub fn is_missing_binaries(&self) -> bool {
         self.kind == Kind::MissingBinaries
     }
 
-    /// Preparing or starting the embedded cluster failed (temp dir, `initdb`, the server process,
-    /// or the server not accepting connections in time). The message includes the tail of the
-    /// server log when there is one.
+    /// Preparing or starting the embedded cluster or a [`TestPgBouncer`](crate::TestPgBouncer)
+    /// failed (temp dir, `initdb`, the process, or it not accepting logins in time). The message
+    /// includes the tail of the process's log when there is one.
     pub fn is_startup(&self) -> bool {
         self.kind == Kind::Startup
     }

@@ -14,6 +14,11 @@
 //! text or the server log), set up the owner and two alternating users of dual-user rotation, and
 //! count, date and terminate the sessions of a role through `pg_stat_activity`.
 //!
+//! [`TestPgBouncer`] puts a real PgBouncer (session mode, SCRAM pass-through with `auth_query`,
+//! `ignore_startup_parameters = extra_float_digits`) in front of a server;
+//! [`TestPostgres::through_pooler`] then points the pools' configs and URLs at it while the admin
+//! helpers keep talking to the server.
+//!
 //! # Requirements
 //!
 //! The PostgreSQL server binaries (`initdb`, `postgres`, and `pg_ctl` for a graceful stop), found
@@ -22,6 +27,10 @@
 //! as the `postgres` user (else `nobody`), since PostgreSQL refuses to run as root. Unix only.
 //! Without binaries, [`TestPostgres::start`] fails with an error that says how to get them; it
 //! never skips silently.
+//!
+//! [`TestPgBouncer`] needs `pgbouncer` 1.18 or later, found through `CREDSWAP_PGBOUNCER`, `PATH`
+//! or `/usr/sbin/pgbouncer` (Debian/Ubuntu: `apt-get install pgbouncer`); as root it runs as the
+//! same unprivileged user as the server.
 //!
 //! # Features
 //!
@@ -55,14 +64,16 @@
 
 mod binaries;
 mod cluster;
-mod error;
 pub mod conformance;
+mod error;
 pub mod harness;
+mod pgbouncer;
 mod roles;
 pub mod scenario;
 mod server;
 mod sessions;
 
 pub use error::Error;
+pub use pgbouncer::TestPgBouncer;
 pub use roles::{AlternatingPair, random_password, unique_name};
 pub use server::TestPostgres;

@@ -10,6 +10,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use crate::Error;
 use crate::cluster::{self, Cluster, NotReady};
+use crate::pgbouncer::TestPgBouncer;
 use crate::roles::random_password;
 
 /// Environment variable holding an admin URL; when set, [`TestPostgres::from_env`] uses that
@@ -38,13 +39,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Every login on an embedded cluster uses `scram-sha-256`, so a wrong password is rejected with
 /// SQLSTATE `28P01` exactly as in production.
 ///
+/// # Behind a pooler
+///
+/// [`through_pooler`](Self::through_pooler) (or [`through_pgbouncer`](Self::through_pgbouncer))
+/// puts a [`TestPgBouncer`] in front: from then on [`host`](Self::host), [`port`](Self::port),
+/// [`base_config`](Self::base_config), [`config_for`](Self::config_for) and
+/// [`url_for`](Self::url_for) give the pooler's endpoint, for the pools under test, while the
+/// admin work ([`admin_config`](Self::admin_config), [`admin`](Self::admin), creating roles,
+/// changing passwords, counting sessions in `pg_stat_activity`) still goes straight to the
+/// server. [`server_host`](Self::server_host) and [`server_port`](Self::server_port) always name
+/// the server.
+///
 /// `Debug` never prints the admin password.
 pub struct TestPostgres {
+    /// The server's host, whether or not a pooler is in front.
     host: String,
+    /// The server's port, whether or not a pooler is in front.
     port: u16,
     database: String,
     admin_user: String,
     admin_password: Option<SecretString>,
+    /// Declared before `cluster`, and dropped first in `Drop`: the pooler stops before the server.
+    pooler: Option<TestPgBouncer>,
     cluster: Option<Cluster>,
 }
 
@@ -79,6 +95,7 @@ impl TestPostgres {
                 database: cluster::ADMIN_DATABASE.to_owned(),
                 admin_user: cluster::ADMIN_USER.to_owned(),
                 admin_password: Some(admin_password.clone()),
+                pooler: None,
                 cluster: None,
             };
             match wait_ready(&mut cluster, server.admin_config()).await {
@@ -143,6 +160,7 @@ impl TestPostgres {
             database: config.get_dbname().unwrap_or(user).to_owned(),
             admin_user: user.to_owned(),
             admin_password,
+            pooler: None,
             cluster: None,
         };
         drop(server.admin().await?);
@@ -167,13 +185,62 @@ impl TestPostgres {
         self.cluster.is_some()
     }
 
-    /// The server's host: `"127.0.0.1"` for an embedded cluster (a path for a unix socket).
+    /// Puts `pooler` in front of this server: afterwards [`host`](Self::host),
+    /// [`port`](Self::port), [`base_config`](Self::base_config), [`config_for`](Self::config_for)
+    /// and [`url_for`](Self::url_for) point at the pooler, while [`admin_config`](Self::admin_config)
+    /// and [`admin`](Self::admin) (and so every role, password and session helper) keep talking
+    /// to the server directly. The pooler is stopped before the server when this value drops. A
+    /// pooler set before is replaced (and stopped).
+    ///
+    /// `pooler` should have been started for this server
+    /// ([`TestPgBouncer::start`]`(&self)`); a pooler of another server is accepted but logs a
+    /// warning, since the pools under test would then reach a different server than the admin.
+    pub fn through_pooler(mut self, pooler: TestPgBouncer) -> TestPostgres {
+        if (pooler.server_host(), pooler.server_port()) != (self.host.as_str(), self.port) {
+            tracing::warn!(
+                server = %format!("{}:{}", self.host, self.port),
+                pooler_server = %format!("{}:{}", pooler.server_host(), pooler.server_port()),
+                "the pooler put in front of this server forwards to another server"
+            );
+        }
+        self.pooler = Some(pooler);
+        self
+    }
+
+    /// Starts a [`TestPgBouncer`] for this server and puts it in front
+    /// ([`through_pooler`](Self::through_pooler)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`TestPgBouncer::start`].
+    pub async fn through_pgbouncer(self) -> Result<TestPostgres, Error> {
+        let pooler = TestPgBouncer::start(&self).await?;
+        Ok(self.through_pooler(pooler))
+    }
+
+    /// The pooler in front of this server, if [`through_pooler`](Self::through_pooler) set one.
+    pub fn pooler(&self) -> Option<&TestPgBouncer> {
+        self.pooler.as_ref()
+    }
+
+    /// Where the pools under test connect: the pooler's host when one is set, else the server's
+    /// (`"127.0.0.1"` for an embedded cluster, a path for a unix socket).
     pub fn host(&self) -> &str {
+        self.pooler.as_ref().map_or(&self.host, TestPgBouncer::host)
+    }
+
+    /// Where the pools under test connect: the pooler's port when one is set, else the server's.
+    pub fn port(&self) -> u16 {
+        self.pooler.as_ref().map_or(self.port, TestPgBouncer::port)
+    }
+
+    /// The server's own host, also when a pooler is in front.
+    pub fn server_host(&self) -> &str {
         &self.host
     }
 
-    /// The server's port.
-    pub fn port(&self) -> u16 {
+    /// The server's own port, also when a pooler is in front.
+    pub fn server_port(&self) -> u16 {
         self.port
     }
 
@@ -182,27 +249,24 @@ impl TestPostgres {
         &self.database
     }
 
-    /// Host, port, dbname and a 10 s `connect_timeout`; no user, no password.
+    /// Host, port, dbname and a 10 s `connect_timeout`; no user, no password. Host and port are
+    /// the pooler's when one is in front ([`host`](Self::host), [`port`](Self::port)).
     pub fn base_config(&self) -> Config {
-        let mut config = Config::new();
-        config
-            .host(&self.host)
-            .port(self.port)
-            .dbname(&self.database)
-            .connect_timeout(CONNECT_TIMEOUT);
-        config
+        config_at(self.host(), self.port(), &self.database)
     }
 
-    /// [`base_config`](Self::base_config) plus the given user and password.
+    /// [`base_config`](Self::base_config) plus the given user and password (through the pooler
+    /// when one is in front).
     pub fn config_for(&self, user: &str, password: &str) -> Config {
         let mut config = self.base_config();
         config.user(user).password(password);
         config
     }
 
-    /// [`base_config`](Self::base_config) plus the admin user and password.
+    /// The server's own host and port (never the pooler's), dbname, a 10 s `connect_timeout`, and
+    /// the admin user and password.
     pub fn admin_config(&self) -> Config {
-        let mut config = self.base_config();
+        let mut config = config_at(&self.host, self.port, &self.database);
         config.user(&self.admin_user);
         if let Some(password) = &self.admin_password {
             config.password(password.expose_secret());
@@ -211,31 +275,26 @@ impl TestPostgres {
     }
 
     /// A `postgres://` URL for a user, with user, password and database percent-encoded
-    /// (for sqlx users).
+    /// (for sqlx users); it points at the pooler when one is in front.
     pub fn url_for(&self, user: &str, password: &str) -> String {
         let credentials = format!("{}:{}", percent_encode(user), percent_encode(password));
         let database = percent_encode(&self.database);
-        if self.host.starts_with('/') {
+        let (host, port) = (self.host(), self.port());
+        if host.starts_with('/') {
             format!(
-                "postgres://{credentials}@/{database}?host={}&port={}",
-                percent_encode(&self.host),
-                self.port
+                "postgres://{credentials}@/{database}?host={}&port={port}",
+                percent_encode(host),
             )
-        } else if self.host.contains(':') {
-            format!(
-                "postgres://{credentials}@[{}]:{}/{database}",
-                self.host, self.port
-            )
+        } else if host.contains(':') {
+            format!("postgres://{credentials}@[{host}]:{port}/{database}")
         } else {
-            format!(
-                "postgres://{credentials}@{}:{}/{database}",
-                self.host, self.port
-            )
+            format!("postgres://{credentials}@{host}:{port}/{database}")
         }
     }
 
-    /// A connected admin client; its connection task is spawned with `tokio::spawn`, so this must
-    /// be called within a Tokio runtime.
+    /// A connected admin client, straight to the server (never through the pooler); its
+    /// connection task is spawned with `tokio::spawn`, so this must be called within a Tokio
+    /// runtime.
     ///
     /// # Errors
     ///
@@ -253,6 +312,17 @@ impl TestPostgres {
         });
         Ok(client)
     }
+}
+
+/// Host, port, dbname and the `connect_timeout` of every config handed out.
+fn config_at(host: &str, port: u16, database: &str) -> Config {
+    let mut config = Config::new();
+    config
+        .host(host)
+        .port(port)
+        .dbname(database)
+        .connect_timeout(CONNECT_TIMEOUT);
+    config
 }
 
 /// Polls until the admin login succeeds, the child exits, or time runs out.
@@ -322,16 +392,19 @@ impl fmt::Debug for TestPostgres {
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "[redacted]"),
             )
+            .field("pooler", &self.pooler)
             .field("cluster", &self.cluster)
             .finish()
     }
 }
 
 impl Drop for TestPostgres {
-    /// For an embedded cluster: stops the server (`pg_ctl stop -m fast` as the server's user, else
-    /// kill), waits for it and removes its directory. Also runs while a test unwinds from a panic;
-    /// never panics itself. An existing server is left running.
+    /// Stops the pooler first, if one is in front. Then, for an embedded cluster: stops the
+    /// server (`pg_ctl stop -m fast` as the server's user, else kill), waits for it and removes
+    /// its directory. Also runs while a test unwinds from a panic; never panics itself. An
+    /// existing server is left running.
     fn drop(&mut self) {
+        drop(self.pooler.take());
         drop(self.cluster.take());
     }
 }
@@ -347,6 +420,7 @@ mod tests {
             database: "app db".to_owned(),
             admin_user: "admin".to_owned(),
             admin_password: Some(SecretString::from("hunter2-secret".to_owned())),
+            pooler: None,
             cluster: None,
         }
     }
