@@ -53,7 +53,13 @@ where
 
 /// The class of a connect error, by its SQLSTATE or the I/O error underneath.
 pub fn classify(error: &tokio_postgres::Error) -> Failure {
-    Failure::classify(code(error), Failure::io_kind(error))
+    Failure::classify_message(
+        code(error),
+        error
+            .as_db_error()
+            .map(tokio_postgres::error::DbError::message),
+        Failure::io_kind(error),
+    )
 }
 
 /// The SQLSTATE of a server error.
@@ -62,7 +68,8 @@ pub fn code(error: &tokio_postgres::Error) -> Option<&str> {
 }
 
 /// Whether a driver error is an authentication failure: SQLSTATE `28P01` (wrong password) or
-/// `28000` (invalid authorization, e.g. a role that cannot log in or no `pg_hba` entry).
+/// `28000` (invalid authorization, e.g. a role that cannot log in or no `pg_hba` entry), or a
+/// pooler's refused login (PgBouncer's `08P01` "SASL authentication failed").
 pub fn is_auth_failure(error: &tokio_postgres::Error) -> bool {
     classify(error) == Failure::Auth
 }

@@ -10,6 +10,11 @@ use std::io;
 /// | [`Transient`](Self::Transient) | `57P03` cannot connect now (starting up, shutting down), `53300` too many connections, `08000`/`08001`/`08004`/`08006` connection exceptions; I/O connection refused, reset, aborted, not connected, unexpected EOF | back off and retry |
 /// | [`Fatal`](Self::Fatal) | anything else (a missing database, a bad host name, a TLS failure) | fail at once |
 ///
+/// Poolers answer with their own codes: PgBouncer reports a refused login as `08P01`
+/// ("SASL authentication failed", "password authentication failed", "no such user") and a server
+/// it cannot reach as `08P01` too; [`classify_message`](Self::classify_message) reads the message
+/// for those.
+///
 /// ```
 /// use credswap_core::contract::Failure;
 /// use std::io::ErrorKind;
@@ -36,6 +41,25 @@ pub const AUTH_SQLSTATES: [&str; 2] = ["28P01", "28000"];
 /// SQLSTATEs worth retrying at connect.
 pub const TRANSIENT_SQLSTATES: [&str; 6] = ["57P03", "53300", "08000", "08001", "08004", "08006"];
 
+/// `08P01`, which PgBouncer uses for refused logins and unreachable servers alike.
+const PROTOCOL_VIOLATION: &str = "08P01";
+
+/// Fragments of a pooler's message for a refused login.
+const POOLER_AUTH_MESSAGES: [&str; 3] = [
+    "authentication failed",
+    "no such user",
+    "password authentication",
+];
+
+/// Fragments of a pooler's message for a server it cannot reach or use now.
+const POOLER_TRANSIENT_MESSAGES: [&str; 5] = [
+    "cannot connect to server",
+    "server login has been failing",
+    "too many connections",
+    "no more connections allowed",
+    "server conn crashed",
+];
+
 impl Failure {
     /// Classifies a connect error by its SQLSTATE (when the server answered) or the kind of the
     /// I/O error underneath it (when it did not).
@@ -60,6 +84,39 @@ impl Failure {
             ) => Failure::Transient,
             _ => Failure::Fatal,
         }
+    }
+
+    /// [`classify`](Self::classify), reading the server's message for the codes a pooler uses
+    /// for several causes (PgBouncer's `08P01`).
+    ///
+    /// ```
+    /// use credswap_core::contract::Failure;
+    ///
+    /// let bouncer = |m| Failure::classify_message(Some("08P01"), Some(m), None);
+    /// assert_eq!(bouncer("SASL authentication failed"), Failure::Auth);
+    /// assert_eq!(bouncer("pgbouncer cannot connect to server"), Failure::Transient);
+    /// assert_eq!(bouncer("unsupported startup parameter: options"), Failure::Fatal);
+    /// ```
+    pub fn classify_message(
+        sqlstate: Option<&str>,
+        message: Option<&str>,
+        io: Option<io::ErrorKind>,
+    ) -> Self {
+        if sqlstate == Some(PROTOCOL_VIOLATION)
+            && let Some(message) = message
+        {
+            let message = message.to_ascii_lowercase();
+            if POOLER_AUTH_MESSAGES.iter().any(|m| message.contains(m)) {
+                return Failure::Auth;
+            }
+            if POOLER_TRANSIENT_MESSAGES
+                .iter()
+                .any(|m| message.contains(m))
+            {
+                return Failure::Transient;
+            }
+        }
+        Self::classify(sqlstate, io)
     }
 
     /// Finds the first [`io::Error`] in `error`'s source chain (drivers wrap it).
