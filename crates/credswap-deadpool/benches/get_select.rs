@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench -p credswap-deadpool --bench get_select`
 
+#![allow(missing_docs)] // criterion_group! defines an undocumented function
+
 use std::time::Duration;
 
 use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};

@@ -1,27 +1,52 @@
+//! How to build the pool: [`Builder`] and the drop-in constructors.
+
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use credswap_core::{BoxError, Credential, RotatingCredentials, Validate};
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, PoolConfig, Runtime};
+use credswap_core::RotatingCredentials;
+use credswap_core::contract::{Connector, Rotation};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, PoolConfig, Runtime};
 use tokio::sync::oneshot;
 use tokio_postgres::Socket;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
-use crate::connect::{HANDOFF, RotatingConnect, open_with};
-use crate::state::{Rotation, State};
-use crate::{Error, watcher};
+use crate::connect::{RotatingConnect, deadline};
+use crate::tag::Tags;
+use crate::{Error, drain};
 
 /// Builds a rotating `deadpool_postgres::Pool` from a `tokio_postgres::Config`.
 ///
 /// The config gives host, port, database, TLS mode and options; the username and password come
-/// from the provider at every connect (any set in the config are overridden).
+/// from the provider at every connect (any set in the config are ignored).
+///
+/// ```no_run
+/// # async fn example(credentials: credswap_core::RotatingCredentials) -> Result<(), Box<dyn std::error::Error>> {
+/// use deadpool_postgres::{Hook, HookError};
+/// use tokio_postgres::NoTls;
+///
+/// let config: tokio_postgres::Config = "host=db.internal dbname=app".parse()?;
+/// let (pool, rotation) = credswap_deadpool::Builder::new(config, NoTls, credentials)
+///     .max_size(16)
+///     .post_create(Hook::async_fn(|client, _| {
+///         Box::pin(async move {
+///             client
+///                 .batch_execute("SET search_path = shop")
+///                 .await
+///                 .map_err(HookError::Backend)
+///         })
+///     }))
+///     .build()?;
+/// # Ok(()) }
+/// ```
 pub struct Builder<T> {
     pg_config: tokio_postgres::Config,
     tls: T,
     credentials: RotatingCredentials,
     manager_config: ManagerConfig,
     pool_config: PoolConfig,
+    post_create: Vec<Hook>,
+    pre_recycle: Vec<Hook>,
+    post_recycle: Vec<Hook>,
 }
 
 impl<T> fmt::Debug for Builder<T> {
@@ -34,6 +59,14 @@ impl<T> fmt::Debug for Builder<T> {
             .field("credentials", &self.credentials)
             .field("manager_config", &self.manager_config)
             .field("pool_config", &self.pool_config)
+            .field(
+                "hooks",
+                &[
+                    self.post_create.len(),
+                    self.pre_recycle.len(),
+                    self.post_recycle.len(),
+                ],
+            )
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +90,9 @@ where
             credentials,
             manager_config: ManagerConfig::default(),
             pool_config: PoolConfig::default(),
+            post_create: Vec::new(),
+            pre_recycle: Vec::new(),
+            post_recycle: Vec::new(),
         }
     }
 
@@ -67,6 +103,10 @@ where
     }
 
     /// Sets the pool configuration (max size, timeouts, queue mode).
+    ///
+    /// A connect keeps trying a refused login or a transient failure until shortly before the
+    /// smaller of `timeouts.create` and `timeouts.wait`, or for the policy's `connect_deadline`
+    /// when neither is set.
     pub fn pool_config(mut self, config: PoolConfig) -> Self {
         self.pool_config = config;
         self
@@ -78,44 +118,84 @@ where
         self
     }
 
-    /// Builds the pool and starts its watcher. Must run inside a Tokio runtime.
+    /// Adds a `post_create` hook; it runs after the adapter's own, which tags the connection.
+    pub fn post_create(mut self, hook: impl Into<Hook>) -> Self {
+        self.post_create.push(hook.into());
+        self
+    }
+
+    /// Adds a `pre_recycle` hook; it runs after the adapter's own, which refuses a stale
+    /// connection, so it only sees current ones.
+    pub fn pre_recycle(mut self, hook: impl Into<Hook>) -> Self {
+        self.pre_recycle.push(hook.into());
+        self
+    }
+
+    /// Adds a `post_recycle` hook.
+    pub fn post_recycle(mut self, hook: impl Into<Hook>) -> Self {
+        self.post_recycle.push(hook.into());
+        self
+    }
+
+    /// Builds the pool and starts its watcher.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_no_runtime`] outside a Tokio runtime; [`Error::is_config`] when deadpool
+    /// refuses the pool configuration.
     pub fn build(self) -> Result<(Pool, Rotation), Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime())?;
-        let state = Arc::new(State::new(self.credentials));
+        self.build_tagged()
+            .map(|(pool, rotation, _)| (pool, rotation))
+    }
+
+    pub(crate) fn build_tagged(self) -> Result<(Pool, Rotation, Arc<Tags>), Error> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::no_runtime("its watcher and its connection tasks"))?;
+        let rotation = Rotation::new(self.credentials);
+        let tags = Arc::new(Tags::default());
         let (alive, alive_rx) = oneshot::channel();
+        let mut base = self.pg_config;
+        // The provider's login is used; keep no password in the manager.
+        base.password(Vec::<u8>::new());
         let connect = RotatingConnect {
+            base: base.clone(),
             tls: self.tls,
-            state: Arc::clone(&state),
+            connector: Connector::new(rotation.clone(), deadline(&self.pool_config.timeouts)),
             _alive: alive,
         };
-        let mut pg_config = self.pg_config;
-        // The provider's login overrides the config's; keep no password in the manager.
-        pg_config.password(Vec::<u8>::new());
-        let manager = Manager::from_connect(pg_config, connect, self.manager_config);
-        let on_create = Arc::clone(&state);
-        let on_recycle = Arc::clone(&state);
-        let pool = Pool::builder(manager)
+        let manager = Manager::from_connect(base, connect, self.manager_config);
+        let (on_create, on_recycle) = (Arc::clone(&tags), Arc::clone(&tags));
+        let (counters, recycling) = (Arc::clone(rotation.counters()), rotation.clone());
+        let mut builder = Pool::builder(manager)
             .config(self.pool_config)
             .runtime(Runtime::Tokio1)
+            // First, and synchronous: it takes the tag the connect handed off (see `tag`).
             .post_create(Hook::sync_fn(move |client, _| {
-                let generation = HANDOFF.with(|slot| slot.take());
-                on_create.tag(client, generation);
+                on_create.attach(client, &counters);
                 Ok(())
             }))
-            .pre_recycle(Hook::sync_fn(move |client, metrics| {
-                let current = on_recycle.credentials.load();
-                if on_recycle.is_stale(client, metrics, &current) {
-                    on_recycle.stale_closed.fetch_add(1, Ordering::Relaxed);
-                    return Err(HookError::Message(
-                        "connection authenticated with a stale credential".into(),
-                    ));
-                }
-                Ok(())
-            }))
-            .build()
-            .map_err(Error::build)?;
-        runtime.spawn(watcher::run(pool.weak(), Arc::clone(&state), alive_rx));
-        Ok((pool, Rotation { state }))
+            .pre_recycle(Hook::sync_fn(move |client, _| {
+                drain::refuse_stale(&on_recycle, &recycling, client)
+            }));
+        for hook in self.post_create {
+            builder = builder.post_create(hook);
+        }
+        for hook in self.pre_recycle {
+            builder = builder.pre_recycle(hook);
+        }
+        for hook in self.post_recycle {
+            builder = builder.post_recycle(hook);
+        }
+        let pool = builder.build().map_err(|e| {
+            Error::config("deadpool refused the pool configuration", Some(Box::new(e)))
+        })?;
+        runtime.spawn(drain::watch(
+            pool.weak(),
+            Arc::clone(&tags),
+            rotation.clone(),
+            alive_rx,
+        ));
+        Ok((pool, rotation, tags))
     }
 }
 
@@ -123,6 +203,11 @@ where
 /// `cfg.create_pool(Some(Runtime::Tokio1), tls)`.
 ///
 /// The config's `user` and `password` are ignored (leave them unset); the provider's are used.
+///
+/// # Errors
+///
+/// [`Error::is_config`] when the config cannot be turned into a connection or pool
+/// configuration; [`Error::is_no_runtime`] outside a Tokio runtime.
 pub fn create_pool<T>(
     config: &deadpool_postgres::Config,
     tls: T,
@@ -134,7 +219,12 @@ where
     T::TlsConnect: Sync + Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    let pg_config = config.get_pg_config().map_err(Error::config)?;
+    let pg_config = config.get_pg_config().map_err(|e| {
+        Error::config(
+            "the deadpool_postgres::Config is not a valid connection config",
+            Some(Box::new(e)),
+        )
+    })?;
     Builder::new(pg_config, tls, credentials)
         .manager_config(config.get_manager_config())
         .pool_config(config.get_pool_config())
@@ -142,6 +232,10 @@ where
 }
 
 /// Creates a rotating pool from a `tokio_postgres::Config` and a `PoolConfig`.
+///
+/// # Errors
+///
+/// As [`Builder::build`].
 pub fn create_pool_from_pg_config<T>(
     pg_config: tokio_postgres::Config,
     pool_config: PoolConfig,
@@ -157,39 +251,4 @@ where
     Builder::new(pg_config, tls, credentials)
         .pool_config(pool_config)
         .build()
-}
-
-/// A validate-before-swap check that opens one real connection with the candidate credential
-/// and runs `SELECT 1`; pass it to
-/// [`RotatingCredentialsBuilder::validator`](credswap_core::RotatingCredentialsBuilder::validator).
-pub fn connection_validator<T>(pg_config: tokio_postgres::Config, tls: T) -> impl Validate
-where
-    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
-    T::Stream: Sync + Send,
-    T::TlsConnect: Sync + Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
-    ConnectionValidator { pg_config, tls }
-}
-
-struct ConnectionValidator<T> {
-    pg_config: tokio_postgres::Config,
-    tls: T,
-}
-
-#[async_trait::async_trait]
-impl<T> Validate for ConnectionValidator<T>
-where
-    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
-    T::Stream: Sync + Send,
-    T::TlsConnect: Sync + Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
-    async fn validate(&self, credential: &Credential) -> Result<(), BoxError> {
-        let (client, task) = open_with(&self.pg_config, credential, self.tls.clone()).await?;
-        client.simple_query("SELECT 1").await?;
-        drop(client);
-        let _ = task.await;
-        Ok(())
-    }
 }

@@ -1,43 +1,47 @@
-use std::cell::Cell;
+//! The pool's [`Connect`]: every connection is opened through the contract's [`Connector`].
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use credswap_core::{Credential, Generation, Snapshot};
-use deadpool_postgres::Connect;
-use secrecy::ExposeSecret;
+use credswap_core::contract::{Connected, Connector};
+use deadpool_postgres::{Connect, Timeouts};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, Socket};
 
-use crate::error::is_auth_failure;
-use crate::state::State;
+use crate::tag;
 
-thread_local! {
-    /// Hands the generation a connect used to the `post_create` hook of the same `Pool::get`.
-    ///
-    /// deadpool runs `Manager::create` (which awaits our connect) and then the `post_create`
-    /// hooks in one future, with no suspension point between the connect's completion and the
-    /// first hook: both run within one poll, on one thread, so no other connect on this thread
-    /// can interleave. If a future deadpool broke that, the hook would find the slot empty or
-    /// (at worst) another connection's generation; an empty slot is handled fail-safe.
-    pub(crate) static HANDOFF: Cell<Option<Generation>> = const { Cell::new(None) };
+/// How long a connect keeps trying: a little less than the pool's own limit (the smaller of
+/// `timeouts.create` and `timeouts.wait`), so that the last refused attempt's error, rather
+/// than deadpool's timeout, reaches the caller; `None` when the pool sets neither (a zero
+/// `wait`, "do not wait for a free slot", does not count).
+pub(crate) fn deadline(timeouts: &Timeouts) -> Option<Duration> {
+    let limit = [timeouts.create, timeouts.wait]
+        .into_iter()
+        .flatten()
+        .filter(|limit| !limit.is_zero())
+        .min()?;
+    Some(limit.saturating_sub((limit / 10).min(Duration::from_secs(1))))
 }
 
 /// Opens every connection with the credential current at that moment.
 pub(crate) struct RotatingConnect<T> {
+    /// Host, port, database, options; no login.
+    pub(crate) base: Config,
     pub(crate) tls: T,
-    pub(crate) state: Arc<State>,
+    pub(crate) connector: Connector,
     /// Dropped with the pool's manager: tells the watcher the pool is gone.
     pub(crate) _alive: oneshot::Sender<()>,
 }
 
 impl<T> fmt::Debug for RotatingConnect<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RotatingConnect").finish_non_exhaustive()
+        f.debug_struct("RotatingConnect")
+            .field("connector", &self.connector)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,95 +52,45 @@ where
     T::TlsConnect: Sync + Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    async fn open(
-        &self,
-        base: &Config,
-        snapshot: &Snapshot,
-    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
-        let started = tokio::time::Instant::now();
-        let client = open_with(base, snapshot.credential(), self.tls.clone()).await?;
-        tracing::debug!(
-            generation = snapshot.generation().get(),
-            username = %snapshot.credential().username(),
-            took_us = started.elapsed().as_micros() as u64,
-            "connection opened"
-        );
-        self.state.record_open(snapshot.generation());
-        HANDOFF.with(|slot| slot.set(Some(snapshot.generation())));
-        Ok(client)
-    }
-
-    async fn connect_following(
-        &self,
-        base: &Config,
-    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
-        let snapshot = self.state.credentials.current();
-        let error = match self.open(base, &snapshot).await {
-            Ok(client) => return Ok(client),
-            Err(e) if is_auth_failure(&e) => e,
-            Err(e) => return Err(e),
-        };
-        self.state.auth_failures.fetch_add(1, Ordering::Relaxed);
-        let fresh = match self
-            .state
-            .credentials
-            .report_auth_failure(snapshot.generation())
-            .await
-        {
-            Ok(fresh) => fresh,
-            Err(refresh_error) => {
-                tracing::error!(
-                    username = %snapshot.credential().username(),
-                    error = %refresh_error,
-                    "authentication failed and the credential could not be refreshed"
+    async fn open(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let opened = self
+            .connector
+            .connect(credswap_tokio_postgres::classify, |snapshot| {
+                let (base, tls) = (&self.base, self.tls.clone());
+                async move { credswap_tokio_postgres::open(base, snapshot.credential(), tls).await }
+            })
+            .await;
+        let Connected {
+            connection: (client, connection),
+            tag,
+            live,
+        } = match opened {
+            Ok(connected) => connected,
+            Err(refused) => {
+                tracing::warn!(
+                    username = refused.username(),
+                    generation = refused.generation().get(),
+                    code = credswap_tokio_postgres::code(refused.error()).unwrap_or("none"),
+                    failure = refused.failure().as_str(),
+                    attempts = refused.attempts(),
+                    error = %refused.error(),
+                    "connect failed"
                 );
-                return Err(error);
+                return Err(refused.into_inner());
             }
         };
-        self.state.auth_retries.fetch_add(1, Ordering::Relaxed);
-        match self.open(base, &fresh).await {
-            Ok(client) => Ok(client),
-            Err(e) => {
-                self.state
-                    .auth_retry_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    username = %fresh.credential().username(),
-                    generation = fresh.generation().get(),
-                    error = %e,
-                    "connect failed again after refreshing the credential"
-                );
-                Err(e)
+        // The live guard ends with the task: when the connection closes, or when deadpool
+        // drops the client (which aborts the task).
+        let task = tokio::spawn(async move {
+            let _live = live;
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
             }
-        }
+        });
+        // The last step: nothing may be awaited between this and the `post_create` hook.
+        tag::hand_off(tag);
+        Ok((client, task))
     }
-}
-
-/// Connects with `base` (host, port, database, options) and the snapshot's login, and spawns
-/// the connection task.
-pub(crate) async fn open_with<T>(
-    base: &Config,
-    credential: &Credential,
-    tls: T,
-) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error>
-where
-    T: MakeTlsConnect<Socket> + Send + 'static,
-    T::Stream: Sync + Send,
-    T::TlsConnect: Sync + Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
-    let mut config = base.clone();
-    config.user(credential.username());
-    // The only place the password leaves its SecretString: the driver call.
-    config.password(credential.password().expose_secret());
-    let (client, connection) = config.connect(tls).await?;
-    drop(config);
-    let task = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "connection closed with an error");
-        }
-    });
-    Ok((client, task))
 }
 
 impl<T> Connect for RotatingConnect<T>
@@ -148,7 +102,7 @@ where
 {
     fn connect(
         &self,
-        pg_config: &Config,
+        _manager_config: &Config,
     ) -> Pin<
         Box<
             dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>>
@@ -156,7 +110,24 @@ where
                 + '_,
         >,
     > {
-        let base = pg_config.clone();
-        Box::pin(async move { self.connect_following(&base).await })
+        Box::pin(self.open())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_ends_before_the_pools_own_timeout() {
+        let mut timeouts = Timeouts::new();
+        assert_eq!(deadline(&timeouts), None);
+        timeouts.wait = Some(Duration::from_secs(30));
+        timeouts.create = Some(Duration::from_secs(5));
+        assert_eq!(deadline(&timeouts), Some(Duration::from_millis(4500)));
+        timeouts.create = None;
+        assert_eq!(deadline(&timeouts), Some(Duration::from_secs(29)));
+        timeouts.wait = Some(Duration::ZERO);
+        assert_eq!(deadline(&timeouts), None);
     }
 }

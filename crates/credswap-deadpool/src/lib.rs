@@ -25,28 +25,36 @@
 //!
 //! # How it follows the credential
 //!
-//! - A [`Connect`](deadpool_postgres::Connect) reads
-//!   [`RotatingCredentials::current`] at every connect (the adapter never keeps its own copy)
-//!   and tags the connection with the generation it read *before* connecting — not with
-//!   `Metrics::created`, because a connect that began under the old credential can finish after
-//!   the rotation.
-//! - A `pre_recycle` hook refuses connections of an older generation, so a checkout never
-//!   hands one out.
-//! - A watcher task subscribes to generation changes: idle stale connections are closed at once
-//!   with [`Pool::retain`](deadpool_postgres::Pool::retain); busy ones are closed as soon as
-//!   they are returned (the watcher keeps sweeping until none is left). It also retires
-//!   connections before `expires_at - expiry_margin` of a leased credential. It ends when the
-//!   pool is dropped or closed.
-//! - A connect refused with SQLSTATE `28P01` or `28000` calls
-//!   [`RotatingCredentials::report_auth_failure`] and is retried once with the refreshed
-//!   credential.
-//! - Everything happens inside the one pool: the number of connections never exceeds `max_size`.
+//! - **Connect**: every connection is opened with
+//!   the provider's current credential through the contract's
+//!   [`Connector`](credswap_core::contract::Connector), and tagged with the generation read
+//!   before connecting. A login refused with SQLSTATE `28P01` or `28000` is reported to the
+//!   provider and the connect waits for a credential that works, until shortly before the
+//!   pool's `timeouts.create` or `timeouts.wait` (or the policy's `connect_deadline`). A connect
+//!   that fails for good returns the driver's last error, so `Pool::get` fails with
+//!   `PoolError::Backend` naming the role.
+//! - **Checkout**: a `pre_recycle` hook refuses a stale connection (an older generation, or a
+//!   lease within `expiry_margin` of its end), so a checkout never hands one out.
+//! - **Drain**: a watcher task closes idle stale connections with
+//!   [`Pool::retain`](deadpool_postgres::Pool::retain) as soon as the generation changes and
+//!   at a lease's retirement point; a busy one is closed soon after it is returned. The watcher
+//!   ends when the pool is dropped or closed.
+//! - Everything happens inside the one pool: it never holds more than `max_size` connections.
+//! - Your own hooks: [`Builder::post_create`], [`Builder::pre_recycle`] and
+//!   [`Builder::post_recycle`] add them after the adapter's.
 //!
 //! # Secrets
 //!
 //! `deadpool_postgres::Config` and `tokio_postgres::Config` derive a `Debug` that prints the
 //! password: never log them. The config passed here needs no password at all; the provider's
-//! username and password override the config's. The types of this crate never print one.
+//! username and password are used, and the pool's manager keeps none. The types of this crate
+//! never print one.
+//!
+//! # Versions
+//!
+//! The adapter hands each connection's tag from its connect to its `post_create` hook on the
+//! same thread, which relies on deadpool running the two in one poll. The workspace pins
+//! `deadpool-postgres` and `deadpool` to the releases a test of this crate proves that on.
 //!
 //! # Features
 //!
@@ -55,16 +63,21 @@
 //! | (none) | | this crate has no optional features |
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
 
 mod builder;
 mod connect;
+mod drain;
 mod error;
-mod state;
-mod watcher;
+mod handle;
+mod tag;
 
-pub use builder::{Builder, connection_validator, create_pool, create_pool_from_pg_config};
+pub use builder::{Builder, create_pool, create_pool_from_pg_config};
 pub use error::{Error, is_auth_failure};
-pub use state::{AdapterStats, Rotation};
+pub use handle::{AdapterStats, Rotation};
+
+/// A validate-before-swap check that opens one real connection with the candidate credential
+/// and runs `SELECT 1`, bounded by the config's `connect_timeout`; pass it to
+/// [`RotatingCredentialsBuilder::validator`](credswap_core::RotatingCredentialsBuilder::validator).
+pub use credswap_tokio_postgres::connection_validator;
 
 pub use credswap_core::{Generation, RotatingCredentials};

@@ -4,14 +4,14 @@
 //! three times while 8 tasks query through the pool, and shows that no query failed.
 //!
 //! ```text
-//! cargo run --example deadpool_migrate --features deadpool
+//! cargo run -p credswap-deadpool --example migrate_deadpool
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use credswap::{Credential, MemorySource, Policy, RotatingCredentials};
+use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
 use credswap_testkit::{TestPostgres, random_password, unique_name};
 use deadpool_postgres::{Config, Pool};
 use tokio_postgres::NoTls;
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     // Before: let pool = cfg.create_pool(Some(Runtime::Tokio1), NoTls)?;
-    let (pool, rotation) = credswap::deadpool::create_pool(&cfg, NoTls, credentials)?;
+    let (pool, rotation) = credswap_deadpool::create_pool(&cfg, NoTls, credentials)?;
 
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let done = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,75 @@
+//! How stale connections get closed: the `pre_recycle` hook refuses them at checkout, and a
+//! watcher task closes idle ones with [`Pool::retain`](deadpool_postgres::Pool::retain).
+
+use std::sync::Arc;
+
+use credswap_core::contract::{Counters, Rotation, drain};
+use deadpool_postgres::{ClientWrapper, HookError, WeakPool};
+use tokio::sync::oneshot;
+
+use crate::tag::Tags;
+
+/// The `pre_recycle` hook: a stale connection is closed instead of handed out.
+pub(crate) fn refuse_stale(
+    tags: &Tags,
+    rotation: &Rotation,
+    client: &ClientWrapper,
+) -> Result<(), HookError> {
+    if tags.is_stale(client, &rotation.credentials().load()) {
+        Counters::bump(&rotation.counters().stale_closed);
+        return Err(HookError::message(
+            "connection authenticated with a stale credential",
+        ));
+    }
+    Ok(())
+}
+
+/// Closes idle stale connections: at once after a generation change, then on the
+/// [`drain::next_sweep`] schedule while stale connections are out (each is closed soon after it
+/// is returned) and at a lease's retirement point. Ends when the pool is dropped (`alive`
+/// resolves) or closed.
+pub(crate) async fn watch(
+    pool: WeakPool,
+    tags: Arc<Tags>,
+    rotation: Rotation,
+    mut alive: oneshot::Receiver<()>,
+) {
+    let credentials = rotation.credentials().clone();
+    let counters = Arc::clone(rotation.counters());
+    drop(rotation);
+    let mut changes = credentials.subscribe();
+    loop {
+        let current = credentials.current();
+        {
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.is_closed() {
+                return;
+            }
+            let removed = pool.retain(|client, _| !tags.is_stale(client, &current));
+            let closed = removed.removed.len() as u64;
+            // Dropping the clients closes the connections.
+            drop(removed);
+            if closed > 0 {
+                for counter in [&counters.stale_closed, &counters.stale_closed_idle] {
+                    counter.fetch_add(closed, std::sync::atomic::Ordering::Relaxed);
+                }
+                tracing::debug!(
+                    closed,
+                    generation = current.generation().get(),
+                    "closed idle stale connections"
+                );
+            }
+            tags.prune();
+        }
+        let wait = drain::next_sweep(&current, counters.live_stale(current.generation()) > 0);
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait) => {}
+            _ = &mut alive => return,
+        }
+    }
+}
