@@ -3,8 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::classify::Failure;
+use super::proof::{Probe, Proof};
 use super::stats::{AdapterStats, Counters};
-use crate::RotatingCredentials;
+use crate::{RotatingCredentials, Snapshot};
 
 /// The handle an adapter returns beside its pool: the provider the pool follows and the
 /// adapter's counters. The same type for every adapter.
@@ -14,6 +16,7 @@ use crate::RotatingCredentials;
 pub struct Rotation {
     credentials: RotatingCredentials,
     counters: Arc<Counters>,
+    proof: Arc<Proof>,
 }
 
 impl Rotation {
@@ -22,7 +25,52 @@ impl Rotation {
         Self {
             credentials,
             counters: Arc::default(),
+            proof: Arc::default(),
         }
+    }
+
+    /// Gives the adapter's probe: open one connection with the snapshot's login, outside the
+    /// pool, and close it (see [`proof`](super::proof)). Set once, at build.
+    pub fn set_probe<F, Fut>(&self, probe: F)
+    where
+        F: Fn(Arc<Snapshot>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+    {
+        let probe: Probe = Arc::new(move |snapshot| Box::pin(probe(snapshot)));
+        self.proof.set_probe(probe);
+    }
+
+    /// Whether a connection that the staleness rule keeps only because `current`'s login is
+    /// not proven yet may be let go now, as a canary (see [`proof`](super::proof)). Takes the
+    /// canary: call it only when about to close such a connection.
+    pub fn take_canary(&self, current: &Snapshot) -> bool {
+        self.proof.take_canary(current, tokio::time::Instant::now())
+    }
+
+    /// Starts proving `current`'s login through the adapter's probe, in the background, unless
+    /// a proof is already running or no probe was given. Call it after closing an idle canary.
+    pub fn spawn_probe(&self, current: Arc<Snapshot>) {
+        let Some(probe) = self.proof.probe() else {
+            return;
+        };
+        if !self.proof.start_probing() {
+            return;
+        }
+        let rotation = self.clone();
+        tokio::spawn(async move {
+            let generation = current.generation();
+            let result = probe(Arc::clone(&current)).await;
+            match result {
+                Ok(()) => rotation.credentials.report_accepted(generation),
+                Err(Failure::Auth) => rotation.credentials.report_refused(generation),
+                Err(failure) => tracing::debug!(
+                    generation = generation.get(),
+                    failure = failure.as_str(),
+                    "proving the new credential failed; the next canary tries again"
+                ),
+            }
+            rotation.proof.done_probing();
+        });
     }
 
     /// The adapter's counters.

@@ -12,6 +12,7 @@
 //! | [`connect`] | [`Connector`]: connect with the current credential; wait for a working one after a refused login; retry transient failures; all within a deadline |
 //! | [`drain`] | the drain schedule: how often a watcher sweeps while stale connections remain, and when a lease's retirement point comes |
 //! | [`stats`] | [`AdapterStats`] and the counters behind them |
+//! | [`proof`] | prove before drain: canaries and the probe that prove a new login before old connections go |
 //! | [`handle`] | [`Rotation`]: the handle every adapter returns beside its pool |
 //! | [`error`] | [`AdapterError`]: one error vocabulary for every adapter |
 //!
@@ -24,6 +25,7 @@ pub mod connect;
 pub mod drain;
 pub mod error;
 pub mod handle;
+pub mod proof;
 pub mod stats;
 pub mod tag;
 

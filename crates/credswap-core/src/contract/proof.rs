@@ -1,0 +1,99 @@
+//! Prove before drain: old connections are retired only once the new login has been accepted.
+//!
+//! A new generation is *proven* when the database accepts it: a connection opened with it, or
+//! the validator passed. Until then the connections of the last proven login keep serving (a
+//! mistyped secret must not take a working pool down), and the drain lets one of them go now
+//! and then, a *canary*, to make room for a connection that proves or refutes the new login:
+//! at once after the change, then after 1 s, 2 s, 4 s, ... up to [`CANARY_MAX`]. After an idle
+//! canary the adapter opens one connection with the new login through its *probe*, outside the
+//! pool (the canary's slot is free, so the pool stays within its size), and closes it again.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::classify::Failure;
+use crate::{Generation, Snapshot};
+
+/// The first canary comes at once; then they come this far apart, doubling.
+pub const CANARY_FIRST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest time between two canaries while the new login stays unproven.
+pub const CANARY_MAX: Duration = Duration::from_secs(30);
+
+/// Opens one connection with the snapshot's login and closes it: `Ok(())` when the database
+/// accepted the login.
+pub type Probe = Arc<
+    dyn Fn(Arc<Snapshot>) -> Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The proof state of one adapter: its canary schedule and its probe.
+#[derive(Default)]
+pub(crate) struct Proof {
+    canary: Mutex<Canary>,
+    probe: OnceLock<Probe>,
+    probing: AtomicBool,
+}
+
+#[derive(Default)]
+struct Canary {
+    generation: Option<Generation>,
+    next_at: Option<Instant>,
+    interval: Duration,
+}
+
+impl fmt::Debug for Proof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proof")
+            .field("probe", &self.probe.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Proof {
+    pub(crate) fn set_probe(&self, probe: Probe) {
+        let _ = self.probe.set(probe);
+    }
+
+    /// Whether a canary is due now for `current`'s unproven login (and takes it).
+    pub(crate) fn take_canary(&self, current: &Snapshot, now: Instant) -> bool {
+        if current.is_proven() {
+            return false;
+        }
+        let mut canary = lock(&self.canary);
+        if canary.generation != Some(current.generation()) {
+            canary.generation = Some(current.generation());
+            canary.next_at = None;
+            canary.interval = CANARY_FIRST_INTERVAL;
+        }
+        if canary.next_at.is_some_and(|at| now < at) {
+            return false;
+        }
+        canary.next_at = Some(now + canary.interval);
+        canary.interval = (canary.interval * 2).min(CANARY_MAX);
+        true
+    }
+
+    pub(crate) fn probe(&self) -> Option<Probe> {
+        self.probe.get().cloned()
+    }
+
+    pub(crate) fn start_probing(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn done_probing(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+}
