@@ -14,17 +14,15 @@ use tokio_postgres::{Client, Config, Socket};
 
 use crate::tag;
 
-/// How long a connect keeps trying: a little less than the pool's own limit (the smaller of
-/// `timeouts.create` and `timeouts.wait`), so that the last refused attempt's error, rather
-/// than deadpool's timeout, reaches the caller; `None` when the pool sets neither (a zero
-/// `wait`, "do not wait for a free slot", does not count).
+/// The pool's own limit on a connect: the smaller of `timeouts.create` and `timeouts.wait`
+/// (the connector ends a little before it); `None` when the pool sets neither (a zero `wait`,
+/// "do not wait for a free slot", does not count).
 pub(crate) fn deadline(timeouts: &Timeouts) -> Option<Duration> {
-    let limit = [timeouts.create, timeouts.wait]
+    [timeouts.create, timeouts.wait]
         .into_iter()
         .flatten()
         .filter(|limit| !limit.is_zero())
-        .min()?;
-    Some(limit.saturating_sub((limit / 10).min(Duration::from_secs(1))))
+        .min()
 }
 
 /// Opens every connection with the credential current at that moment.
@@ -119,14 +117,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_deadline_ends_before_the_pools_own_timeout() {
+    fn the_pool_limit_is_the_smaller_timeout() {
         let mut timeouts = Timeouts::new();
         assert_eq!(deadline(&timeouts), None);
         timeouts.wait = Some(Duration::from_secs(30));
         timeouts.create = Some(Duration::from_secs(5));
-        assert_eq!(deadline(&timeouts), Some(Duration::from_millis(4500)));
+        assert_eq!(deadline(&timeouts), Some(Duration::from_secs(5)));
         timeouts.create = None;
-        assert_eq!(deadline(&timeouts), Some(Duration::from_secs(29)));
+        assert_eq!(deadline(&timeouts), Some(Duration::from_secs(30)));
         timeouts.wait = Some(Duration::ZERO);
         assert_eq!(deadline(&timeouts), None);
     }

@@ -21,6 +21,9 @@ pub const RETRY_INITIAL: Duration = Duration::from_millis(20);
 /// The longest wait between two connect attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// The most a connector's deadline stays short of the pool's own timeout.
+pub const POOL_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+
 /// Opens connections with the current credential and follows it through refusals.
 ///
 /// [`connect`](Self::connect) reads the provider's current snapshot, tags the attempt with its
@@ -35,8 +38,8 @@ pub const RETRY_MAX: Duration = Duration::from_secs(1);
 ///   deadline;
 /// - **fatal**: fails at once.
 ///
-/// The deadline is the pool's own connect or wait timeout where the adapter knows it, otherwise
-/// the policy's `connect_deadline`. A refused login is always retried once with a newer
+/// The deadline is a little under the pool's own connect or wait timeout where the adapter knows
+/// it, otherwise the policy's `connect_deadline`. A refused login is always retried once with a newer
 /// credential the provider hands back, even past the deadline.
 #[derive(Clone)]
 pub struct Connector {
@@ -134,11 +137,16 @@ impl fmt::Debug for Connector {
 }
 
 impl Connector {
-    /// A connector for the adapter behind `rotation`. `deadline` is the pool's own connect
-    /// timeout, if it has one; `None` takes the policy's `connect_deadline`.
-    pub fn new(rotation: Rotation, deadline: Option<Duration>) -> Self {
-        let deadline =
-            deadline.unwrap_or_else(|| rotation.credentials().policy().connect_deadline());
+    /// A connector for the adapter behind `rotation`. `pool_timeout` is the pool's own limit on
+    /// a connect or a checkout, if it has one: the connector gives up a little before it (a
+    /// tenth of it, at most [`POOL_TIMEOUT_MARGIN`]), so the caller gets the connector's error,
+    /// which names the role, the generation and the SQLSTATE, rather than the pool's bare
+    /// timeout. `None` takes the policy's `connect_deadline`.
+    pub fn new(rotation: Rotation, pool_timeout: Option<Duration>) -> Self {
+        let deadline = match pool_timeout {
+            Some(limit) => limit.saturating_sub((limit / 10).min(POOL_TIMEOUT_MARGIN)),
+            None => rotation.credentials().policy().connect_deadline(),
+        };
         Self { rotation, deadline }
     }
 
