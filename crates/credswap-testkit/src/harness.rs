@@ -27,6 +27,22 @@ enum Turn {
     Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
 }
 
+impl TestServer {
+    /// The same server with a fresh [`TestPgBouncer`](crate::TestPgBouncer) in front: pools
+    /// connect through it, admin work still goes straight to the server.
+    ///
+    /// # Panics
+    ///
+    /// When PgBouncer cannot be started, with the error that says how to get it.
+    pub async fn through_pgbouncer(self) -> TestServer {
+        let TestServer { server, _turn } = self;
+        match server.through_pgbouncer().await {
+            Ok(server) => TestServer { server, _turn },
+            Err(e) => panic!("these tests need PgBouncer: {e}"),
+        }
+    }
+}
+
 impl Deref for TestServer {
     type Target = TestPostgres;
 

@@ -23,6 +23,7 @@ use credswap_core::contract::Rotation;
 use credswap_core::{BoxError, RotatingCredentials, Validate};
 
 use crate::TestPostgres;
+use crate::harness::{self, TestServer};
 
 /// Who a session is: `current_user` and `pg_backend_pid()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,12 +79,53 @@ pub trait Adapter: Send + Sync + 'static {
     }
 }
 
+/// Where the pool under test connects: straight to the server, or through a pooler.
+#[async_trait]
+pub trait Route: Send + Sync + 'static {
+    /// A server for a light case.
+    async fn postgres() -> TestServer;
+    /// A server for a load scenario, which runs alone.
+    async fn postgres_alone() -> TestServer;
+}
+
+/// Pools connect straight to PostgreSQL.
+#[derive(Debug)]
+pub struct Direct;
+
+#[async_trait]
+impl Route for Direct {
+    async fn postgres() -> TestServer {
+        harness::postgres().await
+    }
+    async fn postgres_alone() -> TestServer {
+        harness::postgres_alone().await
+    }
+}
+
+/// Pools connect through a real PgBouncer (session mode, SCRAM pass-through,
+/// `ignore_startup_parameters = extra_float_digits`); roles, rotations and `pg_stat_activity`
+/// go straight to the server. PgBouncer keeps a server session up to its idle timeout (1 s here)
+/// after the pool closed the client connection, so the cases allow that much more time for a
+/// session to leave the server, and judge the pool's size by the pool's own count.
+#[derive(Debug)]
+pub struct ThroughPgBouncer;
+
+#[async_trait]
+impl Route for ThroughPgBouncer {
+    async fn postgres() -> TestServer {
+        harness::postgres().await.through_pgbouncer().await
+    }
+    async fn postgres_alone() -> TestServer {
+        harness::postgres_alone().await.through_pgbouncer().await
+    }
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for `$adapter` (a type implementing
 /// [`Adapter`]).
 #[macro_export]
 macro_rules! conformance_suite {
     ($adapter:ty) => {
-        $crate::conformance_suite!(@cases $adapter;
+        $crate::conformance_suite!(@cases $adapter, $crate::conformance::Direct;
             alternating_users_rotation_loses_no_request,
             single_user_rotation_loses_no_request,
             idle_stale_connections_close_after_a_change,
@@ -97,12 +139,30 @@ macro_rules! conformance_suite {
             dropping_the_pool_stops_every_task,
             nothing_prints_the_password,
         );
+
+        /// The same contract through a real PgBouncer.
+        mod through_pgbouncer {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::conformance_suite!(@cases $adapter, $crate::conformance::ThroughPgBouncer;
+                alternating_users_rotation_loses_no_request,
+                single_user_rotation_loses_no_request,
+                idle_stale_connections_close_after_a_change,
+                busy_connection_commits_across_rotation_then_closes_on_return,
+                never_more_connections_than_max_size,
+                auth_failure_at_connect_waits_for_the_new_credential,
+                persistent_wrong_password_fails_clearly_without_the_secret,
+                without_validation_errors_are_clear_and_the_pool_recovers,
+                leased_credential_connections_retire_before_expiry,
+            );
+        }
     };
-    (@cases $adapter:ty; $($case:ident),* $(,)?) => {
+    (@cases $adapter:ty, $route:ty; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                $crate::conformance::cases::$case::<$adapter>().await;
+                $crate::conformance::cases::$case::<$adapter, $route>().await;
             }
         )*
     };
