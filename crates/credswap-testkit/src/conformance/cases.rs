@@ -260,7 +260,7 @@ async fn run<A: Adapter>(
 /// The harness's contract on a scenario report; behind a pooler the server's session count is
 /// the pooler's (old server sessions linger up to its idle timeout), so the pool's size is judged
 /// by the pool's own count, which [`run`] checks.
-fn assert_server_side<A: Adapter>(pg: &TestPostgres, report: &ScenarioReport, summary: &str) {
+fn assert_server_side(pg: &TestPostgres, report: &ScenarioReport, summary: &str) {
     if pg.pooler().is_none() {
         assert_contract(report, summary);
         return;
@@ -297,7 +297,7 @@ async fn scenario_is_clean<A: Adapter, R: Route>(strategy: Strategy) {
         summary,
         ..
     } = run::<A>(&pg, strategy, app_policy(strategy), &scenario_config()).await;
-    assert_server_side::<A>(&pg, &report, &summary);
+    assert_server_side(&pg, &report, &summary);
     assert_eq!(report.requests_failed, 0, "{summary}");
     assert!(
         stats.generation.get() >= 10,
