@@ -16,7 +16,8 @@
 //!
 //! `pool` is still a `sqlx::PgPool`: every `query(...).fetch_one(&pool)` and every function
 //! taking `&PgPool` compiles unchanged. Paths that may open connections during a zero-overlap
-//! (single-user) rotation check out with `pool.acquire_following()` / `pool.begin_following()`.
+//! (single-user) rotation check out with `rotation.acquire(&pool)` / `rotation.begin(&pool)`
+//! (`credswap_sqlx::RotationExt`), which wait for the new password instead of failing.
 //!
 //! Runs against an embedded PostgreSQL (or `CREDSWAP_TEST_ADMIN_URL`):
 //!
@@ -27,7 +28,7 @@
 use std::time::Duration;
 
 use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
-use credswap_sqlx::RotatingPoolExt;
+use credswap_sqlx::RotationExt;
 use credswap_testkit::{TestPostgres, random_password, unique_name};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -73,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..10 {
         let mut held = Vec::new();
         for _ in 0..4 {
-            let mut conn = pool.acquire_following().await?;
+            let mut conn = rotation.acquire(&pool).await?;
             let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
             assert_eq!(one, 1);
             held.push(conn);
@@ -87,12 +88,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stats = rotation.stats();
     println!(
-        "generation {} (options {}), opened per generation {:?}, stale closed {}, auth retries {}",
-        stats.generation,
-        stats.options_generation,
-        stats.opened_per_generation,
-        stats.stale_closed,
-        stats.auth_retries
+        "generation {}, opened per generation {:?}, stale closed {}, auth retries {}",
+        stats.generation, stats.opened_per_generation, stats.stale_closed, stats.auth_retries
     );
     pool.close().await;
     Ok(())

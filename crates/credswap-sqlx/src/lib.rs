@@ -9,7 +9,7 @@
 //! ```no_run
 //! # #[cfg(feature = "sqlx-0_8")]
 //! # async fn example(credentials: credswap_core::RotatingCredentials) -> Result<(), Box<dyn std::error::Error>> {
-//! use credswap_sqlx::RotatingPoolExt;
+//! use credswap_sqlx::RotationExt;
 //! use sqlx::postgres::PgPoolOptions;
 //!
 //! // Before: let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
@@ -18,8 +18,8 @@
 //!
 //! // Unchanged application code:
 //! let user: String = sqlx::query_scalar("SELECT current_user").fetch_one(&pool).await?;
-//! // With zero-overlap (single-user) rotation, check out through the retrying path:
-//! let mut conn = pool.acquire_following().await?;
+//! // With zero-overlap (single-user) rotation, check out through the handle:
+//! let mut conn = rotation.acquire(&pool).await?;
 //! sqlx::query("SELECT 1").execute(&mut *conn).await?;
 //! println!("{user}; {:?}", rotation.stats());
 //! # Ok(()) }
@@ -27,78 +27,46 @@
 //!
 //! # How it follows the credential
 //!
-//! - **Connect options follow the provider.** A watcher task subscribes to
-//!   [`RotatingCredentials::subscribe`]; on every new generation it calls
-//!   `PgPool::set_connect_options` with the base options plus the new username and password. The
-//!   adapter never keeps a credential of its own: the options are rebuilt from
-//!   [`RotatingCredentials::current`].
-//! - **Each connection is tagged with the credential it actually used.** sqlx gives hooks no
-//!   per-connection identity and no user data, only `PoolConnectionMetadata::age`, and a connect
-//!   that read the options just before a swap can finish just after it. So the options also
-//!   carry the generation as a custom setting in the startup packet (`-c
-//!   credswap.generation=<n>`, see [Tagging](#tagging)). `after_connect` reads it back with one
-//!   query per *new* connection. A connection created after a swap carries the new credential,
-//!   except one whose tag is older (its connect raced the swap); `after_connect` records the
-//!   instant it admits such a one, which sqlx's creation stamp follows by microseconds. So
-//!   `before_acquire` / `after_release` decide staleness from `age` alone: created before the
-//!   swap, or at a recorded raced instant, means stale. The hot path costs no round trip.
-//! - **Idle stale connections close promptly.** Right after a swap the watcher pops every idle
-//!   connection with `try_acquire` and hands it back; `after_release` closes the stale ones. It
-//!   sweeps again every 25 ms for 100 ms (and for as long as waiting tasks keep it from popping;
-//!   those tasks get the idle connections through `before_acquire`, which closes stale ones).
-//!   Busy stale connections close when they are returned. A leased credential's connections
-//!   are retired the same way once `expires_at - expiry_margin` passes.
-//! - **Inside one pool.** Connections are replaced in place, under sqlx's own semaphore: the
-//!   number of connections never exceeds `max_connections`.
-//!
-//! # Zero overlap: what sqlx allows, and what remains
-//!
-//! sqlx has no per-connect hook: a connect that fails inside `PgPool::acquire` is returned to
-//! the caller. With single-user rotation (`ALTER ROLE ... PASSWORD` kills the old password at
-//! once), a connect that the pool needs between the database change and the provider learning
-//! of it fails with SQLSTATE `28P01` from `acquire`, and through plain `&PgPool` nothing reports
-//! it: the provider catches up at its next scheduled refresh.
-//!
-//! [`RotatingPoolExt::acquire_following`] and [`RotatingPoolExt::begin_following`] are the
-//! mitigation: on `28P01`/`28000` they call [`RotatingCredentials::report_auth_failure`], apply
-//! the refreshed credential to the pool and retry once. What remains even then: a connect that
-//! fails before the *secret store* has the new password (the retry fetches the same one); the
-//! error then reaches the caller and is counted in [`AdapterStats::auth_retry_failures`].
-//! Queries on `&PgPool` that need no new connection are never affected. The crate's tests run
-//! the single-user scenario both ways and print the numbers.
-//!
-//! # Tagging
-//!
-//! The tag is a custom (placeholder) server setting, `credswap.generation`, sent in the startup
-//! packet's `options`. It was chosen over the alternatives because it is exact and invisible in
-//! the places people look: it is not in `pg_stat_activity`, does not replace your
-//! `application_name`, and is not logged by `log_connections`; a session sees it only through
-//! `SHOW credswap.generation`. Options you set yourself with `PgConnectOptions::options` are
-//! kept. The cost is one simple query per new physical connection, never per checkout.
-//!
-//! A raced connect (counted in [`AdapterStats::raced_connects`]) authenticated while the old
-//! credential still worked, so it is admitted: it serves the checkout it was opened for and is
-//! closed when returned, or by a sweep if sqlx put it straight into the idle queue. Rejecting it
-//! instead (an error from `after_connect` makes sqlx reconnect) was tried and dropped: sqlx logs
-//! each rejection as an error, and when connects take longer than the time between swaps (an
-//! overloaded machine, rotations seconds apart) no connect is ever admitted and the pool stalls.
-//!
-//! A proxy that rejects the `options` startup parameter (PgBouncer, unless it is listed in
-//! `ignore_startup_parameters`) refuses such connects. If the proxy drops the option instead,
-//! the connection is admitted untagged and counted in [`AdapterStats::untagged`]: staleness is
-//! then judged by age alone, and a connect racing a swap can be kept.
+//! - **Connect**: a watcher task points the pool's connect options
+//!   (`PgPool::set_connect_options`) at the provider's current credential on every new
+//!   generation. `after_connect` refuses a new connection that may have authenticated with a
+//!   credential the provider has replaced (its connect read the options just before a swap, or
+//!   before the watcher caught up with the provider): sqlx logs the refusal and connects again
+//!   with the current options after a backoff step. So a connect that takes longer than the
+//!   time between two rotations never succeeds. Every connection it keeps is tagged with its
+//!   [`ConnectionTag`](credswap_core::contract::ConnectionTag). Nothing is sent to the server
+//!   for this: no query, no startup parameter, so poolers that refuse unknown startup
+//!   parameters (PgBouncer, RDS Proxy) are fine.
+//! - **Checkout**: `before_acquire` closes a stale connection (an older generation, or a lease
+//!   within `expiry_margin` of its end) instead of handing it out; `after_release` closes a
+//!   stale connection when it is returned. While the watcher has not yet swapped the options,
+//!   a stale connection is closed only once it has, so that its replacement connects with the
+//!   new credential.
+//! - **Drain**: right after a swap, and at a lease's retirement point, the watcher takes every
+//!   idle connection out of the pool and hands it back, so `after_release` closes the stale
+//!   ones at once.
+//! - Everything happens inside the one pool, under sqlx's own semaphore: it never holds more
+//!   than `max_connections` connections.
+//! - **Refused logins**: sqlx has no connect hook, so a connect refused inside
+//!   `PgPool::acquire` (SQLSTATE `28P01`, e.g. a single-user rotation's password changed in the
+//!   database before the provider knows the new one) reaches the caller, and nothing reports it
+//!   to the provider. [`RotationExt::acquire`] and [`RotationExt::begin`] are the checkouts that
+//!   follow the contract there: they report the refusal and wait for a working credential.
+//! - Your own hooks: [`Builder::after_connect`], [`Builder::before_acquire`] and
+//!   [`Builder::after_release`].
 //!
 //! # Lifetime
 //!
-//! sqlx offers no weak pool handle, so the watcher holds one: the pool stays open until
-//! `PgPool::close` is awaited (sqlx's recommended shutdown) or the Tokio runtime shuts down.
-//! Dropping every handle without `close` does not close it.
+//! sqlx has no weak pool handle, and swapping the connect options needs a `PgPool`: the
+//! watcher holds one. The pool stays open until `PgPool::close` is called (sqlx's shutdown)
+//! or the Tokio runtime shuts down; then the watcher ends and lets go of the provider.
+//! Dropping every `PgPool` clone without `close` does not close it.
 //!
-//! # Hooks
+//! # Counters
 //!
-//! The adapter installs `after_connect`, `before_acquire` and `after_release` on the
-//! `PgPoolOptions` you pass, which replaces any you set there (sqlx cannot report them). Set
-//! yours on the [`Builder`] instead: they run after the adapter's.
+//! sqlx closes some connections without telling a hook (`max_lifetime`, `idle_timeout`, a
+//! failed ping): their live counts in [`AdapterStats`] are let go when the watcher next
+//! compares them with `PgPool::size`, within a second.
 //!
 //! # Secrets
 //!
@@ -122,28 +90,27 @@
 // they point into `v0_9`.
 #![cfg_attr(
     all(feature = "sqlx-0_9", not(feature = "sqlx-0_8")),
-    doc = "\n\n[`Rotation`]: v0_9::Rotation\n[`Builder`]: v0_9::Builder\n\
-           [`RotatingPoolExt::acquire_following`]: v0_9::RotatingPoolExt::acquire_following\n\
-           [`RotatingPoolExt::begin_following`]: v0_9::RotatingPoolExt::begin_following\n\
-           [`AdapterStats::auth_retry_failures`]: v0_9::AdapterStats::auth_retry_failures\n\
-           [`AdapterStats::untagged`]: v0_9::AdapterStats::untagged\n\
-           [`AdapterStats::raced_connects`]: v0_9::AdapterStats::raced_connects"
+    doc = "\n\n[`Rotation`]: v0_9::Rotation\n[`Builder::after_connect`]: v0_9::Builder::after_connect\n\
+           [`Builder::before_acquire`]: v0_9::Builder::before_acquire\n\
+           [`Builder::after_release`]: v0_9::Builder::after_release\n\
+           [`RotationExt::acquire`]: v0_9::RotationExt::acquire\n\
+           [`RotationExt::begin`]: v0_9::RotationExt::begin\n\
+           [`AdapterStats`]: v0_9::AdapterStats"
 )]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
 
 #[cfg(feature = "sqlx-0_8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx-0_8")))]
 pub mod v0_8;
 #[cfg(feature = "sqlx-0_9")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx-0_9")))]
 pub mod v0_9;
 
 #[cfg(feature = "sqlx-0_8")]
 pub use v0_8::{
-    AdapterStats, Builder, Error, RotatingPoolExt, Rotation, connect, connect_lazy_with,
-    connect_with, connection_validator, is_auth_failure,
+    AdapterStats, Builder, Error, Rotation, RotationExt, VALIDATION_TIMEOUT, connect,
+    connect_lazy_with, connect_with, connection_validator, is_auth_failure,
 };
 
 pub use credswap_core::{Generation, RotatingCredentials};
-
-/// The custom server setting that carries a connection's generation (see [Tagging](crate#tagging)).
-pub const GENERATION_SETTING: &str = "credswap.generation";

@@ -10,18 +10,18 @@ use ::sqlx;
 
 #[path = "adapter/builder.rs"]
 mod builder;
+#[path = "adapter/connect.rs"]
+mod connect;
+#[path = "adapter/drain.rs"]
+mod drain;
 #[path = "adapter/error.rs"]
 mod error;
-#[path = "adapter/ext.rs"]
-mod ext;
-#[path = "adapter/hooks.rs"]
-mod hooks;
-#[path = "adapter/state.rs"]
-mod state;
-#[path = "adapter/watcher.rs"]
-mod watcher;
+#[path = "adapter/handle.rs"]
+mod handle;
+#[path = "adapter/tag.rs"]
+mod tag;
 
-pub use builder::{Builder, connect, connect_lazy_with, connect_with, connection_validator};
+pub use builder::{Builder, connect, connect_lazy_with, connect_with};
+pub use connect::{VALIDATION_TIMEOUT, connection_validator};
 pub use error::{Error, is_auth_failure};
-pub use ext::RotatingPoolExt;
-pub use state::{AdapterStats, Rotation};
+pub use handle::{AdapterStats, Rotation, RotationExt};

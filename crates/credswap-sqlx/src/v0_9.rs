@@ -6,14 +6,15 @@
 //! ```no_run
 //! # async fn example(credentials: credswap_core::RotatingCredentials) -> Result<(), Box<dyn std::error::Error>> {
 //! # use sqlx09 as sqlx;
-//! use credswap_sqlx::v0_9::{self as rotating, RotatingPoolExt};
+//! use credswap_sqlx::v0_9::{self as rotating, RotationExt};
 //! use sqlx::postgres::PgPoolOptions;
 //!
 //! let url = "postgres://db.internal/app";
 //! let (pool, rotation) = rotating::connect(PgPoolOptions::new().max_connections(8), url, credentials).await?;
-//! let mut conn = pool.acquire_following().await?;
-//! let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
-//! # let _ = (one, rotation);
+//! let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
+//! let mut conn = rotation.acquire(&pool).await?;
+//! sqlx::query("SELECT 1").execute(&mut *conn).await?;
+//! # let _ = one;
 //! # Ok(()) }
 //! ```
 
@@ -24,18 +25,18 @@ use ::sqlx09 as sqlx;
 
 #[path = "adapter/builder.rs"]
 mod builder;
+#[path = "adapter/connect.rs"]
+mod connect;
+#[path = "adapter/drain.rs"]
+mod drain;
 #[path = "adapter/error.rs"]
 mod error;
-#[path = "adapter/ext.rs"]
-mod ext;
-#[path = "adapter/hooks.rs"]
-mod hooks;
-#[path = "adapter/state.rs"]
-mod state;
-#[path = "adapter/watcher.rs"]
-mod watcher;
+#[path = "adapter/handle.rs"]
+mod handle;
+#[path = "adapter/tag.rs"]
+mod tag;
 
-pub use builder::{Builder, connect, connect_lazy_with, connect_with, connection_validator};
+pub use builder::{Builder, connect, connect_lazy_with, connect_with};
+pub use connect::{VALIDATION_TIMEOUT, connection_validator};
 pub use error::{Error, is_auth_failure};
-pub use ext::RotatingPoolExt;
-pub use state::{AdapterStats, Rotation};
+pub use handle::{AdapterStats, Rotation, RotationExt};

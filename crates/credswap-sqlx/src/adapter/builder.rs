@@ -1,32 +1,81 @@
+//! How to build the pool: [`Builder`], and the drop-in replacements for `PgPoolOptions`'
+//! `connect`, `connect_with` and `connect_lazy_with`.
+
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use credswap_core::{BoxError, Credential, RotatingCredentials, Validate};
-use secrecy::ExposeSecret;
+use credswap_core::RotatingCredentials;
+use credswap_core::contract::Rotation;
 
+use super::connect::{self, Login};
+use super::drain;
 use super::error::Error;
-use super::ext::RotatingPoolExt;
-use super::hooks::{self, BoxFuture, UserHooks};
 use super::sqlx;
 use super::sqlx::pool::PoolConnectionMetadata;
 use super::sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use super::sqlx::{Connection, Executor};
-use super::state::{Registration, Rotation, Shared};
-use super::watcher;
+use super::tag::Tags;
+
+/// The future a pool hook returns (sqlx's `BoxFuture`).
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An `after_connect` hook, as `PgPoolOptions::after_connect` takes it.
+type ConnectHook = Arc<
+    dyn for<'c> Fn(
+            &'c mut PgConnection,
+            PoolConnectionMetadata,
+        ) -> BoxFuture<'c, Result<(), sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
+/// A `before_acquire` or `after_release` hook.
+pub(crate) type CheckHook = Arc<
+    dyn for<'c> Fn(
+            &'c mut PgConnection,
+            PoolConnectionMetadata,
+        ) -> BoxFuture<'c, Result<bool, sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
+/// What the adapter's hooks and watcher share. It holds no pool handle: the pool's hooks hold
+/// it.
+pub(crate) struct Shared {
+    pub(crate) rotation: Rotation,
+    pub(crate) login: Login,
+    pub(crate) tags: Tags,
+    /// Connections the watcher's sweep popped whose return has not been judged yet.
+    pub(crate) swept: AtomicUsize,
+}
+
+impl Shared {
+    /// Whether a return is one the sweep caused (counts it down).
+    pub(crate) fn take_swept(&self) -> bool {
+        self.swept
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
 
 /// Builds a rotating `PgPool`, with room for the application's own pool hooks.
 ///
 /// The connect options give host, port, database, TLS and server options; the username and
 /// password come from the provider (any set in the options are overridden). The pool options
 /// give sizes and timeouts; the adapter installs its own `after_connect`, `before_acquire` and
-/// `after_release` on them, replacing any set there, so set yours here: they run after the
-/// adapter's (`before_acquire` and `after_release` only for connections it keeps).
+/// `after_release` on them, replacing any set there, so set yours here: `after_connect` runs
+/// before the adapter's, `before_acquire` and `after_release` after it, for the connections it
+/// keeps.
 pub struct Builder {
     connect_options: PgConnectOptions,
     pool_options: PgPoolOptions,
     credentials: RotatingCredentials,
-    hooks: UserHooks,
+    after_connect: Option<ConnectHook>,
+    before_acquire: Option<CheckHook>,
+    after_release: Option<CheckHook>,
 }
 
 impl fmt::Debug for Builder {
@@ -41,9 +90,9 @@ impl fmt::Debug for Builder {
             .field("ssl_mode", &o.get_ssl_mode())
             .field("credentials", &self.credentials)
             .field("pool_options", &self.pool_options)
-            .field("after_connect", &self.hooks.after_connect.is_some())
-            .field("before_acquire", &self.hooks.before_acquire.is_some())
-            .field("after_release", &self.hooks.after_release.is_some())
+            .field("after_connect", &self.after_connect.is_some())
+            .field("before_acquire", &self.before_acquire.is_some())
+            .field("after_release", &self.after_release.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -55,7 +104,9 @@ impl Builder {
             connect_options,
             pool_options: PgPoolOptions::new(),
             credentials,
-            hooks: UserHooks::default(),
+            after_connect: None,
+            before_acquire: None,
+            after_release: None,
         }
     }
 
@@ -67,8 +118,8 @@ impl Builder {
         self
     }
 
-    /// Your `PoolOptions::after_connect`, run on each new connection after the adapter has
-    /// tagged it.
+    /// Your `PoolOptions::after_connect`, run on each new connection before the adapter
+    /// records it.
     pub fn after_connect<F>(mut self, callback: F) -> Self
     where
         F: for<'c> Fn(
@@ -79,7 +130,7 @@ impl Builder {
             + Sync
             + 'static,
     {
-        self.hooks.after_connect = Some(Arc::new(callback));
+        self.after_connect = Some(Arc::new(callback));
         self
     }
 
@@ -94,7 +145,7 @@ impl Builder {
             + Sync
             + 'static,
     {
-        self.hooks.before_acquire = Some(Arc::new(callback));
+        self.before_acquire = Some(Arc::new(callback));
         self
     }
 
@@ -109,44 +160,77 @@ impl Builder {
             + Sync
             + 'static,
     {
-        self.hooks.after_release = Some(Arc::new(callback));
+        self.after_release = Some(Arc::new(callback));
         self
     }
 
     /// Builds the pool without connecting (like `PgPoolOptions::connect_lazy_with`) and starts
     /// its watcher. Must run inside a Tokio runtime.
     pub fn build(self) -> Result<(PgPool, Rotation), Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime())?;
-        let (shared, first_options) = Shared::new(self.credentials, self.connect_options);
-        let shared = Arc::new(shared);
-        let pool_options = hooks::install(self.pool_options, &shared, self.hooks);
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime("its watcher"))?;
+        let rotation = Rotation::new(self.credentials);
+        let (login, first_options) = Login::new(
+            self.connect_options,
+            &rotation.credentials().current(),
+            self.pool_options.get_acquire_timeout(),
+        );
+        let shared = Arc::new(Shared {
+            rotation: rotation.clone(),
+            login,
+            tags: Tags::new(self.pool_options.get_max_lifetime()),
+            swept: AtomicUsize::new(0),
+        });
+        let (on_connect, on_acquire, on_release) = (
+            Arc::clone(&shared),
+            Arc::clone(&shared),
+            Arc::clone(&shared),
+        );
+        let (after_connect, before_acquire, after_release) =
+            (self.after_connect, self.before_acquire, self.after_release);
+        let pool_options = self
+            .pool_options
+            .after_connect(move |conn, meta| {
+                let shared = Arc::clone(&on_connect);
+                let user = after_connect.clone();
+                Box::pin(async move {
+                    if let Some(user) = user {
+                        user(conn, meta).await?;
+                    }
+                    // Last: sqlx stamps the connection's creation right after.
+                    shared.login.admit(&shared.tags, &shared.rotation)
+                })
+            })
+            .before_acquire(move |conn, meta| {
+                drain::check(&on_acquire, before_acquire.as_ref(), false, conn, meta)
+            })
+            .after_release(move |conn, meta| {
+                drain::check(&on_release, after_release.as_ref(), true, conn, meta)
+            });
         let pool = {
             // sqlx spawns its maintenance tasks on the current runtime.
             let _entered = runtime.enter();
             pool_options.connect_lazy_with(first_options)
         };
-        let registration = Registration::new(&pool, &shared);
-        runtime.spawn(watcher::run(
-            pool.clone(),
-            Arc::clone(&shared),
-            registration,
-        ));
-        Ok((pool, Rotation { shared }))
+        runtime.spawn(drain::watch(pool.clone(), shared));
+        Ok((pool, rotation))
     }
 
     /// Builds the pool and opens its first connection (like `PgPoolOptions::connect_with`),
-    /// with the authentication-failure retry of
-    /// [`RotatingPoolExt::acquire_following`]. On failure the pool is closed.
+    /// following the credential through refused logins as
+    /// [`RotationExt::acquire`](super::RotationExt::acquire) does. On failure the pool is
+    /// closed.
     pub async fn connect(self) -> Result<(PgPool, Rotation), Error> {
         let (pool, rotation) = self.build()?;
-        match pool.acquire_following().await {
+        match connect::following(&rotation, &pool, |pool| async move { pool.acquire().await }).await
+        {
             Ok(conn) => {
                 drop(conn);
                 Ok((pool, rotation))
             }
-            Err(e) => {
+            Err(failed) => {
                 pool.close().await;
-                Err(Error::connect(e))
+                Err(failed.into_error())
             }
         }
     }
@@ -156,13 +240,14 @@ impl Builder {
 /// `pool_options.connect(url)`.
 ///
 /// The URL's user and password are ignored (leave them out); the provider's are used. A URL
-/// that does not parse is an [`Error::is_url`] whose message never repeats the URL.
+/// that does not parse is an [`Error::is_config`] whose message never repeats the URL.
 pub async fn connect(
     pool_options: PgPoolOptions,
     url: &str,
     credentials: RotatingCredentials,
 ) -> Result<(PgPool, Rotation), Error> {
-    let connect_options = PgConnectOptions::from_str(url).map_err(Error::url)?;
+    let connect_options = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::config("invalid database URL", Some(Box::new(e))))?;
     connect_with(pool_options, connect_options, credentials).await
 }
 
@@ -189,33 +274,4 @@ pub fn connect_lazy_with(
     Builder::new(connect_options, credentials)
         .pool_options(pool_options)
         .build()
-}
-
-/// A validate-before-swap check that opens one real connection with the candidate credential
-/// and runs `SELECT 1`; pass it to
-/// [`RotatingCredentialsBuilder::validator`](credswap_core::RotatingCredentialsBuilder::validator).
-///
-/// The connection is opened outside any pool, and closed at once.
-pub fn connection_validator(connect_options: PgConnectOptions) -> impl Validate {
-    ConnectionValidator { connect_options }
-}
-
-struct ConnectionValidator {
-    connect_options: PgConnectOptions,
-}
-
-#[async_trait::async_trait]
-impl Validate for ConnectionValidator {
-    async fn validate(&self, credential: &Credential) -> Result<(), BoxError> {
-        let options = self
-            .connect_options
-            .clone()
-            .username(credential.username())
-            .password(credential.password().expose_secret());
-        let mut conn = PgConnection::connect_with(&options).await?;
-        drop(options);
-        conn.execute("SELECT 1").await?;
-        conn.close().await?;
-        Ok(())
-    }
 }

@@ -1,32 +1,22 @@
-//! Shared setup of the sqlx adapter's integration tests (version-independent; the cases in
-//! `cases.rs` are compiled once per enabled sqlx version).
-#![allow(dead_code)]
+//! Shared setup of the sqlx adapter's integration tests (version-independent; the files beside
+//! this one are compiled once per enabled sqlx version).
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::time::Duration;
 
-use credswap_core::{Credential, MemorySource, RotatingCredentials};
-use credswap_testkit::{TestPostgres, random_password};
+use credswap_testkit::TestPostgres;
 
-pub use credswap_testkit::harness::{
-    app_policy, error_chain as chain, manual_policy, postgres, session_pids, single_role,
-};
-
-/// The load scenarios run one at a time: 32 workers and a cluster each, on a 2-core machine,
-/// would otherwise measure each other.
-pub static SCENARIO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Rotates a single role: the database first, then the store, then the provider.
-pub async fn rotate_single(
-    pg: &TestPostgres,
-    role: &str,
-    store: &MemorySource,
-    credentials: &RotatingCredentials,
-) {
-    let new_password = random_password();
-    pg.set_password(role, &new_password).await.unwrap();
-    store.set(Credential::new(role.to_owned(), new_password));
-    credentials.refresh().await.unwrap();
+/// Host, port and database of the test server, no user and no password, as the given sqlx
+/// version's `PgConnectOptions`.
+macro_rules! base_options {
+    ($sqlx:ident, $pg:expr) => {
+        $sqlx::postgres::PgConnectOptions::new_without_pgpass()
+            .host($pg.host())
+            .port($pg.port())
+            .database($pg.database())
+    };
 }
+pub(crate) use base_options;
 
 /// A loopback TCP proxy to the server that holds every new connection for `delay` before
 /// forwarding it: makes a connect slow enough to straddle a credential swap on purpose.

@@ -1,0 +1,313 @@
+//! How new connections get the current credential.
+//!
+//! sqlx has no connect hook: the pool connects with its connect options, so the adapter keeps
+//! those options pointed at the provider's current credential ([`Login::swap`], called by the
+//! watcher on every new generation) and judges each new connection last in `after_connect`
+//! ([`Login::admit`]): one that may have authenticated with a credential the provider has
+//! replaced is refused, and sqlx connects again with the current options after a backoff step.
+//!
+//! The judgement needs no server round trip and sends nothing to the server. sqlx reads its
+//! options (an `Arc`) when a connect attempt starts and holds that `Arc` until the attempt's
+//! `after_connect` has returned. The adapter keeps every options `Arc` it has replaced while
+//! any connect may still hold it: a connect finishing while a replaced `Arc` is still held
+//! (by it, or by another connect in flight) may have used it. A current connection finishing
+//! at that moment is refused too, and merely reconnects.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use credswap_core::contract::connect::{RETRY_INITIAL, RETRY_MAX};
+use credswap_core::contract::{ConnectionTag, Counters, Rotation};
+use credswap_core::{Credential, Generation, Snapshot, Validate, validate_fn};
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::error::{Error, classify, code, is_auth_failure};
+use super::sqlx;
+use super::sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use super::sqlx::{Connection, Executor};
+use super::tag::Tags;
+
+/// The pool's connect options, following the provider.
+pub(crate) struct Login {
+    /// Host, port, database, TLS, options; the login is replaced at every swap. Never printed:
+    /// its `Debug` shows the password.
+    base: PgConnectOptions,
+    /// The generation the pool's options carry.
+    generation: AtomicU64,
+    /// Options replaced by a swap that a connect in flight may still use.
+    replaced: Mutex<Vec<Replaced>>,
+    /// How long a connect attempt can last: the pool's `acquire_timeout`.
+    attempt_max: Duration,
+    /// The generation the options carry, for hooks waiting for a swap.
+    swapped: watch::Sender<Generation>,
+}
+
+struct Replaced {
+    generation: Generation,
+    at: Instant,
+    options: Arc<PgConnectOptions>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `base` with `credential`'s login.
+pub(crate) fn with_login(base: &PgConnectOptions, credential: &Credential) -> PgConnectOptions {
+    base.clone()
+        .username(credential.username())
+        // The only place the password leaves its SecretString: the driver's options.
+        .password(credential.password().expose_secret())
+}
+
+/// An `after_connect` refusal; sqlx logs it and connects again.
+fn refused(message: String) -> sqlx::Error {
+    sqlx::Error::Configuration(format!("credswap: {message}; connecting again").into())
+}
+
+impl Login {
+    /// Follows the provider from `first`; returns the pool's first options too.
+    pub(crate) fn new(
+        base: PgConnectOptions,
+        first: &Snapshot,
+        attempt_max: Duration,
+    ) -> (Self, PgConnectOptions) {
+        let options = with_login(&base, first.credential());
+        let login = Self {
+            base,
+            generation: AtomicU64::new(first.generation().get()),
+            replaced: Mutex::default(),
+            attempt_max,
+            swapped: watch::Sender::new(first.generation()),
+        };
+        (login, options)
+    }
+
+    /// The generation the pool's options carry.
+    pub(crate) fn generation(&self) -> Generation {
+        Generation::new(self.generation.load(Ordering::SeqCst))
+    }
+
+    /// Points `pool`'s connect options at `snapshot`'s credential if it is newer than theirs
+    /// (only the watcher calls this). Returns whether it swapped.
+    pub(crate) fn swap(&self, pool: &PgPool, snapshot: &Snapshot) -> bool {
+        let old = self.generation();
+        let generation = snapshot.generation();
+        if generation <= old {
+            return false;
+        }
+        // Recorded before the options change: a connect that read the old options and
+        // finishes from now on finds them among the replaced ones.
+        lock(&self.replaced).push(Replaced {
+            generation: old,
+            at: Instant::now(),
+            options: pool.connect_options(),
+        });
+        self.generation.store(generation.get(), Ordering::SeqCst);
+        pool.set_connect_options(with_login(&self.base, snapshot.credential()));
+        self.swapped.send_replace(generation);
+        tracing::debug!(
+            generation = generation.get(),
+            username = %snapshot.credential().username(),
+            "pool connect options now use the new credential"
+        );
+        true
+    }
+
+    /// Waits until the options carry `generation` or a newer one, for at most `limit`.
+    pub(crate) async fn swapped(&self, generation: Generation, limit: Duration) {
+        let mut swapped = self.swapped.subscribe();
+        let _ = tokio::time::timeout(limit, swapped.wait_for(|g| *g >= generation)).await;
+    }
+
+    /// Judges a connection that has just connected, last in `after_connect`: refused if the
+    /// options it may have used do not carry the provider's current login (the watcher has not
+    /// swapped them yet, or swapped them during the connect); otherwise its tag is recorded.
+    pub(crate) fn admit(&self, tags: &Tags, rotation: &Rotation) -> Result<(), sqlx::Error> {
+        let options = self.generation();
+        let current = rotation.credentials().load();
+        if !current.is_same_login(options) {
+            return Err(refused(format!(
+                "the pool's connect options carry credential generation {options} while \
+                 generation {} is current",
+                current.generation()
+            )));
+        }
+        let raced = {
+            let mut replaced = lock(&self.replaced);
+            // Only this list holds a replaced `Arc` once no connect does. A connect attempt
+            // ends within the pool's `acquire_timeout`; an `Arc` the application keeps from
+            // `PgPool::connect_options` is let go then.
+            replaced.retain(|r| {
+                Arc::strong_count(&r.options) > 1 && r.at.elapsed() <= self.attempt_max
+            });
+            replaced
+                .iter()
+                .map(|r| r.generation)
+                .filter(|g| !current.is_same_login(*g))
+                .min()
+        };
+        let counters = rotation.counters();
+        if let Some(older) = raced {
+            for counter in [&counters.raced_connects, &counters.stale_closed] {
+                Counters::bump(counter);
+            }
+            drop(counters.opened(older));
+            return Err(refused(format!(
+                "a connect that may have read credential generation {older} finished after the \
+                 swap to generation {options}"
+            )));
+        }
+        let tag = ConnectionTag::new(&current);
+        let generation = current.generation();
+        drop(current);
+        rotation.credentials().report_accepted(generation);
+        tags.admitted(tag, counters.opened(generation));
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("generation", &self.generation())
+            .field("replaced", &lock(&self.replaced).len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A retrying checkout that gave up: the last error, and what was tried.
+pub(crate) struct Failed {
+    pub(crate) error: sqlx::Error,
+    tried: Arc<Snapshot>,
+    attempts: u32,
+    waited: Duration,
+}
+
+impl Failed {
+    /// The contract's error for it.
+    pub(crate) fn into_error(self) -> Error {
+        Error::connect(
+            self.tried.credential().username(),
+            self.tried.generation(),
+            classify(&self.error),
+            code(&self.error).as_deref(),
+            self.attempts,
+            self.waited,
+            self.error,
+        )
+    }
+}
+
+/// A checkout (`attempt`: `acquire` or `begin`) that follows the credential through refused
+/// logins, until the pool's `acquire_timeout`: a refused login is reported to the provider,
+/// and the checkout tries again at once if the provider has a newer credential (the pool's
+/// options follow it, `after_connect` refuses connects until they do), otherwise after a
+/// change or a backoff step, asking the provider again (as the contract's
+/// [`Connector`](credswap_core::contract::Connector) does). Other errors are returned as they
+/// are.
+pub(crate) async fn following<T, F, Fut>(
+    rotation: &Rotation,
+    pool: &PgPool,
+    mut attempt: F,
+) -> Result<T, Failed>
+where
+    F: FnMut(PgPool) -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let credentials = rotation.credentials();
+    let counters = rotation.counters();
+    let started = Instant::now();
+    let until = started + pool.options().get_acquire_timeout();
+    let mut changes = credentials.subscribe();
+    let mut backoff = RETRY_INITIAL;
+    let mut attempts = 0;
+    loop {
+        changes.borrow_and_update();
+        let tried = credentials.current();
+        if attempts > 0 {
+            Counters::bump(&counters.auth_retries);
+        }
+        attempts += 1;
+        let failed = |error| Failed {
+            error,
+            tried: Arc::clone(&tried),
+            attempts,
+            waited: started.elapsed(),
+        };
+        let error = match attempt(pool.clone()).await {
+            Ok(value) => return Ok(value),
+            Err(error) if is_auth_failure(&error) => error,
+            Err(error) => return Err(failed(error)),
+        };
+        Counters::bump(&counters.auth_failures);
+        if attempts == 1 {
+            let database = error.as_database_error();
+            tracing::warn!(
+                username = %tried.credential().username(),
+                generation = tried.generation().get(),
+                sqlstate = database.and_then(|e| e.code()).as_deref().unwrap_or(""),
+                message = database.map_or("", |e| e.message()),
+                "checkout refused: the login failed; waiting for a working credential"
+            );
+        }
+        let fresh = credentials.report_auth_failure(tried.generation()).await;
+        if fresh.is_ok_and(|fresh| fresh.generation() != tried.generation()) {
+            continue;
+        }
+        let now = Instant::now();
+        if now >= until {
+            Counters::bump(&counters.connect_failures);
+            tracing::warn!(
+                username = %tried.credential().username(),
+                generation = tried.generation().get(),
+                sqlstate = code(&error).as_deref().unwrap_or(""),
+                attempts,
+                "checkout refused until the pool's acquire_timeout"
+            );
+            return Err(failed(error));
+        }
+        let wait = backoff.min(until - now);
+        backoff = (backoff * 2).min(RETRY_MAX);
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(wait) => {
+                // Ask the store again before retrying the refused login.
+                let _ = credentials.report_auth_failure(tried.generation()).await;
+            }
+        }
+    }
+}
+
+/// The longest a [`connection_validator`] waits for its connection and its `SELECT 1`.
+pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A validate-before-swap check that opens one real connection with the candidate credential
+/// and runs `SELECT 1`, within [`VALIDATION_TIMEOUT`]; pass it to
+/// [`RotatingCredentialsBuilder::validator`](credswap_core::RotatingCredentialsBuilder::validator).
+///
+/// The connection is opened outside any pool, and closed at once.
+pub fn connection_validator(connect_options: PgConnectOptions) -> impl Validate {
+    let base = Arc::new(connect_options);
+    validate_fn(move |credential: Credential| {
+        let base = Arc::clone(&base);
+        async move {
+            let check = async {
+                let mut conn = PgConnection::connect_with(&with_login(&base, &credential)).await?;
+                conn.execute("SELECT 1").await?;
+                conn.close().await
+            };
+            match tokio::time::timeout(VALIDATION_TIMEOUT, check).await {
+                Ok(result) => Ok(result?),
+                Err(_) => {
+                    Err(format!("no connection and SELECT 1 within {VALIDATION_TIMEOUT:?}").into())
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,202 @@
+// The conformance suite for one sqlx version: `include!`d by `tests/conformance.rs` into a
+// module where `adapter` names `credswap_sqlx::v0_X`, `sqlx` that version's sqlx, `NAME` the
+// adapter's name and `statements` makes a `&str` of SQL executable.
+//
+// Two ways to check out: `plain` is `PgPool::acquire`, what unchanged application code does;
+// `following` is `Rotation::acquire`, the checkout that follows the credential through
+// refused logins. Each runs the cases its path is meant to pass; the others are here too,
+// ignored, with the reason (run them with `--ignored` to see them fail).
+
+/// One ignored test per case, with the reason.
+macro_rules! ignored_cases {
+    ($adapter:ty, $route:ty, $reason:literal; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $reason]
+            async fn $case() {
+                credswap_testkit::conformance::cases::$case::<$adapter, $route>().await;
+            }
+        )*
+    };
+}
+
+use credswap_core::contract::Rotation;
+use credswap_core::{BoxError, RotatingCredentials, Validate};
+use credswap_testkit::TestPostgres;
+use credswap_testkit::conformance::{Adapter, Direct, Session, ThroughPgBouncer, Whoami};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPool, Postgres};
+
+use adapter::RotationExt;
+
+fn build_pool(
+    pg: &TestPostgres,
+    credentials: RotatingCredentials,
+    max_size: usize,
+) -> Result<(PgPool, Rotation), BoxError> {
+    let pool_options = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_size as u32)
+        .acquire_timeout(std::time::Duration::from_secs(10));
+    let base = crate::support::base_options!(sqlx, pg);
+    Ok(adapter::connect_lazy_with(pool_options, base, credentials)?)
+}
+
+struct Checkout(PoolConnection<Postgres>);
+
+#[async_trait::async_trait]
+impl Session for Checkout {
+    async fn execute(&mut self, sql: &str) -> Result<(), BoxError> {
+        sqlx::Executor::execute(&mut *self.0, statements(sql)).await?;
+        Ok(())
+    }
+
+    async fn whoami(&mut self) -> Result<Whoami, BoxError> {
+        let (user, pid): (String, i32) =
+            sqlx::query_as("SELECT current_user::text, pg_backend_pid()")
+                .fetch_one(&mut *self.0)
+                .await?;
+        Ok(Whoami { user, pid })
+    }
+}
+
+/// Checkouts through `PgPool::acquire`.
+mod plain {
+    use super::*;
+
+    pub struct Sqlx;
+
+    #[async_trait::async_trait]
+    impl Adapter for Sqlx {
+        type Pool = PgPool;
+
+        const NAME: &'static str = NAME;
+
+        async fn build(
+            pg: &TestPostgres,
+            credentials: RotatingCredentials,
+            max_size: usize,
+        ) -> Result<(PgPool, Rotation), BoxError> {
+            build_pool(pg, credentials, max_size)
+        }
+
+        async fn checkout(pool: &PgPool) -> Result<Box<dyn Session>, BoxError> {
+            Ok(Box::new(Checkout(pool.acquire().await?)))
+        }
+
+        fn validator(pg: &TestPostgres) -> Box<dyn Validate> {
+            Box::new(adapter::connection_validator(crate::support::base_options!(sqlx, pg)))
+        }
+
+        fn size(pool: &PgPool) -> usize {
+            pool.size() as usize
+        }
+    }
+
+    credswap_testkit::conformance_suite!(@cases Sqlx, Direct;
+        alternating_users_rotation_loses_no_request,
+        single_user_rotation_loses_no_request,
+        idle_stale_connections_close_after_a_change,
+        busy_connection_commits_across_rotation_then_closes_on_return,
+        never_more_connections_than_max_size,
+        validate_before_swap_keeps_the_working_credential,
+        leased_credential_connections_retire_before_expiry,
+    );
+
+    ignored_cases!(Sqlx, Direct,
+        "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
+         at once, and nothing reports it (`following` runs this case)";
+        auth_failure_at_connect_waits_for_the_new_credential,
+        persistent_wrong_password_fails_clearly_without_the_secret,
+        without_validation_errors_are_clear_and_the_pool_recovers,
+        nothing_prints_the_password,
+    );
+
+    ignored_cases!(Sqlx, Direct,
+        "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close";
+        dropping_the_pool_stops_every_task,
+    );
+
+    /// The same through a real PgBouncer: the adapter sends no startup parameter.
+    mod through_pgbouncer {
+        use super::*;
+
+        credswap_testkit::conformance_suite!(@cases Sqlx, ThroughPgBouncer;
+            alternating_users_rotation_loses_no_request,
+            single_user_rotation_loses_no_request,
+            idle_stale_connections_close_after_a_change,
+            busy_connection_commits_across_rotation_then_closes_on_return,
+            never_more_connections_than_max_size,
+            leased_credential_connections_retire_before_expiry,
+        );
+    }
+}
+
+/// Checkouts through `Rotation::acquire`.
+mod following {
+    use super::*;
+
+    pub struct SqlxFollowing;
+
+    #[derive(Clone)]
+    pub struct Following {
+        pool: PgPool,
+        rotation: Rotation,
+    }
+
+    #[async_trait::async_trait]
+    impl Adapter for SqlxFollowing {
+        type Pool = Following;
+
+        const NAME: &'static str = NAME;
+
+        async fn build(
+            pg: &TestPostgres,
+            credentials: RotatingCredentials,
+            max_size: usize,
+        ) -> Result<(Following, Rotation), BoxError> {
+            let (pool, rotation) = build_pool(pg, credentials, max_size)?;
+            let following = Following {
+                pool,
+                rotation: rotation.clone(),
+            };
+            Ok((following, rotation))
+        }
+
+        async fn checkout(pool: &Following) -> Result<Box<dyn Session>, BoxError> {
+            Ok(Box::new(Checkout(pool.rotation.acquire(&pool.pool).await?)))
+        }
+
+        fn validator(pg: &TestPostgres) -> Box<dyn Validate> {
+            Box::new(adapter::connection_validator(crate::support::base_options!(sqlx, pg)))
+        }
+
+        fn size(pool: &Following) -> usize {
+            pool.pool.size() as usize
+        }
+    }
+
+    // What differs from `plain`: the checkout after a refused login.
+    credswap_testkit::conformance_suite!(@cases SqlxFollowing, Direct;
+        single_user_rotation_loses_no_request,
+        auth_failure_at_connect_waits_for_the_new_credential,
+        persistent_wrong_password_fails_clearly_without_the_secret,
+        without_validation_errors_are_clear_and_the_pool_recovers,
+        nothing_prints_the_password,
+    );
+
+    ignored_cases!(SqlxFollowing, Direct,
+        "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close";
+        dropping_the_pool_stops_every_task,
+    );
+
+    /// The same through a real PgBouncer, which refuses a login with `08P01`.
+    mod through_pgbouncer {
+        use super::*;
+
+        credswap_testkit::conformance_suite!(@cases SqlxFollowing, ThroughPgBouncer;
+            auth_failure_at_connect_waits_for_the_new_credential,
+            persistent_wrong_password_fails_clearly_without_the_secret,
+            without_validation_errors_are_clear_and_the_pool_recovers,
+        );
+    }
+}
