@@ -7,7 +7,7 @@
 //! a mounted file) that rotates them. credswap puts a rotation-aware credential provider,
 //! [`RotatingCredentials`], in front of each pool. The provider is read wait-free at every
 //! connect (an `arc-swap` load), refreshes on a schedule faster than the store's overlap window
-//! closes, retries once after an authentication failure, and announces each new credential
+//! closes, waits for a working credential when the database refuses a login, and announces each new credential
 //! [`Generation`] so the pool adapter drains connections opened with the old one, inside the
 //! same pool and never above its `max_size`.
 //!
@@ -40,7 +40,7 @@
 //! # Guarantees
 //!
 //! 1. **Provision before revoke**: new connections use the new credential as soon as the
-//!    provider has it; with zero overlap an auth failure triggers one refresh and one retry.
+//!    provider has it; a refused login makes the connect wait for a credential that works.
 //! 2. **The cache refreshes faster than the overlap window closes**: [`Policy`] refuses a
 //!    `refresh_interval` that is not shorter than the declared `overlap_window`.
 //! 3. **Pools follow the credential**: idle connections of an older generation close at once,
@@ -48,25 +48,32 @@
 //! 4. **Secrets never print**: every type holding a password has a redacting `Debug`.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use credswap_core::*;
 
 /// The deadpool-postgres adapter (`credswap-deadpool`).
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub mod deadpool {
     pub use credswap_deadpool::*;
 }
 
 /// The bb8 adapter (`credswap-bb8`).
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub mod bb8 {
     pub use credswap_bb8::*;
 }
 
 /// The sqlx adapter (`credswap-sqlx`).
 #[cfg(any(feature = "sqlx", feature = "sqlx-0_9"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "sqlx-0_9"))))]
 pub mod sqlx {
     pub use credswap_sqlx::*;
 }
+
+/// The README's code blocks, compiled as doctests so the quick starts cannot rot.
+#[cfg(all(doctest, feature = "deadpool", feature = "bb8", feature = "sqlx"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -19,6 +19,28 @@ use crate::cli::AdapterName;
 /// How long a request may wait for a connection before it counts as failed.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The request every worker sends: `SELECT current_user`, optionally spending `--query-ms` on
+/// the server first.
+#[derive(Debug, Clone)]
+pub struct Query {
+    sql: Arc<str>,
+}
+
+impl Query {
+    pub fn new(query_ms: u32) -> Self {
+        let sql = if query_ms == 0 {
+            "SELECT current_user".to_owned()
+        } else {
+            format!(
+                "SELECT current_user FROM pg_sleep({}.{:03})",
+                query_ms / 1000,
+                query_ms % 1000
+            )
+        };
+        Self { sql: sql.into() }
+    }
+}
+
 /// A pool under drill, ready for the scenario engine.
 pub struct PoolUnderTest {
     pub workload: Arc<dyn Workload>,
@@ -34,6 +56,7 @@ pub async fn build(
     setup: &RotationSetup,
     policy: Policy,
     pool_size: usize,
+    query: Query,
 ) -> Result<PoolUnderTest, BoxError> {
     match adapter {
         AdapterName::Deadpool => {
@@ -48,7 +71,7 @@ pub async fn build(
             )?;
             let close_pool = pool.clone();
             Ok(PoolUnderTest {
-                workload: Arc::new(DeadpoolSelect(pool)),
+                workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
                 close: Box::new(move || close_pool.close()),
             })
@@ -64,7 +87,7 @@ pub async fn build(
                 .build(manager)
                 .await?;
             Ok(PoolUnderTest {
-                workload: Arc::new(Bb8Select(pool)),
+                workload: Arc::new(Bb8Select(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
                 // bb8 has no close: its connections end when the last pool handle drops.
                 close: Box::new(|| {}),
@@ -83,7 +106,7 @@ pub async fn build(
                 credswap_sqlx::connect_with(pool_options, options, credentials).await?;
             let close_pool = pool.clone();
             Ok(PoolUnderTest {
-                workload: Arc::new(SqlxSelect(pool)),
+                workload: Arc::new(SqlxSelect(pool, rotation.clone(), query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
                 close: Box::new(move || {
                     tokio::spawn(async move { close_pool.close().await });
@@ -94,12 +117,12 @@ pub async fn build(
             let pool = plain_pool(pg, setup.initial_credential(), pool_size)?;
             let close_pool = pool.clone();
             Ok(PoolUnderTest {
-                workload: Arc::new(DeadpoolSelect(pool)),
+                workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(|| 1),
                 close: Box::new(move || close_pool.close()),
             })
         }
-        AdapterName::NaiveRebuild => naive_rebuild(pg, setup, policy, pool_size).await,
+        AdapterName::NaiveRebuild => naive_rebuild(pg, setup, policy, pool_size, query).await,
     }
 }
 
@@ -133,6 +156,7 @@ async fn naive_rebuild(
     setup: &RotationSetup,
     policy: Policy,
     pool_size: usize,
+    query: Query,
 ) -> Result<PoolUnderTest, BoxError> {
     let first = setup.initial_credential().clone();
     let current = Arc::new(ArcSwap::from_pointee(plain_pool(pg, &first, pool_size)?));
@@ -175,7 +199,7 @@ async fn naive_rebuild(
     };
     let close_current = Arc::clone(&current);
     Ok(PoolUnderTest {
-        workload: Arc::new(NaiveSelect(current)),
+        workload: Arc::new(NaiveSelect(current, query)),
         generation: Arc::new(move || generation.load(Ordering::Relaxed)),
         close: Box::new(move || {
             poller.abort();
@@ -185,57 +209,57 @@ async fn naive_rebuild(
 }
 
 /// `SELECT current_user` through a deadpool pool.
-struct DeadpoolSelect(Pool);
+struct DeadpoolSelect(Pool, Query);
 
 #[async_trait::async_trait]
 impl Workload for DeadpoolSelect {
     async fn request(&self) -> Result<(), BoxError> {
-        select(&self.0).await
+        select(&self.0, &self.1).await
     }
 }
 
 /// `SELECT current_user` through a bb8 pool (tokio-postgres has no statement cache: one simple
 /// query, one round trip).
-struct Bb8Select(credswap_bb8::Pool<NoTls>);
+struct Bb8Select(credswap_bb8::Pool<NoTls>, Query);
 
 #[async_trait::async_trait]
 impl Workload for Bb8Select {
     async fn request(&self) -> Result<(), BoxError> {
         let conn = self.0.get().await?;
-        conn.simple_query("SELECT current_user").await?;
+        conn.simple_query(&self.1.sql).await?;
         Ok(())
     }
 }
 
-/// `SELECT current_user` through sqlx's recommended path for rotation: `acquire_following`,
-/// which retries once after an authentication failure (sqlx has no per-connect hook).
-struct SqlxSelect(sqlx::PgPool);
+/// `SELECT current_user` through sqlx's path that follows refused logins, the handle's
+/// `acquire` (sqlx has no per-connect hook).
+struct SqlxSelect(sqlx::PgPool, credswap_sqlx::Rotation, Query);
 
 #[async_trait::async_trait]
 impl Workload for SqlxSelect {
     async fn request(&self) -> Result<(), BoxError> {
-        use credswap_sqlx::RotatingPoolExt;
-        let mut conn = self.0.acquire_following().await?;
-        let _user: String = sqlx::query_scalar("SELECT current_user")
+        use credswap_sqlx::RotationExt;
+        let mut conn = self.1.acquire(&self.0).await?;
+        let _user: String = sqlx::query_scalar(&self.2.sql)
             .fetch_one(&mut *conn)
             .await?;
         Ok(())
     }
 }
 
-struct NaiveSelect(Arc<ArcSwap<Pool>>);
+struct NaiveSelect(Arc<ArcSwap<Pool>>, Query);
 
 #[async_trait::async_trait]
 impl Workload for NaiveSelect {
     async fn request(&self) -> Result<(), BoxError> {
         let pool = self.0.load_full();
-        select(&pool).await
+        select(&pool, &self.1).await
     }
 }
 
-async fn select(pool: &Pool) -> Result<(), BoxError> {
+async fn select(pool: &Pool, query: &Query) -> Result<(), BoxError> {
     let client = pool.get().await?;
-    let statement = client.prepare_cached("SELECT current_user").await?;
+    let statement = client.prepare_cached(&query.sql).await?;
     let row = client.query_one(&statement, &[]).await?;
     let _user: String = row.get(0);
     Ok(())

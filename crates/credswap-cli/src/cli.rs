@@ -51,6 +51,17 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub pool_size: u16,
 
+    /// Put a real PgBouncer (session mode, SCRAM pass-through, `ignore_startup_parameters =
+    /// extra_float_digits`, as sqlx users configure it) between the pools and the server.
+    #[arg(long, value_enum)]
+    pub pooler: Option<PoolerName>,
+
+    /// Server-side time of each request, in milliseconds (`SELECT current_user, pg_sleep(..)`):
+    /// with slower queries connections stay busy longer, so a pool rebuilt beside the old one
+    /// shows above max_size.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub query_ms: u32,
+
     /// An existing server with rights to create roles (postgres://admin:password@host:port/db),
     /// instead of the embedded one.
     #[arg(long, env = "CREDSWAP_DRILL_DATABASE_URL", hide_env_values = true)]
@@ -107,6 +118,13 @@ impl AdapterName {
     pub fn is_credswap(self) -> bool {
         !matches!(self, AdapterName::Static | AdapterName::NaiveRebuild)
     }
+}
+
+/// A connection pooler between the pools and the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum PoolerName {
+    /// PgBouncer (Debian package `pgbouncer`), started for the drill.
+    Pgbouncer,
 }
 
 /// A rotation strategy.
@@ -170,6 +188,7 @@ mod tests {
         assert_eq!(d.duration, Duration::from_secs(10));
         assert_eq!(d.rotate_every, RotateEvery::Every(Duration::from_secs(1)));
         assert_eq!((d.concurrency, d.pool_size), (32, 8));
+        assert_eq!((d.pooler, d.query_ms), (None, 0));
     }
 
     #[test]
@@ -209,6 +228,8 @@ mod tests {
             &["drill", "--rotate-every", "10ms"],
             &["drill", "--concurrency", "0"],
             &["drill", "--pool-size", "-3"],
+            &["drill", "--pooler", "odyssey"],
+            &["drill", "--query-ms", "-1"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

@@ -11,7 +11,7 @@ use credswap_testkit::scenario::{
 };
 
 use crate::adapters;
-use crate::cli::{AdapterName, DrillArgs};
+use crate::cli::{AdapterName, DrillArgs, PoolerName};
 use crate::output::{self, ProgressDisplay};
 
 /// The application's cache TTL in the drill: short, as the drill rotates every second.
@@ -43,6 +43,19 @@ pub async fn main(args: DrillArgs) -> ExitCode {
             }
         }
     };
+    let pg = match args.pooler {
+        None => pg,
+        Some(PoolerName::Pgbouncer) => {
+            eprintln!("starting PgBouncer in front of it (session mode)...");
+            match pg.through_pgbouncer().await {
+                Ok(pg) => pg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let mut adapters = args.adapter.clone();
     dedup(&mut adapters);
     let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
@@ -53,12 +66,20 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         rotate_every: args.rotate_every.interval(),
         concurrency: usize::from(args.concurrency),
         pool_max_size: usize::from(args.pool_size),
+        // Behind a pooler, server sessions outlive the client's connections by up to the
+        // pooler's idle timeout (PgBouncer here: 1 s); the drain is judged on the server.
+        drain_grace: if args.pooler.is_some() {
+            Duration::from_millis(2500)
+        } else {
+            ScenarioConfig::default().drain_grace
+        },
         ..ScenarioConfig::default()
     };
+    let query = adapters::Query::new(args.query_ms);
     let mut runs = Vec::new();
     for &adapter in &adapters {
         for &strategy in &strategies {
-            match run_one(&pg, adapter, strategy, &config).await {
+            match run_one(&pg, adapter, strategy, &config, &query).await {
                 Ok(report) => runs.push(Run { adapter, report }),
                 Err(e) => {
                     eprintln!("error: {} / {strategy}: {e}", adapter.as_str());
@@ -132,10 +153,19 @@ async fn run_one(
     adapter: AdapterName,
     strategy: Strategy,
     config: &ScenarioConfig,
+    query: &adapters::Query,
 ) -> Result<ScenarioReport, Box<dyn std::error::Error + Send + Sync>> {
     let setup = RotationSetup::create(pg, strategy).await?;
     let policy = app_policy(strategy, config)?;
-    let pool = adapters::build(adapter, pg, &setup, policy, config.pool_max_size).await?;
+    let pool = adapters::build(
+        adapter,
+        pg,
+        &setup,
+        policy,
+        config.pool_max_size,
+        query.clone(),
+    )
+    .await?;
     let progress = Arc::new(Progress::default());
     let label = format!("{} / {strategy}", adapter.as_str());
     let display = ProgressDisplay::start(
