@@ -59,8 +59,9 @@
 //!
 //! sqlx has no weak pool handle, and swapping the connect options needs a `PgPool`: the
 //! watcher holds one. The pool stays open until `PgPool::close` is called (sqlx's shutdown)
-//! or the Tokio runtime shuts down; then the watcher ends and lets go of the provider.
-//! Dropping every `PgPool` clone without `close` does not close it.
+//! or the Tokio runtime shuts down; then the watcher ends, and the provider is let go once
+//! the application's `PgPool` clones are dropped too. Dropping every `PgPool` clone without
+//! `close` does not close the pool.
 //!
 //! # Counters
 //!
@@ -71,7 +72,9 @@
 //! # Secrets
 //!
 //! `PgConnectOptions` derives a `Debug` that prints the password: never log it, nor the `Arc`
-//! that `PgPool::connect_options` returns. The options passed here need no password (the
+//! that `PgPool::connect_options` returns. Do not keep that `Arc` either: while one the pool
+//! has replaced is held, new connections count as possibly raced and are refused, for up to
+//! the pool's `acquire_timeout` after the swap. The options passed here need no password (the
 //! provider's username and password override theirs). The types of this crate never print one.
 //!
 //! # Features

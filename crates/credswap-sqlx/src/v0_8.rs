@@ -8,20 +8,5 @@
 
 use ::sqlx;
 
-#[path = "adapter/builder.rs"]
-mod builder;
-#[path = "adapter/connect.rs"]
-mod connect;
-#[path = "adapter/drain.rs"]
-mod drain;
-#[path = "adapter/error.rs"]
-mod error;
-#[path = "adapter/handle.rs"]
-mod handle;
-#[path = "adapter/tag.rs"]
-mod tag;
-
-pub use builder::{Builder, connect, connect_lazy_with, connect_with};
-pub use connect::{VALIDATION_TIMEOUT, connection_validator};
-pub use error::{Error, is_auth_failure};
-pub use handle::{AdapterStats, Rotation, RotationExt};
+// The adapter's modules, the same for every sqlx version.
+include!("adapter/modules.rs");

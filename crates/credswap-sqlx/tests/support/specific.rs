@@ -234,40 +234,34 @@ async fn a_refused_login_fails_plain_acquire_and_the_rotation_checkouts_follow()
     assert!(err.attempts().is_some_and(|n| n > 1), "{err}");
 }
 
-#[test]
-fn the_pool_is_a_plain_sqlx_pg_pool() {
+/// A provider over a fixed login, for the tests that connect nowhere.
+async fn fixed_provider() -> RotatingCredentials {
+    let login = Credential::new("app", "pw");
+    RotatingCredentials::new(MemorySource::new(login), Policy::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_pool_is_a_plain_sqlx_pg_pool() {
     fn takes_pool(_: &sqlx::PgPool) {}
     fn returns_pool(p: (sqlx::PgPool, adapter::Rotation)) -> sqlx::PgPool {
         p.0
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let credentials = RotatingCredentials::new(
-            MemorySource::new(Credential::new("app", "x")),
-            Policy::default(),
-        )
-        .await
-        .unwrap();
-        let options = PgConnectOptions::new_without_pgpass()
-            .host("127.0.0.1")
-            .database("postgres");
-        let pool = returns_pool(
-            adapter::connect_lazy_with(PgPoolOptions::new(), options, credentials).unwrap(),
-        );
-        takes_pool(&pool);
-        pool.close().await;
-    });
+    let options = PgConnectOptions::new_without_pgpass()
+        .host("127.0.0.1")
+        .database("postgres");
+    let built = adapter::connect_lazy_with(PgPoolOptions::new(), options, fixed_provider().await);
+    let pool = returns_pool(built.unwrap());
+    takes_pool(&pool);
+    pool.close().await;
 }
 
 #[test]
 fn building_outside_a_runtime_is_a_clear_error() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let credentials = rt
-        .block_on(RotatingCredentials::new(
-            MemorySource::new(Credential::new("app", "pw")),
-            Policy::default(),
-        ))
-        .unwrap();
+    let credentials = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(fixed_provider());
     let options = PgConnectOptions::new_without_pgpass().host("127.0.0.1");
     let err = adapter::connect_lazy_with(PgPoolOptions::new(), options, credentials).unwrap_err();
     assert!(err.is_no_runtime(), "{err}");
@@ -278,14 +272,8 @@ fn building_outside_a_runtime_is_a_clear_error() {
 #[tokio::test]
 async fn a_url_that_does_not_parse_is_a_config_error_without_the_secret() {
     let secret = "Pa55-in-a-url";
-    let credentials = RotatingCredentials::new(
-        MemorySource::new(Credential::new("app", "pw")),
-        Policy::default(),
-    )
-    .await
-    .unwrap();
     let url = format!("postgres://app:{secret}@db.example:notaport/app");
-    let err = adapter::connect(PgPoolOptions::new(), &url, credentials)
+    let err = adapter::connect(PgPoolOptions::new(), &url, fixed_provider().await)
         .await
         .unwrap_err();
     assert!(err.is_config(), "{err}");
