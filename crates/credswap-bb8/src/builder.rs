@@ -21,6 +21,9 @@ pub type Pool<Tls> = bb8::Pool<RotatingConnectionManager<Tls>>;
 /// [`tokio_postgres::Client`].
 pub type PooledConnection<'a, Tls> = bb8::PooledConnection<'a, RotatingConnectionManager<Tls>>;
 
+/// bb8's default `max_size`.
+const BB8_MAX_SIZE: u32 = 10;
+
 /// bb8's default `connection_timeout`, the connect deadline of a pool built by [`Builder`]
 /// without [`Builder::connection_timeout`].
 const BB8_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,6 +160,8 @@ where
     credentials: RotatingCredentials,
     pool: bb8::Builder<RotatingConnectionManager<Tls>>,
     connection_timeout: Option<Duration>,
+    /// The pool's `max_size` as far as this builder knows it (`None` after `pool_builder`).
+    max_size: Option<u32>,
 }
 
 impl<Tls> Builder<Tls>
@@ -173,6 +178,7 @@ where
             credentials,
             pool: bb8::Pool::builder(),
             connection_timeout: None,
+            max_size: Some(BB8_MAX_SIZE),
         }
     }
 
@@ -196,6 +202,7 @@ where
     #[must_use]
     pub fn pool_builder(mut self, pool: bb8::Builder<RotatingConnectionManager<Tls>>) -> Self {
         self.pool = pool;
+        self.max_size = None;
         self
     }
 
@@ -207,6 +214,7 @@ where
     #[must_use]
     pub fn max_size(mut self, max_size: u32) -> Self {
         self.pool = self.pool.max_size(max_size);
+        self.max_size = Some(max_size);
         self
     }
 
@@ -235,6 +243,9 @@ where
             self.credentials,
             Some(timeout),
         );
+        if let Some(max_size) = self.max_size {
+            manager.shared.set_max_size(max_size as usize);
+        }
         let rotation = manager.rotation();
         let pool = self.pool.connection_timeout(timeout).build(manager).await?;
         Ok((pool, rotation))

@@ -26,6 +26,14 @@ where
     /// only `RunError::TimedOut` to `Pool::get`, the first failed attempt of each connect is
     /// logged at `WARN` and a connect that fails for good at `ERROR`.
     async fn connect(&self) -> Result<RotatingConnection, Error> {
+        let rotation = self.connector.rotation();
+        if !rotation.has_probe() {
+            // Here rather than in the constructor, which takes any `Tls`.
+            rotation.set_probe(credswap_tokio_postgres::probe(
+                self.config.clone(),
+                self.tls.clone(),
+            ));
+        }
         let first_failure = AtomicBool::new(true);
         let opened = self
             .connector

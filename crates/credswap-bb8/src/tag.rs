@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use credswap_core::contract::{ConnectionTag, Counters, Rotation};
@@ -132,6 +132,10 @@ pub(crate) struct Shared {
     /// may be closed by its own task.
     checkouts_validated: AtomicBool,
     warned_unvalidated: AtomicBool,
+    /// Connections checked out now.
+    busy: AtomicUsize,
+    /// The pool's `max_size` when the [`Builder`](crate::Builder) built it (0: unknown).
+    max_size: AtomicUsize,
 }
 
 impl Shared {
@@ -140,7 +144,23 @@ impl Shared {
             rotation,
             checkouts_validated: AtomicBool::new(false),
             warned_unvalidated: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            max_size: AtomicUsize::new(0),
         }
+    }
+
+    /// Records the pool's `max_size`.
+    pub(crate) fn set_max_size(&self, max_size: usize) {
+        self.max_size.store(max_size, Ordering::Release);
+    }
+
+    /// Whether a probe (one connection outside the pool) may run after an idle canary without
+    /// the pool and the probe together passing `max_size`: nothing is checked out, or the pool
+    /// has room.
+    fn quiet(&self) -> bool {
+        let max = self.max_size.load(Ordering::Acquire);
+        self.busy.load(Ordering::Acquire) == 0
+            || (max > 0 && self.rotation.counters().live_total() < max)
     }
 
     pub(crate) fn credentials(&self) -> &RotatingCredentials {
@@ -200,15 +220,18 @@ impl Tag {
             shared.checkouts_validated.store(true, Ordering::Release);
         }
         let mut phase = self.phase();
-        let current = shared.credentials().load();
+        let current = shared.credentials().current();
         let stale = || Error::stale(self.tag.generation(), current.generation());
         if *phase == Phase::Retired {
             return Err(stale());
         }
-        if self.tag.is_stale(&current) {
+        if shared.rotation.should_close(&self.tag, &current, false) {
             *phase = Phase::Retired;
             shared.retired(false);
             return Err(stale());
+        }
+        if *phase != Phase::Busy {
+            shared.busy.fetch_add(1, Ordering::AcqRel);
         }
         *phase = Phase::Busy;
         Ok(())
@@ -221,9 +244,19 @@ impl Tag {
         match *phase {
             Phase::Retired => return true,
             Phase::Idle => shared.note_unvalidated_return(),
-            Phase::Busy => {}
+            Phase::Busy => {
+                // Saturating: a dedicated connection is marked busy without being counted.
+                let _ = shared
+                    .busy
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            }
         }
-        if self.tag.is_stale(&shared.credentials().load()) {
+        if shared
+            .rotation
+            .should_close(&self.tag, &shared.credentials().current(), false)
+        {
             *phase = Phase::Retired;
             shared.retired(false);
             return true;
@@ -241,9 +274,14 @@ impl Tag {
     /// cannot be told from a busy one, and a busy one is never closed under its user.
     pub(crate) fn retire_if_idle(&self, shared: &Shared) -> bool {
         let mut phase = self.phase();
+        // A canary taken for an idle connection is followed by a probe only when the probe
+        // cannot take the pool past its size.
+        let quiet = shared.quiet();
         if *phase != Phase::Idle
             || !shared.checkouts_validated()
-            || !self.tag.is_stale(&shared.credentials().load())
+            || !shared
+                .rotation
+                .should_close(&self.tag, &shared.credentials().current(), quiet)
         {
             return false;
         }

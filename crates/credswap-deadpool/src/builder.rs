@@ -157,6 +157,10 @@ where
         let mut base = self.pg_config;
         // The provider's login is used; keep no password in the manager.
         base.password(Vec::<u8>::new());
+        rotation.set_probe(credswap_tokio_postgres::probe(
+            base.clone(),
+            self.tls.clone(),
+        ));
         let connect = RotatingConnect {
             base: base.clone(),
             tls: self.tls,

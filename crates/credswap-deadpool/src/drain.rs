@@ -15,7 +15,7 @@ pub(crate) fn refuse_stale(
     rotation: &Rotation,
     client: &ClientWrapper,
 ) -> Result<(), HookError> {
-    if tags.is_stale(client, &rotation.credentials().load()) {
+    if tags.should_close(client, rotation, &rotation.credentials().current(), false) {
         Counters::bump(&rotation.counters().stale_closed);
         return Err(HookError::message(
             "connection authenticated with a stale credential",
@@ -36,7 +36,6 @@ pub(crate) async fn watch(
 ) {
     let credentials = rotation.credentials().clone();
     let counters = Arc::clone(rotation.counters());
-    drop(rotation);
     let mut changes = credentials.subscribe();
     loop {
         let current = credentials.current();
@@ -45,7 +44,13 @@ pub(crate) async fn watch(
             if pool.is_closed() {
                 return;
             }
-            let removed = pool.retain(|client, _| !tags.is_stale(client, &current));
+            // A canary taken for an idle connection is followed by a probe (one connection
+            // outside the pool) only when the two cannot pass `max_size`: the pool has room, or
+            // nobody waits to fill the canary's slot.
+            let status = pool.status();
+            let quiet = status.size < status.max_size || status.waiting == 0;
+            let removed =
+                pool.retain(|client, _| !tags.should_close(client, &rotation, &current, quiet));
             let closed = removed.removed.len() as u64;
             // Dropping the clients closes the connections.
             drop(removed);

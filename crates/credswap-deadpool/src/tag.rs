@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
-use credswap_core::contract::{ConnectionTag, Counters};
+use credswap_core::contract::{ConnectionTag, Counters, Rotation};
 use credswap_core::{Generation, Snapshot};
 use deadpool_postgres::{ClientWrapper, StatementCache};
 
@@ -79,9 +79,17 @@ impl Tags {
         }
     }
 
-    /// [`ConnectionTag::is_stale`] for `client`; a connection without a tag is stale.
-    pub(crate) fn is_stale(&self, client: &ClientWrapper, current: &Snapshot) -> bool {
-        self.get(client).is_none_or(|tag| tag.is_stale(current))
+    /// The drain's verdict on `client` ([`Rotation::should_close`]); a connection without a tag
+    /// is closed.
+    pub(crate) fn should_close(
+        &self,
+        client: &ClientWrapper,
+        rotation: &Rotation,
+        current: &Arc<Snapshot>,
+        idle: bool,
+    ) -> bool {
+        self.get(client)
+            .is_none_or(|tag| rotation.should_close(&tag, current, idle))
     }
 
     /// Forgets the tags of connections that no longer exist.

@@ -23,10 +23,12 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use credswap_core::contract::Failure;
-use credswap_core::{BoxError, Credential, Validate};
+use credswap_core::contract::proof::ProbeFuture;
+use credswap_core::{BoxError, Credential, Snapshot, Validate};
 use secrecy::ExposeSecret;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, Connection, Socket};
@@ -72,6 +74,39 @@ pub fn code(error: &tokio_postgres::Error) -> Option<&str> {
 /// pooler's refused login (PgBouncer's `08P01` "SASL authentication failed").
 pub fn is_auth_failure(error: &tokio_postgres::Error) -> bool {
     classify(error) == Failure::Auth
+}
+
+/// The adapter's probe for prove-before-drain
+/// ([`Rotation::set_probe`](credswap_core::contract::Rotation::set_probe)): opens one connection
+/// with the snapshot's login and closes it at once, bounded like [`connection_validator`].
+pub fn probe<T>(
+    base: Config,
+    tls: T,
+) -> impl Fn(Arc<Snapshot>) -> ProbeFuture + Send + Sync + 'static
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    move |snapshot| {
+        let (base, tls) = (base.clone(), tls.clone());
+        Box::pin(async move {
+            let limit = base
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(VALIDATION_TIMEOUT);
+            match tokio::time::timeout(limit, open(&base, snapshot.credential(), tls)).await {
+                Ok(Ok((client, connection))) => {
+                    drop(client);
+                    let _ = connection.await;
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(classify(&e)),
+                Err(_) => Err(Failure::Transient),
+            }
+        })
+    }
 }
 
 /// The longest a [`connection_validator`] waits for its connection and its `SELECT 1` when

@@ -32,7 +32,8 @@ pub const POOL_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 ///
 /// - **refused login** (`28P01`, `28000`): reports it to the provider, which refreshes from the
 ///   store (single-flight, and at most once per `auth_refresh_interval`); a newer credential is
-///   tried at once; otherwise the connect waits for a change or a backoff step (20 ms doubling
+///   tried at once; a credential the database never accepted falls back, once, to the last one
+///   it did (a mistyped secret must not stop the pool); otherwise the connect waits for a change or a backoff step (20 ms doubling
 ///   to 1 s), asks the store again and retries, until the deadline;
 /// - **transient** (connection refused, `57P03`, `53300`, ...): backs off and retries until the
 ///   deadline;
@@ -180,9 +181,12 @@ impl Connector {
         let mut backoff = RETRY_INITIAL;
         let mut attempts = 0u32;
         let mut refused_before = false;
+        let mut fallback: Option<Arc<Snapshot>> = None;
+        let mut fell_back_from: Option<Generation> = None;
         loop {
             changes.borrow_and_update();
-            let snapshot = credentials.current();
+            let is_fallback = fallback.is_some();
+            let snapshot = fallback.take().unwrap_or_else(|| credentials.current());
             let generation = snapshot.generation();
             let tag = ConnectionTag::new(&snapshot);
             attempts += 1;
@@ -197,7 +201,9 @@ impl Connector {
                 Ok(connection) => {
                     credentials.report_accepted(generation);
                     let live = counters.opened(generation);
-                    if credentials.generation() != generation {
+                    if is_fallback {
+                        Counters::bump(&counters.fallback_connects);
+                    } else if credentials.generation() != generation {
                         Counters::bump(&counters.raced_connects);
                     }
                     return Ok(Connected {
@@ -232,6 +238,22 @@ impl Connector {
                             refused = generation.get(),
                             "login refused; retrying with the newer credential"
                         );
+                        continue;
+                    }
+                    // A login the database never accepted (a mistyped secret): the last login
+                    // it did accept may still work. Tried once per refused generation.
+                    if !snapshot.is_proven()
+                        && fell_back_from != Some(generation)
+                        && let Some(proven) = credentials.proven()
+                        && proven.generation() < generation
+                    {
+                        tracing::debug!(
+                            refused = generation.get(),
+                            fallback = proven.generation().get(),
+                            "the new credential is refused and was never accepted; trying the last accepted one"
+                        );
+                        fell_back_from = Some(generation);
+                        fallback = Some(proven);
                         continue;
                     }
                 }
@@ -376,8 +398,9 @@ mod tests {
             .await
             .expect_err("nothing works");
         let waited = started.elapsed();
+        // The pool's 2 s timeout, less the margin (a tenth): the connector gives up at 1.8 s.
         assert!(
-            waited >= Duration::from_secs(2) && waited < Duration::from_millis(3100),
+            waited >= Duration::from_millis(1800) && waited < Duration::from_millis(2900),
             "{waited:?}"
         );
         assert_eq!(refused.failure(), Failure::Auth);

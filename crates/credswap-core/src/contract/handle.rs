@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::classify::Failure;
 use super::proof::{Probe, Proof};
 use super::stats::{AdapterStats, Counters};
+use super::tag::ConnectionTag;
 use crate::{RotatingCredentials, Snapshot};
 
 /// The handle an adapter returns beside its pool: the provider the pool follows and the
@@ -40,11 +41,41 @@ impl Rotation {
         self.proof.set_probe(probe);
     }
 
+    /// Whether the adapter gave its probe.
+    pub fn has_probe(&self) -> bool {
+        self.proof.probe().is_some()
+    }
+
     /// Whether a connection that the staleness rule keeps only because `current`'s login is
     /// not proven yet may be let go now, as a canary (see [`proof`](super::proof)). Takes the
     /// canary: call it only when about to close such a connection.
     pub fn take_canary(&self, current: &Snapshot) -> bool {
         self.proof.take_canary(current, tokio::time::Instant::now())
+    }
+
+    /// The drain's verdict on a connection tagged `tag`: close it now rather than hand it out or
+    /// keep it idle. True when the staleness rule says so ([`ConnectionTag::is_stale`]), and,
+    /// while `current`'s login is not proven yet, for one connection of an older login now and
+    /// then (a canary, see [`proof`](super::proof)), so that the pool opens one with the new
+    /// login. `idle` says whether the connection is idle (else it is being checked out or
+    /// returned); a canary taken for an idle connection is followed by a probe.
+    pub fn should_close(&self, tag: &ConnectionTag, current: &Arc<Snapshot>, idle: bool) -> bool {
+        if tag.is_stale(current) {
+            return true;
+        }
+        if current.is_same_login(tag.generation()) || !self.take_canary(current) {
+            return false;
+        }
+        Counters::bump(&self.counters.canaries);
+        tracing::debug!(
+            generation = current.generation().get(),
+            canary = tag.generation().get(),
+            "the new credential is not proven yet; retiring one connection of the last proven one to try it"
+        );
+        if idle {
+            self.spawn_probe(Arc::clone(current));
+        }
+        true
     }
 
     /// Starts proving `current`'s login through the adapter's probe, in the background, unless

@@ -26,13 +26,11 @@ pub const CANARY_FIRST_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest time between two canaries while the new login stays unproven.
 pub const CANARY_MAX: Duration = Duration::from_secs(30);
 
-/// Opens one connection with the snapshot's login and closes it: `Ok(())` when the database
-/// accepted the login.
-pub type Probe = Arc<
-    dyn Fn(Arc<Snapshot>) -> Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>
-        + Send
-        + Sync,
->;
+/// What a probe returns: `Ok(())` when the database accepted the login.
+pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
+
+/// Opens one connection with the snapshot's login and closes it.
+pub type Probe = Arc<dyn Fn(Arc<Snapshot>) -> ProbeFuture + Send + Sync>;
 
 /// The proof state of one adapter: its canary schedule and its probe.
 #[derive(Default)]

@@ -35,6 +35,10 @@ pub struct Counters {
     pub raced_connects: AtomicU64,
     /// Connections whose generation could not be recorded (treated as stale; expected 0).
     pub untagged: AtomicU64,
+    /// Connections of the last proven login let go while a new login was unproven (canaries).
+    pub canaries: AtomicU64,
+    /// Connects that fell back to the last proven login after the new one was refused.
+    pub fallback_connects: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -77,6 +81,11 @@ impl Counters {
         trim(&mut map);
     }
 
+    /// Live connections over all generations.
+    pub fn live_total(&self) -> usize {
+        lock(&self.per_generation).values().map(|c| c.live).sum()
+    }
+
     /// Live connections of generations other than `current`.
     pub fn live_stale(&self, current: Generation) -> usize {
         lock(&self.per_generation)
@@ -107,6 +116,8 @@ impl Counters {
             connect_failures: load(&self.connect_failures),
             raced_connects: load(&self.raced_connects),
             untagged: load(&self.untagged),
+            canaries: load(&self.canaries),
+            fallback_connects: load(&self.fallback_connects),
         }
     }
 }
@@ -190,6 +201,10 @@ pub struct AdapterStats {
     pub raced_connects: u64,
     /// Connections whose generation could not be recorded (expected 0).
     pub untagged: u64,
+    /// Connections let go as canaries while a new login was unproven.
+    pub canaries: u64,
+    /// Connects that fell back to the last proven login after the new one was refused.
+    pub fallback_connects: u64,
 }
 
 impl AdapterStats {

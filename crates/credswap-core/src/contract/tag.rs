@@ -22,7 +22,11 @@ use crate::{Generation, Snapshot};
 /// assert!(!tag.is_stale(&credentials.current()));
 ///
 /// store.set(Credential::new("app", "second"));
-/// credentials.refresh().await?;
+/// let second = credentials.refresh().await?;
+/// // Prove before drain: kept until the database has accepted the new login...
+/// assert!(!tag.is_stale(&credentials.current()));
+/// // ...as an adapter reports when a connection with it opens.
+/// credentials.report_accepted(second.generation());
 /// assert!(tag.is_stale(&credentials.current()));
 /// # Ok(()) }
 /// ```
@@ -68,26 +72,52 @@ impl ConnectionTag {
         self.opened_at
     }
 
-    /// **The staleness rule**, the one every adapter applies: a connection must be closed rather
-    /// than handed out or kept idle when it authenticated with another login than `current`'s
-    /// (an older generation; an earlier generation with the same login, after the store flipped
-    /// back, counts as current), or when `current`'s credential has reached its retirement point
-    /// (`expires_at - expiry_margin`) and the connection was opened before that point.
+    /// **The staleness rule**, the one every adapter applies. A connection must be closed rather
+    /// than handed out or kept idle when:
     ///
-    /// A connection opened after the retirement point (the store has no replacement yet) is
-    /// kept: reopening it per request would not help, and the provider is already refreshing.
+    /// - it logged in with the current login (this generation, or an earlier one with the same
+    ///   login after the store flipped back) and the current credential has reached its
+    ///   retirement point (`expires_at - expiry_margin`), and it was opened before that point (one
+    ///   opened after it, while the store has no replacement yet, is kept: reopening it per
+    ///   request would not help);
+    /// - it logged in with an older login, and that credential's own retirement point has passed;
+    /// - it logged in with an older login, and the database has accepted a newer one (a
+    ///   connection opened with it, or the validator passed): **prove before drain**. Until then
+    ///   the old connections keep serving, so a store that publishes a password the database
+    ///   does not have (a mistyped secret) cannot take a working pool down; the drain lets one go
+    ///   now and then as a canary ([`Rotation::should_close`](super::Rotation::should_close)) so
+    ///   that the new login gets tried.
     pub fn is_stale(&self, current: &Snapshot) -> bool {
         self.is_stale_at(current, Instant::now())
     }
 
+    /// The staleness rule without prove-before-drain, for an adapter whose pool cannot open a
+    /// connection with an older login while a new one is refused (sqlx, which has no connect
+    /// hook): a connection of another login is stale as soon as the generation changes; the
+    /// lease rule is the same.
+    pub fn is_stale_on_change(&self, current: &Snapshot) -> bool {
+        let now = Instant::now();
+        if current.is_same_login(self.generation) {
+            return current
+                .retire_at()
+                .is_some_and(|at| now >= at && self.opened_at < at);
+        }
+        true
+    }
+
     /// [`is_stale`](Self::is_stale) at a given instant.
     pub fn is_stale_at(&self, current: &Snapshot, now: Instant) -> bool {
-        if !current.is_same_login(self.generation) {
+        if current.is_same_login(self.generation) {
+            return current
+                .retire_at()
+                .is_some_and(|at| now >= at && self.opened_at < at);
+        }
+        // An older login. Its own lease ending retires it whatever else holds.
+        if self.retire_at.is_some_and(|at| now >= at) {
             return true;
         }
-        current
-            .retire_at()
-            .is_some_and(|at| now >= at && self.opened_at < at)
+        // Prove before drain: retired once a newer login has been accepted by the database.
+        self.generation < current.proven_generation()
     }
 }
 
@@ -116,7 +146,10 @@ mod tests {
 
         store.set(Credential::new("app", "B-mistyped"));
         credentials.refresh().await.unwrap();
-        assert!(tag.is_stale(&credentials.current()));
+        assert!(
+            !tag.is_stale(&credentials.current()),
+            "prove before drain: B was never accepted"
+        );
         assert!(!credentials.current().is_proven());
         assert_eq!(
             credentials.proven().map(|p| p.generation()),

@@ -321,7 +321,9 @@ impl RotatingCredentials {
         &self.shared.policy
     }
 
-    /// A receiver that sees every generation change (and the current generation at once).
+    /// A receiver that sees every generation change (and the current generation at once), and
+    /// is woken again when the database first accepts the current generation (see
+    /// [`Snapshot::is_proven`]).
     ///
     /// When every handle of the provider is dropped, `changed()` on the receiver returns an error.
     pub fn subscribe(&self) -> watch::Receiver<Generation> {
@@ -437,7 +439,14 @@ impl RotatingCredentials {
         let current = self.load();
         if current.is_same_login(generation) && !current.is_proven() {
             current.mark_proven(current.generation());
+            let generation = current.generation();
             self.shared.last_proven.store(Some(current.into_arc()));
+            // Wake the drains: connections of older logins are stale from now on.
+            self.shared.generation_tx.send_replace(generation);
+            tracing::debug!(
+                generation = generation.get(),
+                "the database accepted the new credential"
+            );
         }
         let mut status = lock(&self.shared.status);
         if status.refused.is_some_and(|r| r.generation == generation) {

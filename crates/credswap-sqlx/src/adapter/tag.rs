@@ -87,12 +87,14 @@ impl Tags {
         (created - entries[index].admitted <= STAMP_WINDOW).then_some(index)
     }
 
-    /// Judges a pooled connection of this `age` by [`ConnectionTag::is_stale`]; lets go of the
+    /// Judges a pooled connection of this `age` by [`ConnectionTag::is_stale_on_change`]; lets go of the
     /// tag of one that is to be closed.
     pub(crate) fn judge(&self, age: Duration, current: &Snapshot) -> Verdict {
         let mut entries = lock(&self.live);
         match Self::find(&entries, age) {
-            Some(index) if entries[index].tag.is_stale(current) => {
+            // Not `is_stale`: sqlx cannot open a connection with the last accepted login while
+            // a new one is refused, so connections follow the generation without proof.
+            Some(index) if entries[index].tag.is_stale_on_change(current) => {
                 entries.remove(index);
                 Verdict::Stale
             }

@@ -107,7 +107,7 @@ mod plain {
          at once, and nothing reports it (`following` runs this case)";
         auth_failure_at_connect_waits_for_the_new_credential,
         persistent_wrong_password_fails_clearly_without_the_secret,
-        without_validation_errors_are_clear_and_the_pool_recovers,
+        a_mistyped_secret_keeps_the_pool_serving,
         nothing_prints_the_password,
     );
 
@@ -180,13 +180,18 @@ mod following {
         single_user_rotation_loses_no_request,
         auth_failure_at_connect_waits_for_the_new_credential,
         persistent_wrong_password_fails_clearly_without_the_secret,
-        without_validation_errors_are_clear_and_the_pool_recovers,
         nothing_prints_the_password,
     );
 
     ignored_cases!(SqlxFollowing, Direct,
         "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close";
         dropping_the_pool_stops_every_task,
+    );
+
+    ignored_cases!(SqlxFollowing, Direct,
+        "prove before drain is not built for sqlx yet: its pool cannot open a connection with \
+         the last accepted login while a new one is refused, so it drains on the change";
+        a_mistyped_secret_keeps_the_pool_serving,
     );
 
     /// The same through a real PgBouncer, which refuses a login with `08P01`.
@@ -196,7 +201,6 @@ mod following {
         credswap_testkit::conformance_suite!(@cases SqlxFollowing, ThroughPgBouncer;
             auth_failure_at_connect_waits_for_the_new_credential,
             persistent_wrong_password_fails_clearly_without_the_secret,
-            without_validation_errors_are_clear_and_the_pool_recovers,
         );
     }
 }

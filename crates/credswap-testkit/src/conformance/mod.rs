@@ -134,7 +134,7 @@ macro_rules! conformance_suite {
             auth_failure_at_connect_waits_for_the_new_credential,
             persistent_wrong_password_fails_clearly_without_the_secret,
             validate_before_swap_keeps_the_working_credential,
-            without_validation_errors_are_clear_and_the_pool_recovers,
+            a_mistyped_secret_keeps_the_pool_serving,
             leased_credential_connections_retire_before_expiry,
             dropping_the_pool_stops_every_task,
             nothing_prints_the_password,
@@ -153,7 +153,7 @@ macro_rules! conformance_suite {
                 never_more_connections_than_max_size,
                 auth_failure_at_connect_waits_for_the_new_credential,
                 persistent_wrong_password_fails_clearly_without_the_secret,
-                without_validation_errors_are_clear_and_the_pool_recovers,
+                a_mistyped_secret_keeps_the_pool_serving,
                 leased_credential_connections_retire_before_expiry,
             );
         }
