@@ -52,7 +52,9 @@ pub struct DrillArgs {
     pub pool_size: u16,
 
     /// Put a real PgBouncer (session mode, SCRAM pass-through, `ignore_startup_parameters =
-    /// extra_float_digits`, as sqlx users configure it) between the pools and the server.
+    /// extra_float_digits`, as sqlx users configure it) between the pools and the server. The
+    /// session columns then count PgBouncer's server sessions, and only failed requests decide
+    /// the exit status.
     #[arg(long, value_enum)]
     pub pooler: Option<PoolerName>,
 
