@@ -323,7 +323,9 @@ mod tests {
         // Let the return reach the lock, then rotate while it waits there.
         std::thread::sleep(Duration::from_millis(50));
         store.set(Credential::new("app", "second"));
-        credentials.refresh().await.unwrap();
+        let second = credentials.refresh().await.unwrap();
+        // A connection with it opened elsewhere: the new login is proven.
+        credentials.report_accepted(second.generation());
         drop(held);
 
         assert!(
@@ -345,16 +347,23 @@ mod tests {
             Tag::new(ConnectionTag::new(&credentials.current())),
             Tag::new(ConnectionTag::new(&credentials.current())),
         );
+        // Each new login is accepted by the database (a connection with it opened elsewhere).
+        let rotate = |password: &'static str| {
+            let (store, credentials) = (store.clone(), credentials.clone());
+            async move {
+                store.set(Credential::new("app", password));
+                let next = credentials.refresh().await.unwrap();
+                credentials.report_accepted(next.generation());
+            }
+        };
         // Nothing is retired before a checkout has shown that bb8 validates checkouts.
-        store.set(Credential::new("app", "second"));
-        credentials.refresh().await.unwrap();
+        rotate("second").await;
         assert!(!idle.retire_if_idle(&shared));
         assert!(busy.check_out(&shared).unwrap_err().is_stale());
 
         let fresh = Tag::new(ConnectionTag::new(&credentials.current()));
         fresh.check_out(&shared).unwrap();
-        store.set(Credential::new("app", "third"));
-        credentials.refresh().await.unwrap();
+        rotate("third").await;
         assert!(!fresh.retire_if_idle(&shared), "busy");
         assert!(idle.retire_if_idle(&shared));
         assert!(fresh.check_in(false, &shared), "stale on return");

@@ -94,8 +94,11 @@ fn every_connection_carries_the_tag_of_its_own_connect() {
         }
         let stats = rotation.stats();
         assert_eq!(stats.untagged, 0, "{stats:?}");
+        // The first round's connects span every generation it published; later rounds also
+        // reuse idle connections of earlier logins (prove before drain keeps those that are not
+        // stale yet), so they open fewer.
         assert!(
-            generations.len() >= ROUNDS * ROTATIONS_PER_ROUND,
+            generations.len() >= ROTATIONS_PER_ROUND + ROUNDS - 1,
             "connects of several generations completed interleaved: {generations:?} {stats:?}"
         );
     });
