@@ -273,6 +273,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops the server (a fast shutdown: every session ends), waits `down` with nothing
+    /// listening, and starts it again on `port`.
+    pub(crate) fn restart(&mut self, port: u16, down: Duration) -> Result<(), Error> {
+        if let Some(mut child) = self.child.take() {
+            self.stop(&mut child);
+        }
+        std::thread::sleep(down);
+        self.spawn(port)
+    }
+
     /// Whether the child has exited; reaps it if so.
     pub(crate) fn exited(&mut self) -> Result<Option<ExitStatus>, Error> {
         let Some(child) = self.child.as_mut() else {

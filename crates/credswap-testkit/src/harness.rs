@@ -43,6 +43,12 @@ impl TestServer {
     }
 }
 
+impl std::ops::DerefMut for TestServer {
+    fn deref_mut(&mut self) -> &mut TestPostgres {
+        &mut self.server
+    }
+}
+
 impl Deref for TestServer {
     type Target = TestPostgres;
 

@@ -180,6 +180,33 @@ impl TestPostgres {
         }
     }
 
+    /// Restarts an embedded cluster as a quick maintenance restart does: a fast shutdown (every
+    /// session ends), `down` with nothing listening on the port, then the same port again.
+    /// Returns once the admin login works again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_startup`] for a server reached through an admin URL (not ours to restart),
+    /// or when the server does not come back.
+    pub async fn restart(&mut self, down: Duration) -> Result<(), Error> {
+        let admin = self.admin_config();
+        let port = self.port;
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Err(Error::startup(
+                "only an embedded cluster can be restarted (this server was given by URL)",
+            ));
+        };
+        tokio::task::block_in_place(|| cluster.restart(port, down))?;
+        match wait_ready(cluster, admin).await {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status)) => Err(Error::startup(format!(
+                "postgres exited while restarting ({status}); server log:\n{}",
+                cluster.log_tail()
+            ))),
+            Err(NotReady::Failed(e)) => Err(e),
+        }
+    }
+
     /// Whether this is an embedded cluster owned (and removed on drop) by this value.
     pub fn is_embedded(&self) -> bool {
         self.cluster.is_some()

@@ -100,6 +100,7 @@ mod plain {
         never_more_connections_than_max_size,
         validate_before_swap_keeps_the_working_credential,
         leased_credential_connections_retire_before_expiry,
+        a_server_restart_fails_only_requests_in_flight,
     );
 
     ignored_cases!(Sqlx, Direct,

@@ -817,6 +817,77 @@ pub async fn a_mistyped_secret_keeps_the_pool_serving<A: Adapter, R: Route>() {
     }
 }
 
+/// A quick server restart under load (a fast shutdown, 250 ms with nothing listening, the same
+/// port again): connects during it are retried (connection refused, `57P03`), so the only
+/// requests that fail are those in flight on a session the shutdown ended, at most one per
+/// worker; requests succeed again right after.
+pub async fn a_server_restart_fails_only_requests_in_flight<A: Adapter, R: Route>() {
+    let mut pg = R::postgres_alone().await;
+    let (role, _, _store, credentials) = single_role(&pg, manual_policy()).await;
+    let (pool, rotation) = build::<A>(&pg, credentials, 4).await;
+    let workers = 16;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (pool, role, stop, restarted) = (
+                pool.clone(),
+                role.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&restarted),
+            );
+            tokio::spawn(async move {
+                let (mut ok_after, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match A::whoami(&pool).await {
+                        Ok(me) => {
+                            assert_eq!(me.user, role);
+                            if restarted.load(Ordering::Relaxed) {
+                                ok_after += 1;
+                            }
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            errors.push(error_chain(&*e));
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (ok_after, failed, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    pg.restart(Duration::from_millis(250))
+        .await
+        .expect("restart");
+    restarted.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok_after, mut failed, mut errors) = (0, 0, Vec::new());
+    for task in tasks {
+        let (o, f, e) = task.await.expect("worker");
+        ok_after += o;
+        failed += f;
+        errors.extend(e);
+    }
+    let stats = rotation.stats();
+    errors.truncate(3);
+    let summary = format!(
+        "{}: {failed} failed, {ok_after} ok after the restart; {stats:?}; first errors {errors:?}",
+        A::NAME
+    );
+    eprintln!("{summary}");
+    assert!(
+        ok_after > 100,
+        "requests succeed again after the restart: {summary}"
+    );
+    assert!(
+        failed <= workers,
+        "only requests in flight when the server shut down may fail: {summary}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leases, shutdown, secrets
 // ---------------------------------------------------------------------------------------------

@@ -138,6 +138,7 @@ macro_rules! conformance_suite {
             leased_credential_connections_retire_before_expiry,
             dropping_the_pool_stops_every_task,
             nothing_prints_the_password,
+            a_server_restart_fails_only_requests_in_flight,
         );
 
         /// The same contract through a real PgBouncer.
