@@ -2,12 +2,17 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::classify::Failure;
 use super::proof::{Probe, Proof};
 use super::stats::{AdapterStats, Counters};
 use super::tag::ConnectionTag;
 use crate::{RotatingCredentials, Snapshot};
+
+/// After a canary taken at a checkout or a return, how long the pool has to prove the new login
+/// with its own connect before the adapter probes.
+const PROBE_AFTER_BUSY_CANARY: Duration = Duration::from_millis(200);
 
 /// The handle an adapter returns beside its pool: the provider the pool follows and the
 /// adapter's counters. The same type for every adapter.
@@ -73,14 +78,19 @@ impl Rotation {
             "the new credential is not proven yet; retiring one connection of the last proven one to try it"
         );
         if idle {
-            self.spawn_probe(Arc::clone(current));
+            self.spawn_probe(Arc::clone(current), Duration::ZERO);
+        } else {
+            // The pool fills the canary's slot on demand, and that connect proves the login. If
+            // nothing has proven it a moment later, the slot is still free: probe then.
+            self.spawn_probe(Arc::clone(current), PROBE_AFTER_BUSY_CANARY);
         }
         true
     }
 
-    /// Starts proving `current`'s login through the adapter's probe, in the background, unless
-    /// a proof is already running or no probe was given. Call it after closing an idle canary.
-    pub fn spawn_probe(&self, current: Arc<Snapshot>) {
+    /// Starts proving `current`'s login through the adapter's probe, in the background, after
+    /// `delay` and only if it is still unproven then, unless a proof is already running or no
+    /// probe was given. Call it after closing an idle canary.
+    pub fn spawn_probe(&self, current: Arc<Snapshot>, delay: Duration) {
         let Some(probe) = self.proof.probe() else {
             return;
         };
@@ -89,6 +99,14 @@ impl Rotation {
         }
         let rotation = self.clone();
         tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+                if current.is_proven() || rotation.credentials.generation() != current.generation()
+                {
+                    rotation.proof.done_probing();
+                    return;
+                }
+            }
             let generation = current.generation();
             let result = probe(Arc::clone(&current)).await;
             match result {
