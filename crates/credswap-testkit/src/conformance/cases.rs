@@ -970,6 +970,9 @@ pub async fn dropping_the_pool_stops_every_task<A: Adapter, R: Route>() {
         store.fetch_count() > before,
         "the provider refreshes on its schedule while the pool lives"
     );
+    // The drain may have closed every connection of the old login meanwhile: use the pool once
+    // more, so that it holds a session when it is dropped.
+    assert_eq!(whoami::<A>(&pool).await.user, role);
     assert!(!session_pids(&pg, &role).await.is_empty());
 
     drop((pool, rotation, credentials));
