@@ -220,7 +220,7 @@ impl Tag {
             shared.checkouts_validated.store(true, Ordering::Release);
         }
         let mut phase = self.phase();
-        let current = shared.credentials().current();
+        let current = shared.credentials().load();
         let stale = || Error::stale(self.tag.generation(), current.generation());
         if *phase == Phase::Retired {
             return Err(stale());
@@ -255,7 +255,7 @@ impl Tag {
         }
         if shared
             .rotation
-            .should_close(&self.tag, &shared.credentials().current(), false)
+            .should_close(&self.tag, &shared.credentials().load(), false)
         {
             *phase = Phase::Retired;
             shared.retired(false);
@@ -281,7 +281,7 @@ impl Tag {
             || !shared.checkouts_validated()
             || !shared
                 .rotation
-                .should_close(&self.tag, &shared.credentials().current(), quiet)
+                .should_close(&self.tag, &shared.credentials().load(), quiet)
         {
             return false;
         }

@@ -15,7 +15,7 @@ pub(crate) fn refuse_stale(
     rotation: &Rotation,
     client: &ClientWrapper,
 ) -> Result<(), HookError> {
-    if tags.should_close(client, rotation, &rotation.credentials().current(), false) {
+    if tags.should_close(client, rotation, &rotation.credentials().load(), false) {
         Counters::bump(&rotation.counters().stale_closed);
         return Err(HookError::message(
             "connection authenticated with a stale credential",

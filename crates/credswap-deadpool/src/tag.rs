@@ -85,7 +85,7 @@ impl Tags {
         &self,
         client: &ClientWrapper,
         rotation: &Rotation,
-        current: &Arc<Snapshot>,
+        current: &Snapshot,
         idle: bool,
     ) -> bool {
         self.get(client)

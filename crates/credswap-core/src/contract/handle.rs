@@ -64,7 +64,7 @@ impl Rotation {
     /// then (a canary, see [`proof`](super::proof)), so that the pool opens one with the new
     /// login. `idle` says whether the connection is idle (else it is being checked out or
     /// returned); a canary taken for an idle connection is followed by a probe.
-    pub fn should_close(&self, tag: &ConnectionTag, current: &Arc<Snapshot>, idle: bool) -> bool {
+    pub fn should_close(&self, tag: &ConnectionTag, current: &Snapshot, idle: bool) -> bool {
         if tag.is_stale(current) {
             return true;
         }
@@ -77,12 +77,17 @@ impl Rotation {
             canary = tag.generation().get(),
             "the new credential is not proven yet; retiring one connection of the last proven one to try it"
         );
+        // Only a canary pays for an owned snapshot; the common verdict stays a borrow.
+        let owned = self.credentials.current();
+        if owned.generation() != current.generation() {
+            return true;
+        }
         if idle {
-            self.spawn_probe(Arc::clone(current), Duration::ZERO);
+            self.spawn_probe(owned, Duration::ZERO);
         } else {
             // The pool fills the canary's slot on demand, and that connect proves the login. If
             // nothing has proven it a moment later, the slot is still free: probe then.
-            self.spawn_probe(Arc::clone(current), PROBE_AFTER_BUSY_CANARY);
+            self.spawn_probe(owned, PROBE_AFTER_BUSY_CANARY);
         }
         true
     }
