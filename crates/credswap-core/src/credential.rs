@@ -1,7 +1,7 @@
 //! The credential a pool authenticates with, and the generation that names it.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -26,6 +26,8 @@ pub struct Credential {
     version: Option<String>,
     issued_at: Option<SystemTime>,
     expires_at: Option<SystemTime>,
+    rotation_interval: Option<Duration>,
+    next_rotation_at: Option<SystemTime>,
 }
 
 impl Credential {
@@ -37,6 +39,8 @@ impl Credential {
             version: None,
             issued_at: None,
             expires_at: None,
+            rotation_interval: None,
+            next_rotation_at: None,
         }
     }
 
@@ -63,6 +67,22 @@ impl Credential {
         self
     }
 
+    /// Records the store's own rotation schedule (an AWS rotation rule, a Vault static role's
+    /// `rotation_period`). [`health`](crate::RotatingCredentials::health) judges the
+    /// credential's age against it instead of the policy's `rotation_interval`.
+    #[must_use]
+    pub fn with_rotation_interval(mut self, interval: Duration) -> Self {
+        self.rotation_interval = Some(interval);
+        self
+    }
+
+    /// Records when the store plans to rotate this secret next (AWS `NextRotationDate`).
+    #[must_use]
+    pub fn with_next_rotation_at(mut self, at: SystemTime) -> Self {
+        self.next_rotation_at = Some(at);
+        self
+    }
+
     /// The login role.
     pub fn username(&self) -> &str {
         &self.username
@@ -86,6 +106,16 @@ impl Credential {
     /// When this secret stops working, if it has an end.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires_at
+    }
+
+    /// The store's rotation schedule, if it said.
+    pub fn rotation_interval(&self) -> Option<Duration> {
+        self.rotation_interval
+    }
+
+    /// When the store plans to rotate this secret next, if it said.
+    pub fn next_rotation_at(&self) -> Option<SystemTime> {
+        self.next_rotation_at
     }
 
     /// Whether `other` logs in the same way: same username and same password.
@@ -117,6 +147,8 @@ impl fmt::Debug for Credential {
             .field("version", &self.version)
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
+            .field("rotation_interval", &self.rotation_interval)
+            .field("next_rotation_at", &self.next_rotation_at)
             .finish()
     }
 }

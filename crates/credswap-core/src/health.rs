@@ -19,6 +19,7 @@ pub struct Health {
     pub(crate) username: String,
     pub(crate) age: Duration,
     pub(crate) rotation_interval: Duration,
+    pub(crate) next_rotation_in: Option<Duration>,
     pub(crate) expires_in: Option<Duration>,
     pub(crate) expiry_margin: Duration,
     pub(crate) consecutive_failures: u32,
@@ -70,7 +71,19 @@ impl Health {
         self.refused.is_some()
     }
 
-    /// Older than the policy's `rotation_interval`.
+    /// The rotation schedule the age is judged against: the store's when it said
+    /// ([`Credential::with_rotation_interval`](crate::Credential::with_rotation_interval)),
+    /// otherwise the policy's `rotation_interval`.
+    pub fn rotation_interval(&self) -> Duration {
+        self.rotation_interval
+    }
+
+    /// Time until the store's next planned rotation (zero once past), if it said.
+    pub fn next_rotation_in(&self) -> Option<Duration> {
+        self.next_rotation_in
+    }
+
+    /// Older than the rotation schedule ([`rotation_interval`](Self::rotation_interval)).
     pub fn is_overdue(&self) -> bool {
         self.age > self.rotation_interval
     }

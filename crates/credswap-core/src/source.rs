@@ -42,6 +42,18 @@ use crate::{Credential, SourceError};
 pub trait CredentialSource: Send + Sync + 'static {
     /// Returns the credential the store holds now.
     async fn fetch(&self) -> Result<Credential, SourceError>;
+
+    /// Returns the credential the store is rotating to, if a rotation is under way and the
+    /// store can tell (AWS Secrets Manager's `AWSPENDING` version).
+    ///
+    /// In a single-user rotation the database password is changed to the pending value
+    /// moments before the store makes it current; in that window the current credential is
+    /// refused. The provider asks for the pending credential only then (a login with the
+    /// current one was refused), and publishes it as soon as a connection with it opens,
+    /// without waiting for the store. The default has none.
+    async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -49,12 +61,20 @@ impl<T: CredentialSource + ?Sized> CredentialSource for Arc<T> {
     async fn fetch(&self) -> Result<Credential, SourceError> {
         (**self).fetch().await
     }
+
+    async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
+        (**self).fetch_pending().await
+    }
 }
 
 #[async_trait]
 impl<T: CredentialSource + ?Sized> CredentialSource for Box<T> {
     async fn fetch(&self) -> Result<Credential, SourceError> {
         (**self).fetch().await
+    }
+
+    async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
+        (**self).fetch_pending().await
     }
 }
 

@@ -597,7 +597,13 @@ impl Shared {
             generation: current.generation(),
             username: current.credential().username().to_owned(),
             age,
-            rotation_interval: self.policy.rotation_interval(),
+            rotation_interval: current
+                .credential()
+                .rotation_interval()
+                .unwrap_or(self.policy.rotation_interval()),
+            next_rotation_in: current.credential().next_rotation_at().map(|at| {
+                at.duration_since(SystemTime::now()).unwrap_or_default()
+            }),
             expires_in: current
                 .expires_deadline()
                 .map(|deadline| deadline.saturating_duration_since(now)),

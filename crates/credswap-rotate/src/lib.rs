@@ -1,0 +1,2 @@
+//! The Secrets Manager rotation protocol for PostgreSQL (work in progress).
+#![forbid(unsafe_code)]
