@@ -1,0 +1,324 @@
+//! [`Error`]: the one error type of the rotation, with question methods.
+
+use std::fmt;
+
+use crate::step::Step;
+
+/// A boxed source error.
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a rotation step failed.
+///
+/// Opaque: ask it with the `is_*` methods, [`step`](Self::step), [`role`](Self::role),
+/// [`sessions`](Self::sessions) and [`code`](Self::code). Neither `Display` nor `Debug` ever
+/// contains a password or a secret's value: messages name secrets by id, roles by name, and the
+/// JSON of a malformed secret only by the field that is wrong.
+pub struct Error {
+    kind: Kind,
+    step: Option<Step>,
+}
+
+/// What went wrong (internal).
+#[derive(thiserror::Error)]
+enum Kind {
+    /// A Secrets Manager call failed.
+    #[error("Secrets Manager {operation} failed for {what}{}", code_suffix(.code))]
+    Store {
+        operation: &'static str,
+        what: String,
+        code: Option<String>,
+        #[source]
+        source: Source,
+    },
+    /// The secret (or the version asked for) does not exist.
+    #[error("{what} does not exist (Secrets Manager {operation}: ResourceNotFoundException)")]
+    NotFound {
+        operation: &'static str,
+        what: String,
+    },
+    /// A secret's value is not what the rotation needs.
+    #[error("{what}")]
+    Malformed { what: String },
+    /// The secret's versions are not in a state this step can work from.
+    #[error("{what}")]
+    Version { what: String },
+    /// A database call failed.
+    #[error("database: {what}")]
+    Database {
+        what: String,
+        role: Option<String>,
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
+    /// The database refused a login the step needed.
+    #[error("database: {what}")]
+    LoginRefused {
+        what: String,
+        role: String,
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
+    /// Sessions are still logged in as the user about to get a new password.
+    #[error(
+        "{count} session(s) still logged in as role {role} ({policy}); \
+         its password was not changed"
+    )]
+    SessionsInUse {
+        role: String,
+        count: usize,
+        policy: String,
+    },
+    /// The rotator's own configuration is unusable.
+    #[error("configuration: {what}")]
+    Config { what: String },
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+}
+
+impl Error {
+    fn new(kind: Kind) -> Error {
+        Error { kind, step: None }
+    }
+
+    pub(crate) fn in_step(mut self, step: Step) -> Error {
+        self.step.get_or_insert(step);
+        self
+    }
+
+    pub(crate) fn store<E, R>(
+        operation: &'static str,
+        what: impl Into<String>,
+        error: aws_sdk_secretsmanager::error::SdkError<E, R>,
+    ) -> Error
+    where
+        E: aws_sdk_secretsmanager::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+        let what = what.into();
+        let code = error.code().map(str::to_owned);
+        if code.as_deref() == Some("ResourceNotFoundException") {
+            return Error::new(Kind::NotFound { operation, what });
+        }
+        // Keep only the rendered message chain: an SdkError's Debug carries the raw HTTP
+        // response, which is never needed to understand the failure.
+        let message = aws_sdk_secretsmanager::error::DisplayErrorContext(&error).to_string();
+        Error::new(Kind::Store {
+            operation,
+            what,
+            code,
+            source: message.into(),
+        })
+    }
+
+    pub(crate) fn malformed(what: impl Into<String>) -> Error {
+        Error::new(Kind::Malformed { what: what.into() })
+    }
+
+    pub(crate) fn version(what: impl Into<String>) -> Error {
+        Error::new(Kind::Version { what: what.into() })
+    }
+
+    pub(crate) fn database(
+        what: impl Into<String>,
+        role: Option<&str>,
+        source: Option<tokio_postgres::Error>,
+    ) -> Error {
+        Error::new(Kind::Database {
+            what: what.into(),
+            role: role.map(str::to_owned),
+            source,
+        })
+    }
+
+    pub(crate) fn login_refused(
+        what: impl Into<String>,
+        role: &str,
+        source: Option<tokio_postgres::Error>,
+    ) -> Error {
+        Error::new(Kind::LoginRefused {
+            what: what.into(),
+            role: role.to_owned(),
+            source,
+        })
+    }
+
+    pub(crate) fn sessions_in_use(role: &str, count: usize, policy: impl Into<String>) -> Error {
+        Error::new(Kind::SessionsInUse {
+            role: role.to_owned(),
+            count,
+            policy: policy.into(),
+        })
+    }
+
+    pub(crate) fn config(what: impl Into<String>) -> Error {
+        Error::new(Kind::Config { what: what.into() })
+    }
+
+    /// A Secrets Manager call failed (throttling, access denied, network, a service error),
+    /// including a missing secret ([`is_not_found`](Self::is_not_found)).
+    pub fn is_store(&self) -> bool {
+        matches!(self.kind, Kind::Store { .. } | Kind::NotFound { .. })
+    }
+
+    /// The secret, the master secret or a version asked for does not exist
+    /// (`ResourceNotFoundException`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.kind, Kind::NotFound { .. })
+    }
+
+    /// A secret's value is not usable: not JSON, not an object, a required field (`username`,
+    /// `password`, `host`) missing or of the wrong type, an unsupported `engine`, or a pending
+    /// value that does not belong to this rotation (another user or host).
+    pub fn is_malformed(&self) -> bool {
+        matches!(self.kind, Kind::Malformed { .. })
+    }
+
+    /// The secret's version stages do not allow this step: the token's version is not
+    /// `AWSPENDING` (and not already `AWSCURRENT`), or the secret has no `AWSCURRENT` version.
+    pub fn is_version(&self) -> bool {
+        matches!(self.kind, Kind::Version { .. })
+    }
+
+    /// The database failed: it could not be reached, refused a login
+    /// ([`is_login_refused`](Self::is_login_refused)), or a statement failed.
+    pub fn is_database(&self) -> bool {
+        matches!(self.kind, Kind::Database { .. } | Kind::LoginRefused { .. })
+    }
+
+    /// The database refused a login the step needed (the current credential in setSecret, the
+    /// pending one in testSecret, the master credential).
+    pub fn is_login_refused(&self) -> bool {
+        matches!(self.kind, Kind::LoginRefused { .. })
+    }
+
+    /// Sessions were still logged in as the inactive user and the
+    /// [`SessionPolicy`](crate::SessionPolicy) did not let the password change
+    /// (`Fail`, or `Wait` timed out).
+    pub fn is_sessions_in_use(&self) -> bool {
+        matches!(self.kind, Kind::SessionsInUse { .. })
+    }
+
+    /// The rotator's configuration is unusable (a password policy with an empty alphabet, no
+    /// master credential for alternating users, no sleep implementation in the SDK client).
+    pub fn is_config(&self) -> bool {
+        matches!(self.kind, Kind::Config { .. })
+    }
+
+    /// The step that failed, when the error came from one.
+    pub fn step(&self) -> Option<Step> {
+        self.step
+    }
+
+    /// The database role the error is about, when there is one.
+    pub fn role(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Database { role, .. } => role.as_deref(),
+            Kind::LoginRefused { role, .. } | Kind::SessionsInUse { role, .. } => Some(role),
+            _ => None,
+        }
+    }
+
+    /// How many sessions were still logged in, for [`is_sessions_in_use`](Self::is_sessions_in_use).
+    pub fn sessions(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::SessionsInUse { count, .. } => Some(*count),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE of a database error, or the error code of a Secrets Manager error
+    /// (`AccessDeniedException`, `ResourceNotFoundException`, ...).
+    pub fn code(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Store { code, .. } => code.as_deref(),
+            Kind::NotFound { .. } => Some("ResourceNotFoundException"),
+            Kind::Database { source, .. } | Kind::LoginRefused { source, .. } => {
+                source.as_ref().and_then(|e| e.code()).map(|c| c.code())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(step) = self.step {
+            write!(f, "{step}: ")?;
+        }
+        write!(f, "{}", self.kind)?;
+        let mut source = std::error::Error::source(&self.kind);
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    /// The kind, the step and the message chain (never a source's own `Debug`, which for an SDK
+    /// error carries the raw HTTP response).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Store { .. } => "Store",
+            Kind::NotFound { .. } => "NotFound",
+            Kind::Malformed { .. } => "Malformed",
+            Kind::Version { .. } => "Version",
+            Kind::Database { .. } => "Database",
+            Kind::LoginRefused { .. } => "LoginRefused",
+            Kind::SessionsInUse { .. } => "SessionsInUse",
+            Kind::Config { .. } => "Config",
+        };
+        f.debug_struct("Error")
+            .field("kind", &kind)
+            .field("step", &self.step)
+            .field("code", &self.code())
+            .field("message", &self.to_string())
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_step_and_the_role() {
+        let e = Error::sessions_in_use("app_clone", 3, "policy Fail").in_step(Step::SetSecret);
+        assert!(e.is_sessions_in_use());
+        assert_eq!(e.sessions(), Some(3));
+        assert_eq!(e.role(), Some("app_clone"));
+        assert_eq!(e.step(), Some(Step::SetSecret));
+        let text = e.to_string();
+        assert!(text.starts_with("setSecret: 3 session(s)"), "{text}");
+        assert!(text.contains("app_clone"), "{text}");
+        assert!(format!("{e:?}").contains("SessionsInUse"));
+    }
+
+    #[test]
+    fn the_first_step_sticks() {
+        let e = Error::malformed("x")
+            .in_step(Step::CreateSecret)
+            .in_step(Step::FinishSecret);
+        assert_eq!(e.step(), Some(Step::CreateSecret));
+    }
+}
