@@ -36,6 +36,7 @@
 //! | `bb8` | no | [`bb8`]: a `bb8::ManageConnection` for tokio-postgres that follows the credential |
 //! | `sqlx` | no | [`sqlx`]: a plain `sqlx::PgPool` that follows the credential (sqlx 0.8) |
 //! | `sqlx-0_9` | no | the sqlx adapter for sqlx 0.9 too, as `credswap::sqlx::v0_9` |
+//! | `aws` | no | [`aws`]: AWS Secrets Manager as a credential source (`SecretsManagerSource`) |
 //!
 //! # Guarantees
 //!
@@ -71,6 +72,13 @@ pub mod bb8 {
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "sqlx-0_9"))))]
 pub mod sqlx {
     pub use credswap_sqlx::*;
+}
+
+/// AWS Secrets Manager as a credential source (`credswap-aws`).
+#[cfg(feature = "aws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+pub mod aws {
+    pub use credswap_aws::*;
 }
 
 /// The README's code blocks, compiled as doctests so the quick starts cannot rot.

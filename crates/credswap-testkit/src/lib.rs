@@ -67,6 +67,7 @@ mod cluster;
 pub mod conformance;
 mod error;
 pub mod harness;
+mod moto;
 mod pgbouncer;
 mod roles;
 pub mod scenario;
@@ -74,6 +75,7 @@ mod server;
 mod sessions;
 
 pub use error::Error;
+pub use moto::{Fault, FaultProxy, FaultStats, TestMoto};
 pub use pgbouncer::TestPgBouncer;
 pub use roles::{AlternatingPair, random_password, unique_name};
 pub use server::TestPostgres;
