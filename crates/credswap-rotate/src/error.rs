@@ -205,8 +205,9 @@ impl Error {
         matches!(self.kind, Kind::SessionsInUse { .. })
     }
 
-    /// The rotator's configuration is unusable (a password policy with an empty alphabet, no
-    /// master credential for alternating users, no sleep implementation in the SDK client).
+    /// The rotator's configuration or a caller's argument is unusable (a password policy with
+    /// an empty alphabet, a token not 32 to 64 characters long, no sleep implementation in the
+    /// SDK client).
     pub fn is_config(&self) -> bool {
         matches!(self.kind, Kind::Config { .. })
     }

@@ -1,6 +1,7 @@
 //! [`Rotator`]: the four steps of the protocol for one secret, and [`Rotator::rotate`], which
 //! runs them all.
 
+use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
@@ -26,8 +27,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each one is idempotent per token: running it again with the same token changes nothing
 /// more (its [`StepReport::outcome`] says [`Outcome::AlreadyDone`]).
 ///
-/// `Debug` prints no secret.
-#[derive(Debug, Clone)]
+/// `Debug` prints no secret (nor the SDK client).
+#[derive(Clone)]
 pub struct Rotator {
     client: Client,
     secret_id: String,
@@ -72,6 +73,34 @@ pub fn new_token() -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+impl fmt::Debug for Rotator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotator")
+            .field("secret_id", &self.secret_id)
+            .field("strategy", &self.strategy)
+            .field("passwords", &self.passwords)
+            .field("sessions", &self.sessions)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pause", &self.pause)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Secrets Manager's bounds on a `ClientRequestToken`.
+const TOKEN_LENGTH: std::ops::RangeInclusive<usize> = 32..=64;
+
+/// An error unless `token` is 32 to 64 characters.
+fn check_token(token: &str) -> Result<(), Error> {
+    if TOKEN_LENGTH.contains(&token.len()) {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "a ClientRequestToken must be 32 to 64 characters, not {} ({token:?})",
+            token.len()
+        )))
+    }
 }
 
 impl Rotator {
@@ -166,10 +195,10 @@ impl Rotator {
     ///
     /// As [`rotate`](Self::rotate).
     pub async fn rotate_with_token(&self, token: &str) -> Result<RotationReport, Error> {
+        let created = self.create_secret(token).await?;
         let previous = store::get(&self.client, &self.secret_id, Some(CURRENT), None)
             .await
-            .map_err(|e| e.in_step(Step::CreateSecret))?;
-        let created = self.create_secret(token).await?;
+            .map_err(|e| e.in_step(Step::SetSecret))?;
         let set = self.set_secret(token).await?;
         let test = self.test_secret(token).await?;
         if !self.pause.is_zero() {
@@ -212,6 +241,7 @@ impl Rotator {
     }
 
     async fn create(&self, token: &str) -> Result<StepReport, Error> {
+        check_token(token)?;
         let step = Step::CreateSecret;
         let versions = store::describe(&self.client, &self.secret_id).await?;
         if versions.has(token, CURRENT) {
@@ -271,6 +301,7 @@ impl Rotator {
     }
 
     async fn set(&self, token: &str) -> Result<StepReport, Error> {
+        check_token(token)?;
         let step = Step::SetSecret;
         if self.check_pending(token).await? {
             return Ok(self.already(step, token, "the version is already AWSCURRENT"));
@@ -459,6 +490,7 @@ impl Rotator {
     }
 
     async fn test(&self, token: &str) -> Result<StepReport, Error> {
+        check_token(token)?;
         let step = Step::TestSecret;
         if self.check_pending(token).await? {
             return Ok(self.already(step, token, "the version is already AWSCURRENT"));
@@ -522,6 +554,7 @@ impl Rotator {
     }
 
     async fn finish(&self, token: &str) -> Result<StepReport, Error> {
+        check_token(token)?;
         let step = Step::FinishSecret;
         let versions = store::describe(&self.client, &self.secret_id).await?;
         let mut outcome = Outcome::AlreadyDone;
@@ -612,6 +645,8 @@ mod tests {
     #[test]
     fn tokens_are_uuids() {
         let token = new_token();
+        check_token(&token).unwrap();
+        assert!(check_token("short").unwrap_err().is_config());
         assert_eq!(token.len(), 36);
         assert_eq!(token.as_bytes()[14], b'4');
         assert_ne!(token, new_token());

@@ -73,7 +73,7 @@ impl DbSecret {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(other) => Err(Error::malformed(format!(
-                    "{what}: field \"{key}\" is a {}, not a string",
+                    "{what}: field \"{key}\" is {}, not a string",
                     json_type(other)
                 ))),
             }
@@ -104,7 +104,7 @@ impl DbSecret {
             })?,
             Some(other) => {
                 return Err(Error::malformed(format!(
-                    "{what}: field \"port\" is a {}, not a number",
+                    "{what}: field \"port\" is {}, not a number",
                     json_type(other)
                 )));
             }
@@ -218,11 +218,11 @@ impl DbSecret {
 fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
