@@ -37,6 +37,7 @@
 //! | `sqlx` | no | [`sqlx`]: a plain `sqlx::PgPool` that follows the credential (sqlx 0.8) |
 //! | `sqlx-0_9` | no | the sqlx adapter for sqlx 0.9 too, as `credswap::sqlx::v0_9` |
 //! | `aws` | no | [`aws`]: AWS Secrets Manager as a credential source (`SecretsManagerSource`) |
+//! | `rotate` | no | [`rotate`]: the Secrets Manager rotation protocol for PostgreSQL (`Rotator`), single user and alternating users |
 //!
 //! # Guarantees
 //!
@@ -81,7 +82,21 @@ pub mod aws {
     pub use credswap_aws::*;
 }
 
+/// The Secrets Manager rotation protocol for PostgreSQL (`credswap-rotate`).
+#[cfg(feature = "rotate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rotate")))]
+pub mod rotate {
+    pub use credswap_rotate::*;
+}
+
 /// The README's code blocks, compiled as doctests so the quick starts cannot rot.
-#[cfg(all(doctest, feature = "deadpool", feature = "bb8", feature = "sqlx"))]
+#[cfg(all(
+    doctest,
+    feature = "deadpool",
+    feature = "bb8",
+    feature = "sqlx",
+    feature = "aws",
+    feature = "rotate"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
