@@ -601,9 +601,10 @@ impl Shared {
                 .credential()
                 .rotation_interval()
                 .unwrap_or(self.policy.rotation_interval()),
-            next_rotation_in: current.credential().next_rotation_at().map(|at| {
-                at.duration_since(SystemTime::now()).unwrap_or_default()
-            }),
+            next_rotation_in: current
+                .credential()
+                .next_rotation_at()
+                .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default()),
             expires_in: current
                 .expires_deadline()
                 .map(|deadline| deadline.saturating_duration_since(now)),
