@@ -39,6 +39,9 @@ pub struct Counters {
     pub canaries: AtomicU64,
     /// Connects that fell back to the last proven login after the new one was refused.
     pub fallback_connects: AtomicU64,
+    /// Connections opened with the store's pending credential while the current one was
+    /// refused (see [`CredentialSource::fetch_pending`](crate::CredentialSource::fetch_pending)).
+    pub pending_connects: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -118,6 +121,7 @@ impl Counters {
             untagged: load(&self.untagged),
             canaries: load(&self.canaries),
             fallback_connects: load(&self.fallback_connects),
+            pending_connects: load(&self.pending_connects),
         }
     }
 }
@@ -205,6 +209,9 @@ pub struct AdapterStats {
     pub canaries: u64,
     /// Connects that fell back to the last proven login after the new one was refused.
     pub fallback_connects: u64,
+    /// Connections opened with the store's pending credential while the current one was
+    /// refused; the provider published it once one opened.
+    pub pending_connects: u64,
 }
 
 impl AdapterStats {
