@@ -7,8 +7,13 @@
 //! sessions authenticated before a rotation still open after the drain.
 //!
 //! The application learns of a rotation only as it would in production: the rotator changes the
-//! database and the store (a [`MemorySource`]), never the application's provider. Whatever the
-//! pool under test does with that store (refresh schedule, auth-failure retry) is on it.
+//! database and the store (a [`MemorySource`](credswap_core::MemorySource)), never the
+//! application's provider. Whatever the pool under test does with that store (refresh schedule,
+//! auth-failure retry) is on it.
+//!
+//! [`run`] uses the built-in rotator over a [`RotationSetup`]; [`run_with`] takes any [`Rotate`]
+//! (for instance one that drives a real secret store and its rotation protocol) and runs the same
+//! workers, schedule and sampler around it.
 //!
 //! Two strategies, as real stores rotate:
 //!
@@ -32,11 +37,12 @@ use async_trait::async_trait;
 use credswap_core::BoxError;
 use tokio::time::Instant;
 
+pub use rotator::{Rotate, RotationMarks};
 pub use setup::{RotationSetup, Strategy};
 
 use crate::{Error, TestPostgres};
 use report::percentile_ms;
-use rotator::rotate;
+use rotator::{MemoryRotator, drive};
 
 /// One request through the pool under test (for example `SELECT current_user`).
 #[async_trait]
@@ -124,6 +130,10 @@ pub struct ScenarioReport {
     /// Longest time from a rotation to its last stale session closing, ms (a drain not finished
     /// when the run ended counts until then).
     pub max_drain_ms: f64,
+    /// Mean time between the starts of consecutive rotations, ms; 0 with fewer than two. Longer
+    /// than `rotate_every` when rotations take longer than the interval (the next one then
+    /// starts when the previous one ends).
+    pub mean_rotation_interval_ms: f64,
     /// Up to five distinct error messages of failed requests.
     pub first_errors: Vec<String>,
 }
@@ -163,7 +173,7 @@ impl ScenarioReport {
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
 /// One rotation as the sampler tracks it.
-struct RotationMark {
+pub(crate) struct RotationMark {
     at: SystemTime,
     at_instant: Instant,
     /// When the sampler first saw no session older than the rotation.
@@ -186,8 +196,22 @@ pub async fn run(
     config: &ScenarioConfig,
     progress: Arc<Progress>,
 ) -> Result<ScenarioReport, Error> {
-    let strategy = setup.strategy;
-    let roles = setup.roles.clone();
+    let rotator = MemoryRotator::new(pg.admin_config(), setup, config);
+    run_with(pg, rotator, workload, config, progress).await
+}
+
+/// [`run`] with any [`Rotate`]: the workers, the schedule (`config.rotate_every`) and the
+/// sampler are the same; `config.overlap` and `config.store_lag` are the built-in rotator's and
+/// are ignored here.
+pub async fn run_with<R: Rotate>(
+    pg: &TestPostgres,
+    rotator: R,
+    workload: Arc<dyn Workload>,
+    config: &ScenarioConfig,
+    progress: Arc<Progress>,
+) -> Result<ScenarioReport, Error> {
+    let strategy = rotator.strategy();
+    let roles = rotator.roles();
     let sampler_client = pg.admin().await?;
     let start = Instant::now();
     let deadline = start + config.duration;
@@ -231,16 +255,13 @@ pub async fn run(
         })
         .collect();
 
-    let marks: Arc<std::sync::Mutex<Vec<RotationMark>>> = Arc::default();
+    let marks = RotationMarks::default();
     let rotator = {
-        let pg_config = pg.admin_config();
-        let marks = Arc::clone(&marks);
+        let marks = marks.clone();
         let progress = Arc::clone(&progress);
         let stop = Arc::clone(&stop);
-        let config = config.clone();
-        tokio::spawn(async move {
-            rotate(pg_config, setup, config, deadline, marks, progress, stop).await
-        })
+        let every = config.rotate_every;
+        tokio::spawn(async move { drive(rotator, every, deadline, marks, progress, stop).await })
     };
 
     // Sample pg_stat_activity at 100 Hz until the workers stop and every rotation had its grace.
@@ -255,7 +276,7 @@ pub async fn run(
         peak = peak.max(starts.len());
         let mut all_settled = true;
         {
-            let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut marks = marks.lock();
             for mark in marks.iter_mut() {
                 let old = starts.iter().filter(|s| **s < mark.at).count();
                 if mark.drained_at.is_none() && old == 0 {
@@ -277,9 +298,16 @@ pub async fn run(
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let rotations = match rotator.await {
-        Ok(result) => result?,
+    let (rotations, starts) = match rotator.await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return Err(Error::startup(format!("a rotation failed: {e}"))),
         Err(join) => return Err(Error::startup(format!("the rotator task panicked: {join}"))),
+    };
+    let mean_rotation_interval_ms = match (starts.first(), starts.last()) {
+        (Some(first), Some(last)) if starts.len() >= 2 => {
+            (*last - *first).as_secs_f64() * 1000.0 / (starts.len() - 1) as f64
+        }
+        _ => 0.0,
     };
 
     let mut samples = Vec::new();
@@ -300,7 +328,7 @@ pub async fn run(
     }
 
     let end = Instant::now();
-    let marks = std::mem::take(&mut *marks.lock().unwrap_or_else(|p| p.into_inner()));
+    let marks = std::mem::take(&mut *marks.lock());
     let windows: Vec<(u64, u64)> = marks
         .iter()
         .map(|m| {
@@ -346,6 +374,7 @@ pub async fn run(
                     * 1000.0
             })
             .fold(0.0, f64::max),
+        mean_rotation_interval_ms,
         first_errors: errors,
     })
 }
