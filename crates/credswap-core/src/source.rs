@@ -168,6 +168,7 @@ struct MemoryInner {
 
 struct MemoryState {
     credential: Credential,
+    pending: Option<Credential>,
     failure: Option<SourceError>,
     delay: Duration,
 }
@@ -179,6 +180,7 @@ impl MemorySource {
             inner: Arc::new(MemoryInner {
                 state: Mutex::new(MemoryState {
                     credential,
+                    pending: None,
                     failure: None,
                     delay: Duration::ZERO,
                 }),
@@ -195,6 +197,13 @@ impl MemorySource {
     /// Replaces the stored credential (what a rotation does to a real store).
     pub fn set(&self, credential: Credential) {
         self.state().credential = credential;
+    }
+
+    /// Sets the credential a rotation under way will make current (Secrets Manager's
+    /// `AWSPENDING`), returned by [`fetch_pending`](CredentialSource::fetch_pending); `None`
+    /// when no rotation is under way. [`set`](Self::set) does not clear it.
+    pub fn set_pending(&self, pending: Option<Credential>) {
+        self.state().pending = pending;
     }
 
     /// Makes every fetch fail with `error` until [`recover`](Self::recover).
@@ -228,6 +237,7 @@ impl fmt::Debug for MemorySource {
         let state = self.state();
         f.debug_struct("MemorySource")
             .field("credential", &state.credential)
+            .field("pending", &state.pending)
             .field("failure", &state.failure)
             .field("fetches", &self.fetch_count())
             .finish()
@@ -246,6 +256,14 @@ impl CredentialSource for MemorySource {
         match &state.failure {
             Some(e) => Err(e.clone()),
             None => Ok(state.credential.clone()),
+        }
+    }
+
+    async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
+        let state = self.state();
+        match &state.failure {
+            Some(e) => Err(e.clone()),
+            None => Ok(state.pending.clone()),
         }
     }
 }

@@ -183,6 +183,7 @@ impl Connector {
         let mut refused_before = false;
         let mut fallback: Option<Arc<Snapshot>> = None;
         let mut fell_back_from: Option<Generation> = None;
+        let mut tried_pending_for: Option<Generation> = None;
         loop {
             changes.borrow_and_update();
             let is_fallback = fallback.is_some();
@@ -199,9 +200,12 @@ impl Connector {
             }
             let error = match open(Arc::clone(&snapshot)).await {
                 Ok(connection) => {
+                    let is_pending = is_fallback && generation > credentials.generation();
                     credentials.report_accepted(generation);
                     let live = counters.opened(generation);
-                    if is_fallback {
+                    if is_pending {
+                        Counters::bump(&counters.pending_connects);
+                    } else if is_fallback {
                         Counters::bump(&counters.fallback_connects);
                     } else if credentials.generation() != generation {
                         Counters::bump(&counters.raced_connects);
@@ -238,6 +242,21 @@ impl Connector {
                             refused = generation.get(),
                             "login refused; retrying with the newer credential"
                         );
+                        continue;
+                    }
+                    // The store may be mid-rotation with the database already on its pending
+                    // credential (a single-user rotation between setSecret and finishSecret):
+                    // try it; once it opens, the provider publishes it.
+                    if tried_pending_for != Some(generation)
+                        && let Some(pending) = credentials.pending()
+                    {
+                        tracing::debug!(
+                            refused = generation.get(),
+                            pending = pending.generation().get(),
+                            "login refused; trying the store's pending credential"
+                        );
+                        tried_pending_for = Some(generation);
+                        fallback = Some(pending);
                         continue;
                     }
                     // A login the database never accepted (a mistyped secret): the last login

@@ -30,6 +30,11 @@ pub struct Stats {
     pub auth_failure_refreshes: u64,
     /// Auth-failure reports ignored because the generation had already moved on.
     pub auth_failure_reports_deduplicated: u64,
+    /// Pending credentials fetched after a refused login (the store was mid-rotation).
+    pub pending_fetched: u64,
+    /// Pending credentials published because the database accepted them before the store
+    /// made them current.
+    pub pending_published: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +52,8 @@ struct Counters {
     rejected: AtomicU64,
     auth_refreshes: AtomicU64,
     auth_dedup: AtomicU64,
+    pending_fetched: AtomicU64,
+    pending_published: AtomicU64,
 }
 
 struct Status {
@@ -70,6 +77,9 @@ struct Shared {
     proven: Arc<AtomicU64>,
     /// The snapshot of that generation, while it is known.
     last_proven: ArcSwapOption<Snapshot>,
+    /// The store's pending credential, as the generation after the current one, fetched after
+    /// a refused login; published once the database accepts it.
+    pending: ArcSwapOption<Snapshot>,
     generation_tx: watch::Sender<Generation>,
     /// Single flight: the holder fetches; the result is kept for whoever waited meanwhile.
     flight: tokio::sync::Mutex<Option<Result<Arc<Snapshot>, Error>>>,
@@ -216,6 +226,7 @@ impl RotatingCredentialsBuilder {
             current: ArcSwap::new(snapshot),
             proven,
             last_proven,
+            pending: ArcSwapOption::empty(),
             generation_tx,
             flight: tokio::sync::Mutex::new(None),
             completed: AtomicU64::new(0),
@@ -400,7 +411,26 @@ impl RotatingCredentials {
             username = %current.credential().username(),
             "authentication failed with the current credential; refreshing"
         );
-        self.refresh().await
+        let fresh = self.refresh().await;
+        if fresh
+            .as_ref()
+            .is_ok_and(|fresh| fresh.generation() == generation)
+        {
+            // The store still says the refused credential: it may be mid-rotation, with the
+            // database already on its pending one.
+            self.shared.fetch_pending(generation).await;
+        }
+        fresh
+    }
+
+    /// The store's pending credential, as the generation that would follow the current one,
+    /// if a refused login made the provider ask for it and the store had one (see
+    /// [`CredentialSource::fetch_pending`]). An adapter whose connect with the current
+    /// credential is refused tries this one; when a connection with it opens,
+    /// [`report_accepted`](Self::report_accepted) publishes it without waiting for the store.
+    pub fn pending(&self) -> Option<Arc<Snapshot>> {
+        let pending = self.shared.pending.load_full()?;
+        (pending.generation() == self.generation().next()).then_some(pending)
     }
 
     /// Records that the database refused a login with `generation` (an adapter calls this; it
@@ -436,6 +466,17 @@ impl RotatingCredentials {
     /// Records that the database accepted a login with `generation`: clears a refusal of that
     /// generation from [`health`](Self::health).
     pub fn report_accepted(&self, generation: Generation) {
+        if generation == self.generation().next()
+            && self
+                .shared
+                .pending
+                .load()
+                .as_ref()
+                .is_some_and(|p| p.generation() == generation)
+        {
+            self.publish_pending(generation);
+            return;
+        }
         let current = self.load();
         if current.is_same_login(generation) && !current.is_proven() {
             current.mark_proven(current.generation());
@@ -459,6 +500,25 @@ impl RotatingCredentials {
         }
     }
 
+    /// Publishes the pending credential of `generation`, which the database accepted, as the
+    /// current one: under the single flight, so generations never go backwards (at once when no
+    /// fetch is running, otherwise in a task once it ends).
+    fn publish_pending(&self, generation: Generation) {
+        let shared = Arc::clone(&self.shared);
+        if let Ok(flight) = self.shared.flight.try_lock() {
+            shared.adopt_pending(generation);
+            drop(flight);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let _flight = shared.flight.lock().await;
+            shared.adopt_pending(generation);
+        });
+    }
+
     /// The newest snapshot whose credential the database accepted, if it is known: the
     /// fallback a connect tries when the current credential is refused before it was ever
     /// accepted (a mistyped secret), so that the pool keeps working on the credential that did.
@@ -476,6 +536,8 @@ impl RotatingCredentials {
             rejected: c.rejected.load(Ordering::Relaxed),
             auth_failure_refreshes: c.auth_refreshes.load(Ordering::Relaxed),
             auth_failure_reports_deduplicated: c.auth_dedup.load(Ordering::Relaxed),
+            pending_fetched: c.pending_fetched.load(Ordering::Relaxed),
+            pending_published: c.pending_published.load(Ordering::Relaxed),
         }
     }
 
@@ -489,6 +551,90 @@ impl RotatingCredentials {
 }
 
 impl Shared {
+    /// Asks the source for its pending credential after a refused login with `refused` (the
+    /// current generation), under the single flight; keeps it as the next generation.
+    async fn fetch_pending(&self, refused: Generation) {
+        let _flight = self.flight.lock().await;
+        let current = self.current.load_full();
+        if current.generation() != refused {
+            return;
+        }
+        let fetched =
+            tokio::time::timeout(self.policy.fetch_timeout(), self.source.fetch_pending()).await;
+        let credential = match fetched {
+            Ok(Ok(Some(credential))) if !credential.same_login(current.credential()) => credential,
+            Ok(Ok(_)) => {
+                self.pending.store(None);
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "fetching the pending credential failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("fetching the pending credential timed out");
+                return;
+            }
+        };
+        if self.pending.load().as_ref().is_some_and(|p| {
+            p.generation() == refused.next() && p.credential().same_login(&credential)
+        }) {
+            return;
+        }
+        self.counters
+            .pending_fetched
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            generation = refused.get(),
+            username = %credential.username(),
+            version = ?credential.version(),
+            "the current credential is refused and the store has a pending one; connects try it"
+        );
+        let snapshot = Snapshot::new(
+            credential,
+            refused.next(),
+            Instant::now(),
+            &self.policy,
+            &self.proven,
+        );
+        self.pending.store(Some(Arc::new(snapshot)));
+    }
+
+    /// Publishes the pending snapshot of `generation` if it still follows the current one.
+    /// Call it holding the single flight.
+    fn adopt_pending(&self, generation: Generation) {
+        let Some(pending) = self.pending.load_full() else {
+            return;
+        };
+        let current = self.current.load_full();
+        if pending.generation() != generation || current.generation().next() != generation {
+            return;
+        }
+        self.pending.store(None);
+        // The very snapshot the accepted connections were tagged with.
+        let snapshot = pending;
+        snapshot.mark_proven(generation);
+        self.last_proven.store(Some(Arc::clone(&snapshot)));
+        self.current.store(Arc::clone(&snapshot));
+        {
+            let mut status = lock(&self.status);
+            if status.refused.is_some_and(|r| r.generation < generation) {
+                status.refused = None;
+            }
+        }
+        self.generation_tx.send_replace(generation);
+        self.counters.rotations.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .pending_published
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            generation = generation.get(),
+            username = %snapshot.credential().username(),
+            version = ?snapshot.credential().version(),
+            "the database accepted the store's pending credential; published before the store"
+        );
+    }
+
     async fn fetch_and_publish(&self) -> Result<Arc<Snapshot>, Error> {
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
         let outcome = self.fetch_validated().await;
@@ -547,7 +693,15 @@ impl Shared {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
-        let generation = current.generation().next();
+        let mut generation = current.generation().next();
+        // A pending credential took the next generation number; connections may carry it. The
+        // store publishing another login skips it, so no two logins share a generation.
+        if let Some(pending) = self.pending.load().as_ref()
+            && pending.generation() == generation
+            && !pending.credential().same_login(&credential)
+        {
+            generation = generation.next();
+        }
         // A flip back to the last credential the database accepted (A→B→A) is the same login
         // as that generation: its connections stay current, and it needs no proof.
         let equivalent = self
@@ -574,6 +728,8 @@ impl Shared {
         }
         // Only the single-flight holder stores, so generations never go backwards.
         self.current.store(Arc::clone(&snapshot));
+        // A pending credential fetched for the generation before is not the next one any more.
+        self.pending.store(None);
         self.generation_tx.send_replace(generation);
         self.counters.rotations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(

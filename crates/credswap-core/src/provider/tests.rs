@@ -646,3 +646,84 @@ async fn a_stalled_validation_is_bounded_and_blocks_nothing_beyond_it() {
     assert_eq!(creds.health().consecutive_failures(), 1);
     assert!(!creds.health().is_healthy());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_fetches_the_pending_credential_and_its_acceptance_publishes_it() {
+    let store = MemorySource::new(Credential::new("app", "old"));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    assert!(creds.pending().is_none());
+    // No rotation under way: a refusal finds no pending credential.
+    let _ = creds.report_auth_failure(Generation::FIRST).await;
+    assert!(creds.pending().is_none());
+
+    // createSecret + setSecret: the store has a pending credential, the database took it.
+    store.set_pending(Some(Credential::new("app", "new")));
+    tokio::time::sleep(secs(1)).await; // past the auth refresh rate limit
+    let fresh = creds.report_auth_failure(Generation::FIRST).await.unwrap();
+    assert_eq!(
+        fresh.generation(),
+        Generation::FIRST,
+        "the store's current is unchanged"
+    );
+    let pending = creds.pending().expect("the pending credential");
+    assert_eq!(pending.generation(), Generation::FIRST.next());
+    assert!(
+        pending
+            .credential()
+            .same_login(&Credential::new("app", "new"))
+    );
+    assert_eq!(
+        creds.generation(),
+        Generation::FIRST,
+        "not published before it is accepted"
+    );
+    assert_eq!(creds.stats().pending_fetched, 1);
+
+    // A connection with it opened: published, proven, no refusal left.
+    creds.report_accepted(pending.generation());
+    assert_eq!(creds.generation(), pending.generation());
+    assert!(creds.current().is_proven());
+    assert!(!creds.health().is_refused());
+    assert!(creds.pending().is_none());
+    assert_eq!(creds.stats().pending_published, 1);
+
+    // finishSecret: the store's current becomes it; the same login is not a new generation.
+    store.set(Credential::new("app", "new"));
+    store.set_pending(None);
+    creds.refresh().await.unwrap();
+    assert_eq!(creds.generation(), pending.generation());
+    assert_eq!(creds.stats().rotations, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_credential_is_dropped_when_the_store_publishes_another() {
+    let store = MemorySource::new(Credential::new("app", "old"));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    store.set_pending(Some(Credential::new("app", "pending")));
+    let _ = creds.report_auth_failure(Generation::FIRST).await;
+    let pending = creds.pending().expect("the pending credential");
+    store.set(Credential::new("app", "other"));
+    let published = creds.refresh().await.unwrap();
+    assert_eq!(
+        published.generation(),
+        pending.generation().next(),
+        "another login does not reuse the pending credential's generation"
+    );
+    assert!(
+        creds.pending().is_none(),
+        "the pending one is not the next generation any more"
+    );
+    // A late acceptance of the old pending credential publishes and proves nothing.
+    creds.report_accepted(pending.generation());
+    assert!(
+        creds
+            .current()
+            .credential()
+            .same_login(&Credential::new("app", "other"))
+    );
+    assert!(!creds.current().is_proven());
+}

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use credswap_core::contract::connect::{RETRY_INITIAL, RETRY_MAX};
-use credswap_core::contract::{ConnectionTag, Counters, Rotation};
+use credswap_core::contract::{ConnectionTag, Counters, Failure, Rotation};
 use credswap_core::{Credential, Generation, Snapshot, Validate, validate_fn};
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -227,6 +227,7 @@ where
     let mut changes = credentials.subscribe();
     let mut backoff = RETRY_INITIAL;
     let mut attempts = 0;
+    let mut tried_pending_for = None;
     loop {
         changes.borrow_and_update();
         let tried = credentials.current();
@@ -260,6 +261,19 @@ where
         if fresh.is_ok_and(|fresh| fresh.generation() != tried.generation()) {
             continue;
         }
+        // The store may be mid-rotation with the database already on its pending credential:
+        // try it outside the pool (this checkout's slot is free); once it opens, the provider
+        // publishes it and the pool's options follow.
+        if tried_pending_for != Some(tried.generation())
+            && let Some(pending) = credentials.pending()
+        {
+            tried_pending_for = Some(tried.generation());
+            if probe(&pool.connect_options(), &pending).await.is_ok() {
+                Counters::bump(&counters.pending_connects);
+                credentials.report_accepted(pending.generation());
+                continue;
+            }
+        }
         let now = Instant::now();
         if now >= until {
             Counters::bump(&counters.connect_failures);
@@ -281,6 +295,20 @@ where
                 let _ = credentials.report_auth_failure(tried.generation()).await;
             }
         }
+    }
+}
+
+/// Opens one connection with `snapshot`'s login outside the pool and closes it, within
+/// [`VALIDATION_TIMEOUT`]: `Ok` when the database accepted the login.
+async fn probe(base: &PgConnectOptions, snapshot: &Snapshot) -> Result<(), Failure> {
+    let options = with_login(base, snapshot.credential());
+    match tokio::time::timeout(VALIDATION_TIMEOUT, PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(classify(&error)),
+        Err(_) => Err(Failure::Transient),
     }
 }
 

@@ -107,6 +107,7 @@ mod plain {
         "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
          at once, and nothing reports it (`following` runs this case)";
         auth_failure_at_connect_waits_for_the_new_credential,
+        the_pending_credential_bridges_a_single_user_rotation,
         persistent_wrong_password_fails_clearly_without_the_secret,
         a_mistyped_secret_keeps_the_pool_serving,
         nothing_prints_the_password,
@@ -180,6 +181,7 @@ mod following {
     credswap_testkit::conformance_suite!(@cases SqlxFollowing, Direct;
         single_user_rotation_loses_no_request,
         auth_failure_at_connect_waits_for_the_new_credential,
+        the_pending_credential_bridges_a_single_user_rotation,
         persistent_wrong_password_fails_clearly_without_the_secret,
         nothing_prints_the_password,
     );
@@ -201,6 +203,7 @@ mod following {
 
         credswap_testkit::conformance_suite!(@cases SqlxFollowing, ThroughPgBouncer;
             auth_failure_at_connect_waits_for_the_new_credential,
+            the_pending_credential_bridges_a_single_user_rotation,
             persistent_wrong_password_fails_clearly_without_the_secret,
         );
     }

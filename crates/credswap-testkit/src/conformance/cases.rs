@@ -587,6 +587,93 @@ pub async fn auth_failure_at_connect_waits_for_the_new_credential<A: Adapter, R:
     );
 }
 
+/// A single-user rotation the way Secrets Manager runs it: the new password is stored as
+/// *pending* (createSecret), the database takes it (setSecret), and the store makes it current
+/// only 3 s later (finishSecret). A checkout in that window, through the plain pool API, opens
+/// with the pending credential, and the provider publishes it without waiting for the store;
+/// the store's catching up later is not a rotation.
+pub async fn the_pending_credential_bridges_a_single_user_rotation<A: Adapter, R: Route>() {
+    let pg = R::postgres().await;
+    let (role, _, store, credentials) = single_role(&pg, manual_policy()).await;
+    let (pool, rotation) = build::<A>(&pg, credentials.clone(), 4).await;
+    // Busy, so that the next checkouts must connect.
+    let mut first = checkout::<A>(&pool).await;
+    let first_pid = who(&mut first).await.pid;
+
+    let password = random_password();
+    store.set_pending(Some(Credential::new(role.clone(), password.clone())));
+    pg.set_password(&role, &password).await.expect("ALTER ROLE");
+    let finish = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut session = match A::checkout(&pool).await {
+            Ok(session) => session,
+            Err(e) => panic!(
+                "{}: a checkout between setSecret and finishSecret must use the pending \
+                 credential: {}\n{:?}",
+                A::NAME,
+                error_chain(&*e),
+                rotation.stats()
+            ),
+        };
+        assert_eq!(who(&mut session).await.user, role);
+        held.push(session);
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < finish - Duration::from_secs(1),
+        "{}: the checkouts waited {waited:?}, as if for the store",
+        A::NAME
+    );
+    assert_eq!(
+        credentials.generation().get(),
+        2,
+        "the pending credential is published once the database accepted it"
+    );
+    assert!(credentials.current().is_proven());
+    assert!(!credentials.health().is_refused());
+    let stats = rotation.stats();
+    assert!(stats.pending_connects >= 1, "{stats:?}");
+    assert_eq!(credentials.stats().pending_published, 1);
+    assert_no_secret(
+        &[&password],
+        &[
+            ("the Rotation", format!("{rotation:?}")),
+            ("the provider", format!("{credentials:?}")),
+        ],
+    );
+
+    // finishSecret: the store's current is the pending credential now; not a new generation.
+    tokio::time::sleep(finish.saturating_sub(started.elapsed())).await;
+    store.set(Credential::new(role.clone(), password));
+    store.set_pending(None);
+    credentials.refresh().await.expect("refresh");
+    assert_eq!(credentials.generation().get(), 2);
+
+    // The session of the old password is drained once returned.
+    execute(&mut first, "SELECT 1").await;
+    drop(first);
+    drop(held);
+    if pg.pooler().is_some() {
+        assert_client_side_drained(&rotation, A::NAME).await;
+    } else {
+        wait_closed(
+            &pg,
+            &role,
+            Some(first_pid),
+            Duration::from_secs(2),
+            "the connection of the old password is closed after its return",
+        )
+        .await;
+    }
+    eprintln!(
+        "{}: three checkouts in the setSecret..finishSecret window took {waited:?}; {:?}",
+        A::NAME,
+        rotation.stats()
+    );
+}
+
 /// The store holds a wrong password: a checkout fails within the pool's timeout with an error
 /// that names the role or SQLSTATE `28P01` (or, where the pool reports only its timeout, a log
 /// line that does) and never the password; once the store holds the right one, the pool
