@@ -5,11 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use credswap_core::{
-    BoxError, Credential, CredentialSource, MemorySource, Policy, RotatingCredentials,
-};
+use credswap_core::contract::AdapterStats;
+use credswap_core::{BoxError, Credential, CredentialSource, Policy, RotatingCredentials};
 use credswap_testkit::TestPostgres;
-use credswap_testkit::scenario::{RotationSetup, Workload};
+use credswap_testkit::scenario::Workload;
 use deadpool_postgres::{Manager, Pool, PoolConfig, Runtime, Timeouts};
 use secrecy::ExposeSecret;
 use tokio_postgres::NoTls;
@@ -41,11 +40,21 @@ impl Query {
     }
 }
 
+/// Where the application reads its credential (the drill's in-memory store, or Secrets
+/// Manager), and the credential the store held when the run began (for the peers that never
+/// read it again).
+pub struct App {
+    pub source: Arc<dyn CredentialSource>,
+    pub initial: Credential,
+}
+
 /// A pool under drill, ready for the scenario engine.
 pub struct PoolUnderTest {
     pub workload: Arc<dyn Workload>,
     /// The generation the pool is on, for progress display.
     pub generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The adapter's counters; `None` for the peers, which have none.
+    pub stats: Option<Arc<dyn Fn() -> AdapterStats + Send + Sync>>,
     /// Closes the pool (its sessions end), so the next run starts clean.
     pub close: Box<dyn FnOnce() + Send>,
 }
@@ -53,14 +62,14 @@ pub struct PoolUnderTest {
 pub async fn build(
     adapter: AdapterName,
     pg: &TestPostgres,
-    setup: &RotationSetup,
+    app: &App,
     policy: Policy,
     pool_size: usize,
     query: Query,
 ) -> Result<PoolUnderTest, BoxError> {
     match adapter {
         AdapterName::Deadpool => {
-            let credentials = RotatingCredentials::new(setup.store().clone(), policy).await?;
+            let credentials = RotatingCredentials::new(Arc::clone(&app.source), policy).await?;
             let mut pool_config = PoolConfig::new(pool_size);
             pool_config.timeouts = timeouts();
             let (pool, rotation) = credswap_deadpool::create_pool_from_pg_config(
@@ -70,14 +79,16 @@ pub async fn build(
                 credentials,
             )?;
             let close_pool = pool.clone();
+            let stats_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
+                stats: Some(Arc::new(move || stats_rotation.stats())),
                 close: Box::new(move || close_pool.close()),
             })
         }
         AdapterName::Bb8 => {
-            let credentials = RotatingCredentials::new(setup.store().clone(), policy).await?;
+            let credentials = RotatingCredentials::new(Arc::clone(&app.source), policy).await?;
             let manager =
                 credswap_bb8::RotatingConnectionManager::new(pg.base_config(), NoTls, credentials);
             let rotation = manager.rotation();
@@ -86,15 +97,17 @@ pub async fn build(
                 .connection_timeout(WAIT)
                 .build(manager)
                 .await?;
+            let stats_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(Bb8Select(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
+                stats: Some(Arc::new(move || stats_rotation.stats())),
                 // bb8 has no close: its connections end when the last pool handle drops.
                 close: Box::new(|| {}),
             })
         }
         AdapterName::Sqlx => {
-            let credentials = RotatingCredentials::new(setup.store().clone(), policy).await?;
+            let credentials = RotatingCredentials::new(Arc::clone(&app.source), policy).await?;
             let options = sqlx::postgres::PgConnectOptions::new()
                 .host(pg.host())
                 .port(pg.port())
@@ -105,24 +118,27 @@ pub async fn build(
             let (pool, rotation) =
                 credswap_sqlx::connect_with(pool_options, options, credentials).await?;
             let close_pool = pool.clone();
+            let stats_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(SqlxSelect(pool, rotation.clone(), query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
+                stats: Some(Arc::new(move || stats_rotation.stats())),
                 close: Box::new(move || {
                     tokio::spawn(async move { close_pool.close().await });
                 }),
             })
         }
         AdapterName::Static => {
-            let pool = plain_pool(pg, setup.initial_credential(), pool_size)?;
+            let pool = plain_pool(pg, &app.initial, pool_size)?;
             let close_pool = pool.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(|| 1),
+                stats: None,
                 close: Box::new(move || close_pool.close()),
             })
         }
-        AdapterName::NaiveRebuild => naive_rebuild(pg, setup, policy, pool_size, query).await,
+        AdapterName::NaiveRebuild => naive_rebuild(pg, app, policy, pool_size, query).await,
     }
 }
 
@@ -153,15 +169,15 @@ fn plain_pool(
 /// `ArcSwap`. The old pool is dropped when its last connection returns.
 async fn naive_rebuild(
     pg: &TestPostgres,
-    setup: &RotationSetup,
+    app: &App,
     policy: Policy,
     pool_size: usize,
     query: Query,
 ) -> Result<PoolUnderTest, BoxError> {
-    let first = setup.initial_credential().clone();
+    let first = app.initial.clone();
     let current = Arc::new(ArcSwap::from_pointee(plain_pool(pg, &first, pool_size)?));
     let generation = Arc::new(AtomicU64::new(1));
-    let store: MemorySource = setup.store().clone();
+    let store = Arc::clone(&app.source);
     let poller = {
         let (current, generation, pg_config) = (
             Arc::clone(&current),
@@ -201,6 +217,7 @@ async fn naive_rebuild(
     Ok(PoolUnderTest {
         workload: Arc::new(NaiveSelect(current, query)),
         generation: Arc::new(move || generation.load(Ordering::Relaxed)),
+        stats: None,
         close: Box::new(move || {
             poller.abort();
             close_current.load().close();

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use credswap_rotate::{SessionPolicy, Step};
 use credswap_testkit::scenario::Strategy;
 
 /// Zero-downtime database credential rotation for Rust connection pools.
@@ -23,6 +24,36 @@ pub enum Command {
     /// credential rotates on a schedule. Exit status 1 when a credswap adapter failed a request
     /// or left a stale session after the drain; 2 for bad arguments.
     Drill(DrillArgs),
+
+    /// Rotate a database secret in AWS Secrets Manager now, with Secrets Manager's four-step
+    /// rotation protocol (createSecret, setSecret, testSecret, finishSecret).
+    ///
+    /// The secret is an RDS/Aurora-style JSON secret (host, port, dbname, username, password;
+    /// engine postgres). Region, credentials and endpoint come from the usual AWS environment
+    /// (AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...). Connections to the
+    /// database use no TLS. Prints what happened, never a password. Exit status 1 when the
+    /// rotation fails, 2 for bad arguments.
+    Rotate(RotateArgs),
+}
+
+/// Where the drill's applications read the credential and how it is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum SourceName {
+    /// An in-memory store; the drill's own rotator runs `ALTER ROLE` and updates it.
+    Memory,
+    /// AWS Secrets Manager on a local moto server: the applications read it through
+    /// `SecretsManagerSource`; `credswap_rotate::Rotator` rotates it (single user with a 1 s
+    /// pause before finishSecret; alternating users through the `<user>_clone` role).
+    Aws,
+}
+
+impl SourceName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceName::Memory => "memory",
+            SourceName::Aws => "aws",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +103,68 @@ pub struct DrillArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// Where the applications read the credential: an in-memory store rotated by the drill, or
+    /// AWS Secrets Manager (a moto server started for the drill; `moto_server` on PATH or
+    /// CREDSWAP_MOTO_SERVER) rotated by credswap-rotate.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub source: SourceName,
+
+    /// With `--source aws` and single-user: the pause between testSecret and finishSecret, the
+    /// window in which the database has the pending password and AWSCURRENT no longer logs in.
+    #[arg(long, default_value = "1s", value_parser = parse_pause)]
+    pub pause_before_finish: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("master").args(["master_secret", "master_from_secret"])))]
+pub struct RotateArgs {
+    /// The secret to rotate (name or ARN).
+    #[arg(long)]
+    pub secret_id: String,
+
+    /// single-user: `ALTER ROLE CURRENT_USER PASSWORD`, logged in as the user. alternating-users:
+    /// the user and `<user>_clone` take turns (the first rotation creates the clone), changed by
+    /// the master login (--master-secret or --master-from-secret).
+    #[arg(long, value_enum, default_value = "single-user")]
+    pub strategy: StrategyName,
+
+    /// Alternating users: the secret (name or ARN) holding the master login (a JSON object with
+    /// username and password).
+    #[arg(long)]
+    pub master_secret: Option<String>,
+
+    /// Alternating users: the master login is the secret named by the rotated secret's
+    /// `masterarn` field (AWS's layout).
+    #[arg(long)]
+    pub master_from_secret: bool,
+
+    /// Alternating users: what to do about sessions still logged in as the inactive user before
+    /// its password changes: `fail`, `wait=30s` (wait up to that long for them to go), or
+    /// `terminate`.
+    #[arg(long, default_value = "fail", value_parser = parse_sessions)]
+    pub sessions: SessionPolicy,
+
+    /// Pause between testSecret and finishSecret (e.g. 1s): the window in which the database
+    /// already has the new password and AWSCURRENT still holds the old one.
+    #[arg(long, default_value = "0s", value_parser = parse_pause)]
+    pub pause_before_finish: Duration,
+
+    /// Run only this step (createSecret, setSecret, testSecret, finishSecret), as a rotation
+    /// function does for one event; needs --token.
+    #[arg(long, value_parser = parse_step, requires = "token")]
+    pub step: Option<Step>,
+
+    /// The ClientRequestToken (32 to 64 characters): the version id of the new secret version.
+    /// Without --step: the whole rotation with this token (resumes one that failed part way);
+    /// by default a new random token.
+    #[arg(long, value_parser = parse_token)]
+    pub token: Option<String>,
+
+    /// Send Secrets Manager requests here (moto, LocalStack, a VPC endpoint) instead of the
+    /// endpoint of the AWS environment.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
 }
 
 /// The rotation schedule.
@@ -138,6 +231,12 @@ pub enum StrategyName {
     SingleUser,
 }
 
+impl StrategyName {
+    pub fn as_str(self) -> &'static str {
+        Strategy::from(self).as_str()
+    }
+}
+
 impl From<StrategyName> for Strategy {
     fn from(s: StrategyName) -> Self {
         match s {
@@ -157,6 +256,46 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is longer than a day; is the unit right?"));
     }
     Ok(d)
+}
+
+fn parse_pause(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 1s or 500ms"))?;
+    if d > Duration::from_secs(15 * 60) {
+        return Err(format!(
+            "`{text}` is longer than 15 minutes (a rotation function's limit); is the unit right?"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_sessions(text: &str) -> Result<SessionPolicy, String> {
+    match text {
+        "fail" => Ok(SessionPolicy::Fail),
+        "terminate" => Ok(SessionPolicy::Terminate),
+        "wait" => Ok(SessionPolicy::Wait(Duration::from_secs(30))),
+        _ => match text.strip_prefix("wait=") {
+            Some(timeout) => Ok(SessionPolicy::Wait(parse_duration(timeout)?)),
+            None => Err(format!(
+                "`{text}` is not a session policy; use fail, wait=30s or terminate"
+            )),
+        },
+    }
+}
+
+fn parse_step(text: &str) -> Result<Step, String> {
+    text.parse::<Step>().map_err(|e| e.to_string())
+}
+
+fn parse_token(text: &str) -> Result<String, String> {
+    if (32..=64).contains(&text.len()) && text.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "a ClientRequestToken is 32 to 64 printable ASCII characters (this one has {})",
+            text.chars().count()
+        ))
+    }
 }
 
 fn parse_rotate_every(text: &str) -> Result<RotateEvery, String> {
@@ -180,9 +319,23 @@ mod tests {
         Cli::try_parse_from(std::iter::once("credswap").chain(args.iter().copied()))
     }
 
+    fn drill(args: &[&str]) -> DrillArgs {
+        match parse(args).unwrap().command {
+            Command::Drill(d) => d,
+            other => panic!("not a drill: {other:?}"),
+        }
+    }
+
+    fn rotate(args: &[&str]) -> Result<RotateArgs, clap::Error> {
+        match parse(args)?.command {
+            Command::Rotate(r) => Ok(r),
+            other => panic!("not a rotate: {other:?}"),
+        }
+    }
+
     #[test]
     fn defaults() {
-        let Command::Drill(d) = parse(&["drill"]).unwrap().command;
+        let d = drill(&["drill"]);
         assert_eq!(
             d.strategy,
             [StrategyName::AlternatingUsers, StrategyName::SingleUser]
@@ -191,11 +344,75 @@ mod tests {
         assert_eq!(d.rotate_every, RotateEvery::Every(Duration::from_secs(1)));
         assert_eq!((d.concurrency, d.pool_size), (32, 8));
         assert_eq!((d.pooler, d.query_ms), (None, 0));
+        assert_eq!(d.source, SourceName::Memory);
+        assert_eq!(d.pause_before_finish, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rotate_arguments() {
+        let r = rotate(&["rotate", "--secret-id", "prod/db"]).unwrap();
+        assert_eq!(r.strategy, StrategyName::SingleUser);
+        assert_eq!(r.sessions, SessionPolicy::Fail);
+        assert_eq!(r.pause_before_finish, Duration::ZERO);
+        assert!(r.step.is_none() && r.token.is_none() && r.endpoint_url.is_none());
+        let token = "0123456789abcdef0123456789abcdef";
+        let r = rotate(&[
+            "rotate",
+            "--secret-id",
+            "prod/db",
+            "--strategy",
+            "alternating-users",
+            "--master-secret",
+            "prod/master",
+            "--sessions",
+            "wait=5s",
+            "--pause-before-finish",
+            "1s",
+            "--step",
+            "setSecret",
+            "--token",
+            token,
+            "--endpoint-url",
+            "http://127.0.0.1:5000",
+        ])
+        .unwrap();
+        assert_eq!(r.strategy, StrategyName::AlternatingUsers);
+        assert_eq!(r.master_secret.as_deref(), Some("prod/master"));
+        assert_eq!(r.sessions, SessionPolicy::Wait(Duration::from_secs(5)));
+        assert_eq!(r.step, Some(Step::SetSecret));
+        assert_eq!(r.token.as_deref(), Some(token));
+        let r = rotate(&["rotate", "--secret-id", "s", "--sessions", "terminate"]).unwrap();
+        assert_eq!(r.sessions, SessionPolicy::Terminate);
+    }
+
+    #[test]
+    fn bad_rotate_arguments_are_usage_errors() {
+        for args in [
+            &["rotate"][..],
+            &["rotate", "--secret-id", "s", "--strategy", "both"],
+            &["rotate", "--secret-id", "s", "--sessions", "kill"],
+            &["rotate", "--secret-id", "s", "--sessions", "wait=soon"],
+            &["rotate", "--secret-id", "s", "--step", "rotateSecret"],
+            &["rotate", "--secret-id", "s", "--step", "createSecret"],
+            &["rotate", "--secret-id", "s", "--token", "short"],
+            &["rotate", "--secret-id", "s", "--pause-before-finish", "2h"],
+            &[
+                "rotate",
+                "--secret-id",
+                "s",
+                "--master-secret",
+                "m",
+                "--master-from-secret",
+            ],
+        ] {
+            let err = rotate(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
     }
 
     #[test]
     fn lists_and_off() {
-        let Command::Drill(d) = parse(&[
+        let d = drill(&[
             "drill",
             "--adapter",
             "deadpool,static,naive-rebuild",
@@ -205,9 +422,9 @@ mod tests {
             "off",
             "--duration",
             "15s",
-        ])
-        .unwrap()
-        .command;
+            "--source",
+            "aws",
+        ]);
         assert_eq!(
             d.adapter,
             [
@@ -218,6 +435,7 @@ mod tests {
         );
         assert_eq!(d.rotate_every, RotateEvery::Off);
         assert_eq!(d.duration, Duration::from_secs(15));
+        assert_eq!(d.source, SourceName::Aws);
     }
 
     #[test]
@@ -232,6 +450,7 @@ mod tests {
             &["drill", "--pool-size", "-3"],
             &["drill", "--pooler", "odyssey"],
             &["drill", "--query-ms", "-1"],
+            &["drill", "--source", "vault"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

@@ -10,9 +10,10 @@ use credswap_testkit::scenario::{
     self, Progress, RotationSetup, ScenarioConfig, ScenarioReport, Strategy,
 };
 
-use crate::adapters;
-use crate::cli::{AdapterName, DrillArgs, PoolerName};
+use crate::adapters::{self, App};
+use crate::cli::{AdapterName, DrillArgs, PoolerName, SourceName};
 use crate::output::{self, ProgressDisplay};
+use crate::secrets_manager;
 
 /// The application's cache TTL in the drill: short, as the drill rotates every second.
 const APP_REFRESH: Duration = Duration::from_millis(250);
@@ -20,7 +21,12 @@ const APP_REFRESH: Duration = Duration::from_millis(250);
 /// One adapter × strategy run.
 pub struct Run {
     pub adapter: AdapterName,
+    pub source: SourceName,
     pub report: ScenarioReport,
+    /// The adapter's `pending_connects` after the run; `None` for the peers.
+    pub pending_connects: Option<u64>,
+    /// What the Secrets Manager rotations did (`--source aws`).
+    pub rotation_note: Option<String>,
 }
 
 pub async fn main(args: DrillArgs) -> ExitCode {
@@ -56,6 +62,22 @@ pub async fn main(args: DrillArgs) -> ExitCode {
             }
         }
     };
+    let world = match args.source {
+        SourceName::Memory => None,
+        SourceName::Aws => {
+            eprintln!("starting moto (AWS Secrets Manager)...");
+            match secrets_manager::World::start(args.pause_before_finish).await {
+                Ok(world) => {
+                    eprintln!("moto at {}", world.endpoint_url());
+                    Some(world)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let mut adapters = args.adapter.clone();
     dedup(&mut adapters);
     let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
@@ -77,20 +99,26 @@ pub async fn main(args: DrillArgs) -> ExitCode {
     };
     let query = adapters::Query::new(args.query_ms);
     let mut runs = Vec::new();
+    let mut not_run = Vec::new();
     for &adapter in &adapters {
         for &strategy in &strategies {
-            match run_one(&pg, adapter, strategy, &config, &query).await {
-                Ok(report) => runs.push(Run { adapter, report }),
+            match run_one(&pg, world.as_ref(), adapter, strategy, &config, &query).await {
+                Ok(run) => runs.push(run),
                 Err(e) => {
+                    // The other runs go on; the exit status says this one did not finish.
                     eprintln!("error: {} / {strategy}: {e}", adapter.as_str());
-                    return ExitCode::FAILURE;
+                    not_run.push(format!("{}/{strategy}", adapter.as_str()));
                 }
             }
         }
     }
 
     println!();
-    print!("{}", output::table(&runs, &config));
+    let pause = world
+        .as_ref()
+        .map(|w| w.pause())
+        .filter(|_| strategies.contains(&Strategy::SingleUser));
+    print!("{}", output::table(&runs, &config, pause));
     if let Some(path) = &args.json {
         let json = output::json(&runs, pg.is_embedded());
         if let Err(e) = std::fs::write(path, json) {
@@ -118,13 +146,18 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         })
         .map(|r| format!("{}/{}", r.adapter.as_str(), r.report.strategy))
         .collect();
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if !not_run.is_empty() {
+        eprintln!("FAILED: {} did not finish (see above)", not_run.join(", "));
+    }
+    if !failed.is_empty() {
         eprintln!(
             "FAILED: {} had failed requests or stale sessions after the drain",
             failed.join(", ")
         );
+    }
+    if failed.is_empty() && not_run.is_empty() {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }
@@ -161,22 +194,42 @@ fn app_policy(
 
 async fn run_one(
     pg: &TestPostgres,
+    world: Option<&secrets_manager::World>,
     adapter: AdapterName,
     strategy: Strategy,
     config: &ScenarioConfig,
     query: &adapters::Query,
-) -> Result<ScenarioReport, Box<dyn std::error::Error + Send + Sync>> {
-    let setup = RotationSetup::create(pg, strategy).await?;
+) -> Result<Run, Box<dyn std::error::Error + Send + Sync>> {
+    /// The store and its rotator.
+    enum Rotation {
+        Memory(RotationSetup),
+        SecretsManager(secrets_manager::SecretsManagerRotator),
+    }
+    let (app, rotation) = match world {
+        None => {
+            let setup = RotationSetup::create(pg, strategy).await?;
+            let app = App {
+                source: Arc::new(setup.store().clone()),
+                initial: setup.initial_credential().clone(),
+            };
+            (app, Rotation::Memory(setup))
+        }
+        Some(world) => {
+            let (app, rotator) = world.prepare(pg, strategy).await?;
+            (app, Rotation::SecretsManager(rotator))
+        }
+    };
     let policy = app_policy(strategy, config)?;
     let pool = adapters::build(
         adapter,
         pg,
-        &setup,
+        &app,
         policy,
         config.pool_max_size,
         query.clone(),
     )
     .await?;
+    drop(app);
     let progress = Arc::new(Progress::default());
     let label = format!("{} / {strategy}", adapter.as_str());
     let display = ProgressDisplay::start(
@@ -185,11 +238,35 @@ async fn run_one(
         Arc::clone(&progress),
         Arc::clone(&pool.generation),
     );
-    let result = scenario::run(pg, setup, Arc::clone(&pool.workload), config, progress).await;
+    let workload = Arc::clone(&pool.workload);
+    let (result, log) = match rotation {
+        Rotation::Memory(setup) => (
+            scenario::run(pg, setup, workload, config, progress).await,
+            None,
+        ),
+        Rotation::SecretsManager(rotator) => {
+            let log = rotator.log();
+            (
+                scenario::run_with(pg, rotator, workload, config, progress).await,
+                Some(log),
+            )
+        }
+    };
     display.finish(result.as_ref().ok());
+    let pending_connects = pool.stats.as_ref().map(|stats| stats().pending_connects);
     (pool.close)();
     drop(pool.workload);
     // Let the closed pool's sessions end before the next run samples pg_stat_activity.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(result?)
+    Ok(Run {
+        adapter,
+        source: if world.is_some() {
+            SourceName::Aws
+        } else {
+            SourceName::Memory
+        },
+        report: result?,
+        pending_connects,
+        rotation_note: log.map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
+    })
 }

@@ -3,14 +3,20 @@
 //! `credswap drill` starts an embedded PostgreSQL (or uses `--database-url`), rotates the
 //! application's credential every second while 32 workers query through each pool, and prints
 //! what every pool did: requests ok and failed, latency, backends, stale sessions after the drain.
+//!
+//! `credswap rotate` rotates a database secret in AWS Secrets Manager with
+//! `credswap_rotate::Rotator` (the whole rotation, or one step of it).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod adapters;
+mod aws;
 mod cli;
 mod drill;
 mod output;
+mod rotate;
+mod secrets_manager;
 
 use std::process::ExitCode;
 
@@ -37,5 +43,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         cli::Command::Drill(args) => runtime.block_on(drill::main(args)),
+        cli::Command::Rotate(args) => runtime.block_on(rotate::main(args)),
     }
 }

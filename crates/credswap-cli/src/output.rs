@@ -9,6 +9,7 @@ use credswap_testkit::scenario::{Progress, ScenarioConfig, ScenarioReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::cli::SourceName;
 use crate::drill::Run;
 
 /// Live progress of one run: an indicatif spinner on a terminal, plain lines otherwise.
@@ -92,10 +93,24 @@ impl ProgressDisplay {
     }
 }
 
-/// The final table.
-pub fn table(runs: &[Run], config: &ScenarioConfig) -> String {
+/// The final table. `pause`: the single-user pause before finishSecret (`--source aws`).
+pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> String {
+    let source = match runs.first().map(|r| r.source) {
+        Some(SourceName::Aws) => {
+            let mut text =
+                "; source: AWS Secrets Manager (moto), rotated by credswap-rotate".to_owned();
+            if let Some(pause) = pause {
+                text.push_str(&format!(
+                    " (single user pauses {} before finishSecret)",
+                    humantime::format_duration(pause)
+                ));
+            }
+            text
+        }
+        _ => "; source: in-memory store".to_owned(),
+    };
     let mut out = format!(
-        "{} workers, pool max_size {}, {}s per run, rotation {}\n\n",
+        "{} workers, pool max_size {}, {}s per run, rotation {}{source}\n",
         config.concurrency,
         config.pool_max_size,
         config.duration.as_secs_f64(),
@@ -104,6 +119,29 @@ pub fn table(runs: &[Run], config: &ScenarioConfig) -> String {
             |d| format!("every {}", humantime::format_duration(d))
         ),
     );
+    if let Some(every) = config.rotate_every {
+        // A rotation that takes longer than the interval delays the next one.
+        let mut slow: Vec<String> = Vec::new();
+        for r in runs {
+            let mean = r.report.mean_rotation_interval_ms;
+            if mean > every.as_secs_f64() * 1000.0 * 1.05 {
+                slow.push(format!(
+                    "{}/{} {:.2}s",
+                    r.adapter.as_str(),
+                    r.report.strategy,
+                    mean / 1000.0
+                ));
+            }
+        }
+        if !slow.is_empty() {
+            out.push_str(&format!(
+                "effective rotation interval longer than scheduled (a rotation took longer than \
+                 the interval; the next starts when it ends): {}\n",
+                slow.join(", ")
+            ));
+        }
+    }
+    out.push('\n');
     let header = [
         "adapter",
         "strategy",
@@ -117,8 +155,9 @@ pub fn table(runs: &[Run], config: &ScenarioConfig) -> String {
         "peak be",
         "stale",
         "max drain ms",
+        "pending",
     ];
-    let rows: Vec<[String; 12]> = runs
+    let rows: Vec<[String; 13]> = runs
         .iter()
         .map(|r| {
             let p = &r.report;
@@ -135,6 +174,8 @@ pub fn table(runs: &[Run], config: &ScenarioConfig) -> String {
                 p.peak_backends.to_string(),
                 p.stale_after_drain.to_string(),
                 format!("{:.0}", p.max_drain_ms),
+                r.pending_connects
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             ]
         })
         .collect();
@@ -182,6 +223,21 @@ pub fn table(runs: &[Run], config: &ScenarioConfig) -> String {
     if runs.iter().any(|r| !r.report.first_errors.is_empty()) {
         out.push('\n');
     }
+    let notes: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            r.rotation_note
+                .as_ref()
+                .map(|note| format!("{} / {}: {note}", r.adapter.as_str(), r.report.strategy))
+        })
+        .collect();
+    if !notes.is_empty() {
+        out.push('\n');
+        for note in notes {
+            out.push_str(&note);
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -195,6 +251,7 @@ struct JsonFile<'a> {
 struct JsonRun<'a> {
     adapter: &'a str,
     strategy: &'a str,
+    source: &'static str,
     duration_s: f64,
     concurrency: usize,
     pool_max_size: usize,
@@ -208,6 +265,8 @@ struct JsonRun<'a> {
     peak_backends: usize,
     stale_after_drain: usize,
     max_drain_ms: f64,
+    mean_rotation_interval_ms: f64,
+    pending_connects: Option<u64>,
 }
 
 /// The JSON file other tools read: `{"postgres": "embedded"|"external", "runs": [...]}`.
@@ -221,6 +280,7 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                 JsonRun {
                     adapter: r.adapter.as_str(),
                     strategy: p.strategy.as_str(),
+                    source: r.source.as_str(),
                     duration_s: p.duration_s,
                     concurrency: p.concurrency,
                     pool_max_size: p.pool_max_size,
@@ -234,6 +294,8 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                     peak_backends: p.peak_backends,
                     stale_after_drain: p.stale_after_drain,
                     max_drain_ms: round2(p.max_drain_ms),
+                    mean_rotation_interval_ms: round2(p.mean_rotation_interval_ms),
+                    pending_connects: r.pending_connects,
                 }
             })
             .collect(),

@@ -1,0 +1,211 @@
+//! `credswap drill --source aws`: the applications read AWS Secrets Manager (a local moto)
+//! through `credswap_aws::SecretsManagerSource`, and `credswap_rotate::Rotator` rotates the
+//! secret with the four-step protocol, plugged into the scenario engine as its [`Rotate`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use credswap_aws::SecretsManagerSource;
+use credswap_aws::aws_sdk_secretsmanager::Client;
+use credswap_core::{BoxError, Credential};
+use credswap_rotate::{Master, Rotator, SessionPolicy};
+use credswap_testkit::scenario::{Rotate, RotationMarks, Strategy};
+use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
+use secrecy::SecretString;
+
+use crate::adapters::App;
+use crate::aws;
+
+/// Alternating users: how long setSecret waits for sessions still logged in as the inactive
+/// user (clients that have not followed the previous rotation) before the rotation fails.
+const SESSIONS_WAIT: Duration = Duration::from_secs(5);
+
+/// A moto server and a client for it, for every run of one drill.
+pub struct World {
+    moto: TestMoto,
+    config: SdkConfig,
+    pause: Duration,
+}
+
+impl World {
+    /// Starts moto; `pause` is the single-user pause before finishSecret.
+    pub async fn start(pause: Duration) -> Result<World, credswap_testkit::Error> {
+        let moto = TestMoto::start().await?;
+        let config = aws::for_moto(&moto).await;
+        Ok(World {
+            moto,
+            config,
+            pause,
+        })
+    }
+
+    pub fn endpoint_url(&self) -> String {
+        self.moto.endpoint_url()
+    }
+
+    pub fn pause(&self) -> Duration {
+        self.pause
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.config)
+    }
+
+    /// The role (single user: a fresh login role; alternating users: a fresh login role whose
+    /// `_clone` the first rotation creates) and its secret for one run; the application's source
+    /// and the rotator over them.
+    pub async fn prepare(
+        &self,
+        pg: &TestPostgres,
+        strategy: Strategy,
+    ) -> Result<(App, SecretsManagerRotator), BoxError> {
+        let role = unique_name(match strategy {
+            Strategy::AlternatingUsers => "alt",
+            Strategy::SingleUser => "single",
+        });
+        let password = random_password();
+        pg.create_login_role(&role, &password).await?;
+        let password = SecretString::from(password);
+        let name = format!("credswap-drill/{role}");
+        let client = self.client();
+        aws::create_secret(&client, &name, aws::rds_secret_json(pg, &role, &password)).await?;
+
+        let source = SecretsManagerSource::builder(&name)
+            .client(client.clone())
+            .build()?;
+        let app = App {
+            source: Arc::new(source),
+            initial: Credential::new(role.clone(), password),
+        };
+        let (rotate_strategy, roles, pause) = match strategy {
+            Strategy::SingleUser => (
+                credswap_rotate::Strategy::SingleUser,
+                vec![role],
+                self.pause,
+            ),
+            Strategy::AlternatingUsers => {
+                let admin = pg.admin_config();
+                let username = admin
+                    .get_user()
+                    .ok_or("the PostgreSQL admin login has no user name")?
+                    .to_owned();
+                let password = admin
+                    .get_password()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .ok_or("the PostgreSQL admin login has no password (needed as the master)")?;
+                let clone = credswap_rotate::alternate_username(&role)?;
+                (
+                    credswap_rotate::Strategy::AlternatingUsers(Master::Login {
+                        username,
+                        password: SecretString::from(password),
+                    }),
+                    vec![role, clone],
+                    Duration::ZERO,
+                )
+            }
+        };
+        let rotator = Rotator::new(client, name, rotate_strategy)
+            .session_policy(SessionPolicy::Wait(SESSIONS_WAIT))
+            .pause_before_finish(pause);
+        Ok((
+            app,
+            SecretsManagerRotator {
+                rotator,
+                strategy,
+                roles,
+                log: Arc::default(),
+            },
+        ))
+    }
+}
+
+/// What the rotations of one run did, for the drill's notes.
+#[derive(Debug, Default, Clone)]
+pub struct RotationLog {
+    pub rotations: u64,
+    pub created_role: Option<String>,
+    /// Rotations whose setSecret found sessions still logged in as the inactive user.
+    pub rotations_with_sessions: u64,
+    /// The most such sessions one setSecret found.
+    pub max_sessions: usize,
+    /// The longest setSecret waited for them.
+    pub max_waited: Duration,
+    /// The slowest whole rotation (pause included).
+    pub max_rotation: Duration,
+}
+
+impl RotationLog {
+    /// One line for the drill's output.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "{} rotations by credswap-rotate, the slowest {} ms",
+            self.rotations,
+            self.max_rotation.as_millis()
+        );
+        if let Some(role) = &self.created_role {
+            text.push_str(&format!("; created {role}"));
+        }
+        if self.rotations_with_sessions > 0 {
+            text.push_str(&format!(
+                "; {} setSecret(s) found sessions of the inactive user (at most {}, waited up to {} ms)",
+                self.rotations_with_sessions,
+                self.max_sessions,
+                self.max_waited.as_millis()
+            ));
+        }
+        text
+    }
+}
+
+/// [`Rotate`] over `credswap_rotate::Rotator::rotate`: single user marks the rotation before
+/// it (the database changes in setSecret, while AWSCURRENT still holds the old password for
+/// the pause); alternating users after it (finishSecret points AWSCURRENT at the other user).
+pub struct SecretsManagerRotator {
+    rotator: Rotator,
+    strategy: Strategy,
+    roles: Vec<String>,
+    log: Arc<Mutex<RotationLog>>,
+}
+
+impl SecretsManagerRotator {
+    /// What the rotations did, readable after the run.
+    pub fn log(&self) -> Arc<Mutex<RotationLog>> {
+        Arc::clone(&self.log)
+    }
+}
+
+#[async_trait]
+impl Rotate for SecretsManagerRotator {
+    fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    fn roles(&self) -> Vec<String> {
+        self.roles.clone()
+    }
+
+    async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
+        if self.strategy == Strategy::SingleUser {
+            marks.mark();
+        }
+        let began = tokio::time::Instant::now();
+        let report = self.rotator.rotate().await?;
+        if self.strategy == Strategy::AlternatingUsers {
+            marks.mark();
+        }
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.rotations += 1;
+        log.max_rotation = log.max_rotation.max(began.elapsed());
+        if report.created_role {
+            log.created_role = Some(report.username.clone());
+        }
+        if let Some(found) = report.sessions.as_ref().filter(|s| s.found > 0) {
+            log.rotations_with_sessions += 1;
+            log.max_sessions = log.max_sessions.max(found.found);
+            log.max_waited = log.max_waited.max(found.waited);
+        }
+        Ok(())
+    }
+}
