@@ -22,6 +22,9 @@ use crate::aws;
 /// user (clients that have not followed the previous rotation) before the rotation fails.
 const SESSIONS_WAIT: Duration = Duration::from_secs(5);
 
+/// The `application_name` of credswap-rotate's database sessions.
+const ROTATOR_APPLICATION_NAME: &str = "credswap-rotate";
+
 /// A moto server and a client for it, for every run of one drill.
 pub struct World {
     moto: TestMoto,
@@ -184,6 +187,12 @@ impl Rotate for SecretsManagerRotator {
 
     fn roles(&self) -> Vec<String> {
         self.roles.clone()
+    }
+
+    /// The rotator logs in as the application's roles (setSecret as the current user, testSecret
+    /// as the pending one): those sessions are not the pool's.
+    fn own_application_name(&self) -> Option<String> {
+        Some(ROTATOR_APPLICATION_NAME.to_owned())
     }
 
     async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {

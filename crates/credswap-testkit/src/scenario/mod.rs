@@ -212,6 +212,7 @@ pub async fn run_with<R: Rotate>(
 ) -> Result<ScenarioReport, Error> {
     let strategy = rotator.strategy();
     let roles = rotator.roles();
+    let rotator_sessions = rotator.own_application_name();
     let sampler_client = pg.admin().await?;
     let start = Instant::now();
     let deadline = start + config.duration;
@@ -272,7 +273,8 @@ pub async fn run_with<R: Rotate>(
     loop {
         ticker.tick().await;
         let now = Instant::now();
-        let starts = session_starts(&sampler_client, &role_refs).await?;
+        let starts =
+            session_starts(&sampler_client, &role_refs, rotator_sessions.as_deref()).await?;
         peak = peak.max(starts.len());
         let mut all_settled = true;
         {
@@ -379,14 +381,19 @@ pub async fn run_with<R: Rotate>(
     })
 }
 
+/// When each session of `roles` began, except those with `application_name` `skip` (the
+/// rotator's own).
 async fn session_starts(
     client: &tokio_postgres::Client,
     roles: &[&str],
+    skip: Option<&str>,
 ) -> Result<Vec<SystemTime>, Error> {
     let rows = client
         .query(
-            "SELECT backend_start FROM pg_stat_activity WHERE usename = ANY($1) AND backend_start IS NOT NULL",
-            &[&roles],
+            "SELECT backend_start FROM pg_stat_activity WHERE usename = ANY($1) \
+             AND backend_start IS NOT NULL \
+             AND ($2::text IS NULL OR application_name IS DISTINCT FROM $2::text)",
+            &[&roles, &skip],
         )
         .await
         .map_err(|e| Error::query("sampling pg_stat_activity failed", e))?;

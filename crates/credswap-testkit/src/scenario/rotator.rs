@@ -31,6 +31,13 @@ pub trait Rotate: Send + 'static {
     /// create too.
     fn roles(&self) -> Vec<String>;
 
+    /// The `application_name` of the sessions the rotator itself opens as the application's
+    /// roles (a rotation protocol that logs in as the user to change or test its password), so
+    /// the sampler does not count them as the pool's. `None` (the default): it opens none.
+    fn own_application_name(&self) -> Option<String> {
+        None
+    }
+
     /// One rotation. Call [`RotationMarks::mark`] once, at the instant from which sessions
     /// opened earlier belong to the old credential (single user: before the database changes;
     /// alternating users: when the store points at the other user); when it is not called the
