@@ -50,6 +50,7 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
     let expected_keys = [
         "adapter",
         "strategy",
+        "source",
         "duration_s",
         "concurrency",
         "pool_max_size",
@@ -63,6 +64,8 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
         "peak_backends",
         "stale_after_drain",
         "max_drain_ms",
+        "mean_rotation_interval_ms",
+        "pending_connects",
     ];
     for run in runs {
         let keys: Vec<&str> = run
@@ -77,6 +80,7 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
         sorted.sort_unstable();
         assert_eq!(sorted, sorted_expected);
         assert_eq!(run["strategy"], "single-user");
+        assert_eq!(run["source"], "memory");
         assert_eq!(run["pool_max_size"], 4);
         assert!(run["rotations"].as_u64().unwrap() >= 2, "{run}");
     }
@@ -84,6 +88,7 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
     assert_eq!(deadpool["adapter"], "deadpool");
     assert_eq!(deadpool["requests_failed"], 0, "{deadpool}");
     assert_eq!(deadpool["stale_after_drain"], 0, "{deadpool}");
+    assert!(deadpool["pending_connects"].is_u64(), "{deadpool}");
     assert!(
         deadpool["peak_backends"].as_u64().unwrap() <= 4,
         "{deadpool}"
@@ -91,6 +96,10 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
     // A pool that never learns of rotation keeps its sessions, which PostgreSQL keeps alive.
     let peer = &runs[1];
     assert_eq!(peer["adapter"], "static");
+    assert!(
+        peer["pending_connects"].is_null(),
+        "a peer has no adapter stats: {peer}"
+    );
     assert!(
         peer["requests_failed"].as_u64().unwrap() > 0
             || peer["stale_after_drain"].as_u64().unwrap() > 0,
@@ -101,12 +110,69 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
 }
 
 #[test]
+fn drill_with_secrets_manager_rotates_through_moto() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("drill.json");
+    let output = credswap()
+        .args([
+            "drill",
+            "--source",
+            "aws",
+            "--adapter",
+            "deadpool",
+            "--strategy",
+            "alternating-users",
+            "--duration",
+            "4s",
+            "--concurrency",
+            "8",
+            "--pool-size",
+            "4",
+            "--json",
+        ])
+        .arg(&json_path)
+        .output()
+        .expect("run credswap");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status.code()
+    );
+    assert!(stdout.contains("AWS Secrets Manager"), "{stdout}");
+    assert!(
+        stdout.contains("_clone"),
+        "the first rotation creates the clone: {stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let run = &json["runs"][0];
+    assert_eq!(run["source"], "aws", "{run}");
+    assert_eq!(run["strategy"], "alternating-users", "{run}");
+    assert!(run["rotations"].as_u64().unwrap() >= 2, "{run}");
+    assert_eq!(run["requests_failed"], 0, "{run}");
+    assert_eq!(run["stale_after_drain"], 0, "{run}");
+    assert!(run["peak_backends"].as_u64().unwrap() <= 4, "{run}");
+    assert!(run["pending_connects"].is_u64(), "{run}");
+}
+
+#[test]
 fn bad_arguments_exit_with_2_and_say_why() {
     for (args, says) in [
         (vec!["drill", "--adapter", "hikari"], "hikari"),
         (vec!["drill", "--duration", "soon"], "write it like 15s"),
         (vec!["drill", "--rotate-every", "5ms"], "at least 200ms"),
         (vec!["drill", "--database-url", "not a url"], "database-url"),
+        (vec!["drill", "--source", "vault"], "vault"),
+        (
+            vec!["rotate", "--secret-id", "s", "--sessions", "kill"],
+            "wait=30s",
+        ),
+        (
+            vec!["rotate", "--secret-id", "s", "--step", "createSecret"],
+            "--token",
+        ),
     ] {
         let output = credswap().args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
