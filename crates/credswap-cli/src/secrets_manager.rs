@@ -196,14 +196,14 @@ impl Rotate for SecretsManagerRotator {
     }
 
     async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
-        if self.strategy == Strategy::SingleUser {
-            marks.mark();
-        }
         let began = tokio::time::Instant::now();
         let report = self.rotator.rotate().await?;
-        if self.strategy == Strategy::AlternatingUsers {
-            marks.mark();
-        }
+        // A rotation ends at finishSecret: from then on the store says the new credential, and
+        // the sessions of the old one must be gone within the drain grace. In a single-user
+        // rotation the old sessions keep serving through the setSecret..finishSecret window
+        // (PostgreSQL keeps a session whose password changed), and connects in it are refused
+        // with the current credential and open with the pending one (the `pending` column).
+        marks.mark();
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.rotations += 1;
         log.max_rotation = log.max_rotation.max(began.elapsed());

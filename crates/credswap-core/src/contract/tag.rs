@@ -91,20 +91,6 @@ impl ConnectionTag {
         self.is_stale_at(current, Instant::now())
     }
 
-    /// The staleness rule without prove-before-drain, for an adapter whose pool cannot open a
-    /// connection with an older login while a new one is refused (sqlx, which has no connect
-    /// hook): a connection of another login is stale as soon as the generation changes; the
-    /// lease rule is the same.
-    pub fn is_stale_on_change(&self, current: &Snapshot) -> bool {
-        let now = Instant::now();
-        if current.is_same_login(self.generation) {
-            return current
-                .retire_at()
-                .is_some_and(|at| now >= at && self.opened_at < at);
-        }
-        true
-    }
-
     /// [`is_stale`](Self::is_stale) at a given instant.
     pub fn is_stale_at(&self, current: &Snapshot, now: Instant) -> bool {
         if current.is_same_login(self.generation) {

@@ -80,6 +80,9 @@ struct Shared {
     /// The store's pending credential, as the generation after the current one, fetched after
     /// a refused login; published once the database accepts it.
     pending: ArcSwapOption<Snapshot>,
+    /// The credential a published pending one replaced, while the store still says it: the
+    /// store has not finished its rotation yet, and its current value is not a change.
+    superseded: ArcSwapOption<Credential>,
     generation_tx: watch::Sender<Generation>,
     /// Single flight: the holder fetches; the result is kept for whoever waited meanwhile.
     flight: tokio::sync::Mutex<Option<Result<Arc<Snapshot>, Error>>>,
@@ -227,6 +230,7 @@ impl RotatingCredentialsBuilder {
             proven,
             last_proven,
             pending: ArcSwapOption::empty(),
+            superseded: ArcSwapOption::empty(),
             generation_tx,
             flight: tokio::sync::Mutex::new(None),
             completed: AtomicU64::new(0),
@@ -450,6 +454,9 @@ impl RotatingCredentials {
                     since: Instant::now(),
                     count: 1,
                 });
+                // Wake the adapters: one that tries a new login first may go back to the last
+                // accepted one.
+                self.shared.generation_tx.send_replace(generation);
             }
         }
         if status.warned_refused != Some(generation) {
@@ -517,6 +524,14 @@ impl RotatingCredentials {
             let _flight = shared.flight.lock().await;
             shared.adopt_pending(generation);
         });
+    }
+
+    /// Whether the database has refused a login with `generation` (the current one) and
+    /// accepted none since.
+    pub fn is_refused(&self, generation: Generation) -> bool {
+        lock(&self.shared.status)
+            .refused
+            .is_some_and(|r| r.generation == generation)
     }
 
     /// The newest snapshot whose credential the database accepted, if it is known: the
@@ -611,6 +626,8 @@ impl Shared {
             return;
         }
         self.pending.store(None);
+        self.superseded
+            .store(Some(Arc::new(current.credential().clone())));
         // The very snapshot the accepted connections were tagged with.
         let snapshot = pending;
         snapshot.mark_proven(generation);
@@ -664,6 +681,18 @@ impl Shared {
     async fn fetch_validated(&self) -> Result<Arc<Snapshot>, Error> {
         let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
         let current = self.current.load_full();
+        if let Some(superseded) = self.superseded.load_full() {
+            if superseded.same_login(&credential) {
+                // The store has not made its pending credential current yet (the rotation's
+                // finishSecret is still to come): not a change.
+                tracing::debug!(
+                    generation = current.generation().get(),
+                    "the store still has the credential its pending one replaced"
+                );
+                return Ok(current);
+            }
+            self.superseded.store(None);
+        }
         if current.credential().same_login(&credential) {
             // Same login: refresh metadata (version, expiry) without a new generation.
             let snapshot = Arc::new(

@@ -689,6 +689,16 @@ async fn a_refused_login_fetches_the_pending_credential_and_its_acceptance_publi
     assert!(creds.pending().is_none());
     assert_eq!(creds.stats().pending_published, 1);
 
+    // Before finishSecret the store still says the old credential: not a change back.
+    creds.refresh().await.unwrap();
+    assert_eq!(creds.generation(), pending.generation());
+    assert!(
+        creds
+            .current()
+            .credential()
+            .same_login(&Credential::new("app", "new"))
+    );
+
     // finishSecret: the store's current becomes it; the same login is not a new generation.
     store.set(Credential::new("app", "new"));
     store.set_pending(None);

@@ -5,10 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use credswap_core::RotatingCredentials;
+use credswap_core::{RotatingCredentials, Snapshot};
 use credswap_core::contract::Rotation;
 
 use super::connect::{self, Login};
@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) tags: Tags,
     /// Connections the watcher's sweep popped whose return has not been judged yet.
     pub(crate) swept: AtomicUsize,
+    /// A login to prove in the slot of the next connection returned (see [`drain::check`]).
+    canary: Mutex<Option<Arc<Snapshot>>>,
+    /// Whether `canary` holds one (read on every return without taking the lock).
+    canary_wanted: AtomicBool,
 }
 
 impl Shared {
@@ -59,6 +63,26 @@ impl Shared {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }
+
+    /// Asks for the next returned connection to make room for a probe of `login`.
+    pub(crate) fn request_canary(&self, login: Arc<Snapshot>) {
+        *lock(&self.canary) = Some(login);
+        self.canary_wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// The login to prove in a returned connection's slot, if one was asked for (taken).
+    pub(crate) fn take_canary(&self) -> Option<Arc<Snapshot>> {
+        if !self.canary_wanted.load(Ordering::Relaxed) {
+            return None;
+        }
+        let taken = lock(&self.canary).take();
+        self.canary_wanted.store(false, Ordering::SeqCst);
+        taken
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Builds a rotating `PgPool`, with room for the application's own pool hooks.
@@ -180,6 +204,13 @@ impl Builder {
             login,
             tags: Tags::new(self.pool_options.get_max_lifetime()),
             swept: AtomicUsize::new(0),
+            canary: Mutex::default(),
+            canary_wanted: AtomicBool::new(false),
+        });
+        let base = Arc::new(shared.login.base().clone());
+        rotation.set_probe(move |snapshot| {
+            let base = Arc::clone(&base);
+            async move { connect::probe(&base, &snapshot).await }
         });
         let (on_connect, on_acquire, on_release) = (
             Arc::clone(&shared),

@@ -1,10 +1,12 @@
 //! How new connections get the current credential.
 //!
 //! sqlx has no connect hook: the pool connects with its connect options, so the adapter keeps
-//! those options pointed at the provider's current credential ([`Login::swap`], called by the
-//! watcher on every new generation) and judges each new connection last in `after_connect`
-//! ([`Login::admit`]): one that may have authenticated with a credential the provider has
-//! replaced is refused, and sqlx connects again with the current options after a backoff step.
+//! those options pointed at the login the pool should use ([`wanted`]: the provider's current
+//! credential, or the last accepted one while the current one is refused and unproven;
+//! [`Login::swap`], called by the watcher) and judges each new connection last in
+//! `after_connect` ([`Login::admit`]): one that may have authenticated with options the watcher
+//! has replaced is refused, and sqlx connects again with the current options after a backoff
+//! step.
 //!
 //! The judgement needs no server round trip and sends nothing to the server. sqlx reads its
 //! options (an `Arc`) when a connect attempt starts and holds that `Arc` until the attempt's
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use credswap_core::contract::connect::{RETRY_INITIAL, RETRY_MAX};
 use credswap_core::contract::{ConnectionTag, Counters, Failure, Rotation};
-use credswap_core::{Credential, Generation, Snapshot, Validate, validate_fn};
+use credswap_core::{Credential, Generation, RotatingCredentials, Snapshot, Validate, validate_fn};
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -88,17 +90,23 @@ impl Login {
         (login, options)
     }
 
+    /// Host, port, database, TLS and options, without a login.
+    pub(crate) fn base(&self) -> &PgConnectOptions {
+        &self.base
+    }
+
     /// The generation the pool's options carry.
     pub(crate) fn generation(&self) -> Generation {
         Generation::new(self.generation.load(Ordering::SeqCst))
     }
 
-    /// Points `pool`'s connect options at `snapshot`'s credential if it is newer than theirs
-    /// (only the watcher calls this). Returns whether it swapped.
+    /// Points `pool`'s connect options at `snapshot`'s credential, a newer login than theirs or
+    /// the last accepted one after a refusal (only the watcher calls this). Returns whether it
+    /// swapped.
     pub(crate) fn swap(&self, pool: &PgPool, snapshot: &Snapshot) -> bool {
         let old = self.generation();
         let generation = snapshot.generation();
-        if generation <= old {
+        if generation == old || (generation > old && snapshot.is_same_login(old)) {
             return false;
         }
         // Recorded before the options change: a connect that read the old options and
@@ -119,23 +127,25 @@ impl Login {
         true
     }
 
-    /// Waits until the options carry `generation` or a newer one, for at most `limit`.
-    pub(crate) async fn swapped(&self, generation: Generation, limit: Duration) {
+    /// Waits until the options carry `snapshot`'s login, for at most `limit`.
+    pub(crate) async fn swapped(&self, snapshot: &Snapshot, limit: Duration) {
         let mut swapped = self.swapped.subscribe();
-        let _ = tokio::time::timeout(limit, swapped.wait_for(|g| *g >= generation)).await;
+        let carried = swapped.wait_for(|g| snapshot.is_same_login(*g));
+        let _ = tokio::time::timeout(limit, carried).await;
     }
 
     /// Judges a connection that has just connected, last in `after_connect`: refused if the
-    /// options it may have used do not carry the provider's current login (the watcher has not
-    /// swapped them yet, or swapped them during the connect); otherwise its tag is recorded.
+    /// options it may have used do not carry the login the pool should use ([`wanted`]: the
+    /// watcher has not swapped them yet, or swapped them during the connect); otherwise its tag
+    /// is recorded.
     pub(crate) fn admit(&self, tags: &Tags, rotation: &Rotation) -> Result<(), sqlx::Error> {
         let options = self.generation();
-        let current = rotation.credentials().load();
-        if !current.is_same_login(options) {
+        let wanted = wanted(rotation.credentials());
+        if !wanted.is_same_login(options) {
             return Err(refused(format!(
                 "the pool's connect options carry credential generation {options} while \
-                 generation {} is current",
-                current.generation()
+                 generation {} is the one to use",
+                wanted.generation()
             )));
         }
         let raced = {
@@ -149,7 +159,7 @@ impl Login {
             replaced
                 .iter()
                 .map(|r| r.generation)
-                .filter(|g| !current.is_same_login(*g))
+                .filter(|g| !wanted.is_same_login(*g))
                 .min()
         };
         let counters = rotation.counters();
@@ -163,12 +173,74 @@ impl Login {
                  swap to generation {options}"
             )));
         }
-        let tag = ConnectionTag::new(&current);
-        let generation = current.generation();
-        drop(current);
+        let tag = ConnectionTag::new(&wanted);
+        let generation = wanted.generation();
+        if generation != rotation.credentials().generation() {
+            Counters::bump(&counters.fallback_connects);
+        }
         rotation.credentials().report_accepted(generation);
         tags.admitted(tag, counters.opened(generation));
         Ok(())
+    }
+}
+
+/// The login the pool's connect options should carry: the current credential, unless the
+/// database has refused it, never accepted it, and an older login it did accept is still within
+/// its lease (**prove before drain**: a mistyped secret is tried once by the adapter's probe,
+/// and then the pool's own connects, which sqlx returns to the caller as they fail, go back to
+/// the login that works).
+pub(crate) fn wanted(credentials: &RotatingCredentials) -> Arc<Snapshot> {
+    let current = credentials.current();
+    if current.is_proven() || !credentials.is_refused(current.generation()) {
+        return current;
+    }
+    match credentials.proven() {
+        Some(proven)
+            if proven.generation() < current.generation()
+                && proven.retire_at().is_none_or(|at| Instant::now() < at) =>
+        {
+            proven
+        }
+        _ => current,
+    }
+}
+
+/// Opens one connection with `snapshot`'s login outside the pool, runs nothing, and closes it:
+/// the adapter's probe (see [`credswap_core::contract::proof`]), within [`VALIDATION_TIMEOUT`].
+///
+/// It runs on a thread of its own. sqlx 0.9 yields to the scheduler every 5 of SCRAM's 4096
+/// rounds; on a runtime busy with the application's requests each yield waits for every other
+/// ready task, and one connect was measured taking 1–3 s (16 workers on 2 cores). A login must
+/// be proven quickly, so that the old connections are retired within the drain's grace.
+pub(crate) async fn probe(base: &PgConnectOptions, snapshot: &Snapshot) -> Result<(), Failure> {
+    let options = with_login(base, snapshot.credential());
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("credswap-sqlx-probe".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(open_and_close(options)),
+                Err(_) => Err(Failure::Transient),
+            };
+            let _ = done.send(outcome);
+        });
+    if spawned.is_err() {
+        return Err(Failure::Transient);
+    }
+    result.await.unwrap_or(Err(Failure::Transient))
+}
+
+async fn open_and_close(options: PgConnectOptions) -> Result<(), Failure> {
+    match tokio::time::timeout(VALIDATION_TIMEOUT, PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(classify(&error)),
+        Err(_) => Err(Failure::Transient),
     }
 }
 
@@ -295,20 +367,6 @@ where
                 let _ = credentials.report_auth_failure(tried.generation()).await;
             }
         }
-    }
-}
-
-/// Opens one connection with `snapshot`'s login outside the pool and closes it, within
-/// [`VALIDATION_TIMEOUT`]: `Ok` when the database accepted the login.
-async fn probe(base: &PgConnectOptions, snapshot: &Snapshot) -> Result<(), Failure> {
-    let options = with_login(base, snapshot.credential());
-    match tokio::time::timeout(VALIDATION_TIMEOUT, PgConnection::connect_with(&options)).await {
-        Ok(Ok(conn)) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
-            Ok(())
-        }
-        Ok(Err(error)) => Err(classify(&error)),
-        Err(_) => Err(Failure::Transient),
     }
 }
 

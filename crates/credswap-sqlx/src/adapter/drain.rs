@@ -1,19 +1,24 @@
 //! How stale connections get closed: the `before_acquire` and `after_release` hooks close a
 //! stale connection instead of handing it out or keeping it, and a watcher task swaps the
-//! pool's connect options on every new generation and sweeps the idle connections through
-//! `after_release` (sqlx has no way to close an idle connection in place).
+//! pool's connect options on every new generation (and back, while a new login is refused),
+//! sweeps the idle connections through `after_release` (sqlx has no way to close an idle
+//! connection in place), and asks for canaries while the current login is unproven (prove
+//! before drain: a returned connection gives its slot to a probe of the new login).
 
 use std::future::ready;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use credswap_core::contract::{Counters, drain};
+use credswap_core::Snapshot;
+use credswap_core::contract::{Counters, Failure, drain};
 use tokio::time::Instant;
 
 use super::builder::{BoxFuture, CheckHook, Shared};
+use super::connect;
 use super::sqlx;
 use super::sqlx::pool::PoolConnectionMetadata;
+use super::sqlx::Executor;
 use super::sqlx::postgres::{PgConnection, PgPool};
 use super::tag::Verdict;
 
@@ -25,6 +30,13 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// Sweeps that cannot reach every idle connection (tasks are waiting for one, and get them
 /// through `before_acquire`) are retried for at most this long.
 const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// While the current login is unproven, how often the watcher looks whether a canary is due.
+const CANARY_POLL: Duration = Duration::from_millis(100);
+
+/// How long a canary asked of the pool may take to come (a connection returned) before the
+/// watcher probes beside the pool instead.
+const CANARY_WAIT_MAX: Duration = Duration::from_millis(500);
 
 /// `before_acquire` and `after_release` (`returned`): a stale connection is closed, a current
 /// one goes to the application's hook, if any.
@@ -41,6 +53,11 @@ pub(crate) fn check<'c>(
     let swept = returned && shared.take_swept();
     let current = shared.rotation.credentials().load();
     match shared.tags.judge(meta.age, &current) {
+        Verdict::Current if returned => {
+            if let Some(login) = shared.take_canary() {
+                return Box::pin(prove_in_slot(Arc::clone(shared), conn, meta, login, swept));
+            }
+        }
         Verdict::Current => {}
         Verdict::Expired => return Box::pin(ready(Ok(false))),
         verdict => {
@@ -51,14 +68,16 @@ pub(crate) fn check<'c>(
             if swept {
                 Counters::bump(&counters.stale_closed_idle);
             }
-            if current.is_same_login(shared.login.generation()) {
+            drop(current);
+            let wanted = connect::wanted(shared.rotation.credentials());
+            if wanted.is_same_login(shared.login.generation()) {
                 return Box::pin(ready(Ok(false)));
             }
             // The watcher has not swapped the options yet: the connect that replaces this
             // one would use the options being replaced. Close it once they are swapped.
-            let (shared, generation) = (Arc::clone(shared), current.generation());
+            let shared = Arc::clone(shared);
             return Box::pin(async move {
-                shared.login.swapped(generation, drain::IDLE).await;
+                shared.login.swapped(&wanted, drain::IDLE).await;
                 Ok(false)
             });
         }
@@ -80,6 +99,64 @@ pub(crate) fn check<'c>(
     }
 }
 
+/// A canary: a returned connection of the last proven login gives its slot to a probe of the
+/// new login. sqlx releases a slot only after the connection in it is closed, and a waiting
+/// task takes it at once, so the probe runs here, inside the slot, after the connection's
+/// server session has ended (it terminates itself): the pool and the probe together never hold
+/// more sessions than the pool's size. Once the new login is accepted, the options follow it
+/// before the slot is let go, so its replacement opens with the new login.
+async fn prove_in_slot(
+    shared: Arc<Shared>,
+    conn: &mut PgConnection,
+    meta: PoolConnectionMetadata,
+    login: Arc<Snapshot>,
+    swept: bool,
+) -> Result<bool, sqlx::Error> {
+    let credentials = shared.rotation.credentials();
+    if login.is_proven() || credentials.generation() != login.generation() {
+        return Ok(true);
+    }
+    shared.tags.closed(meta.age);
+    let counters = shared.rotation.counters();
+    Counters::bump(&counters.canaries);
+    Counters::bump(&counters.stale_closed);
+    if swept {
+        Counters::bump(&counters.stale_closed_idle);
+    }
+    // Straight to the server (the port it answers on is the one connected to), the session
+    // ends itself first. Behind a pooler it must not: the pooler would log in again with the
+    // keys of the password being replaced, and refuse every login for its retry interval.
+    let port = sqlx::query_scalar::<_, Option<i32>>("SELECT inet_server_port()")
+        .fetch_one(&mut *conn)
+        .await;
+    if matches!(port, Ok(Some(port)) if i64::from(port) == i64::from(shared.login.base().get_port()))
+    {
+        // Any outcome is fine: the connection is closed below either way.
+        let _ = conn
+            .execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            .await;
+    }
+    let generation = login.generation();
+    match connect::probe(shared.login.base(), &login).await {
+        Ok(()) => {
+            credentials.report_accepted(generation);
+            shared.login.swapped(&login, drain::IDLE).await;
+        }
+        Err(Failure::Auth) => {
+            credentials.report_refused(generation);
+            // The slot's replacement opens with the login that works.
+            let back = connect::wanted(credentials);
+            shared.login.swapped(&back, drain::IDLE).await;
+        }
+        Err(failure) => tracing::debug!(
+            generation = generation.get(),
+            failure = failure.as_str(),
+            "proving the new credential failed; the next canary tries again"
+        ),
+    }
+    Ok(false)
+}
+
 /// Follows the provider: swaps the pool's connect options on every new generation and sweeps
 /// idle connections at once, and again at a lease's retirement point. Ends when the pool is
 /// closed.
@@ -90,14 +167,48 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
     tokio::pin!(closed);
     let mut retired = None;
     let mut settle: Option<(Instant, Instant)> = None;
+    let mut canary_asked: Option<Instant> = None;
+    let mut last_proven = credentials.current().proven_generation();
     loop {
         if pool.is_closed() {
             break;
         }
         let current = credentials.current();
+        let wanted = connect::wanted(&credentials);
         let now = Instant::now();
-        if shared.login.swap(&pool, &current) {
+        // A swap, or a newer login accepted (the old connections are stale from now on).
+        let proven = current.proven_generation();
+        if shared.login.swap(&pool, &wanted) || proven != last_proven {
+            last_proven = proven;
             settle = Some((now, now + SETTLE));
+        }
+        // Prove before drain: until the database accepts the current login, the connections of
+        // the last accepted one stay, and a probe tries the current one on the canary schedule.
+        let unproven = !current.is_proven();
+        if unproven && shared.rotation.take_canary(&current) {
+            let max = pool.options().get_max_connections() as usize;
+            if shared.tags.len() < max {
+                // Room for the probe beside the pool's sessions.
+                shared.rotation.spawn_probe(Arc::clone(&current), Duration::ZERO);
+            } else {
+                shared.request_canary(Arc::clone(&current));
+                canary_asked = Some(now);
+                // An idle connection makes room at once; otherwise the next return does.
+                if let Some(conn) = pool.try_acquire() {
+                    shared.swept.fetch_add(1, Ordering::SeqCst);
+                    drop(conn);
+                }
+            }
+        }
+        if let Some(asked) = canary_asked
+            && now >= asked + CANARY_WAIT_MAX
+        {
+            // No connection came back to make room (the pool is stuck on refused connects):
+            // probe beside it.
+            canary_asked = None;
+            if shared.take_canary().is_some() {
+                shared.rotation.spawn_probe(Arc::clone(&current), Duration::ZERO);
+            }
         }
         if let Some(at) = current.retire_at()
             && now >= at
@@ -117,7 +228,12 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
             }
         }
         shared.tags.reconcile(pool.size() as usize);
-        let wait = drain::next_sweep(&current, settle.is_some());
+        let mut wait = drain::next_sweep(&current, settle.is_some());
+        if unproven {
+            wait = wait.min(CANARY_POLL);
+        } else {
+            canary_asked = None;
+        }
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {

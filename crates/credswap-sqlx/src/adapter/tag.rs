@@ -87,14 +87,12 @@ impl Tags {
         (created - entries[index].admitted <= STAMP_WINDOW).then_some(index)
     }
 
-    /// Judges a pooled connection of this `age` by [`ConnectionTag::is_stale_on_change`]; lets go of the
+    /// Judges a pooled connection of this `age` by [`ConnectionTag::is_stale`]; lets go of the
     /// tag of one that is to be closed.
     pub(crate) fn judge(&self, age: Duration, current: &Snapshot) -> Verdict {
         let mut entries = lock(&self.live);
         match Self::find(&entries, age) {
-            // Not `is_stale`: sqlx cannot open a connection with the last accepted login while
-            // a new one is refused, so connections follow the generation without proof.
-            Some(index) if entries[index].tag.is_stale_on_change(current) => {
+            Some(index) if entries[index].tag.is_stale(current) => {
                 entries.remove(index);
                 Verdict::Stale
             }
@@ -102,6 +100,11 @@ impl Tags {
             None if self.max_lifetime.is_some_and(|max| age > max) => Verdict::Expired,
             None => Verdict::Untagged,
         }
+    }
+
+    /// How many connections have a live tag.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.live).len()
     }
 
     /// Lets go of the tag of a connection of this `age` that is being closed for another reason.

@@ -644,6 +644,11 @@ pub async fn the_pending_credential_bridges_a_single_user_rotation<A: Adapter, R
         ],
     );
 
+    // Until finishSecret the store still says the old password: a refresh is not a change back.
+    credentials.refresh().await.expect("refresh");
+    assert_eq!(credentials.generation().get(), 2);
+    assert_eq!(who(&mut held[0]).await.user, role);
+
     // finishSecret: the store's current is the pending credential now; not a new generation.
     tokio::time::sleep(finish.saturating_sub(started.elapsed())).await;
     store.set(Credential::new(role.clone(), password));
