@@ -54,7 +54,10 @@ pub(crate) fn check<'c>(
     let current = shared.rotation.credentials().load();
     match shared.tags.judge(meta.age, &current) {
         Verdict::Current if returned => {
-            if let Some(login) = shared.take_canary() {
+            if let Some(login) = shared.take_canary()
+                && !login.is_proven()
+                && login.generation() == current.generation()
+            {
                 return Box::pin(prove_in_slot(Arc::clone(shared), conn, meta, login, swept));
             }
         }
@@ -113,9 +116,6 @@ async fn prove_in_slot(
     swept: bool,
 ) -> Result<bool, sqlx::Error> {
     let credentials = shared.rotation.credentials();
-    if login.is_proven() || credentials.generation() != login.generation() {
-        return Ok(true);
-    }
     shared.tags.closed(meta.age);
     let counters = shared.rotation.counters();
     Counters::bump(&counters.canaries);
