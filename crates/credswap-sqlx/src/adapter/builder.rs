@@ -207,11 +207,6 @@ impl Builder {
             canary: Mutex::default(),
             canary_wanted: AtomicBool::new(false),
         });
-        let base = Arc::new(shared.login.base().clone());
-        rotation.set_probe(move |snapshot| {
-            let base = Arc::clone(&base);
-            async move { connect::probe(&base, &snapshot).await }
-        });
         let (on_connect, on_acquire, on_release) = (
             Arc::clone(&shared),
             Arc::clone(&shared),

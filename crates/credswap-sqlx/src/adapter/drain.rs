@@ -157,6 +157,17 @@ async fn prove_in_slot(
     Ok(false)
 }
 
+/// A probe beside the pool, when no connection came back to give its slot.
+async fn prove_beside(shared: Arc<Shared>, login: Arc<Snapshot>) {
+    let credentials = shared.rotation.credentials();
+    let generation = login.generation();
+    match connect::probe(shared.login.base(), &login).await {
+        Ok(()) => credentials.report_accepted(generation),
+        Err(Failure::Auth) => credentials.report_refused(generation),
+        Err(_) => {}
+    }
+}
+
 /// Follows the provider: swaps the pool's connect options on every new generation and sweeps
 /// idle connections at once, and again at a lease's retirement point. Ends when the pool is
 /// closed.
@@ -186,28 +197,24 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
         // the last accepted one stay, and a probe tries the current one on the canary schedule.
         let unproven = !current.is_proven();
         if unproven && shared.rotation.take_canary(&current) {
-            let max = pool.options().get_max_connections() as usize;
-            if shared.tags.len() < max {
-                // Room for the probe beside the pool's sessions.
-                shared.rotation.spawn_probe(Arc::clone(&current), Duration::ZERO);
-            } else {
-                shared.request_canary(Arc::clone(&current));
-                canary_asked = Some(now);
-                // An idle connection makes room at once; otherwise the next return does.
-                if let Some(conn) = pool.try_acquire() {
-                    shared.swept.fetch_add(1, Ordering::SeqCst);
-                    drop(conn);
-                }
+            shared.request_canary(Arc::clone(&current));
+            canary_asked = Some(now);
+            // An idle connection makes room at once; otherwise the next return does.
+            if let Some(conn) = pool.try_acquire() {
+                shared.swept.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
             }
         }
         if let Some(asked) = canary_asked
             && now >= asked + CANARY_WAIT_MAX
         {
-            // No connection came back to make room (the pool is stuck on refused connects):
-            // probe beside it.
+            // No connection came back to make room (the pool has none, or is stuck on refused
+            // connects): probe beside it.
             canary_asked = None;
-            if shared.take_canary().is_some() {
-                shared.rotation.spawn_probe(Arc::clone(&current), Duration::ZERO);
+            if let Some(login) = shared.take_canary()
+                && login.generation() == current.generation()
+            {
+                tokio::spawn(prove_beside(Arc::clone(&shared), login));
             }
         }
         if let Some(at) = current.retire_at()

@@ -102,11 +102,6 @@ impl Tags {
         }
     }
 
-    /// How many connections have a live tag.
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.live).len()
-    }
-
     /// Lets go of the tag of a connection of this `age` that is being closed for another reason.
     pub(crate) fn closed(&self, age: Duration) {
         let mut entries = lock(&self.live);
