@@ -162,9 +162,8 @@ impl RotationLog {
     }
 }
 
-/// [`Rotate`] over `credswap_rotate::Rotator::rotate`: single user marks the rotation before
-/// it (the database changes in setSecret, while AWSCURRENT still holds the old password for
-/// the pause); alternating users after it (finishSecret points AWSCURRENT at the other user).
+/// [`Rotate`] over `credswap_rotate::Rotator::rotate`: each rotation is marked at finishSecret
+/// (when AWSCURRENT changes), with the sessions opened before it began as the old ones.
 pub struct SecretsManagerRotator {
     rotator: Rotator,
     strategy: Strategy,
@@ -197,13 +196,15 @@ impl Rotate for SecretsManagerRotator {
 
     async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
         let began = tokio::time::Instant::now();
+        let old_sessions_before = std::time::SystemTime::now();
         let report = self.rotator.rotate().await?;
-        // A rotation ends at finishSecret: from then on the store says the new credential, and
-        // the sessions of the old one must be gone within the drain grace. In a single-user
-        // rotation the old sessions keep serving through the setSecret..finishSecret window
-        // (PostgreSQL keeps a session whose password changed), and connects in it are refused
-        // with the current credential and open with the pending one (the `pending` column).
-        marks.mark();
+        // The sessions of the old credential are those opened before the rotation began (a
+        // session opened in a single-user rotation's setSecret..finishSecret window used the
+        // pending credential: the `pending` column); the rotation ends at finishSecret, when the
+        // store says the new credential, and the old sessions must be gone within the drain
+        // grace from then. Through the window they keep serving (PostgreSQL keeps a session
+        // whose password changed).
+        marks.mark_since(old_sessions_before);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.rotations += 1;
         log.max_rotation = log.max_rotation.max(began.elapsed());

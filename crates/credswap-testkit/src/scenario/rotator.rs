@@ -64,6 +64,19 @@ impl RotationMarks {
         });
     }
 
+    /// Records a rotation whose old credential's sessions are those opened before
+    /// `opened_before`, with the drain measured from now: for a rotation in which the database
+    /// changed (at `opened_before`) before the store said so (now), such as Secrets Manager's
+    /// single-user setSecret..finishSecret window.
+    pub fn mark_since(&self, opened_before: SystemTime) {
+        self.lock().push(RotationMark {
+            at: opened_before,
+            at_instant: Instant::now(),
+            drained_at: None,
+            stale_at_grace: None,
+        });
+    }
+
     /// Rotations marked so far.
     pub fn len(&self) -> usize {
         self.lock().len()
