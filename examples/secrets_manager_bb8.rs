@@ -29,7 +29,7 @@ async fn main() -> Result<(), support::BoxError> {
     let rotation = manager.rotation();
     let pool: Pool<NoTls> = bb8::Pool::builder().max_size(8).build(manager).await?;
 
-    let (ok, failed) = demo
+    let counts = demo
         .rotate_under_load(move || {
             let pool = pool.clone();
             async move {
@@ -39,10 +39,5 @@ async fn main() -> Result<(), support::BoxError> {
             }
         })
         .await?;
-    println!("{ok} queries, {failed} failed; {:?}", rotation.stats());
-    println!("{:?}", credentials.stats());
-    if failed > 0 {
-        return Err(format!("{failed} queries failed").into());
-    }
-    Ok(())
+    support::report(counts, rotation.stats(), &credentials)
 }

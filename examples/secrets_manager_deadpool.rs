@@ -27,7 +27,7 @@ async fn main() -> Result<(), support::BoxError> {
     cfg.dbname = secret.details().dbname().map(str::to_owned);
     let (pool, rotation) = credswap::deadpool::create_pool(&cfg, NoTls, credentials.clone())?;
 
-    let (ok, failed) = demo
+    let counts = demo
         .rotate_under_load(move || {
             let pool = pool.clone();
             async move {
@@ -37,10 +37,5 @@ async fn main() -> Result<(), support::BoxError> {
             }
         })
         .await?;
-    println!("{ok} queries, {failed} failed; {:?}", rotation.stats());
-    println!("{:?}", credentials.stats());
-    if failed > 0 {
-        return Err(format!("{failed} queries failed").into());
-    }
-    Ok(())
+    support::report(counts, rotation.stats(), &credentials)
 }

@@ -33,7 +33,7 @@ async fn main() -> Result<(), support::BoxError> {
     )
     .await?;
 
-    let (ok, failed) = {
+    let counts = {
         let (pool, rotation) = (pool.clone(), rotation.clone());
         demo.rotate_under_load(move || {
             let (pool, rotation) = (pool.clone(), rotation.clone());
@@ -47,11 +47,6 @@ async fn main() -> Result<(), support::BoxError> {
         })
         .await?
     };
-    println!("{ok} queries, {failed} failed; {:?}", rotation.stats());
-    println!("{:?}", credentials.stats());
     pool.close().await;
-    if failed > 0 {
-        return Err(format!("{failed} queries failed").into());
-    }
-    Ok(())
+    support::report(counts, rotation.stats(), &credentials)
 }

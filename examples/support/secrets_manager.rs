@@ -11,6 +11,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use credswap::aws::SecretsManagerSource;
 use credswap::aws::aws_sdk_secretsmanager::Client;
+use credswap::contract::AdapterStats;
 use credswap::rotate::{Rotator, Strategy};
 use credswap::{Policy, RotatingCredentials};
 use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
@@ -130,4 +131,18 @@ impl Demo {
         }
         Ok((ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed)))
     }
+}
+
+/// Prints what happened; an error when a query failed.
+pub fn report(
+    (ok, failed): (u64, u64),
+    adapter: AdapterStats,
+    credentials: &RotatingCredentials,
+) -> Result<(), BoxError> {
+    println!("{ok} queries, {failed} failed; {adapter:?}");
+    println!("{:?}", credentials.stats());
+    if failed > 0 {
+        return Err(format!("{failed} queries failed").into());
+    }
+    Ok(())
 }

@@ -69,6 +69,7 @@ mod error;
 pub mod harness;
 mod moto;
 mod pgbouncer;
+mod process;
 mod roles;
 pub mod scenario;
 mod server;

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::{Error, cluster};
+use crate::{Error, cluster, process};
 
 /// Environment variable naming the `moto_server` executable; it overrides the `PATH` search.
 pub(crate) const MOTO_SERVER_ENV: &str = "CREDSWAP_MOTO_SERVER";
@@ -36,8 +36,6 @@ const READY_POLL: Duration = Duration::from_millis(50);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of the log quoted in a startup error.
 const LOG_TAIL_LINES: usize = 25;
-/// How long `stop` waits for the killed process to be reaped.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request or response head the proxy accepts.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -171,21 +169,9 @@ impl TestMoto {
     /// Kills the process (all state is lost); clients get "connection refused" until
     /// [`restart`](Self::restart). Never panics.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+        if let Some(child) = self.child.take() {
+            process::kill_and_reap(child, "moto_server");
         }
-        let _ = child.kill();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        tracing::warn!(pid = child.id(), "moto_server did not exit after SIGKILL");
     }
 
     /// Starts a stopped moto again on the same port, empty (moto keeps nothing on disk).

@@ -12,7 +12,7 @@ use tokio_postgres::{Config, NoTls};
 
 use crate::cluster::{self, RunAs};
 use crate::roles::{quote_ident, quote_literal, random_password, unique_name};
-use crate::{Error, TestPostgres, binaries};
+use crate::{Error, TestPostgres, binaries, process};
 
 /// Attempts to start, each on a fresh port (processes started in parallel can race for one).
 const START_ATTEMPTS: u32 = 3;
@@ -22,8 +22,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_POLL: Duration = Duration::from_millis(50);
 /// Lines of the log quoted in a startup error.
 const LOG_TAIL_LINES: usize = 25;
-/// How long `Drop` waits for the killed process to be reaped.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A PgBouncer 1.18+ process for tests and drills, in front of a [`TestPostgres`], configured the
 /// way sqlx users run it.
@@ -381,21 +379,9 @@ impl TestPgBouncer {
 
     /// Kills the process and reaps it. Never panics.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+        if let Some(child) = self.child.take() {
+            process::kill_and_reap(child, "pgbouncer");
         }
-        let _ = child.kill();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        tracing::warn!(pid = child.id(), "pgbouncer did not exit after SIGKILL");
     }
 }
 
