@@ -2,7 +2,7 @@
 //! `DescribeSecret` first so an unchanged secret costs no `GetSecretValue`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -30,7 +30,8 @@ pub struct Stats {
     pub describe_calls: u64,
     /// `GetSecretValue` calls, also the failed ones.
     pub get_calls: u64,
-    /// Fetches answered from the cache: `AWSCURRENT` was still the version fetched before.
+    /// Fetches answered from the cache: `AWSCURRENT` (or, for a pending fetch, `AWSPENDING`)
+    /// was still the version fetched before.
     pub cache_hits: u64,
 }
 
@@ -51,6 +52,10 @@ pub struct SecretsManagerSource {
     secret_id: String,
     username: Option<String>,
     cache: Mutex<Option<Cached>>,
+    /// The last `AWSPENDING` version read (a rotation reads it after every refresh).
+    pending_cache: Mutex<Option<Cached>>,
+    /// Whether the last `DescribeSecret` showed a version staged `AWSPENDING` only.
+    rotating: AtomicBool,
     describe_calls: AtomicU64,
     get_calls: AtomicU64,
     cache_hits: AtomicU64,
@@ -75,6 +80,8 @@ impl SecretsManagerSource {
             secret_id,
             username,
             cache: Mutex::new(None),
+            pending_cache: Mutex::new(None),
+            rotating: AtomicBool::new(false),
             describe_calls: AtomicU64::new(0),
             get_calls: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
@@ -110,6 +117,10 @@ impl SecretsManagerSource {
     /// [`SecretDetails`]: build the connect options from it.
     pub async fn fetch_secret(&self) -> Result<DatabaseSecret, SourceError> {
         let describe = self.describe().await?;
+        self.rotating.store(
+            version_with(&describe, AWSPENDING, Some(AWSCURRENT)).is_some(),
+            Ordering::Relaxed,
+        );
         let current = version_with(&describe, AWSCURRENT, None);
         let cached = self.cache().as_ref().and_then(|c| {
             (current.is_some() && c.version_id.as_deref() == current).then(|| c.secret.clone())
@@ -140,9 +151,17 @@ impl SecretsManagerSource {
     pub async fn fetch_pending_secret(&self) -> Result<Option<DatabaseSecret>, SourceError> {
         let describe = self.describe().await?;
         let Some(pending) = version_with(&describe, AWSPENDING, Some(AWSCURRENT)) else {
+            self.rotating.store(false, Ordering::Relaxed);
             return Ok(None);
         };
         let pending = pending.to_owned();
+        let cached = lock(&self.pending_cache)
+            .as_ref()
+            .and_then(|c| (c.version_id.as_deref() == Some(&pending)).then(|| c.secret.clone()));
+        if let Some(secret) = cached {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(with_schedule(secret, &describe)));
+        }
         let output = match self.get(AWSPENDING, Some(&pending)).await {
             Ok(output) => output,
             // The rotation finished (or was abandoned) between the two calls.
@@ -151,12 +170,15 @@ impl SecretsManagerSource {
         };
         let secret = self.parse(&output)?;
         tracing::debug!(secret_id = %self.secret_id, version_id = %pending, "read AWSPENDING");
+        *lock(&self.pending_cache) = Some(Cached {
+            version_id: Some(pending),
+            secret: secret.clone(),
+        });
         Ok(Some(with_schedule(secret, &describe)))
     }
 
     fn cache(&self) -> MutexGuard<'_, Option<Cached>> {
-        // Plain data: a panic elsewhere while holding the lock leaves it usable.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache)
     }
 
     async fn describe(&self) -> Result<DescribeSecretOutput, SourceError> {
@@ -239,6 +261,11 @@ impl SecretsManagerSource {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere while holding the lock leaves it usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A failed `GetSecretValue` of a version asked for by id.
 enum GetFailure {
     /// `ResourceNotFoundException`: that version no longer has the stage.
@@ -291,6 +318,10 @@ impl CredentialSource for SecretsManagerSource {
 
     async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
         Ok(self.fetch_pending_secret().await?.map(|s| s.credential))
+    }
+
+    fn rotation_pending(&self) -> bool {
+        self.rotating.load(Ordering::Relaxed)
     }
 }
 

@@ -16,7 +16,7 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use credswap_core::contract::LiveConnection;
-use credswap_core::contract::drain::next_sweep;
+use credswap_core::contract::drain::{PENDING_POLL, next_sweep};
 use tokio::time::{Instant, sleep_until};
 
 use crate::tag::{Shared, Tag};
@@ -50,12 +50,17 @@ where
             return;
         }
         // With a lease, wake at its retirement point (and re-read it every second: a renewal
-        // moves it without a generation change).
+        // moves it without a generation change). While the store is rotating, wake for the
+        // pending trials.
         let wake = {
             let current = shared.credentials().load();
-            current
-                .retire_at()
-                .map(|_| Instant::now() + next_sweep(&current, false))
+            if shared.credentials().pending().is_some() {
+                Some(Instant::now() + PENDING_POLL)
+            } else {
+                current
+                    .retire_at()
+                    .map(|_| Instant::now() + next_sweep(&current, false))
+            }
         };
         tokio::select! {
             biased;

@@ -48,11 +48,24 @@ pub trait CredentialSource: Send + Sync + 'static {
     ///
     /// In a single-user rotation the database password is changed to the pending value
     /// moments before the store makes it current; in that window the current credential is
-    /// refused. The provider asks for the pending credential only then (a login with the
-    /// current one was refused), and publishes it as soon as a connection with it opens,
+    /// refused. The provider asks for the pending credential when a login with the current one
+    /// was refused, and after every refresh while [`rotation_pending`](Self::rotation_pending)
+    /// says a rotation is under way; it publishes it as soon as the database accepts it,
     /// without waiting for the store. The default has none.
     async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
         Ok(None)
+    }
+
+    /// Whether the store was rotating when last read: it holds a pending credential besides
+    /// the current one (AWS Secrets Manager: a version staged `AWSPENDING`).
+    ///
+    /// A cheap hint from what the last [`fetch`](Self::fetch) saw, not a call to the store.
+    /// While it says yes, the provider fetches the pending credential after each refresh, and
+    /// the adapters try it now and then (a *pending trial*), so that a full pool moves to the
+    /// new password as soon as the database has it, not only when the store finishes. The
+    /// default says no.
+    fn rotation_pending(&self) -> bool {
+        false
     }
 }
 
@@ -65,6 +78,10 @@ impl<T: CredentialSource + ?Sized> CredentialSource for Arc<T> {
     async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
         (**self).fetch_pending().await
     }
+
+    fn rotation_pending(&self) -> bool {
+        (**self).rotation_pending()
+    }
 }
 
 #[async_trait]
@@ -75,6 +92,10 @@ impl<T: CredentialSource + ?Sized> CredentialSource for Box<T> {
 
     async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
         (**self).fetch_pending().await
+    }
+
+    fn rotation_pending(&self) -> bool {
+        (**self).rotation_pending()
     }
 }
 
@@ -265,6 +286,10 @@ impl CredentialSource for MemorySource {
             Some(e) => Err(e.clone()),
             None => Ok(state.pending.clone()),
         }
+    }
+
+    fn rotation_pending(&self) -> bool {
+        self.state().pending.is_some()
     }
 }
 

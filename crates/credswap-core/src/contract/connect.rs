@@ -184,6 +184,30 @@ impl Connector {
         let mut fallback: Option<Arc<Snapshot>> = None;
         let mut fell_back_from: Option<Generation> = None;
         let mut tried_pending_for: Option<Generation> = None;
+        // A pending trial asked for this connect (see `proof`): the store is rotating, and the
+        // database may have its pending login already. Refused, it is no failure: the current
+        // login follows at once.
+        if let Some(pending) = self.rotation.take_trial() {
+            let generation = pending.generation();
+            let tag = ConnectionTag::new(&pending);
+            match open(Arc::clone(&pending)).await {
+                Ok(connection) => {
+                    credentials.report_accepted(generation);
+                    let live = counters.opened(generation);
+                    Counters::bump(&counters.pending_connects);
+                    return Ok(Connected {
+                        connection,
+                        tag,
+                        live,
+                    });
+                }
+                Err(error) => tracing::debug!(
+                    pending = generation.get(),
+                    failure = classify(&error).as_str(),
+                    "the store's pending credential is not accepted yet"
+                ),
+            }
+        }
         loop {
             changes.borrow_and_update();
             let is_fallback = fallback.is_some();

@@ -18,6 +18,11 @@ pub const SWEEP: Duration = Duration::from_millis(25);
 /// Otherwise wake at least this often.
 pub const IDLE: Duration = Duration::from_secs(1);
 
+/// While the store is rotating (the provider holds a pending credential), a watcher that wakes
+/// only on changes wakes this often too, to give a due pending trial its canary (see
+/// [`proof`](super::proof)).
+pub const PENDING_POLL: Duration = Duration::from_millis(250);
+
 /// How long a watcher waits before its next sweep: [`SWEEP`] while `stale_left`, otherwise
 /// until `current`'s retirement point if that comes within [`IDLE`], otherwise [`IDLE`].
 ///

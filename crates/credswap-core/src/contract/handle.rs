@@ -51,51 +51,94 @@ impl Rotation {
         self.proof.probe().is_some()
     }
 
-    /// Whether a connection that the staleness rule keeps only because `current`'s login is
-    /// not proven yet may be let go now, as a canary (see [`proof`](super::proof)). Takes the
-    /// canary: call it only when about to close such a connection.
-    pub fn take_canary(&self, current: &Snapshot) -> bool {
-        self.proof.take_canary(current, tokio::time::Instant::now())
+    /// Takes a canary if one is due (see [`proof`](super::proof)) and returns the login it is
+    /// for: `current`'s while it is unproven, otherwise the store's pending login while the
+    /// store is rotating (a pending trial). Call it only when about to let a connection of an
+    /// older login go for it.
+    pub fn take_canary(&self, current: &Snapshot) -> Option<Arc<Snapshot>> {
+        let now = tokio::time::Instant::now();
+        if !current.is_proven() {
+            if !self.proof.take_canary(current, false, now) {
+                return None;
+            }
+            let owned = self.credentials.current();
+            return (owned.generation() == current.generation()).then_some(owned);
+        }
+        let pending = self.credentials.pending()?;
+        self.proof
+            .take_canary(&pending, true, now)
+            .then_some(pending)
+    }
+
+    /// Whether `login` still needs a canary's proof: it is the current login and unproven, or
+    /// the store's pending login.
+    pub fn is_canary_login(&self, login: &Snapshot) -> bool {
+        let current = self.credentials.load();
+        if login.generation() == current.generation() {
+            return !current.is_proven();
+        }
+        self.credentials
+            .pending()
+            .is_some_and(|pending| pending.generation() == login.generation())
     }
 
     /// The drain's verdict on a connection tagged `tag`: close it now rather than hand it out or
-    /// keep it idle. True when the staleness rule says so ([`ConnectionTag::is_stale`]), and,
-    /// while `current`'s login is not proven yet, for one connection of an older login now and
-    /// then (a canary, see [`proof`](super::proof)), so that the pool opens one with the new
-    /// login. `idle` says whether the connection is idle (else it is being checked out or
-    /// returned); a canary taken for an idle connection is followed by a probe.
+    /// keep it idle. True when the staleness rule says so ([`ConnectionTag::is_stale`]), and now
+    /// and then for one connection of an older login (a canary, see [`proof`](super::proof)):
+    /// while `current`'s login is not proven yet, so that the pool opens one with the new
+    /// login, and while the store is rotating, so that the pool tries its pending login.
+    /// `idle` says whether the connection is idle (else it is being checked out or returned); a
+    /// canary taken for an idle connection is followed by a probe.
     pub fn should_close(&self, tag: &ConnectionTag, current: &Snapshot, idle: bool) -> bool {
         if tag.is_stale(current) {
             return true;
         }
-        if current.is_same_login(tag.generation()) || !self.take_canary(current) {
+        if !current.is_proven() && current.is_same_login(tag.generation()) {
+            return false;
+        }
+        let Some(login) = self.take_canary(current) else {
+            return false;
+        };
+        if tag.generation() >= login.generation() {
             return false;
         }
         Counters::bump(&self.counters.canaries);
+        let pending = login.generation() != current.generation();
         tracing::debug!(
             generation = current.generation().get(),
+            login = login.generation().get(),
             canary = tag.generation().get(),
-            "the new credential is not proven yet; retiring one connection of the last proven one to try it"
+            pending,
+            "retiring one connection of the last proven login to try a newer one"
         );
-        // Only a canary pays for an owned snapshot; the common verdict stays a borrow.
-        let owned = self.credentials.current();
-        if owned.generation() != current.generation() {
-            return true;
-        }
         if idle {
-            self.spawn_probe(owned, Duration::ZERO);
+            self.spawn_probe(login, Duration::ZERO);
+        } else if pending {
+            // The pool fills the canary's slot on demand: that connect tries the pending login
+            // first. A probe beside it could take the pool past its size.
+            self.proof.request_trial(login);
         } else {
             // The pool fills the canary's slot on demand, and that connect proves the login. If
             // nothing has proven it a moment later, the slot is still free: probe then.
-            self.spawn_probe(owned, PROBE_AFTER_BUSY_CANARY);
+            self.spawn_probe(login, PROBE_AFTER_BUSY_CANARY);
         }
         true
     }
 
-    /// Starts proving `current`'s login through the adapter's probe, in the background, after
-    /// `delay` and only if it is still unproven then, unless a proof is already running or no
-    /// probe was given. Call it after closing an idle canary.
-    pub fn spawn_probe(&self, current: Arc<Snapshot>, delay: Duration) {
+    /// The pending login the pool's next connect should try first, if a pending trial asked
+    /// for it and it is still pending (taken). The core [`Connector`](super::Connector) does
+    /// this.
+    pub fn take_trial(&self) -> Option<Arc<Snapshot>> {
+        let login = self.proof.take_trial()?;
+        let pending = self.credentials.pending()?;
+        (pending.generation() == login.generation()).then_some(pending)
+    }
+
+    /// Starts proving `login` (the current login while unproven, or the store's pending one)
+    /// through the adapter's probe, in the background, after `delay` and only if it still needs
+    /// proof then, unless a proof is already running or no probe was given. Call it after
+    /// closing an idle canary.
+    pub fn spawn_probe(&self, login: Arc<Snapshot>, delay: Duration) {
         let Some(probe) = self.proof.probe() else {
             return;
         };
@@ -106,16 +149,20 @@ impl Rotation {
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
-                if current.is_proven() || rotation.credentials.generation() != current.generation()
-                {
+                if !rotation.is_canary_login(&login) {
                     rotation.proof.done_probing();
                     return;
                 }
             }
-            let generation = current.generation();
-            let result = probe(Arc::clone(&current)).await;
+            let generation = login.generation();
+            let result = probe(Arc::clone(&login)).await;
             match result {
-                Ok(()) => rotation.credentials.report_accepted(generation),
+                Ok(()) => {
+                    if generation > rotation.credentials.generation() {
+                        Counters::bump(&rotation.counters.pending_connects);
+                    }
+                    rotation.credentials.report_accepted(generation);
+                }
                 Err(Failure::Auth) => rotation.credentials.report_refused(generation),
                 Err(failure) => tracing::debug!(
                     generation = generation.get(),

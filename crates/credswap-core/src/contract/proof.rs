@@ -7,6 +7,15 @@
 //! at once after the change, then after 1 s, 2 s, 4 s, ... up to [`CANARY_MAX`]. After an idle
 //! canary the adapter opens one connection with the new login through its *probe*, outside the
 //! pool (the canary's slot is free, so the pool stays within its size), and closes it again.
+//!
+//! While the store is rotating and has a pending credential
+//! ([`CredentialSource::rotation_pending`](crate::CredentialSource::rotation_pending)), the
+//! current login is proven and works, but the database may already have the pending one (a
+//! single-user rotation between its setSecret and finishSecret). Canaries then try the pending
+//! login instead, a *pending trial*: at once, then after 250 ms, 500 ms, 1 s, 2 s, every
+//! [`PENDING_TRIAL_MAX`] after that. An idle canary is followed by a probe, as above; a busy one
+//! by the pool's own connect, which tries the pending login first. Once the database accepts
+//! it, the provider publishes it and the old sessions drain, before the store finishes.
 
 use std::fmt;
 use std::future::Future;
@@ -26,6 +35,13 @@ pub const CANARY_FIRST_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest time between two canaries while the new login stays unproven.
 pub const CANARY_MAX: Duration = Duration::from_secs(30);
 
+/// The first pending trial comes at once; then they come this far apart, doubling.
+pub const PENDING_TRIAL_FIRST_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The longest time between two pending trials: a rotation's window between the database
+/// change and the store's finish may be as short as a second or two.
+pub const PENDING_TRIAL_MAX: Duration = Duration::from_secs(2);
+
 /// What a probe returns: `Ok(())` when the database accepted the login.
 pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
 
@@ -38,6 +54,8 @@ pub(crate) struct Proof {
     canary: Mutex<Canary>,
     probe: OnceLock<Probe>,
     probing: AtomicBool,
+    /// A pending login the pool's next connect tries first (after a busy pending trial).
+    trial: Mutex<Option<Arc<Snapshot>>>,
 }
 
 #[derive(Default)]
@@ -64,23 +82,36 @@ impl Proof {
         let _ = self.probe.set(probe);
     }
 
-    /// Whether a canary is due now for `current`'s unproven login (and takes it).
-    pub(crate) fn take_canary(&self, current: &Snapshot, now: Instant) -> bool {
-        if current.is_proven() {
-            return false;
-        }
+    /// Whether a canary is due now for `login` (and takes it): the current login while it is
+    /// unproven, or the store's pending one (`pending`), each on its own schedule.
+    pub(crate) fn take_canary(&self, login: &Snapshot, pending: bool, now: Instant) -> bool {
+        let (first, max) = if pending {
+            (PENDING_TRIAL_FIRST_INTERVAL, PENDING_TRIAL_MAX)
+        } else {
+            (CANARY_FIRST_INTERVAL, CANARY_MAX)
+        };
         let mut canary = lock(&self.canary);
-        if canary.generation != Some(current.generation()) {
-            canary.generation = Some(current.generation());
+        if canary.generation != Some(login.generation()) {
+            canary.generation = Some(login.generation());
             canary.next_at = None;
-            canary.interval = CANARY_FIRST_INTERVAL;
+            canary.interval = first;
         }
         if canary.next_at.is_some_and(|at| now < at) {
             return false;
         }
         canary.next_at = Some(now + canary.interval);
-        canary.interval = (canary.interval * 2).min(CANARY_MAX);
+        canary.interval = (canary.interval * 2).min(max);
         true
+    }
+
+    /// Asks the pool's next connect to try the pending `login` first.
+    pub(crate) fn request_trial(&self, login: Arc<Snapshot>) {
+        *lock(&self.trial) = Some(login);
+    }
+
+    /// The pending login the next connect tries first, if a trial was asked for (taken).
+    pub(crate) fn take_trial(&self) -> Option<Arc<Snapshot>> {
+        lock(&self.trial).take()
     }
 
     pub(crate) fn probe(&self) -> Option<Probe> {

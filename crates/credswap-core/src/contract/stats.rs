@@ -39,8 +39,9 @@ pub struct Counters {
     pub canaries: AtomicU64,
     /// Connects that fell back to the last proven login after the new one was refused.
     pub fallback_connects: AtomicU64,
-    /// Connections opened with the store's pending credential while the current one was
-    /// refused (see [`CredentialSource::fetch_pending`](crate::CredentialSource::fetch_pending)).
+    /// Connections (and probes) opened with the store's pending credential before the store
+    /// made it current: after the current one was refused, or as a pending trial (see
+    /// [`CredentialSource::fetch_pending`](crate::CredentialSource::fetch_pending)).
     pub pending_connects: AtomicU64,
 }
 
@@ -209,8 +210,9 @@ pub struct AdapterStats {
     pub canaries: u64,
     /// Connects that fell back to the last proven login after the new one was refused.
     pub fallback_connects: u64,
-    /// Connections opened with the store's pending credential while the current one was
-    /// refused; the provider published it once one opened.
+    /// Connections (and probes) opened with the store's pending credential before the store
+    /// made it current, after the current one was refused or as a pending trial; the provider
+    /// published it once one opened.
     pub pending_connects: u64,
 }
 

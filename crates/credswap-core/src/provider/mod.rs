@@ -37,6 +37,15 @@ pub struct Stats {
     pub pending_published: u64,
 }
 
+/// Why the provider asks the source for its pending credential.
+#[derive(Debug, Clone, Copy)]
+enum PendingWhy {
+    /// A login with the current credential was refused.
+    Refused,
+    /// The source says the store is rotating ([`CredentialSource::rotation_pending`]).
+    Rotating,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Refusal {
     generation: Generation,
@@ -570,14 +579,21 @@ impl Shared {
     /// current generation), under the single flight; keeps it as the next generation.
     async fn fetch_pending(&self, refused: Generation) {
         let _flight = self.flight.lock().await;
-        let current = self.current.load_full();
-        if current.generation() != refused {
+        self.load_pending(refused, PendingWhy::Refused).await;
+    }
+
+    /// Asks the source for its pending credential while the current generation is `current`,
+    /// and keeps it as the next generation (a newer login than the current one only). Call it
+    /// holding the single flight.
+    async fn load_pending(&self, current: Generation, why: PendingWhy) {
+        let snapshot = self.current.load_full();
+        if snapshot.generation() != current {
             return;
         }
         let fetched =
             tokio::time::timeout(self.policy.fetch_timeout(), self.source.fetch_pending()).await;
         let credential = match fetched {
-            Ok(Ok(Some(credential))) if !credential.same_login(current.credential()) => credential,
+            Ok(Ok(Some(credential))) if !credential.same_login(snapshot.credential()) => credential,
             Ok(Ok(_)) => {
                 self.pending.store(None);
                 return;
@@ -592,27 +608,37 @@ impl Shared {
             }
         };
         if self.pending.load().as_ref().is_some_and(|p| {
-            p.generation() == refused.next() && p.credential().same_login(&credential)
+            p.generation() == current.next() && p.credential().same_login(&credential)
         }) {
             return;
         }
         self.counters
             .pending_fetched
             .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            generation = refused.get(),
-            username = %credential.username(),
-            version = ?credential.version(),
-            "the current credential is refused and the store has a pending one; connects try it"
-        );
-        let snapshot = Snapshot::new(
+        match why {
+            PendingWhy::Refused => tracing::info!(
+                generation = current.get(),
+                username = %credential.username(),
+                version = ?credential.version(),
+                "the current credential is refused and the store has a pending one; connects try it"
+            ),
+            PendingWhy::Rotating => tracing::info!(
+                generation = current.get(),
+                username = %credential.username(),
+                version = ?credential.version(),
+                "the store is rotating; the pools try its pending credential until the database accepts it"
+            ),
+        }
+        let pending = Snapshot::new(
             credential,
-            refused.next(),
+            current.next(),
             Instant::now(),
             &self.policy,
             &self.proven,
         );
-        self.pending.store(Some(Arc::new(snapshot)));
+        self.pending.store(Some(Arc::new(pending)));
+        // Wake the adapters' watchers: a pending trial is due.
+        self.generation_tx.send_replace(current);
     }
 
     /// Publishes the pending snapshot of `generation` if it still follows the current one.
@@ -655,6 +681,16 @@ impl Shared {
     async fn fetch_and_publish(&self) -> Result<Arc<Snapshot>, Error> {
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
         let outcome = self.fetch_validated().await;
+        if let Ok(snapshot) = &outcome {
+            // Mid-rotation, the pending credential is tried before the store finishes, so that
+            // the pool's old sessions can go as soon as the database has the new password.
+            if self.source.rotation_pending() {
+                self.load_pending(snapshot.generation(), PendingWhy::Rotating)
+                    .await;
+            } else if self.pending.load().is_some() {
+                self.pending.store(None);
+            }
+        }
         let mut status = lock(&self.status);
         match outcome {
             Ok(snapshot) => {

@@ -1,7 +1,7 @@
 //! The background refresher: when to fetch next, and the task that does it.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -31,9 +31,20 @@ impl Shared {
             };
             delay = delay.min(until);
         }
+        // The store says when it rotates next (Vault's static roles, Secrets Manager's
+        // schedule): fetch just after, so the new password arrives before the pool needs it.
+        if let Some(at) = self.current.load().credential().next_rotation_at()
+            && let Ok(until) = at.duration_since(SystemTime::now())
+        {
+            delay = delay.min(until + AFTER_ROTATION);
+        }
         delay
     }
 }
+
+/// How long after the store's announced rotation time the refresher fetches: the store's clock
+/// and its own schedule are not exact (Vault reports the time left in whole seconds).
+const AFTER_ROTATION: Duration = Duration::from_secs(1);
 
 /// Shortens `base` by a random fraction in `[0, jitter)`; never lengthens it, so the refresh
 /// interval stays below the overlap window.

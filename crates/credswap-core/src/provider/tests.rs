@@ -716,7 +716,9 @@ async fn a_pending_credential_is_dropped_when_the_store_publishes_another() {
     store.set_pending(Some(Credential::new("app", "pending")));
     let _ = creds.report_auth_failure(Generation::FIRST).await;
     let pending = creds.pending().expect("the pending credential");
+    // The store gave up that rotation and published another login.
     store.set(Credential::new("app", "other"));
+    store.set_pending(None);
     let published = creds.refresh().await.unwrap();
     assert_eq!(
         published.generation(),
@@ -736,4 +738,80 @@ async fn a_pending_credential_is_dropped_when_the_store_publishes_another() {
             .same_login(&Credential::new("app", "other"))
     );
     assert!(!creds.current().is_proven());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotating_store_offers_its_pending_credential_after_each_refresh() {
+    let store = MemorySource::new(Credential::new("app", "old"));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    let mut changes = creds.subscribe();
+    changes.borrow_and_update();
+
+    // createSecret: the store rotates; a plain refresh (no refusal) reads the pending one and
+    // wakes the watchers for their pending trials.
+    store.set_pending(Some(Credential::new("app", "new")));
+    creds.refresh().await.unwrap();
+    let pending = creds
+        .pending()
+        .expect("read on refresh while the store rotates");
+    assert_eq!(pending.generation(), Generation::FIRST.next());
+    assert!(changes.has_changed().unwrap(), "the watchers are woken");
+    assert_eq!(creds.generation(), Generation::FIRST, "not published yet");
+    assert_eq!(creds.stats().pending_fetched, 1);
+
+    // A refresh that finds the same pending one keeps it (and counts nothing new).
+    creds.refresh().await.unwrap();
+    assert_eq!(creds.pending().unwrap().generation(), pending.generation());
+    assert_eq!(creds.stats().pending_fetched, 1);
+
+    // A refusal of the pending one (before setSecret) is no refusal of the current one.
+    creds.report_refused(pending.generation());
+    assert!(!creds.health().is_refused());
+
+    // The store abandons the rotation: the pending credential goes with it.
+    store.set_pending(None);
+    creds.refresh().await.unwrap();
+    assert!(creds.pending().is_none());
+
+    // A new rotation; the database accepts the pending one: published before the store.
+    store.set_pending(Some(Credential::new("app", "newer")));
+    creds.refresh().await.unwrap();
+    let pending = creds
+        .pending()
+        .expect("the new rotation's pending credential");
+    creds.report_accepted(pending.generation());
+    assert_eq!(creds.generation(), pending.generation());
+    assert!(creds.pending().is_none());
+    // The store still rotating (AWSPENDING still staged) offers the current one as pending:
+    // not a pending credential any more.
+    store.set_pending(Some(Credential::new("app", "newer")));
+    creds.refresh().await.unwrap();
+    assert!(creds.pending().is_none());
+    assert_eq!(creds.stats().pending_published, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_refresher_fetches_just_after_the_store_s_announced_rotation() {
+    let store = MemorySource::new(
+        Credential::new("app", "old").with_next_rotation_at(SystemTime::now() + secs(30)),
+    );
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(store.fetch_count(), 1);
+    store.set(Credential::new("app", "rotated"));
+    tokio::time::sleep(secs(29)).await;
+    assert_eq!(
+        creds.generation(),
+        Generation::FIRST,
+        "not before the rotation"
+    );
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(
+        creds.generation(),
+        Generation::FIRST.next(),
+        "fetched just after the store's rotation, not an hour later"
+    );
 }

@@ -55,8 +55,7 @@ pub(crate) fn check<'c>(
     match shared.tags.judge(meta.age, &current) {
         Verdict::Current if returned => {
             if let Some(login) = shared.take_canary()
-                && !login.is_proven()
-                && login.generation() == current.generation()
+                && shared.rotation.is_canary_login(&login)
             {
                 return Box::pin(prove_in_slot(Arc::clone(shared), conn, meta, login, swept));
             }
@@ -139,6 +138,7 @@ async fn prove_in_slot(
     let generation = login.generation();
     match connect::probe(shared.login.base(), &login).await {
         Ok(()) => {
+            count_pending(&shared, generation);
             credentials.report_accepted(generation);
             shared.login.swapped(&login, drain::IDLE).await;
         }
@@ -162,9 +162,19 @@ async fn prove_beside(shared: Arc<Shared>, login: Arc<Snapshot>) {
     let credentials = shared.rotation.credentials();
     let generation = login.generation();
     match connect::probe(shared.login.base(), &login).await {
-        Ok(()) => credentials.report_accepted(generation),
+        Ok(()) => {
+            count_pending(&shared, generation);
+            credentials.report_accepted(generation);
+        }
         Err(Failure::Auth) => credentials.report_refused(generation),
         Err(_) => {}
+    }
+}
+
+/// Counts a probe the database accepted with the store's pending login (newer than the current).
+fn count_pending(shared: &Shared, generation: credswap_core::Generation) {
+    if generation > shared.rotation.credentials().generation() {
+        Counters::bump(&shared.rotation.counters().pending_connects);
     }
 }
 
@@ -195,9 +205,10 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
         }
         // Prove before drain: until the database accepts the current login, the connections of
         // the last accepted one stay, and a probe tries the current one on the canary schedule.
-        let unproven = !current.is_proven();
-        if unproven && shared.rotation.take_canary(&current) {
-            shared.request_canary(Arc::clone(&current));
+        // While the store is rotating, the probe tries its pending login the same way.
+        let trying = !current.is_proven() || credentials.pending().is_some();
+        if trying && let Some(login) = shared.rotation.take_canary(&current) {
+            shared.request_canary(login);
             canary_asked = Some(now);
             // An idle connection makes room at once; otherwise the next return does.
             if let Some(conn) = pool.try_acquire() {
@@ -212,7 +223,7 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
             // connects): probe beside it.
             canary_asked = None;
             if let Some(login) = shared.take_canary()
-                && login.generation() == current.generation()
+                && shared.rotation.is_canary_login(&login)
             {
                 tokio::spawn(prove_beside(Arc::clone(&shared), login));
             }
@@ -236,7 +247,7 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
         }
         shared.tags.reconcile(pool.size() as usize);
         let mut wait = drain::next_sweep(&current, settle.is_some());
-        if unproven {
+        if trying {
             wait = wait.min(CANARY_POLL);
         } else {
             canary_asked = None;

@@ -101,6 +101,7 @@ mod plain {
         validate_before_swap_keeps_the_working_credential,
         leased_credential_connections_retire_before_expiry,
         a_server_restart_fails_only_requests_in_flight,
+        a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
     );
 
     ignored_cases!(Sqlx, Direct,
@@ -129,6 +130,7 @@ mod plain {
             busy_connection_commits_across_rotation_then_closes_on_return,
             never_more_connections_than_max_size,
             leased_credential_connections_retire_before_expiry,
+            a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
         );
     }
 }

@@ -679,6 +679,148 @@ pub async fn the_pending_credential_bridges_a_single_user_rotation<A: Adapter, R
     );
 }
 
+/// How long a store's rotation may leave its pending credential unproven once the database has
+/// it: pending trials come at most [`PENDING_TRIAL_MAX`](credswap_core::contract::proof::PENDING_TRIAL_MAX)
+/// apart, and a trial is a connect.
+const PENDING_PROVEN_WITHIN: Duration = Duration::from_secs(4);
+
+/// Requests through the pool from `workers` tasks until `stop`; returns `(ok, failed, first
+/// error)`.
+fn load<A: Adapter>(
+    pool: &A::Pool,
+    workers: usize,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64, Option<String>)> {
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let pool = pool.clone();
+            let stop = Arc::clone(stop);
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut first) = (0u64, 0u64, None);
+                while !stop.load(Ordering::Relaxed) {
+                    match A::whoami(&pool).await {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            failed += 1;
+                            first.get_or_insert_with(|| error_chain(&*e));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (ok, failed, first)
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        let mut total = (0, 0, None);
+        for task in tasks {
+            let (ok, failed, first) = task.await.expect("load task");
+            total.0 += ok;
+            total.1 += failed;
+            if total.2.is_none() {
+                total.2 = first;
+            }
+        }
+        total
+    })
+}
+
+/// A store that rotates single-user with its pending credential readable (Secrets Manager's
+/// `AWSPENDING`), seen by a pool that never has to connect (full and healthy): the pool tries
+/// the pending login now and then (a pending trial), moves to it within
+/// [`PENDING_PROVEN_WITHIN`] of the database having it, and drains the old sessions before the
+/// store finishes, idle and under load, without failing a request or passing its size.
+pub async fn a_full_pool_moves_to_the_pending_credential_before_the_store_finishes<
+    A: Adapter,
+    R: Route,
+>() {
+    let pg = R::postgres().await;
+    let (role, _, store, credentials) = single_role(&pg, manual_policy()).await;
+    let (pool, rotation) = build::<A>(&pg, credentials.clone(), 4).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loaded = None;
+    for round in ["idle", "under load"] {
+        let old: Vec<i32> = hold::<A>(&pool, 4)
+            .await
+            .into_iter()
+            .map(|(_, me)| me.pid)
+            .collect();
+        if round == "under load" {
+            loaded = Some(load::<A>(&pool, 8, &stop));
+        }
+        let generation = credentials.generation();
+
+        // createSecret: the store has a pending credential; the refresher sees the rotation.
+        let password = random_password();
+        store.set_pending(Some(Credential::new(role.clone(), password.clone())));
+        credentials.refresh().await.expect("refresh");
+        assert!(
+            credentials.pending().is_some(),
+            "the provider reads the pending credential while the store rotates"
+        );
+        // Before setSecret the database refuses it: the trials fail quietly, nothing moves.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(credentials.generation(), generation, "{round}");
+        assert!(!credentials.health().is_refused(), "{round}");
+
+        // setSecret: the database has the new password; the store has not finished.
+        pg.set_password(&role, &password).await.expect("ALTER ROLE");
+        let took = wait_for(
+            "the pool proves the pending credential before the store finishes",
+            PENDING_PROVEN_WITHIN,
+            || credentials.generation() > generation,
+        )
+        .await;
+        assert!(credentials.current().is_proven());
+        if pg.pooler().is_some() {
+            assert_client_side_drained(&rotation, A::NAME).await;
+        } else {
+            for pid in &old {
+                wait_closed(
+                    &pg,
+                    &role,
+                    Some(*pid),
+                    Duration::from_secs(2),
+                    "a session of the old password drains before the store finishes",
+                )
+                .await;
+            }
+        }
+        eprintln!(
+            "{} ({round}): the pending credential was published {took:?} after setSecret; {:?}",
+            A::NAME,
+            rotation.stats()
+        );
+
+        // finishSecret: not a change.
+        let published = credentials.generation();
+        store.set(Credential::new(role.clone(), password));
+        store.set_pending(None);
+        credentials.refresh().await.expect("refresh");
+        assert_eq!(credentials.generation(), published);
+        assert!(credentials.pending().is_none());
+        assert_eq!(whoami::<A>(&pool).await.user, role);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, first) = loaded.expect("load").await.expect("load");
+    let stats = rotation.stats();
+    assert_eq!(
+        failed,
+        0,
+        "{}: {failed} of {} requests failed, first: {first:?}; {stats:?}",
+        A::NAME,
+        ok + failed
+    );
+    assert!(ok > 100, "{}: only {ok} requests ran", A::NAME);
+    assert_eq!(credentials.stats().pending_published, 2, "{stats:?}");
+    assert!(
+        stats.live() <= 4,
+        "{}: the pool counted {} connections",
+        A::NAME,
+        stats.live()
+    );
+}
+
 /// The store holds a wrong password: a checkout fails within the pool's timeout with an error
 /// that names the role or SQLSTATE `28P01` (or, where the pool reports only its timeout, a log
 /// line that does) and never the password; once the store holds the right one, the pool
