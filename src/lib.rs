@@ -36,6 +36,7 @@
 //! | `bb8` | no | [`bb8`]: a `bb8::ManageConnection` for tokio-postgres that follows the credential |
 //! | `sqlx` | no | [`sqlx`]: a plain `sqlx::PgPool` that follows the credential (sqlx 0.8) |
 //! | `sqlx-0_9` | no | the sqlx adapter for sqlx 0.9 too, as `credswap::sqlx::v0_9` |
+//! | `metrics` | no | `credswap::metrics`: the providers' and pools' state through the `metrics` facade (names, units and labels in one table) |
 //! | `aws` | no | [`aws`]: AWS Secrets Manager as a credential source (`SecretsManagerSource`) |
 //! | `rotate` | no | [`rotate`]: the Secrets Manager rotation protocol for PostgreSQL (`Rotator`), single user and alternating users |
 //!

@@ -50,7 +50,10 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none) | | this crate has no optional features; the pool adapters live in their own crates, re-exported by the `credswap` facade behind the features `deadpool`, `bb8` and `sqlx` |
+//! | `metrics` | no | [`metrics::Reporter`]: the provider's and the pools' state through the [`metrics`](https://docs.rs/metrics) facade, with the table of names |
+//!
+//! The pool adapters live in their own crates, re-exported by the `credswap` facade behind the
+//! features `deadpool`, `bb8` and `sqlx`.
 
 #![forbid(unsafe_code)]
 
@@ -58,6 +61,8 @@ pub mod contract;
 pub mod credential;
 pub mod error;
 pub mod health;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod policy;
 pub mod provider;
 pub mod snapshot;

@@ -9,6 +9,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::health::Health;
 use crate::snapshot::{CurrentGuard, Snapshot};
@@ -35,6 +36,8 @@ pub struct Stats {
     /// Pending credentials published because the database accepted them before the store
     /// made them current.
     pub pending_published: u64,
+    /// Logins the adapters reported the database refused with the current credential.
+    pub refusals: u64,
 }
 
 /// Why the provider asks the source for its pending credential.
@@ -63,6 +66,7 @@ struct Counters {
     auth_dedup: AtomicU64,
     pending_fetched: AtomicU64,
     pending_published: AtomicU64,
+    refusals: AtomicU64,
 }
 
 struct Status {
@@ -274,7 +278,8 @@ async fn validate_bounded(
     policy: &Policy,
 ) -> Result<(), Error> {
     let limit = policy.validation_timeout();
-    match tokio::time::timeout(limit, validator.validate(credential)).await {
+    let span = tracing::debug_span!("credswap.validate", username = %credential.username());
+    match tokio::time::timeout(limit, validator.validate(credential).instrument(span)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::validation(credential.username(), &e)),
         Err(_) => Err(Error::validation(
@@ -292,7 +297,8 @@ async fn fetch_with_timeout(
     source: &dyn CredentialSource,
     policy: &Policy,
 ) -> Result<Credential, Error> {
-    match tokio::time::timeout(policy.fetch_timeout(), source.fetch()).await {
+    let span = tracing::debug_span!("credswap.fetch");
+    match tokio::time::timeout(policy.fetch_timeout(), source.fetch().instrument(span)).await {
         Ok(Ok(credential)) => Ok(credential),
         Ok(Err(e)) => Err(Error::source_failed(e)),
         Err(_) => Err(Error::timeout(policy.fetch_timeout())),
@@ -366,7 +372,8 @@ impl RotatingCredentials {
         {
             return result.clone();
         }
-        let result = self.shared.fetch_and_publish().await;
+        let span = tracing::debug_span!("credswap.refresh", generation = self.generation().get());
+        let result = self.shared.fetch_and_publish().instrument(span).await;
         *flight = Some(result.clone());
         self.shared.completed.fetch_add(1, Ordering::Release);
         drop(flight);
@@ -454,6 +461,10 @@ impl RotatingCredentials {
         if generation != self.generation() {
             return;
         }
+        self.shared
+            .counters
+            .refusals
+            .fetch_add(1, Ordering::Relaxed);
         let mut status = lock(&self.shared.status);
         match &mut status.refused {
             Some(refusal) if refusal.generation == generation => refusal.count += 1,
@@ -562,6 +573,7 @@ impl RotatingCredentials {
             auth_failure_reports_deduplicated: c.auth_dedup.load(Ordering::Relaxed),
             pending_fetched: c.pending_fetched.load(Ordering::Relaxed),
             pending_published: c.pending_published.load(Ordering::Relaxed),
+            refusals: c.refusals.load(Ordering::Relaxed),
         }
     }
 
@@ -651,6 +663,12 @@ impl Shared {
         if pending.generation() != generation || current.generation().next() != generation {
             return;
         }
+        let _publish = tracing::debug_span!(
+            "credswap.publish",
+            generation = generation.get(),
+            pending = true
+        )
+        .entered();
         self.pending.store(None);
         self.superseded
             .store(Some(Arc::new(current.credential().clone())));
@@ -791,6 +809,8 @@ impl Shared {
             snapshot.mark_proven(generation);
             self.last_proven.store(Some(Arc::clone(&snapshot)));
         }
+        let _publish =
+            tracing::debug_span!("credswap.publish", generation = generation.get()).entered();
         // Only the single-flight holder stores, so generations never go backwards.
         self.current.store(Arc::clone(&snapshot));
         // A pending credential fetched for the generation before is not the next one any more.
