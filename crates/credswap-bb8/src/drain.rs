@@ -42,7 +42,13 @@ where
     let mut connection = pin!(connection);
     loop {
         // Also at start: a connect that began before a rotation finishes stale.
-        if tag.retire_if_idle(shared) {
+        let retired = {
+            let _drain =
+                tracing::debug_span!("credswap.drain", connection = tag.generation().get())
+                    .entered();
+            tag.retire_if_idle(shared)
+        };
+        if retired {
             tracing::debug!(
                 generation = tag.generation().get(),
                 "closed an idle connection of an older credential"

@@ -40,6 +40,9 @@ pub(crate) async fn watch(
     loop {
         let current = credentials.current();
         {
+            let _drain =
+                tracing::debug_span!("credswap.drain", generation = current.generation().get())
+                    .entered();
             let Some(pool) = pool.upgrade() else { return };
             if pool.is_closed() {
                 return;

@@ -269,6 +269,7 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
 /// and returns the others to the idle queue. Returns whether every idle connection was reached
 /// (`try_acquire` yields nothing while tasks wait for a connection).
 fn sweep(pool: &PgPool, shared: &Shared) -> bool {
+    let _drain = tracing::debug_span!("credswap.drain").entered();
     for _ in 0..pool.num_idle() {
         let Some(conn) = pool.try_acquire() else {
             return false;
