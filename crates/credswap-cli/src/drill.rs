@@ -14,6 +14,7 @@ use crate::adapters::{self, App};
 use crate::cli::{AdapterName, DrillArgs, PoolerName, SourceName};
 use crate::output::{self, ProgressDisplay};
 use crate::secrets_manager;
+use crate::vault;
 
 /// The application's cache TTL in the drill: short, as the drill rotates every second.
 const APP_REFRESH: Duration = Duration::from_millis(250);
@@ -25,8 +26,21 @@ pub struct Run {
     pub report: ScenarioReport,
     /// The adapter's `pending_connects` after the run; `None` for the peers.
     pub pending_connects: Option<u64>,
-    /// What the Secrets Manager rotations did (`--source aws`).
+    /// What the store's rotations did (`--source aws`, `--source vault-*`).
     pub rotation_note: Option<String>,
+    /// The strategy column when it is not the scenario's (`dynamic`/`static` for Vault).
+    pub strategy_label: Option<&'static str>,
+    /// `--source vault-*`: sessions seen open after Vault dropped their role (a revoked lease's
+    /// user); `None` for other sources.
+    pub revoked_sessions: Option<usize>,
+}
+
+impl Run {
+    /// The strategy column.
+    pub fn strategy(&self) -> String {
+        self.strategy_label
+            .map_or_else(|| self.report.strategy.to_string(), str::to_owned)
+    }
 }
 
 pub async fn main(args: DrillArgs) -> ExitCode {
@@ -62,8 +76,33 @@ pub async fn main(args: DrillArgs) -> ExitCode {
             }
         }
     };
+    let vault_world = match vault::Kind::from_source(args.source) {
+        None => None,
+        Some(kind) => {
+            if args.lease_max_ttl < args.lease_ttl {
+                eprintln!("error: --lease-max-ttl must be at least --lease-ttl");
+                return ExitCode::from(2);
+            }
+            eprintln!("starting OpenBao (bao server -dev) with the database secrets engine...");
+            let timings = vault::Timings {
+                lease_ttl: args.lease_ttl,
+                lease_max_ttl: args.lease_max_ttl,
+                rotation_period: args.rotation_period,
+            };
+            match vault::World::start(&pg, kind, timings).await {
+                Ok(world) => {
+                    eprintln!("OpenBao at {}", world.address());
+                    Some(world)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let world = match args.source {
-        SourceName::Memory => None,
+        SourceName::Memory | SourceName::VaultDynamic | SourceName::VaultStatic => None,
         SourceName::Aws => {
             eprintln!("starting moto (AWS Secrets Manager)...");
             match secrets_manager::World::start(args.pause_before_finish).await {
@@ -101,6 +140,18 @@ pub async fn main(args: DrillArgs) -> ExitCode {
     let mut runs = Vec::new();
     let mut not_run = Vec::new();
     for &adapter in &adapters {
+        if let Some(vault_world) = &vault_world {
+            // Vault rotates: one run per adapter, whatever --strategy says.
+            match vault::run_one(&pg, vault_world, adapter, &config, &query).await {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    let what = format!("{}/vault-{}", adapter.as_str(), vault_world.kind().label());
+                    eprintln!("error: {what}: {e}");
+                    not_run.push(what);
+                }
+            }
+            continue;
+        }
         for &strategy in &strategies {
             match run_one(&pg, world.as_ref(), adapter, strategy, &config, &query).await {
                 Ok(run) => runs.push(run),
@@ -118,7 +169,11 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         .as_ref()
         .map(|w| w.pause())
         .filter(|_| strategies.contains(&Strategy::SingleUser));
-    print!("{}", output::table(&runs, &config, pause));
+    let source_note = vault_world.as_ref().map(vault::World::describe);
+    print!(
+        "{}",
+        output::table(&runs, &config, pause, source_note.as_deref())
+    );
     if let Some(path) = &args.json {
         let json = output::json(&runs, pg.is_embedded());
         if let Err(e) = std::fs::write(path, json) {
@@ -142,16 +197,17 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         .filter(|r| {
             r.adapter.is_credswap()
                 && (r.report.requests_failed > 0
-                    || (judge_sessions && r.report.stale_after_drain > 0))
+                    || (judge_sessions && r.report.stale_after_drain > 0)
+                    || (judge_sessions && r.revoked_sessions.is_some_and(|n| n > 0)))
         })
-        .map(|r| format!("{}/{}", r.adapter.as_str(), r.report.strategy))
+        .map(|r| format!("{}/{}", r.adapter.as_str(), r.strategy()))
         .collect();
     if !not_run.is_empty() {
         eprintln!("FAILED: {} did not finish (see above)", not_run.join(", "));
     }
     if !failed.is_empty() {
         eprintln!(
-            "FAILED: {} had failed requests or stale sessions after the drain",
+            "FAILED: {} had failed requests, stale sessions after the drain, or sessions of revoked users",
             failed.join(", ")
         );
     }
@@ -268,5 +324,7 @@ async fn run_one(
         report: result?,
         pending_connects,
         rotation_note: log.map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
+        strategy_label: None,
+        revoked_sessions: None,
     })
 }

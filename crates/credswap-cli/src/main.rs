@@ -4,6 +4,9 @@
 //! application's credential every second while 32 workers query through each pool, and prints
 //! what every pool did: requests ok and failed, latency, backends, stale sessions after the drain.
 //!
+//! With `--source vault-dynamic|vault-static` the drill reads a local OpenBao's database
+//! dynamic or static role, which Vault itself rotates.
+//!
 //! `credswap rotate` rotates a database secret in AWS Secrets Manager with
 //! `credswap_rotate::Rotator` (the whole rotation, or one step of it).
 
@@ -17,6 +20,7 @@ mod drill;
 mod output;
 mod rotate;
 mod secrets_manager;
+mod vault;
 
 use std::process::ExitCode;
 

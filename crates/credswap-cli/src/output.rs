@@ -93,9 +93,17 @@ impl ProgressDisplay {
     }
 }
 
-/// The final table. `pause`: the single-user pause before finishSecret (`--source aws`).
-pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> String {
+/// The final table. `pause`: the single-user pause before finishSecret (`--source aws`);
+/// `source_note`: what the source is, when the store rotates by itself (`--source vault-*`).
+pub fn table(
+    runs: &[Run],
+    config: &ScenarioConfig,
+    pause: Option<Duration>,
+    source_note: Option<&str>,
+) -> String {
+    let vault = runs.iter().any(|r| r.revoked_sessions.is_some());
     let source = match runs.first().map(|r| r.source) {
+        _ if source_note.is_some() => format!("; {}", source_note.unwrap_or_default()),
         Some(SourceName::Aws) => {
             let mut text =
                 "; source: AWS Secrets Manager (moto), rotated by credswap-rotate".to_owned();
@@ -109,17 +117,21 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
         }
         _ => "; source: in-memory store".to_owned(),
     };
+    let rotation = if vault {
+        "by Vault".to_owned()
+    } else {
+        config.rotate_every.map_or_else(
+            || "off".to_owned(),
+            |d| format!("every {}", humantime::format_duration(d)),
+        )
+    };
     let mut out = format!(
-        "{} workers, pool max_size {}, {}s per run, rotation {}{source}\n",
+        "{} workers, pool max_size {}, {}s per run, rotation {rotation}{source}\n",
         config.concurrency,
         config.pool_max_size,
         config.duration.as_secs_f64(),
-        config.rotate_every.map_or_else(
-            || "off".to_owned(),
-            |d| format!("every {}", humantime::format_duration(d))
-        ),
     );
-    if let Some(every) = config.rotate_every {
+    if let Some(every) = config.rotate_every.filter(|_| !vault) {
         // A rotation that takes longer than the interval delays the next one.
         let mut slow: Vec<String> = Vec::new();
         for r in runs {
@@ -128,7 +140,7 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
                 slow.push(format!(
                     "{}/{} {:.2}s",
                     r.adapter.as_str(),
-                    r.report.strategy,
+                    r.strategy(),
                     mean / 1000.0
                 ));
             }
@@ -142,7 +154,7 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
         }
     }
     out.push('\n');
-    let header = [
+    let mut header = vec![
         "adapter",
         "strategy",
         "rotations",
@@ -157,13 +169,16 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
         "max drain ms",
         "pending",
     ];
-    let rows: Vec<[String; 13]> = runs
+    if vault {
+        header.push("revoked");
+    }
+    let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
             let p = &r.report;
-            [
+            let mut row = vec![
                 r.adapter.as_str().to_owned(),
-                p.strategy.to_string(),
+                r.strategy(),
                 p.rotations.to_string(),
                 p.requests_ok.to_string(),
                 p.requests_failed.to_string(),
@@ -176,7 +191,14 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
                 format!("{:.0}", p.max_drain_ms),
                 r.pending_connects
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            ]
+            ];
+            if vault {
+                row.push(
+                    r.revoked_sessions
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                );
+            }
+            row
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
@@ -199,7 +221,7 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
         }
         line.trim_end().to_owned() + "\n"
     };
-    out.push_str(&fmt_row(header.to_vec()));
+    out.push_str(&fmt_row(header.clone()));
     out.push_str(&fmt_row(
         widths
             .iter()
@@ -216,7 +238,7 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
         out.push_str(&format!(
             "\n{} / {} errors: {}",
             r.adapter.as_str(),
-            r.report.strategy,
+            r.strategy(),
             r.report.first_errors.join(" | ")
         ));
     }
@@ -228,7 +250,7 @@ pub fn table(runs: &[Run], config: &ScenarioConfig, pause: Option<Duration>) -> 
         .filter_map(|r| {
             r.rotation_note
                 .as_ref()
-                .map(|note| format!("{} / {}: {note}", r.adapter.as_str(), r.report.strategy))
+                .map(|note| format!("{} / {}: {note}", r.adapter.as_str(), r.strategy()))
         })
         .collect();
     if !notes.is_empty() {
@@ -250,7 +272,7 @@ struct JsonFile<'a> {
 #[derive(Serialize)]
 struct JsonRun<'a> {
     adapter: &'a str,
-    strategy: &'a str,
+    strategy: String,
     source: &'static str,
     duration_s: f64,
     concurrency: usize,
@@ -267,6 +289,9 @@ struct JsonRun<'a> {
     max_drain_ms: f64,
     mean_rotation_interval_ms: f64,
     pending_connects: Option<u64>,
+    /// `--source vault-*`: sessions seen open after Vault dropped their role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_user_sessions: Option<usize>,
 }
 
 /// The JSON file other tools read: `{"postgres": "embedded"|"external", "runs": [...]}`.
@@ -279,7 +304,7 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                 let p = &r.report;
                 JsonRun {
                     adapter: r.adapter.as_str(),
-                    strategy: p.strategy.as_str(),
+                    strategy: r.strategy(),
                     source: r.source.as_str(),
                     duration_s: p.duration_s,
                     concurrency: p.concurrency,
@@ -296,6 +321,7 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                     max_drain_ms: round2(p.max_drain_ms),
                     mean_rotation_interval_ms: round2(p.mean_rotation_interval_ms),
                     pending_connects: r.pending_connects,
+                    revoked_user_sessions: r.revoked_sessions,
                 }
             })
             .collect(),
