@@ -39,6 +39,7 @@
 //! | `metrics` | no | `credswap::metrics`: the providers' and pools' state through the `metrics` facade (names, units and labels in one table) |
 //! | `aws` | no | [`aws`]: AWS Secrets Manager as a credential source (`SecretsManagerSource`) |
 //! | `rotate` | no | [`rotate`]: the Secrets Manager rotation protocol for PostgreSQL (`Rotator`), single user and alternating users |
+//! | `file` | no | [`file`]: mounted secret files (Kubernetes secret volumes, Secrets Store CSI, Vault Agent), watched (`FileSource`), and environment variables (`EnvSource`) as credential sources |
 //!
 //! # Guarantees
 //!
@@ -90,6 +91,13 @@ pub mod rotate {
     pub use credswap_rotate::*;
 }
 
+/// Mounted secret files and environment variables as credential sources (`credswap-file`).
+#[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
+pub mod file {
+    pub use credswap_file::*;
+}
+
 /// The README's code blocks, compiled as doctests so the quick starts cannot rot.
 #[cfg(all(
     doctest,
@@ -97,7 +105,8 @@ pub mod rotate {
     feature = "bb8",
     feature = "sqlx",
     feature = "aws",
-    feature = "rotate"
+    feature = "rotate",
+    feature = "file"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
