@@ -34,6 +34,16 @@ pub enum Command {
     /// database use no TLS. Prints what happened, never a password. Exit status 1 when the
     /// rotation fails, 2 for bad arguments.
     Rotate(RotateArgs),
+
+    /// Check a credential for cron jobs and Kubernetes probes: read it through a source,
+    /// optionally open one connection with it, and exit non-zero with a one-line reason.
+    ///
+    /// Exit status: 0 fresh (and accepted, with --connect); 3 the store cannot be read
+    /// (unreachable, denied, missing, malformed); 4 the database refuses it; 5 it expires within
+    /// --expiry-margin (or has expired); 6 it is older than its rotation interval; 7 the
+    /// database cannot be reached; 8 a bad source configuration; 2 bad arguments. Never prints
+    /// the secret.
+    Check(crate::check::CheckArgs),
 }
 
 /// Where the drill's applications read the credential and how it is rotated.
@@ -269,7 +279,7 @@ impl From<StrategyName> for Strategy {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 15s, 500ms or 1m"))?;
     if d.is_zero() {

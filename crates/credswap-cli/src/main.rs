@@ -7,6 +7,9 @@
 //! With `--source vault-dynamic|vault-static` the drill reads a local OpenBao's database
 //! dynamic or static role, which Vault itself rotates.
 //!
+//! `credswap check` reads a credential through any source (AWS, Vault, a file, the environment),
+//! optionally connects with it, and exits with a code per problem, for cron jobs and probes.
+//!
 //! `credswap rotate` rotates a database secret in AWS Secrets Manager with
 //! `credswap_rotate::Rotator` (the whole rotation, or one step of it).
 
@@ -15,6 +18,7 @@
 
 mod adapters;
 mod aws;
+mod check;
 mod cli;
 mod drill;
 mod output;
@@ -48,5 +52,6 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Drill(args) => runtime.block_on(drill::main(args)),
         cli::Command::Rotate(args) => runtime.block_on(rotate::main(args)),
+        cli::Command::Check(args) => runtime.block_on(check::main(args)),
     }
 }

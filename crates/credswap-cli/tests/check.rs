@@ -1,0 +1,409 @@
+//! `credswap check` end to end: the built binary reading a real file, moto and OpenBao, and
+//! connecting to a real PostgreSQL. Each reason has its own exit status; no output holds the
+//! password.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use credswap_aws::aws_sdk_secretsmanager::Client;
+use credswap_testkit::{TestBao, TestMoto, TestPostgres, random_password, unique_name};
+use serde_json::{Value, json};
+
+/// Runs `credswap check ARGS --json` with `envs`; returns the exit status and the JSON report.
+fn check(args: &[&str], envs: &[(&str, &str)], secrets: &[&str]) -> (i32, Value, Output) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_credswap"));
+    command.arg("check").args(args).arg("--json");
+    for var in [
+        "PGUSER",
+        "PGPASSWORD",
+        "VAULT_ADDR",
+        "VAULT_TOKEN",
+        "BAO_ADDR",
+        "BAO_TOKEN",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(envs.iter().copied());
+    let output = command.output().expect("run credswap check");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    for secret in secrets {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "credswap check printed a password: {}",
+            stdout.replace(secret, "<the password>")
+        );
+    }
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\nstderr: {stderr}"));
+    let code = output.status.code().expect("an exit status");
+    assert_eq!(
+        report["exit_code"].as_i64(),
+        Some(i64::from(code)),
+        "{report}"
+    );
+    (code, report, output)
+}
+
+fn url(pg: &TestPostgres) -> String {
+    format!("postgres://{}:{}/{}", pg.host(), pg.port(), pg.database())
+}
+
+fn write_volume(dir: &Path, user: &str, password: &str) {
+    std::fs::write(dir.join("username"), user).unwrap();
+    std::fs::write(dir.join("password"), password).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_and_env_sources_each_reason_has_its_exit_status() {
+    let pg = TestPostgres::start().await.expect("PostgreSQL starts");
+    let role = unique_name("check");
+    let password = random_password();
+    pg.create_login_role(&role, &password).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_volume(dir.path(), &role, &password);
+    let path = dir.path().to_str().unwrap();
+    let db = url(&pg);
+    let secrets = [password.as_str()];
+
+    // Fresh and accepted.
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "file",
+            "--path",
+            path,
+            "--connect",
+            "--database-url",
+            &db,
+        ],
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["username"], role.as_str());
+    assert_eq!(report["connected"], true);
+
+    // The database refuses it: 4.
+    let wrong = format!("wrong-{}", random_password());
+    write_volume(dir.path(), &role, &wrong);
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "file",
+            "--path",
+            path,
+            "--connect",
+            "--database-url",
+            &db,
+        ],
+        &[],
+        &[&password, &wrong],
+    );
+    assert_eq!(code, 4, "{report}");
+    assert_eq!(report["status"], "refused");
+    assert!(
+        report["reason"].as_str().unwrap().contains("28P01"),
+        "{report}"
+    );
+
+    // Nothing listens there: 7.
+    write_volume(dir.path(), &role, &password);
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let nowhere = format!("postgres://127.0.0.1:{closed}/postgres");
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "file",
+            "--path",
+            path,
+            "--connect",
+            "--database-url",
+            &nowhere,
+        ],
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 7, "{report}");
+    assert_eq!(report["status"], "unreachable");
+
+    // Older than the rotation interval: 6 (the file's modification time is its issue time).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, report, _) = check(
+        &["--source", "file", "--path", path, "--max-age", "1s"],
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 6, "{report}");
+    assert_eq!(report["status"], "overdue");
+
+    // A half-written secret (no password file) or a missing path: 3.
+    std::fs::remove_file(dir.path().join("password")).unwrap();
+    let (code, report, _) = check(&["--source", "file", "--path", path], &[], &secrets);
+    assert_eq!(code, 3, "{report}");
+    assert_eq!(report["status"], "fetch-failed");
+    let missing = dir.path().join("not-there");
+    let (code, _, _) = check(
+        &["--source", "file", "--path", missing.to_str().unwrap()],
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 3);
+
+    // The environment: accepted; a missing variable is named.
+    let (code, report, _) = check(
+        &["--source", "env", "--connect", "--database-url", &db],
+        &[("PGUSER", &role), ("PGPASSWORD", &password)],
+        &secrets,
+    );
+    assert_eq!(code, 0, "{report}");
+    let (code, report, _) = check(&["--source", "env"], &[("PGUSER", &role)], &secrets);
+    assert_eq!(code, 3, "{report}");
+    assert!(
+        report["reason"].as_str().unwrap().contains("PGPASSWORD"),
+        "{report}"
+    );
+
+    // A bad argument is clap's 2; the text mode prints one line.
+    let out = Command::new(env!("CARGO_BIN_EXE_credswap"))
+        .args(["check", "--source", "file"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    write_volume(dir.path(), &role, &password);
+    let out = Command::new(env!("CARGO_BIN_EXE_credswap"))
+        .args(["check", "--source", "file", "--path", path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("ok: user "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_manager_source_on_moto() {
+    let (pg, moto) = tokio::join!(TestPostgres::start(), TestMoto::start());
+    let (pg, moto) = (pg.expect("PostgreSQL starts"), moto.expect("moto starts"));
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint_url())
+        .region(Region::new(moto.region()))
+        .credentials_provider(Credentials::new(
+            moto.access_key_id(),
+            moto.secret_access_key(),
+            None,
+            None,
+            "test",
+        ))
+        .load()
+        .await;
+    let client = Client::new(&config);
+    let role = unique_name("check");
+    let password = random_password();
+    pg.create_login_role(&role, &password).await.unwrap();
+    let name = format!("check/{role}");
+    client
+        .create_secret()
+        .name(&name)
+        .secret_string(
+            json!({
+                "engine": "postgres", "host": pg.host(), "port": pg.port(),
+                "dbname": pg.database(), "username": role, "password": password,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("CreateSecret");
+    let endpoint = moto.endpoint_url();
+    let envs = [
+        ("AWS_REGION", moto.region()),
+        ("AWS_ACCESS_KEY_ID", moto.access_key_id()),
+        ("AWS_SECRET_ACCESS_KEY", moto.secret_access_key()),
+    ];
+    let secrets = [password.as_str()];
+
+    // The secret names its own host: --connect needs no URL.
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "aws",
+            "--secret-id",
+            &name,
+            "--endpoint-url",
+            &endpoint,
+            "--connect",
+        ],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["connected"], true);
+    assert!(report["version"].is_string(), "{report}");
+
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "aws",
+            "--secret-id",
+            "no/such/secret",
+            "--endpoint-url",
+            &endpoint,
+        ],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 3, "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no/such/secret"),
+        "{report}"
+    );
+
+    // The store is down: 3 as well, within the timeout.
+    let mut moto = moto;
+    moto.stop();
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "aws",
+            "--secret-id",
+            &name,
+            "--endpoint-url",
+            &endpoint,
+            "--timeout",
+            "5s",
+        ],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 3, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_sources_on_openbao() {
+    let (pg, bao) = tokio::join!(TestPostgres::start(), TestBao::start());
+    let (pg, mut bao) = (pg.expect("PostgreSQL starts"), bao.expect("OpenBao starts"));
+    bao.enable_database(&pg).await.expect("database engine");
+    bao.create_dynamic_role("app", Duration::from_secs(30), Duration::from_secs(60))
+        .await
+        .expect("dynamic role");
+    let role = unique_name("static");
+    pg.create_login_role(&role, &random_password())
+        .await
+        .unwrap();
+    bao.create_static_role("static-app", &role, Duration::from_secs(3600))
+        .await
+        .expect("static role");
+    let kv_password = random_password();
+    bao.request(
+        "POST",
+        "secret/data/app/db",
+        Some(&json!({"data": {"username": role, "password": kv_password}})),
+    )
+    .await
+    .expect("KV write");
+    let address = bao.address();
+    let envs = [
+        ("VAULT_ADDR", address.as_str()),
+        ("VAULT_TOKEN", bao.root_token()),
+    ];
+    let db = url(&pg);
+    let secrets = [kv_password.as_str()];
+
+    // A static role: the password Vault set, accepted by the database.
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "vault-static",
+            "--role",
+            "static-app",
+            "--connect",
+            "--database-url",
+            &db,
+        ],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["username"], role.as_str());
+    assert!(
+        report["next_rotation_in_s"].as_f64().unwrap() > 3000.0,
+        "{report}"
+    );
+
+    // A dynamic role whose lease ends within the margin: 5. Within a shorter margin: 0.
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "vault-dynamic",
+            "--role",
+            "app",
+            "--expiry-margin",
+            "5m",
+        ],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 5, "{report}");
+    assert_eq!(report["status"], "expiring");
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "vault-dynamic",
+            "--role",
+            "app",
+            "--expiry-margin",
+            "5s",
+            "--connect",
+            "--database-url",
+            &db,
+        ],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 0, "{report}");
+
+    // KV v2: the stored password is not the static role's any more: refused, 4.
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "vault-kv",
+            "--path",
+            "app/db",
+            "--connect",
+            "--database-url",
+            &db,
+        ],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 4, "{report}");
+    // A path that is not there, and a sealed Vault: 3.
+    let (code, report, _) = check(
+        &["--source", "vault-kv", "--path", "app/missing"],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 3, "{report}");
+    // No address configured: a configuration problem, 8.
+    let (code, report, _) = check(&["--source", "vault-kv", "--path", "app/db"], &[], &secrets);
+    assert_eq!(code, 8, "{report}");
+    bao.seal().await.expect("seal");
+    let (code, report, _) = check(
+        &["--source", "vault-static", "--role", "static-app"],
+        &envs,
+        &secrets,
+    );
+    assert_eq!(code, 3, "{report}");
+    bao.stop();
+}
