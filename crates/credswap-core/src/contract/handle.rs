@@ -93,34 +93,56 @@ impl Rotation {
         if tag.is_stale(current) {
             return true;
         }
-        if !current.is_proven() && current.is_same_login(tag.generation()) {
-            return false;
+        if !current.is_proven() {
+            if current.is_same_login(tag.generation())
+                || !self
+                    .proof
+                    .take_canary(current, false, tokio::time::Instant::now())
+            {
+                return false;
+            }
+            Counters::bump(&self.counters.canaries);
+            tracing::debug!(
+                generation = current.generation().get(),
+                canary = tag.generation().get(),
+                "the new credential is not proven yet; retiring one connection of the last proven one to try it"
+            );
+            // Only a canary pays for an owned snapshot; the common verdict stays a borrow.
+            let owned = self.credentials.current();
+            if owned.generation() != current.generation() {
+                // Newer still: the pool's replacement connect uses it.
+                return true;
+            }
+            if idle {
+                self.spawn_probe(owned, Duration::ZERO);
+            } else {
+                // The pool fills the canary's slot on demand, and that connect proves the login.
+                // If nothing has proven it a moment later, the slot is still free: probe then.
+                self.spawn_probe(owned, PROBE_AFTER_BUSY_CANARY);
+            }
+            return true;
         }
-        let Some(login) = self.take_canary(current) else {
+        // The store is rotating: now and then, one connection of the current login makes room
+        // for a pending trial.
+        let Some(pending) = self.take_canary(current) else {
             return false;
         };
-        if tag.generation() >= login.generation() {
+        if tag.generation() >= pending.generation() {
             return false;
         }
         Counters::bump(&self.counters.canaries);
-        let pending = login.generation() != current.generation();
         tracing::debug!(
             generation = current.generation().get(),
-            login = login.generation().get(),
+            pending = pending.generation().get(),
             canary = tag.generation().get(),
-            pending,
-            "retiring one connection of the last proven login to try a newer one"
+            "the store is rotating; retiring one connection to try its pending credential"
         );
         if idle {
-            self.spawn_probe(login, Duration::ZERO);
-        } else if pending {
+            self.spawn_probe(pending, Duration::ZERO);
+        } else {
             // The pool fills the canary's slot on demand: that connect tries the pending login
             // first. A probe beside it could take the pool past its size.
-            self.proof.request_trial(login);
-        } else {
-            // The pool fills the canary's slot on demand, and that connect proves the login. If
-            // nothing has proven it a moment later, the slot is still free: probe then.
-            self.spawn_probe(login, PROBE_AFTER_BUSY_CANARY);
+            self.proof.request_trial(pending);
         }
         true
     }
