@@ -39,6 +39,7 @@
 //! | `metrics` | no | `credswap::metrics`: the providers' and pools' state through the `metrics` facade (names, units and labels in one table) |
 //! | `aws` | no | [`aws`]: AWS Secrets Manager as a credential source (`SecretsManagerSource`) |
 //! | `rotate` | no | [`rotate`]: the Secrets Manager rotation protocol for PostgreSQL (`Rotator`), single user and alternating users |
+//! | `vault` | no | [`vault`]: HashiCorp Vault and OpenBao as a credential source (`VaultSource`): KV v2, database dynamic roles (leases), database static roles |
 //! | `file` | no | [`file`]: mounted secret files (Kubernetes secret volumes, Secrets Store CSI, Vault Agent), watched (`FileSource`), and environment variables (`EnvSource`) as credential sources |
 //!
 //! # Guarantees
@@ -98,6 +99,13 @@ pub mod file {
     pub use credswap_file::*;
 }
 
+/// HashiCorp Vault and OpenBao as a credential source (`credswap-vault`).
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
+pub mod vault {
+    pub use credswap_vault::*;
+}
+
 /// The README's code blocks, compiled as doctests so the quick starts cannot rot.
 #[cfg(all(
     doctest,
@@ -105,6 +113,7 @@ pub mod file {
     feature = "bb8",
     feature = "sqlx",
     feature = "aws",
+    feature = "vault",
     feature = "rotate",
     feature = "file"
 ))]

@@ -38,8 +38,8 @@
 //!   <mount>/creds/<role>`. Every credential is a new database user with a lease; the credential
 //!   carries its lease id as the version and the lease's end as `expires_at`, so the provider
 //!   refreshes, and the adapters retire the user's connections, at `expires_at -
-//!   Policy::expiry_margin`. On each fetch past half its duration the lease is renewed
-//!   (`sys/leases/renew`) while Vault renews it; once it cannot be extended past the
+//!   Policy::expiry_margin`. A fetch halfway between the lease's start and its margin renews
+//!   it (`sys/leases/renew`, so before the provider's retirement point) while Vault renews it; once it cannot be extended past the
 //!   [`lease_margin`](VaultSourceBuilder::lease_margin) (its `max_ttl`, or the token that created
 //!   it ending), the next fetch issues a new user, and the pools move to it well before Vault
 //!   revokes the old one. Vault's revocation drops the role but does not end its sessions: the
@@ -72,12 +72,16 @@
 //! # Failures
 //!
 //! Every failure is a [`SourceError`](credswap_core::SourceError) of a kind the provider acts
-//! on (see the table in the `error` module's docs): a Vault that is sealed, down, rate limiting
-//! or answering 5xx is *unavailable* (the provider keeps serving the last good credential while
-//! it is valid, retries with backoff, and its health turns red before the credential expires);
-//! `permission denied` is *denied*; a missing field or a deleted KV version is *malformed*; a path,
-//! mount or role that is not there is *other*. Messages name the path, the HTTP status and
-//! Vault's own error text, never a secret. A lease renewal that fails is returned as the
+//! on:
+//!
+//! | what happened | kind |
+//! |---|---|
+//! | no answer (connection refused, DNS, TLS, a timeout), HTTP 5xx (`503` while Vault is sealed or standby), `429`, `412`, `473`, a 2xx body that is not JSON | [`unavailable`](credswap_core::SourceError::is_unavailable): the provider keeps serving the last good credential while it is valid, retries with backoff, and its health turns red before the credential expires |
+//! | HTTP `401`/`403` (`permission denied`: a missing policy, an expired or revoked token, a wrong AppRole secret id) | [`denied`](credswap_core::SourceError::is_denied) |
+//! | a field missing or of the wrong JSON type, a KV version that is deleted or destroyed | [`malformed`](credswap_core::SourceError::is_malformed) |
+//! | HTTP `404` (no secret at the path, no such mount), `400` (`unknown role`), anything else | other: a configuration mistake, not a permission |
+//!
+//! Messages name the path, the HTTP status and Vault's own error text, never a secret. A lease renewal that fails is returned as the
 //! fetch's error while the lease has time left (so the health says so); near its end a new user
 //! is issued instead.
 //!

@@ -454,7 +454,11 @@ impl VaultSource {
         if let Some(lease) = state.lease.as_mut() {
             let margin = self.lease_margin.min(lease.duration / 2);
             let remaining = lease.expires_at.duration_since(now).unwrap_or_default();
-            if lease.renewable && !lease.capped && remaining <= lease.duration / 2 {
+            // Renew halfway between the issue and the margin: well before the provider's
+            // retirement point (`expires_at - expiry_margin`, with `expiry_margin <= margin`),
+            // which would retire the connections of a lease about to be renewed.
+            let renew_below = margin + lease.duration.saturating_sub(margin) / 2;
+            if lease.renewable && !lease.capped && remaining <= renew_below {
                 match renew(&self.client, token, &lease.id, lease.duration).await {
                     Ok(renewal) => {
                         bump(&self.counters.lease_renewals, 1);
