@@ -84,7 +84,10 @@ async fn main() -> Result<(), BoxError> {
         failed += f;
         users.extend(u);
     }
-    println!("{ok} queries ok, {failed} failed, as {} users:", users.len());
+    println!(
+        "{ok} queries ok, {failed} failed, as {} users:",
+        users.len()
+    );
     for user in &users {
         println!("  {user}");
     }

@@ -25,7 +25,8 @@ async fn main() -> Result<(), BoxError> {
     let pg = TestPostgres::start().await?;
     let bao = TestBao::start().await?;
     bao.enable_database(&pg).await?;
-    pg.create_login_role("reporting", &random_password()).await?;
+    pg.create_login_role("reporting", &random_password())
+        .await?;
     // Vault takes the role over (it sets a password of its own now) and rotates every 5 s.
     bao.create_static_role("reporting", "reporting", Duration::from_secs(5))
         .await?;
