@@ -123,6 +123,11 @@ pub struct DrillArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
 
+    /// Also draw each run over time as SVG to this file: throughput (failed requests in red),
+    /// p99 latency and backends (the pool's max size in red), with the rotations dashed.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
     /// Where the applications read the credential: an in-memory store rotated by the drill,
     /// AWS Secrets Manager (a moto server started for the drill; `moto_server` on PATH or
     /// CREDSWAP_MOTO_SERVER) rotated by credswap-rotate, or an OpenBao dynamic or static role

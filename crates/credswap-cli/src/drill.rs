@@ -13,6 +13,7 @@ use credswap_testkit::scenario::{
 use crate::adapters::{self, App};
 use crate::cli::{AdapterName, DrillArgs, PoolerName, SourceName};
 use crate::output::{self, ProgressDisplay};
+use crate::plot;
 use crate::secrets_manager;
 use crate::vault;
 
@@ -182,6 +183,13 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         }
         eprintln!("results written to {}", path.display());
     }
+    if let Some(path) = &args.plot {
+        if let Err(e) = std::fs::write(path, plot::svg(&runs)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("plot written to {}", path.display());
+    }
     // Behind a pooler, `peak be` and `stale` count the pooler's server sessions, which outlive
     // the pool's connections (and are handed between clients of one role): reported, not judged.
     let judge_sessions = args.pooler.is_none();
@@ -288,11 +296,12 @@ async fn run_one(
     drop(app);
     let progress = Arc::new(Progress::default());
     let label = format!("{} / {strategy}", adapter.as_str());
-    let display = ProgressDisplay::start(
+    let display = ProgressDisplay::start_with(
         label,
         config.duration,
         Arc::clone(&progress),
         Arc::clone(&pool.generation),
+        pool.stats.clone(),
     );
     let workload = Arc::clone(&pool.workload);
     let (result, log) = match rotation {

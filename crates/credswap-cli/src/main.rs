@@ -22,6 +22,7 @@ mod check;
 mod cli;
 mod drill;
 mod output;
+mod plot;
 mod rotate;
 mod secrets_manager;
 mod vault;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use credswap_core::contract::AdapterStats;
 use credswap_testkit::scenario::{Progress, ScenarioConfig, ScenarioReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -26,18 +27,35 @@ impl ProgressDisplay {
         progress: Arc<Progress>,
         generation: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> Self {
+        Self::start_with(label, duration, progress, generation, None)
+    }
+
+    /// Like `start`, and a line per rotation under the progress (generation, connections
+    /// drained, connects, failed requests since the previous rotation) from the adapter's
+    /// counters, where it has them.
+    pub fn start_with(
+        label: String,
+        duration: Duration,
+        progress: Arc<Progress>,
+        generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+        stats: Option<Arc<dyn Fn() -> AdapterStats + Send + Sync>>,
+    ) -> Self {
         let started = tokio::time::Instant::now();
-        let line = move |progress: &Progress| {
-            format!(
-                "{:>5.1}s/{}s  requests {:>8}  failed {:>5}  rotations {:>3}  generation {:>3}",
-                started.elapsed().as_secs_f64(),
-                duration.as_secs(),
-                progress.ok.load(Ordering::Relaxed),
-                progress.failed.load(Ordering::Relaxed),
-                progress.rotations.load(Ordering::Relaxed),
-                generation(),
-            )
+        let line = {
+            let generation = Arc::clone(&generation);
+            move |progress: &Progress| {
+                format!(
+                    "{:>5.1}s/{}s  requests {:>8}  failed {:>5}  rotations {:>3}  generation {:>3}",
+                    started.elapsed().as_secs_f64(),
+                    duration.as_secs(),
+                    progress.ok.load(Ordering::Relaxed),
+                    progress.failed.load(Ordering::Relaxed),
+                    progress.rotations.load(Ordering::Relaxed),
+                    generation(),
+                )
+            }
         };
+        let mut rotations = RotationLines::new(label.clone(), generation, stats);
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
@@ -48,6 +66,9 @@ impl ProgressDisplay {
             let ticking = bar.clone();
             let task = tokio::spawn(async move {
                 loop {
+                    if let Some(text) = rotations.poll(&progress) {
+                        ticking.println(text);
+                    }
                     ticking.set_message(line(&progress));
                     ticking.tick();
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -62,9 +83,16 @@ impl ProgressDisplay {
             eprintln!("{label}: running for {}s", duration.as_secs());
             let prefix = label.clone();
             let task = tokio::spawn(async move {
+                let mut next = tokio::time::Instant::now() + Duration::from_secs(5);
                 loop {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    eprintln!("{prefix}: {}", line(&progress));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Some(text) = rotations.poll(&progress) {
+                        eprintln!("{text}");
+                    }
+                    if tokio::time::Instant::now() >= next {
+                        next += Duration::from_secs(5);
+                        eprintln!("{prefix}: {}", line(&progress));
+                    }
                 }
             });
             Self {
@@ -90,6 +118,69 @@ impl ProgressDisplay {
             Some(bar) => bar.finish_with_message(summary),
             None => eprintln!("{}: done: {summary}", self.label),
         }
+    }
+}
+
+/// One line per rotation: what happened since the previous one.
+struct RotationLines {
+    label: String,
+    generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+    stats: Option<Arc<dyn Fn() -> AdapterStats + Send + Sync>>,
+    seen: u64,
+    /// stale closed, opened, failed requests at the previous line.
+    last: (u64, u64, u64),
+}
+
+impl RotationLines {
+    fn new(
+        label: String,
+        generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+        stats: Option<Arc<dyn Fn() -> AdapterStats + Send + Sync>>,
+    ) -> Self {
+        let last = stats.as_ref().map_or((0, 0, 0), |s| {
+            let s = s();
+            (s.stale_closed, s.opened, 0)
+        });
+        Self {
+            label,
+            generation,
+            stats,
+            seen: 0,
+            last,
+        }
+    }
+
+    /// The line for the rotations done since the last call, if any.
+    fn poll(&mut self, progress: &Progress) -> Option<String> {
+        let done = progress.rotations.load(Ordering::Relaxed);
+        if done == self.seen {
+            return None;
+        }
+        self.seen = done;
+        let failed = progress.failed.load(Ordering::Relaxed);
+        let (drained, connects) = match &self.stats {
+            Some(stats) => {
+                let s = stats();
+                let counts = (
+                    s.stale_closed.saturating_sub(self.last.0),
+                    s.opened.saturating_sub(self.last.1),
+                );
+                self.last.0 = s.stale_closed;
+                self.last.1 = s.opened;
+                (Some(counts.0), Some(counts.1))
+            }
+            None => (None, None),
+        };
+        let since = failed.saturating_sub(self.last.2);
+        self.last.2 = failed;
+        let count = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        Some(format!(
+            "  {}: rotation {done}: generation {}, drained {}, connects {}, failed {since}",
+            self.label,
+            (self.generation)(),
+            count(drained),
+            count(connects),
+        ))
     }
 }
 

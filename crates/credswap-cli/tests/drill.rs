@@ -19,6 +19,7 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("drill.json");
+    let plot_path = dir.path().join("drill.svg");
     let output = credswap()
         .args([
             "drill",
@@ -37,6 +38,8 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
             "--json",
         ])
         .arg(&json_path)
+        .arg("--plot")
+        .arg(&plot_path)
         .output()
         .expect("run credswap");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -113,6 +116,23 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
         peer["requests_failed"].as_u64().unwrap() > 0
             || peer["stale_after_drain"].as_u64().unwrap() > 0,
         "the drill must see the static pool's problem: {peer}"
+    );
+    // A line per rotation under the progress, from the adapter's counters (`-` for the peer).
+    assert!(
+        stderr.contains("deadpool / single-user: rotation 1: generation")
+            && stderr.contains("connects"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("static / single-user: rotation 1:"), "{stderr}");
+    // The plot: three charts per run, each rotation dashed in each of them.
+    let svg = std::fs::read_to_string(&plot_path).expect("the plot is written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("deadpool / single-user") && svg.contains("static / single-user"));
+    assert!(svg.matches("<polyline").count() >= 6, "{svg}");
+    let rotations: u64 = runs.iter().map(|r| r["rotations"].as_u64().unwrap()).sum();
+    assert!(
+        svg.matches("stroke-dasharray").count() as u64 >= 3 * rotations,
+        "every rotation marked in every chart"
     );
     // No password anywhere in what the drill prints.
     assert!(!stderr.to_lowercase().contains("password="), "{stderr}");

@@ -85,6 +85,63 @@ impl Default for ScenarioConfig {
     }
 }
 
+/// What a scenario did over time, in buckets of [`Timeline::BUCKET`]: for plots.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Timeline {
+    /// Successful requests that started in each bucket.
+    pub ok: Vec<u64>,
+    /// Failed requests that started in each bucket.
+    pub failed: Vec<u64>,
+    /// The 99th percentile latency of the requests that started in each bucket, ms (0 when none).
+    pub p99_ms: Vec<f64>,
+    /// The most sessions of the application's roles seen in each bucket.
+    pub backends: Vec<usize>,
+    /// When each rotation was marked, since the start.
+    pub rotations: Vec<Duration>,
+}
+
+impl Timeline {
+    /// The width of one bucket.
+    pub const BUCKET: Duration = Duration::from_millis(250);
+
+    fn build(
+        duration: Duration,
+        samples: &[Sample],
+        failed_at: &[u64],
+        backends_at: &[(u64, usize)],
+        rotations: impl Iterator<Item = Duration>,
+    ) -> Self {
+        let width = Self::BUCKET.as_micros() as u64;
+        let n = (duration.as_micros() as u64).div_ceil(width).max(1) as usize;
+        let bucket = |t: u64| ((t / width) as usize).min(n - 1);
+        let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); n];
+        for (t, took) in samples {
+            latencies[bucket(*t)].push(*took);
+        }
+        let mut failed = vec![0; n];
+        for t in failed_at {
+            failed[bucket(*t)] += 1;
+        }
+        let mut backends = vec![0; n];
+        for (t, count) in backends_at {
+            let i = (*t / width) as usize;
+            if i < n {
+                backends[i] = backends[i].max(*count);
+            }
+        }
+        Timeline {
+            ok: latencies.iter().map(|l| l.len() as u64).collect(),
+            failed,
+            p99_ms: latencies
+                .iter_mut()
+                .map(|l| percentile_ms(l, 0.99))
+                .collect(),
+            backends,
+            rotations: rotations.collect(),
+        }
+    }
+}
+
 /// Live counters a caller can read while a scenario runs (for progress display).
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -136,6 +193,8 @@ pub struct ScenarioReport {
     pub mean_rotation_interval_ms: f64,
     /// Up to five distinct error messages of failed requests.
     pub first_errors: Vec<String>,
+    /// The run over time (throughput, p99, backends, rotations), for plots.
+    pub timeline: Timeline,
 }
 
 impl ScenarioReport {
@@ -226,6 +285,7 @@ pub async fn run_with<R: Rotate>(
                 let mut samples: Vec<Sample> = Vec::with_capacity(4096);
                 let mut errors: Vec<String> = Vec::new();
                 let mut failed = 0u64;
+                let mut failed_at: Vec<u64> = Vec::new();
                 while Instant::now() < deadline {
                     // Let the task that was woken for the connection just returned run first,
                     // as independent request handlers would; a worker that re-acquires in the
@@ -242,6 +302,7 @@ pub async fn run_with<R: Rotate>(
                         }
                         Err(e) => {
                             failed += 1;
+                            failed_at.push((t0 - start).as_micros() as u64);
                             progress.failed.fetch_add(1, Ordering::Relaxed);
                             if errors.len() < 5 {
                                 errors.push(e.to_string());
@@ -251,7 +312,7 @@ pub async fn run_with<R: Rotate>(
                         }
                     }
                 }
-                (samples, failed, errors)
+                (samples, failed, errors, failed_at)
             })
         })
         .collect();
@@ -267,6 +328,7 @@ pub async fn run_with<R: Rotate>(
 
     // Sample pg_stat_activity at 100 Hz until the workers stop and every rotation had its grace.
     let mut peak = 0usize;
+    let mut backends_at: Vec<(u64, usize)> = Vec::new();
     let mut ticker = tokio::time::interval(SAMPLE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let role_refs: Vec<&str> = roles.iter().map(String::as_str).collect();
@@ -276,6 +338,7 @@ pub async fn run_with<R: Rotate>(
         let starts =
             session_starts(&sampler_client, &role_refs, rotator_sessions.as_deref()).await?;
         peak = peak.max(starts.len());
+        backends_at.push((now.saturating_duration_since(start).as_micros() as u64, starts.len()));
         let mut all_settled = true;
         {
             let mut marks = marks.lock();
@@ -315,13 +378,15 @@ pub async fn run_with<R: Rotate>(
     let mut samples = Vec::new();
     let mut failed = 0;
     let mut errors: Vec<String> = Vec::new();
+    let mut failed_at = Vec::new();
     let mut seen = HashSet::new();
     for worker in workers {
-        let (s, f, e) = worker
+        let (s, f, e, at) = worker
             .await
             .map_err(|join| Error::startup(format!("a worker task panicked: {join}")))?;
         samples.extend(s);
         failed += f;
+        failed_at.extend(at);
         for message in e {
             if errors.len() < 5 && seen.insert(message.clone()) {
                 errors.push(message);
@@ -348,6 +413,15 @@ pub async fn run_with<R: Rotate>(
         .collect();
     let duration_s = config.duration.as_secs_f64();
     let requests_ok = samples.len() as u64;
+    let timeline = Timeline::build(
+        config.duration,
+        &samples,
+        &failed_at,
+        &backends_at,
+        marks
+            .iter()
+            .map(|m| m.at_instant.saturating_duration_since(start)),
+    );
     Ok(ScenarioReport {
         strategy,
         duration_s,
@@ -378,6 +452,7 @@ pub async fn run_with<R: Rotate>(
             .fold(0.0, f64::max),
         mean_rotation_interval_ms,
         first_errors: errors,
+        timeline,
     })
 }
 
