@@ -115,7 +115,8 @@ pub mod vault {
     feature = "aws",
     feature = "vault",
     feature = "rotate",
-    feature = "file"
+    feature = "file",
+    feature = "metrics"
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
