@@ -236,6 +236,60 @@ impl Cluster {
         removed.map_err(|e| Error::startup_io("removing initdb's password file", e))
     }
 
+    /// Turns TLS on before the first start: writes the server's certificate (0644) and key (0600,
+    /// owned by the server's user, as PostgreSQL demands) into the data directory and the CA
+    /// certificate beside it (returned: for clients), appends `ssl = on` and the file names to
+    /// `postgresql.conf`, and replaces `pg_hba.conf`: TCP logins need TLS (`hostssl`,
+    /// scram-sha-256; `hostnossl ... reject`), except the admin user's, which the test kit's own
+    /// helpers make without TLS. Blocking.
+    pub(crate) fn enable_tls(
+        &self,
+        server_cert_pem: &str,
+        server_key_pem: &str,
+        ca_cert_pem: &str,
+    ) -> Result<PathBuf, Error> {
+        let cert = self.data_dir.join(TLS_CERT_FILE);
+        let key = self.data_dir.join(TLS_KEY_FILE);
+        write_file(&cert, server_cert_pem, 0o644)
+            .map_err(|e| Error::startup_io("writing the server certificate", e))?;
+        self.chown(&cert)?;
+        write_private(&key, server_key_pem.trim_end())
+            .map_err(|e| Error::startup_io("writing the server key", e))?;
+        self.chown(&key)?;
+        let ca = self.dir().join(TLS_CA_FILE);
+        write_file(&ca, ca_cert_pem, 0o644)
+            .map_err(|e| Error::startup_io("writing the CA certificate", e))?;
+
+        let mut conf = OpenOptions::new()
+            .append(true)
+            .open(self.data_dir.join("postgresql.conf"))
+            .map_err(|e| Error::startup_io("opening postgresql.conf", e))?;
+        writeln!(
+            conf,
+            "\n# credswap-testkit: TLS\nssl = on\nssl_cert_file = '{TLS_CERT_FILE}'\n\
+             ssl_key_file = '{TLS_KEY_FILE}'"
+        )
+        .map_err(|e| Error::startup_io("writing postgresql.conf", e))?;
+
+        // The file keeps its owner and mode: only its contents change.
+        let hba = format!(
+            "# credswap-testkit: TLS cluster\n\
+             local all all scram-sha-256\n\
+             hostnossl all {ADMIN_USER} {LOOPBACK}/32 scram-sha-256\n\
+             hostnossl all all 0.0.0.0/0 reject\n\
+             hostnossl all all ::/0 reject\n\
+             hostssl all all {LOOPBACK}/32 scram-sha-256\n\
+             hostssl all all ::1/128 scram-sha-256\n"
+        );
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.data_dir.join("pg_hba.conf"))
+            .and_then(|mut file| file.write_all(hba.as_bytes()))
+            .map_err(|e| Error::startup_io("writing pg_hba.conf", e))?;
+        Ok(ca)
+    }
+
     /// Spawns `postgres` on `port`, logging to the cluster's log file.
     pub(crate) fn spawn(&mut self, port: u16) -> Result<(), Error> {
         let log = OpenOptions::new()
@@ -370,6 +424,24 @@ pub(crate) fn free_port() -> Result<u16, Error> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|e| Error::startup_io("finding a free loopback port", e))
+}
+
+/// The server certificate's file name in the data directory of a TLS cluster.
+const TLS_CERT_FILE: &str = "server.crt";
+/// The server key's file name in the data directory of a TLS cluster.
+const TLS_KEY_FILE: &str = "server.key";
+/// The CA certificate's file name in a TLS cluster's temp dir (beside the data directory).
+const TLS_CA_FILE: &str = "ca.crt";
+
+/// Creates `path` (it must not exist) with `mode` and `contents`.
+fn write_file(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
+    let mut file: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }
 
 /// Creates `path` (it must not exist) with mode 0600 and `contents` plus a newline.

@@ -14,6 +14,10 @@
 //! text or the server log), set up the owner and two alternating users of dual-user rotation, and
 //! count, date and terminate the sessions of a role through `pg_stat_activity`.
 //!
+//! [`TestPostgres::start_tls`] starts a cluster with a certificate made at test time that takes
+//! the application's logins only over TLS; [`tls`] has its CA, rustls client configs and what
+//! `pg_stat_ssl` says of the sessions.
+//!
 //! [`TestPgBouncer`] puts a real PgBouncer (session mode, SCRAM pass-through with `auth_query`,
 //! `ignore_startup_parameters = extra_float_digits`) in front of a server;
 //! [`TestPostgres::through_pooler`] then points the pools' configs and URLs at it while the admin
@@ -78,6 +82,7 @@ mod roles;
 pub mod scenario;
 mod server;
 mod sessions;
+pub mod tls;
 
 pub use bao::{BAO_DATABASE_CONNECTION, TestBao};
 pub use error::Error;

@@ -12,6 +12,7 @@ use crate::Error;
 use crate::cluster::{self, Cluster, NotReady};
 use crate::pgbouncer::TestPgBouncer;
 use crate::roles::random_password;
+use crate::tls::ClusterTls;
 
 /// Environment variable holding an admin URL; when set, [`TestPostgres::from_env`] uses that
 /// server instead of starting one.
@@ -62,6 +63,8 @@ pub struct TestPostgres {
     /// Declared before `cluster`, and dropped first in `Drop`: the pooler stops before the server.
     pooler: Option<TestPgBouncer>,
     cluster: Option<Cluster>,
+    /// The certificates of a cluster started with [`start_tls`](Self::start_tls).
+    tls: Option<ClusterTls>,
 }
 
 impl TestPostgres {
@@ -78,11 +81,40 @@ impl TestPostgres {
     /// get them); [`Error::is_startup`] when `initdb` or the server fails (the message includes the
     /// tail of the server log).
     pub async fn start() -> Result<TestPostgres, Error> {
+        Self::start_cluster(false).await
+    }
+
+    /// [`start`](Self::start) with TLS: a CA and a server certificate for `localhost` and
+    /// `127.0.0.1` are generated for this cluster (ECDSA P-256, [`rcgen`]), the server runs with
+    /// `ssl = on`, and every TCP login needs TLS (`hostssl ... scram-sha-256`, `hostnossl ...
+    /// reject`), except the admin user's: the test kit's own helpers ([`admin`](Self::admin), the
+    /// scenario's rotator and sampler) connect without TLS. [`tls`](Self::tls) gives the CA
+    /// certificate for clients to trust, [`tls_base_config`](Self::tls_base_config) a config that
+    /// verifies the server's name, and
+    /// [`session_encryption`](Self::session_encryption) what `pg_stat_ssl` says of the sessions.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`start`](Self::start); [`Error::is_startup`] when the certificates cannot be
+    /// made or written.
+    pub async fn start_tls() -> Result<TestPostgres, Error> {
+        Self::start_cluster(true).await
+    }
+
+    async fn start_cluster(with_tls: bool) -> Result<TestPostgres, Error> {
         let password = random_password();
         let init_password = password.clone();
-        let mut cluster = tokio::task::spawn_blocking(move || Cluster::init(&init_password))
-            .await
-            .map_err(|e| Error::startup(format!("the initdb task failed: {e}")))??;
+        let (mut cluster, tls) = tokio::task::spawn_blocking(move || {
+            let cluster = Cluster::init(&init_password)?;
+            let tls = if with_tls {
+                Some(ClusterTls::install(&cluster)?)
+            } else {
+                None
+            };
+            Ok::<_, Error>((cluster, tls))
+        })
+        .await
+        .map_err(|e| Error::startup(format!("the initdb task failed: {e}")))??;
         let admin_password = SecretString::from(password);
 
         let mut attempt = 1;
@@ -97,10 +129,12 @@ impl TestPostgres {
                 admin_password: Some(admin_password.clone()),
                 pooler: None,
                 cluster: None,
+                tls: None,
             };
             match wait_ready(&mut cluster, server.admin_config()).await {
                 Ok(()) => {
                     server.cluster = Some(cluster);
+                    server.tls = tls;
                     return Ok(server);
                 }
                 Err(NotReady::Exited(status)) if attempt < START_ATTEMPTS => {
@@ -162,6 +196,7 @@ impl TestPostgres {
             admin_password,
             pooler: None,
             cluster: None,
+            tls: None,
         };
         drop(server.admin().await?);
         Ok(server)
@@ -210,6 +245,35 @@ impl TestPostgres {
     /// Whether this is an embedded cluster owned (and removed on drop) by this value.
     pub fn is_embedded(&self) -> bool {
         self.cluster.is_some()
+    }
+
+    /// The certificates of a cluster started with [`start_tls`](Self::start_tls): the CA to
+    /// trust and the name the server's certificate carries. `None` for any other server.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
+    /// [`base_config`](Self::base_config) for a client that verifies the server's certificate
+    /// (`sslmode=verify-full` with a verifying connector such as `tokio-postgres-rustls`): the
+    /// host is the certificate's name ([`ClusterTls::server_name`], `localhost`), `hostaddr`
+    /// the address it listens on, and `sslmode=require`, so a connection is TLS or nothing. On a
+    /// server without [`tls`](Self::tls), [`base_config`](Self::base_config) with
+    /// `sslmode=require`.
+    pub fn tls_base_config(&self) -> Config {
+        let mut config = match (
+            &self.tls,
+            &self.pooler,
+            self.host.parse::<std::net::IpAddr>(),
+        ) {
+            (Some(tls), None, Ok(addr)) => {
+                let mut config = config_at(tls.server_name(), self.port, &self.database);
+                config.hostaddr(addr);
+                config
+            }
+            _ => self.base_config(),
+        };
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        config
     }
 
     /// Puts `pooler` in front of this server: afterwards [`host`](Self::host),
@@ -421,6 +485,7 @@ impl fmt::Debug for TestPostgres {
             )
             .field("pooler", &self.pooler)
             .field("cluster", &self.cluster)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -449,6 +514,7 @@ mod tests {
             admin_password: Some(SecretString::from("hunter2-secret".to_owned())),
             pooler: None,
             cluster: None,
+            tls: None,
         }
     }
 

@@ -1,0 +1,187 @@
+//! A single-user rotation through `Connector::tls` (tokio-postgres-rustls, verify-full against a
+//! CA made at test time) on a cluster that takes the role's logins only over TLS, with a real
+//! moto as the store.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use aws_sdk_secretsmanager::Client;
+use credswap_rotate::{Connector, Outcome, Rotator, Step, Strategy};
+use credswap_testkit::harness::error_chain;
+use credswap_testkit::tls::TestCa;
+use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
+use serde_json::{Value, json};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+struct World {
+    pg: TestPostgres,
+    _moto: TestMoto,
+    client: Client,
+}
+
+async fn world(pg: TestPostgres) -> World {
+    let moto = TestMoto::start().await.expect("moto starts");
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint_url())
+        .region(Region::new(moto.region()))
+        .credentials_provider(Credentials::new(
+            moto.access_key_id(),
+            moto.secret_access_key(),
+            None,
+            None,
+            "test",
+        ))
+        .load()
+        .await;
+    World {
+        pg,
+        client: Client::new(&config),
+        _moto: moto,
+    }
+}
+
+impl World {
+    /// A login role and an RDS-style secret for it whose host is `host`; returns (role,
+    /// password, secret name).
+    async fn single_user(&self, host: &str) -> (String, String, String) {
+        let role = unique_name("tls");
+        let password = random_password();
+        self.pg
+            .create_login_role(&role, &password)
+            .await
+            .expect("role");
+        let name = format!("rotate/{role}");
+        let secret = json!({
+            "engine": "postgres",
+            "host": host,
+            "port": self.pg.port(),
+            "dbname": self.pg.database(),
+            "username": role,
+            "password": password,
+        });
+        self.client
+            .create_secret()
+            .name(&name)
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("CreateSecret");
+        (role, password, name)
+    }
+
+    async fn current(&self, secret: &str) -> Value {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(secret)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .expect("GetSecretValue");
+        serde_json::from_str(out.secret_string().expect("a string")).expect("JSON")
+    }
+
+    /// Whether `user`/`password` logs in over TLS (verify-full), and whether that session is
+    /// encrypted by `pg_stat_ssl`.
+    async fn logs_in(&self, user: &str, password: &str) -> Option<bool> {
+        let mut config = self.pg.tls_base_config();
+        config.user(user).password(password);
+        let tls = MakeRustlsConnect::new(self.pg.tls().expect("TLS").client_config());
+        let (client, connection) = config.connect(tls).await.ok()?;
+        let task = tokio::spawn(connection);
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_ssl")
+            .get(0);
+        drop(client);
+        let _ = task.await;
+        Some(ssl)
+    }
+}
+
+fn verify_full(ca: &rustls::ClientConfig) -> Connector {
+    Connector::tls(MakeRustlsConnect::new(ca.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_user_rotation_runs_over_verify_full() {
+    let w = world(TestPostgres::start_tls().await.expect("a TLS cluster")).await;
+    let tls = w.pg.tls().expect("TLS").clone();
+    // The secret names the host the certificate is for.
+    let (role, old_password, secret) = w.single_user(tls.server_name()).await;
+
+    let report = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
+        .connector(verify_full(&tls.client_config()))
+        .rotate()
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(
+        report
+            .steps
+            .iter()
+            .map(|s| (s.step, s.outcome))
+            .collect::<Vec<_>>(),
+        Step::ALL.map(|s| (s, Outcome::Done)).to_vec()
+    );
+    let current = w.current(&secret).await;
+    let new_password = current["password"].as_str().expect("a password");
+    assert_eq!(current["username"], role.as_str());
+    assert_ne!(new_password, old_password);
+    assert_eq!(w.logs_in(&role, new_password).await, Some(true));
+    assert_eq!(w.logs_in(&role, &old_password).await, None);
+
+    // The same rotation without TLS is refused by the server (no pg_hba entry without
+    // encryption): the connector above really used TLS.
+    let err = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
+        .connector(Connector::no_tls())
+        .rotate()
+        .await
+        .expect_err("a plaintext login is refused");
+    let text = error_chain(&err);
+    assert!(text.contains("no encryption"), "{text}");
+    assert!(!text.contains(new_password), "{text}");
+    assert_eq!(w.logs_in(&role, new_password).await, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_ca_fails_the_rotation_before_any_change() {
+    let w = world(TestPostgres::start_tls().await.expect("a TLS cluster")).await;
+    let tls = w.pg.tls().expect("TLS").clone();
+    let (role, old_password, secret) = w.single_user(tls.server_name()).await;
+    let other = TestCa::generate("not the server's CA").expect("a CA");
+
+    let err = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
+        .connector(verify_full(&other.client_config()))
+        .rotate()
+        .await
+        .expect_err("the CA is not trusted");
+    let text = error_chain(&err);
+    assert!(err.is_database(), "{text}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    // Nothing changed in the database: the old password still logs in.
+    assert_eq!(w.logs_in(&role, &old_password).await, Some(true));
+}
+
+/// tokio-postgres connects with `sslmode=prefer` unless told otherwise, and
+/// `credswap_rotate::Connector::tls` does not set `require`: a server (or anything in between)
+/// that declines TLS gets the rotation's logins and `ALTER ROLE` in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "credswap-rotate: Connector::tls leaves tokio-postgres' sslmode=prefer, so a server \
+            that declines TLS is used in plaintext (db.rs Connector::tls / secret.rs \
+            DbSecret::config set no ssl_mode)"]
+async fn a_tls_connector_refuses_a_server_without_tls() {
+    let w = world(TestPostgres::start().await.expect("a plain cluster")).await;
+    let (_role, _, secret) = w.single_user(w.pg.host()).await;
+    let ca = TestCa::generate("any CA").expect("a CA");
+    let rotated = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
+        .connector(verify_full(&ca.client_config()))
+        .rotate()
+        .await;
+    assert!(
+        rotated.is_err(),
+        "a TLS connector rotated through a server without TLS"
+    );
+}

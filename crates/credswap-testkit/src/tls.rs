@@ -1,0 +1,375 @@
+//! TLS for tests: a throwaway certificate authority ([`TestCa`]), the certificates of a cluster
+//! started with [`TestPostgres::start_tls`] ([`ClusterTls`]), rustls client configs that trust
+//! them ([`client_config`]), what `pg_stat_ssl` says of the sessions
+//! ([`TestPostgres::session_encryption`]), and the rotation scenario run on such a cluster with
+//! every session's encryption watched from the server side ([`run_encrypted`]).
+//!
+//! ```no_run
+//! use credswap_testkit::TestPostgres;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pg = TestPostgres::start_tls().await?;
+//! let tls = pg.tls().expect("started with TLS");
+//! // tokio-postgres-rustls: MakeRustlsConnect::new(tls.client_config())
+//! // sqlx: .ssl_mode(PgSslMode::VerifyFull).ssl_root_cert_from_pem(tls.ca_cert_pem().into())
+//! let config = pg.tls_base_config(); // host `localhost`, hostaddr 127.0.0.1, sslmode=require
+//! # let _ = (tls, config);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::cluster::{Cluster, LOOPBACK};
+use crate::scenario::{self, Progress, RotationSetup, ScenarioConfig, ScenarioReport, Workload};
+use crate::{Error, TestPostgres};
+
+/// The name the server certificate of a TLS cluster is issued for (besides `127.0.0.1`).
+pub const SERVER_NAME: &str = "localhost";
+
+/// A request that says whether the session it runs on is encrypted: `current_user` and
+/// `pg_stat_ssl.ssl` of the session's own backend.
+pub const SESSION_SSL_QUERY: &str =
+    "SELECT current_user::text, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+/// A certificate authority made for one test run: a self-signed CA certificate (ECDSA P-256)
+/// whose key stays in memory. [`TestPostgres::start_tls`] makes one per cluster; a test makes
+/// another to show that a client trusting the wrong CA is refused.
+pub struct TestCa {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    /// A new CA with `common_name` as its subject.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_startup`] when the key or the certificate cannot be made.
+    pub fn generate(common_name: &str) -> Result<TestCa, Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().map_err(cert_error)?;
+        let cert = params.self_signed(&key).map_err(cert_error)?;
+        Ok(TestCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// A rustls client config that trusts this CA only ([`client_config`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`client_config`].
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        client_config([self.cert_der.clone()])
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses) signed by this CA, and its
+    /// key (PKCS#8): `(certificate PEM, key PEM)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_startup`] when a name is invalid or signing fails.
+    pub fn issue_server_cert(&self, names: &[&str]) -> Result<(String, String), Error> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone()).map_err(cert_error)?;
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().map_err(cert_error)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(cert_error)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+impl fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+fn cert_error(e: rcgen::Error) -> Error {
+    Error::startup(format!("making a test certificate failed: {e}"))
+}
+
+/// A rustls client config (aws-lc-rs provider, TLS 1.2 and 1.3) whose only roots are `roots`:
+/// it verifies the server's chain and its name, as `sslmode=verify-full` does.
+///
+/// # Panics
+///
+/// When a root is not a valid certificate.
+pub fn client_config(
+    roots: impl IntoIterator<Item = CertificateDer<'static>>,
+) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root).expect("a valid CA certificate");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the aws-lc-rs provider supports the default protocol versions")
+    .with_root_certificates(store)
+    .with_no_client_auth()
+}
+
+/// The certificates of a cluster started with [`TestPostgres::start_tls`]: its CA (to trust)
+/// and the name its server certificate carries. The files live in the cluster's temp dir and
+/// are removed with it.
+#[derive(Clone)]
+pub struct ClusterTls {
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    ca_path: PathBuf,
+}
+
+impl ClusterTls {
+    /// Makes a CA and a server certificate for [`SERVER_NAME`] and the loopback address, and
+    /// turns TLS on in `cluster` (not started yet). Blocking.
+    pub(crate) fn install(cluster: &Cluster) -> Result<ClusterTls, Error> {
+        let ca = TestCa::generate("credswap-testkit CA")?;
+        let (cert, key) = ca.issue_server_cert(&[SERVER_NAME, LOOPBACK])?;
+        let ca_path = cluster.enable_tls(&cert, &key, ca.cert_pem())?;
+        Ok(ClusterTls {
+            ca_pem: ca.cert_pem,
+            ca_der: ca.cert_der,
+            ca_path,
+        })
+    }
+
+    /// The CA certificate, PEM (sqlx: `ssl_root_cert_from_pem`).
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The CA certificate, DER (a rustls `RootCertStore`).
+    pub fn ca_cert_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    /// The CA certificate's PEM file (`sslrootcert`, sqlx's `ssl_root_cert`).
+    pub fn ca_cert_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// The DNS name of the server certificate: [`SERVER_NAME`]. It is also valid for
+    /// `127.0.0.1`.
+    pub fn server_name(&self) -> &str {
+        SERVER_NAME
+    }
+
+    /// A rustls client config that trusts this cluster's CA only ([`client_config`]).
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        client_config([self.ca_der.clone()])
+    }
+}
+
+impl fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterTls")
+            .field("ca_path", &self.ca_path)
+            .field("server_name", &SERVER_NAME)
+            .finish()
+    }
+}
+
+/// How many sessions of some roles are encrypted, by `pg_stat_ssl`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionEncryption {
+    /// Sessions with `pg_stat_ssl.ssl = true`.
+    pub encrypted: usize,
+    /// Sessions with `pg_stat_ssl.ssl = false`.
+    pub unencrypted: usize,
+}
+
+const SESSION_ENCRYPTION_SQL: &str = "SELECT count(*) FILTER (WHERE s.ssl), \
+     count(*) FILTER (WHERE NOT s.ssl) \
+     FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid \
+     WHERE a.usename = ANY($1)";
+
+async fn session_encryption(
+    client: &tokio_postgres::Client,
+    roles: &[&str],
+) -> Result<SessionEncryption, Error> {
+    let row = client
+        .query_one(SESSION_ENCRYPTION_SQL, &[&roles])
+        .await
+        .map_err(|e| Error::query("reading pg_stat_ssl", e))?;
+    let count = |i: usize| usize::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    Ok(SessionEncryption {
+        encrypted: count(0),
+        unencrypted: count(1),
+    })
+}
+
+impl TestPostgres {
+    /// How many sessions of `roles` are encrypted and how many are not, from the server's side
+    /// (`pg_stat_activity` joined with `pg_stat_ssl`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_query`].
+    pub async fn session_encryption(&self, roles: &[&str]) -> Result<SessionEncryption, Error> {
+        session_encryption(&self.admin().await?, roles).await
+    }
+}
+
+/// A TLS cluster ([`TestPostgres::start_tls`]) and its turn: the tests of one binary that take
+/// one with [`postgres`] run one at a time (their load would otherwise measure the machine).
+/// Derefs to [`TestPostgres`].
+#[derive(Debug)]
+pub struct TlsServer {
+    server: TestPostgres,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Deref for TlsServer {
+    type Target = TestPostgres;
+
+    fn deref(&self) -> &TestPostgres {
+        &self.server
+    }
+}
+
+static TURN: Mutex<()> = Mutex::const_new(());
+
+/// Starts a TLS cluster once the previous test of this binary that took one is done.
+///
+/// # Panics
+///
+/// When the cluster cannot be started, with the error that says why (never a silent skip).
+pub async fn postgres() -> TlsServer {
+    let turn = TURN.lock().await;
+    match TestPostgres::start_tls().await {
+        Ok(server) => TlsServer {
+            server,
+            _turn: turn,
+        },
+        Err(e) => panic!("these tests need a PostgreSQL server with TLS: {e}"),
+    }
+}
+
+/// The TLS scenario: a few seconds of load (4 s, 8 workers, a pool of 4) with a rotation every
+/// second, enough for three or four rotations while keeping each test short.
+pub fn scenario_config() -> ScenarioConfig {
+    ScenarioConfig {
+        duration: Duration::from_secs(4),
+        rotate_every: Some(Duration::from_secs(1)),
+        concurrency: 8,
+        pool_max_size: 4,
+        ..ScenarioConfig::default()
+    }
+}
+
+/// What a scenario on a TLS cluster showed: the scenario's report, and what `pg_stat_ssl` said
+/// of the application's sessions, sampled every 20 ms from the server's side.
+#[derive(Debug, Clone)]
+pub struct EncryptedRun {
+    /// The scenario's report.
+    pub report: ScenarioReport,
+    /// The most encrypted sessions of the application's roles seen at once.
+    pub peak_encrypted: usize,
+    /// Unencrypted sessions of the application's roles, summed over the samples (0 when every
+    /// session was encrypted).
+    pub unencrypted_seen: usize,
+    /// Samples taken.
+    pub samples: usize,
+}
+
+impl EncryptedRun {
+    /// The report's summary and the encryption seen, for failure messages.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}; pg_stat_ssl over {} samples: peak {} encrypted, {} unencrypted",
+            self.report.summary(),
+            self.samples,
+            self.peak_encrypted,
+            self.unencrypted_seen
+        )
+    }
+}
+
+/// [`scenario::run`] with a watcher beside it that reads `pg_stat_ssl` for the sessions of
+/// `setup`'s roles every 20 ms until the scenario ends.
+///
+/// # Errors
+///
+/// Those of [`scenario::run`]; [`Error::is_query`] when `pg_stat_ssl` cannot be read.
+pub async fn run_encrypted(
+    pg: &TestPostgres,
+    setup: RotationSetup,
+    workload: Arc<dyn Workload>,
+    config: &ScenarioConfig,
+) -> Result<EncryptedRun, Error> {
+    let roles = setup.roles().to_vec();
+    let client = pg.admin().await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            let (mut peak, mut unencrypted, mut samples) = (0, 0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let seen = session_encryption(&client, &roles).await?;
+                peak = usize::max(peak, seen.encrypted);
+                unencrypted += seen.unencrypted;
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<_, Error>((peak, unencrypted, samples))
+        })
+    };
+    let report = scenario::run(pg, setup, workload, config, Arc::new(Progress::default())).await;
+    stop.store(true, Ordering::Relaxed);
+    let watched = watcher
+        .await
+        .map_err(|e| Error::startup(format!("the pg_stat_ssl watcher panicked: {e}")))?;
+    let report = report?;
+    let (peak_encrypted, unencrypted_seen, samples) = watched?;
+    Ok(EncryptedRun {
+        report,
+        peak_encrypted,
+        unencrypted_seen,
+        samples,
+    })
+}
