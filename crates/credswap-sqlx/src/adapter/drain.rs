@@ -143,6 +143,7 @@ async fn prove_in_slot(
             shared.login.swapped(&login, drain::IDLE).await;
         }
         Err(Failure::Auth) => {
+            count_refused(&shared, generation);
             credentials.report_refused(generation);
             // The slot's replacement opens with the login that works.
             let back = connect::wanted(credentials);
@@ -166,8 +167,19 @@ async fn prove_beside(shared: Arc<Shared>, login: Arc<Snapshot>) {
             count_pending(&shared, generation);
             credentials.report_accepted(generation);
         }
-        Err(Failure::Auth) => credentials.report_refused(generation),
+        Err(Failure::Auth) => {
+            count_refused(&shared, generation);
+            credentials.report_refused(generation);
+        }
         Err(_) => {}
+    }
+}
+
+/// Counts a probe the database refused with the current login (a pending login refused before
+/// the store's setSecret is no failure).
+fn count_refused(shared: &Shared, generation: credswap_core::Generation) {
+    if generation == shared.rotation.credentials().generation() {
+        Counters::bump(&shared.rotation.counters().auth_failures);
     }
 }
 
