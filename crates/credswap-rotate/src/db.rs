@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
@@ -31,10 +32,12 @@ pub struct Connector(Arc<dyn Fn(Config) -> Connecting + Send + Sync>);
 impl Connector {
     /// Plain TCP (or a unix socket).
     pub fn no_tls() -> Connector {
-        Connector::tls(NoTls)
+        Connector::with(NoTls, false)
     }
 
-    /// Connections through `tls`.
+    /// Connections through `tls`, which is required (`sslmode=require`): a server, or anything
+    /// in between, that declines TLS is refused instead of getting the rotation's logins and
+    /// `ALTER ROLE` in plaintext. `tls` verifies the certificate as it is configured to.
     pub fn tls<T>(tls: T) -> Connector
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -42,8 +45,21 @@ impl Connector {
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        Connector(Arc::new(move |config: Config| {
+        Connector::with(tls, true)
+    }
+
+    fn with<T>(tls: T, require: bool) -> Connector
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        Connector(Arc::new(move |mut config: Config| {
             let tls = tls.clone();
+            if require {
+                config.ssl_mode(SslMode::Require);
+            }
             Box::pin(async move {
                 let (client, connection) = config.connect(tls).await?;
                 Ok((client, Box::pin(connection) as Connection))

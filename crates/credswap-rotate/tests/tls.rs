@@ -165,13 +165,10 @@ async fn an_untrusted_ca_fails_the_rotation_before_any_change() {
     assert_eq!(w.logs_in(&role, &old_password).await, Some(true));
 }
 
-/// tokio-postgres connects with `sslmode=prefer` unless told otherwise, and
-/// `credswap_rotate::Connector::tls` does not set `require`: a server (or anything in between)
-/// that declines TLS gets the rotation's logins and `ALTER ROLE` in plaintext.
+/// tokio-postgres connects with `sslmode=prefer` unless told otherwise; `Connector::tls`
+/// requires TLS, so a server (or anything in between) that declines it gets no plaintext
+/// rotation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "credswap-rotate: Connector::tls leaves tokio-postgres' sslmode=prefer, so a server \
-            that declines TLS is used in plaintext (db.rs Connector::tls / secret.rs \
-            DbSecret::config set no ssl_mode)"]
 async fn a_tls_connector_refuses_a_server_without_tls() {
     let w = world(TestPostgres::start().await.expect("a plain cluster")).await;
     let (_role, _, secret) = w.single_user(w.pg.host()).await;
