@@ -123,7 +123,10 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
             && stderr.contains("connects"),
         "{stderr}"
     );
-    assert!(stderr.contains("static / single-user: rotation 1:"), "{stderr}");
+    assert!(
+        stderr.contains("static / single-user: rotation 1:"),
+        "{stderr}"
+    );
     // The plot: three charts per run, each rotation dashed in each of them.
     let svg = std::fs::read_to_string(&plot_path).expect("the plot is written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

@@ -338,7 +338,10 @@ pub async fn run_with<R: Rotate>(
         let starts =
             session_starts(&sampler_client, &role_refs, rotator_sessions.as_deref()).await?;
         peak = peak.max(starts.len());
-        backends_at.push((now.saturating_duration_since(start).as_micros() as u64, starts.len()));
+        backends_at.push((
+            now.saturating_duration_since(start).as_micros() as u64,
+            starts.len(),
+        ));
         let mut all_settled = true;
         {
             let mut marks = marks.lock();
