@@ -347,11 +347,20 @@ fn fetch_verdict(e: &Error) -> Verdict {
     }
 }
 
+/// Host, port and dbname, as a secret names them.
+type Where = (Option<String>, Option<u16>, Option<String>);
+
 /// A source and, where the secret says, where its database is.
 struct Built {
     source: Arc<dyn CredentialSource>,
-    /// host, port, dbname from the secret (AWS, file JSON).
-    details: Option<(Option<String>, Option<u16>, Option<String>)>,
+    /// host, port, dbname from the secret the provider's fetch read (AWS, file JSON): the
+    /// sources keep them from their last read, so nothing is fetched twice.
+    details: Box<dyn Fn() -> Option<Where> + Send + Sync>,
+}
+
+/// No details: the source's secrets never name a server.
+fn no_details() -> Box<dyn Fn() -> Option<Where> + Send + Sync> {
+    Box::new(|| None)
 }
 
 async fn build_source(args: &CheckArgs) -> Result<Built, String> {
@@ -365,19 +374,19 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             if let Some(user) = &args.username {
                 builder = builder.username(user.clone());
             }
-            let source = builder.build_from_env().await.map_err(|e| e.to_string())?;
-            // The details come with the first fetch: read once here (the provider reads again).
-            let details = source.fetch_secret().await.ok().map(|s| {
-                let d = s.details();
-                (
-                    d.host().map(str::to_owned),
-                    d.port(),
-                    d.dbname().map(str::to_owned),
-                )
-            });
+            let source = Arc::new(builder.build_from_env().await.map_err(|e| e.to_string())?);
+            let read = Arc::clone(&source);
             Ok(Built {
-                source: Arc::new(source),
-                details,
+                source,
+                details: Box::new(move || {
+                    read.details().map(|d| {
+                        (
+                            d.host().map(str::to_owned),
+                            d.port(),
+                            d.dbname().map(str::to_owned),
+                        )
+                    })
+                }),
             })
         }
         CheckSource::VaultKv | CheckSource::VaultDynamic | CheckSource::VaultStatic => {
@@ -404,7 +413,7 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             let source = builder.build().map_err(|e| e.to_string())?;
             Ok(Built {
                 source: Arc::new(source),
-                details: None,
+                details: no_details(),
             })
         }
         CheckSource::File => {
@@ -413,18 +422,19 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             if let Some(user) = &args.username {
                 builder = builder.username(user.clone());
             }
-            let source = builder.build().map_err(|e| e.to_string())?;
-            let details = source.fetch_secret().await.ok().map(|s| {
-                let d = s.details();
-                (
-                    d.host().map(str::to_owned),
-                    d.port(),
-                    d.dbname().map(str::to_owned),
-                )
-            });
+            let source = Arc::new(builder.build().map_err(|e| e.to_string())?);
+            let read = Arc::clone(&source);
             Ok(Built {
-                source: Arc::new(source),
-                details,
+                source,
+                details: Box::new(move || {
+                    read.details().map(|d| {
+                        (
+                            d.host().map(str::to_owned),
+                            d.port(),
+                            d.dbname().map(str::to_owned),
+                        )
+                    })
+                }),
             })
         }
         CheckSource::Env => {
@@ -444,7 +454,7 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             let source = builder.build().map_err(|e| e.to_string())?;
             Ok(Built {
                 source: Arc::new(source),
-                details: None,
+                details: no_details(),
             })
         }
     }
@@ -455,7 +465,7 @@ fn connect_config(args: &CheckArgs, built: &Built) -> Option<tokio_postgres::Con
     if let Some(url) = &args.database_url {
         return url.parse().ok();
     }
-    let (host, port, dbname) = built.details.clone()?;
+    let (host, port, dbname) = (built.details)()?;
     let mut config = tokio_postgres::Config::new();
     config.host(host?);
     config.port(port.unwrap_or(5432));
