@@ -15,7 +15,8 @@ use credswap_core::{Credential, CredentialSource, SourceError};
 use crate::builder::SecretsManagerSourceBuilder;
 use crate::error::{self, NOT_FOUND};
 use crate::rotation;
-use crate::secret::{self, DatabaseSecret, SecretDetails};
+use crate::secret;
+use credswap_core::database_secret::{DatabaseSecret, SecretDetails};
 
 /// The staging label of the version in use.
 pub const AWSCURRENT: &str = "AWSCURRENT";
@@ -110,7 +111,7 @@ impl SecretsManagerSource {
     /// The non-secret fields (host, port, dbname, ...) of the last `AWSCURRENT` version read,
     /// `None` before the first successful fetch.
     pub fn details(&self) -> Option<SecretDetails> {
-        self.cache().as_ref().map(|c| c.secret.details.clone())
+        self.cache().as_ref().map(|c| c.secret.details().clone())
     }
 
     /// Reads `AWSCURRENT` like [`fetch`](CredentialSource::fetch), with the secret's
@@ -236,28 +237,26 @@ impl SecretsManagerSource {
                 )));
             }
         };
-        let (mut credential, details) =
-            secret::parse(text, self.username.as_deref()).map_err(|e| {
-                SourceError::malformed(format!(
-                    "secret \"{}\" version {}: {}",
-                    self.secret_id,
-                    output.version_id().unwrap_or("(unknown)"),
-                    e.message()
-                ))
-            })?;
-        if let Some(version_id) = output.version_id() {
-            credential = credential.with_version(version_id);
-        }
-        if let Some(created) = output
-            .created_date()
-            .and_then(|d| SystemTime::try_from(*d).ok())
-        {
-            credential = credential.with_issued_at(created);
-        }
-        Ok(DatabaseSecret {
-            credential,
-            details,
-        })
+        let secret = secret::parse(text, self.username.as_deref()).map_err(|e| {
+            SourceError::malformed(format!(
+                "secret \"{}\" version {}: {}",
+                self.secret_id,
+                output.version_id().unwrap_or("(unknown)"),
+                e.message()
+            ))
+        })?;
+        Ok(secret.map_credential(|mut credential| {
+            if let Some(version_id) = output.version_id() {
+                credential = credential.with_version(version_id);
+            }
+            if let Some(created) = output
+                .created_date()
+                .and_then(|d| SystemTime::try_from(*d).ok())
+            {
+                credential = credential.with_issued_at(created);
+            }
+            credential
+        }))
     }
 }
 
@@ -300,24 +299,26 @@ fn version_with<'a>(
 }
 
 /// Adds the secret's rotation schedule to the credential.
-fn with_schedule(mut secret: DatabaseSecret, describe: &DescribeSecretOutput) -> DatabaseSecret {
-    if let Some(interval) = rotation::rotation_interval(describe) {
-        secret.credential = secret.credential.with_rotation_interval(interval);
-    }
-    if let Some(at) = rotation::next_rotation_at(describe) {
-        secret.credential = secret.credential.with_next_rotation_at(at);
-    }
-    secret
+fn with_schedule(secret: DatabaseSecret, describe: &DescribeSecretOutput) -> DatabaseSecret {
+    secret.map_credential(|mut credential| {
+        if let Some(interval) = rotation::rotation_interval(describe) {
+            credential = credential.with_rotation_interval(interval);
+        }
+        if let Some(at) = rotation::next_rotation_at(describe) {
+            credential = credential.with_next_rotation_at(at);
+        }
+        credential
+    })
 }
 
 #[async_trait]
 impl CredentialSource for SecretsManagerSource {
     async fn fetch(&self) -> Result<Credential, SourceError> {
-        Ok(self.fetch_secret().await?.credential)
+        Ok(self.fetch_secret().await?.into_parts().0)
     }
 
     async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
-        Ok(self.fetch_pending_secret().await?.map(|s| s.credential))
+        Ok(self.fetch_pending_secret().await?.map(|s| s.into_parts().0))
     }
 
     fn rotation_pending(&self) -> bool {

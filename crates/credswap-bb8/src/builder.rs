@@ -243,10 +243,12 @@ where
             self.credentials,
             Some(timeout),
         );
+        let rotation = manager.rotation();
         if let Some(max_size) = self.max_size {
             manager.shared.set_max_size(max_size as usize);
+            // The pool's connections and the probes share its size.
+            rotation.limit_sessions(max_size as usize);
         }
-        let rotation = manager.rotation();
         let pool = self.pool.connection_timeout(timeout).build(manager).await?;
         Ok((pool, rotation))
     }

@@ -396,10 +396,13 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
                     args.mount.clone().unwrap_or_else(|| "secret".into()),
                     args.path.clone().ok_or("--path is required")?,
                 ),
+                // One read, no pool: the lease margin only has to admit --expiry-margin,
+                // which here is the alert's threshold (the provider refuses a longer one).
                 CheckSource::VaultDynamic => VaultSource::dynamic_role(
                     args.mount.clone().unwrap_or_else(|| "database".into()),
                     args.role.clone().ok_or("--role is required")?,
                 )
+                .lease_margin(args.expiry_margin.max(credswap_vault::DEFAULT_LEASE_MARGIN))
                 .revoke_on_drop(true),
                 _ => VaultSource::static_role(
                     args.mount.clone().unwrap_or_else(|| "database".into()),

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::fmt_duration;
+use crate::policy::{PolicyError, fmt_duration};
 
 /// A boxed error, as validators and sources return them.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -141,6 +141,7 @@ enum ErrorKind {
     Source(SourceError),
     Timeout(Duration),
     Validation { username: String, reason: String },
+    Policy(PolicyError),
     NoRuntime,
 }
 
@@ -158,6 +159,10 @@ impl Error {
             username: username.to_owned(),
             reason: reason.to_string(),
         })
+    }
+
+    pub(crate) fn policy(err: PolicyError) -> Self {
+        Self::from_kind(ErrorKind::Policy(err))
     }
 
     pub(crate) fn no_runtime() -> Self {
@@ -183,6 +188,20 @@ impl Error {
     /// Whether a new credential failed validate-before-swap and was not published.
     pub fn is_validation(&self) -> bool {
         matches!(*self.inner, ErrorKind::Validation { .. })
+    }
+
+    /// Whether the policy does not fit the source, so nothing was built; see
+    /// [`policy_error`](Self::policy_error) for the setting to change.
+    pub fn is_policy(&self) -> bool {
+        matches!(*self.inner, ErrorKind::Policy(_))
+    }
+
+    /// The policy's mistake, when [`is_policy`](Self::is_policy).
+    pub fn policy_error(&self) -> Option<&PolicyError> {
+        match &*self.inner {
+            ErrorKind::Policy(e) => Some(e),
+            _ => None,
+        }
     }
 
     /// The source's error, when [`is_source`](Self::is_source).
@@ -213,6 +232,7 @@ impl fmt::Display for Error {
                 f,
                 "the new credential for user \"{username}\" failed validation and was not published: {reason}"
             ),
+            ErrorKind::Policy(e) => write!(f, "{e}"),
             ErrorKind::NoRuntime => f.write_str(
                 "RotatingCredentials must be built inside a Tokio runtime (it spawns its refresher)",
             ),
@@ -224,6 +244,7 @@ impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match &*self.inner {
             ErrorKind::Source(e) => Some(e),
+            ErrorKind::Policy(e) => Some(e),
             _ => None,
         }
     }

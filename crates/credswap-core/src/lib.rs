@@ -51,6 +51,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `metrics` | no | [`metrics::Reporter`]: the provider's and the pools' state through the [`metrics`](https://docs.rs/metrics) facade, with the table of names |
+//! | `json` | no | [`database_secret::parse_json`]: the RDS/Aurora secret JSON that AWS's rotation templates write and the file, environment and AWS sources read |
 //!
 //! The pool adapters live in their own crates, re-exported by the `credswap` facade behind the
 //! features `deadpool`, `bb8` and `sqlx`.
@@ -59,6 +60,7 @@
 
 pub mod contract;
 pub mod credential;
+pub mod database_secret;
 pub mod error;
 pub mod health;
 #[cfg(feature = "metrics")]

@@ -329,7 +329,7 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
-    fn new(setting: &'static str, message: String) -> Self {
+    pub(crate) fn new(setting: &'static str, message: String) -> Self {
         Self { setting, message }
     }
 

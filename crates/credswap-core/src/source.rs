@@ -67,6 +67,20 @@ pub trait CredentialSource: Send + Sync + 'static {
     fn rotation_pending(&self) -> bool {
         false
     }
+
+    /// How long before a credential's `expires_at` this source hands out its replacement, for
+    /// a source whose credentials expire (a Vault dynamic role replaces a lease its
+    /// `lease_margin` before the lease's end). The default says the source has no such lead.
+    ///
+    /// The provider retires a credential [`Policy::expiry_margin`](crate::Policy::expiry_margin)
+    /// before its `expires_at` and fetches again then. A source that would still answer with
+    /// the same credential at that point makes every pool reconnect with a login about to end,
+    /// at every refresh until the source replaces it; so
+    /// [`RotatingCredentialsBuilder::build`](crate::RotatingCredentialsBuilder::build) refuses
+    /// a policy whose `expiry_margin` is longer than this lead.
+    fn replaces_before_expiry(&self) -> Option<Duration> {
+        None
+    }
 }
 
 #[async_trait]
@@ -82,6 +96,10 @@ impl<T: CredentialSource + ?Sized> CredentialSource for Arc<T> {
     fn rotation_pending(&self) -> bool {
         (**self).rotation_pending()
     }
+
+    fn replaces_before_expiry(&self) -> Option<Duration> {
+        (**self).replaces_before_expiry()
+    }
 }
 
 #[async_trait]
@@ -96,6 +114,10 @@ impl<T: CredentialSource + ?Sized> CredentialSource for Box<T> {
 
     fn rotation_pending(&self) -> bool {
         (**self).rotation_pending()
+    }
+
+    fn replaces_before_expiry(&self) -> Option<Duration> {
+        (**self).replaces_before_expiry()
     }
 }
 

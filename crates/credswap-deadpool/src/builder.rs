@@ -152,6 +152,8 @@ where
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::no_runtime("its watcher and its connection tasks"))?;
         let rotation = Rotation::new(self.credentials);
+        // The pool's connections and the probes share its size.
+        rotation.limit_sessions(self.pool_config.max_size);
         let tags = Arc::new(Tags::default());
         let (alive, alive_rx) = oneshot::channel();
         let mut base = self.pg_config;

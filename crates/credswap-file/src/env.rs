@@ -145,10 +145,10 @@ impl EnvSource {
                 (credential, details, fingerprint)
             }
         };
-        Ok(DatabaseSecret {
-            credential: credential.with_version(fingerprint.version()),
+        Ok(DatabaseSecret::new(
+            credential.with_version(fingerprint.version()),
             details,
-        })
+        ))
     }
 }
 
@@ -161,7 +161,9 @@ impl Default for EnvSource {
 #[async_trait]
 impl CredentialSource for EnvSource {
     async fn fetch(&self) -> Result<Credential, SourceError> {
-        self.fetch_secret().await.map(|secret| secret.credential)
+        self.fetch_secret()
+            .await
+            .map(|secret| secret.into_parts().0)
     }
 }
 

@@ -98,8 +98,8 @@ mod source;
 mod watch;
 
 pub use builder::{FileSourceBuilder, Layout};
+pub use credswap_core::database_secret::{DatabaseSecret, POSTGRES_ENGINES, SecretDetails};
 pub use env::{EnvSource, EnvSourceBuilder, PGPASSWORD, PGUSER};
 pub use error::{BuildError, WatchError};
-pub use secret::{DatabaseSecret, POSTGRES_ENGINES, SecretDetails};
 pub use source::{DATA_LINK, FileSource, Stats};
 pub use watch::{Changes, FileWatch, WatchClosed, WatchStats};

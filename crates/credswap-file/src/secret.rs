@@ -1,5 +1,6 @@
-//! What a file or a variable holds: the RDS/Aurora-style JSON (the shape `credswap-aws` reads),
-//! a plain password, and the credential's version (a keyed content hash).
+//! What a file or a variable holds: the RDS/Aurora-style JSON (read by the parser all sources
+//! share, [`credswap_core::database_secret::parse_json`]), a plain password, and the
+//! credential's version (a keyed content hash).
 //!
 //! Every message names where the value came from (`file /run/secrets/db/password`, `environment
 //! variable PGPASSWORD`) and the field, never a value.
@@ -7,85 +8,9 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use credswap_core::{Credential, SourceError};
-use secrecy::SecretString;
-use serde_json::{Map, Value};
+pub(crate) use credswap_core::database_secret::{DatabaseSecret, SecretDetails, looks_like_json};
+use credswap_core::{Credential, SourceError, database_secret};
 use sha2::{Digest, Sha256};
-
-/// The engines accepted in the JSON's `engine` field (an absent `engine` is accepted too); the
-/// same list as `credswap_aws::POSTGRES_ENGINES`.
-pub const POSTGRES_ENGINES: &[&str] = &["postgres", "postgresql", "aurora-postgresql"];
-
-/// The non-secret fields next to the login, for building connect options.
-///
-/// From the JSON's `engine`, `host`, `port` and `dbname` fields, or from a directory's `host`,
-/// `port` and `dbname` files (the keys a CloudNativePG or Crunchy secret carries). Each is
-/// `None` when absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretDetails {
-    pub(crate) engine: Option<String>,
-    pub(crate) host: Option<String>,
-    pub(crate) port: Option<u16>,
-    pub(crate) dbname: Option<String>,
-}
-
-impl SecretDetails {
-    /// `engine`: `postgres` or `aurora-postgresql` (others are refused as malformed).
-    pub fn engine(&self) -> Option<&str> {
-        self.engine.as_deref()
-    }
-
-    /// `host`: the database endpoint.
-    pub fn host(&self) -> Option<&str> {
-        self.host.as_deref()
-    }
-
-    /// `port` (a JSON number, or a string of digits as some tools write it).
-    pub fn port(&self) -> Option<u16> {
-        self.port
-    }
-
-    /// `dbname`: the database to connect to.
-    pub fn dbname(&self) -> Option<&str> {
-        self.dbname.as_deref()
-    }
-}
-
-/// One read of a file source or an environment source: the [`Credential`] (with its version
-/// and, for files, its modification time as `issued_at`) and its [`SecretDetails`].
-///
-/// `Debug` prints the credential with its password redacted.
-#[derive(Clone)]
-pub struct DatabaseSecret {
-    pub(crate) credential: Credential,
-    pub(crate) details: SecretDetails,
-}
-
-impl DatabaseSecret {
-    /// The login, with its version and issue time.
-    pub fn credential(&self) -> &Credential {
-        &self.credential
-    }
-
-    /// The non-secret fields (host, port, dbname, engine).
-    pub fn details(&self) -> &SecretDetails {
-        &self.details
-    }
-
-    /// Both parts, owned.
-    pub fn into_parts(self) -> (Credential, SecretDetails) {
-        (self.credential, self.details)
-    }
-}
-
-impl fmt::Debug for DatabaseSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseSecret")
-            .field("credential", &self.credential)
-            .field("details", &self.details)
-            .finish()
-    }
-}
 
 /// A malformed error about `origin` ("file /x/y", "environment variable X"): a sentence of
 /// its own after a colon.
@@ -121,135 +46,22 @@ pub(crate) fn strip_newline(text: &mut String) {
     }
 }
 
-/// Whether a value read from a file or variable is JSON (its first non-blank character is `{`).
-pub(crate) fn looks_like_json(text: &str) -> bool {
-    text.trim_start().starts_with('{')
-}
-
-/// Parses the RDS/Aurora-style JSON object: string fields `username` (or `configured_username`)
-/// and `password`; optional `engine` (PostgreSQL only), `host`, `port`, `dbname`; other fields
-/// are ignored. The wording follows `credswap-aws`; messages start with `origin`.
+/// Parses the RDS/Aurora-style JSON object with the shared parser; messages start with `origin`.
 pub(crate) fn parse_json(
     origin: &str,
     text: &str,
     configured_username: Option<&str>,
 ) -> Result<(Credential, SecretDetails), SourceError> {
-    let object = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(object)) => object,
-        Ok(_) => return Err(malformed(origin, "the secret JSON is not an object")),
-        // The position only: serde_json's message could quote part of the input.
-        Err(e) => {
-            return Err(malformed(
-                origin,
-                format_args!(
-                    "the secret is not valid JSON ({:?} error at line {}, column {}); a \
-                     half-written secret is never used",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ),
-            ));
-        }
-    };
-    parse_object(origin, &object, configured_username)
+    database_secret::parse_json(text, configured_username)
+        .map(DatabaseSecret::into_parts)
+        .map_err(|e| malformed(origin, e.message()))
 }
 
-fn parse_object(
-    origin: &str,
-    object: &Map<String, Value>,
-    configured_username: Option<&str>,
-) -> Result<(Credential, SecretDetails), SourceError> {
-    let engine = optional_string(origin, object, "engine")?;
-    if let Some(engine) = &engine
-        && !POSTGRES_ENGINES
-            .iter()
-            .any(|e| e.eq_ignore_ascii_case(engine.trim()))
-    {
-        return Err(malformed(
-            origin,
-            "field \"engine\" names an engine other than PostgreSQL (expected \"postgres\" or \
-             \"aurora-postgresql\")",
-        ));
-    }
-    let username = match optional_string(origin, object, "username")? {
-        Some(username) => username,
-        None => configured_username
-            .map(str::to_owned)
-            .ok_or_else(|| malformed(origin, "the secret JSON has no \"username\" field"))?,
-    };
-    if username.is_empty() {
-        return Err(malformed(origin, "field \"username\" is empty"));
-    }
-    let password = match object.get("password") {
-        Some(Value::String(p)) if p.is_empty() => {
-            return Err(malformed(origin, "field \"password\" is empty"));
-        }
-        Some(Value::String(p)) => SecretString::from(p.clone()),
-        None | Some(Value::Null) => {
-            return Err(malformed(
-                origin,
-                "the secret JSON has no \"password\" field",
-            ));
-        }
-        Some(other) => return Err(wrong_type(origin, "password", "a string", other)),
-    };
-    let port = match object.get("port") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_u64()
-                .and_then(|n| u16::try_from(n).ok())
-                .ok_or_else(|| malformed(origin, "field \"port\" is not a TCP port"))?,
-        ),
-        Some(Value::String(s)) => Some(parse_port(origin, "field \"port\"", s)?),
-        Some(other) => return Err(wrong_type(origin, "port", "a number", other)),
-    };
-    let details = SecretDetails {
-        engine,
-        host: optional_string(origin, object, "host")?,
-        port,
-        dbname: optional_string(origin, object, "dbname")?,
-    };
-    Ok((Credential::new(username, password), details))
-}
-
-/// A port written as text (a JSON string, a `port` file).
-pub(crate) fn parse_port(origin: &str, what: &str, text: &str) -> Result<u16, SourceError> {
-    text.trim().parse::<u16>().map_err(|_| {
-        if what.is_empty() {
-            malformed_is(origin, "is not a TCP port")
-        } else {
-            malformed(origin, format_args!("{what} is not a TCP port"))
-        }
-    })
-}
-
-/// A string field that may be absent (or `null`).
-fn optional_string(
-    origin: &str,
-    object: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>, SourceError> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(wrong_type(origin, field, "a string", other)),
-    }
-}
-
-/// Names the field, the expected and the found JSON type; never the value.
-fn wrong_type(origin: &str, field: &str, expected: &str, found: &Value) -> SourceError {
-    let found = match found {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    malformed(
-        origin,
-        format_args!("field \"{field}\" must be {expected}, found {found}"),
-    )
+/// A port written as text (a `port` file).
+pub(crate) fn parse_port(origin: &str, text: &str) -> Result<u16, SourceError> {
+    text.trim()
+        .parse::<u16>()
+        .map_err(|_| malformed_is(origin, "is not a TCP port"))
 }
 
 /// A keyed SHA-256 over what was read, for change detection and the credential's version.
@@ -316,82 +128,26 @@ mod tests {
     }
 
     #[test]
-    fn rds_json_with_details() {
-        let text = format!(
-            r#"{{"engine":"postgres","host":"db.example","username":"app","password":"{PW}",
-                "dbname":"orders","port":5432,"masterarn":"arn:x","extra":[1]}}"#
-        );
+    fn json_goes_to_the_shared_parser_and_names_the_origin() {
+        let text =
+            format!(r#"{{"engine":"postgres","username":"app","password":"{PW}","port":"6432"}}"#);
         let (c, d) = parse_json(ORIGIN, &text, None).unwrap();
         assert_eq!(c.username(), "app");
         assert_eq!(c.password().expose_secret(), PW);
-        assert_eq!(
-            (d.engine(), d.host(), d.port(), d.dbname()),
-            (
-                Some("postgres"),
-                Some("db.example"),
-                Some(5432),
-                Some("orders")
-            )
-        );
-        let (_, d) = parse_json(
-            ORIGIN,
-            &format!(
-                r#"{{"engine":"aurora-postgresql","username":"u","password":"{PW}","port":"6432"}}"#
-            ),
-            None,
-        )
-        .unwrap();
         assert_eq!(d.port(), Some(6432));
-    }
-
-    #[test]
-    fn configured_username_fills_in() {
-        let (c, _) = parse_json(ORIGIN, &format!(r#"{{"password":"{PW}"}}"#), Some("cfg")).unwrap();
-        assert_eq!(c.username(), "cfg");
-        let (c, _) = parse_json(
-            ORIGIN,
-            &format!(r#"{{"username":"json","password":"{PW}"}}"#),
-            Some("cfg"),
-        )
-        .unwrap();
-        assert_eq!(c.username(), "json", "the secret's own username wins");
-    }
-
-    #[test]
-    fn half_written_and_malformed_json_names_the_field_never_the_value() {
-        let full = format!(r#"{{"username":"u","password":"{PW}"}}"#);
-        for cut in 1..full.len() - 1 {
-            let m = malformed_message(&full[..cut], None);
-            assert!(
-                m.contains("not valid JSON") || m.contains("\"password\""),
-                "{m}"
-            );
-        }
-        let m = malformed_message("", None);
+        let m = malformed_message(&format!(r#"{{"username":"u","password":"{PW}""#), None);
         assert!(m.contains("not valid JSON"), "{m}");
-        let m = malformed_message(&format!(r#"{{"username":"u","pass":"{PW}"}}"#), None);
-        assert!(m.contains("no \"password\" field"), "{m}");
-        let m = malformed_message(&format!(r#"{{"password":"{PW}"}}"#), None);
-        assert!(m.contains("no \"username\" field"), "{m}");
         let m = malformed_message(r#"{"username":"u","password":12345}"#, None);
-        assert!(m.contains("\"password\" must be a string, found a number"));
+        assert!(
+            m.contains(&format!("{ORIGIN}: field \"password\" must be a string")),
+            "{m}"
+        );
         assert!(!m.contains("12345"), "{m}");
-        let m = malformed_message(
-            &format!(r#"{{"engine":"mysql","username":"u","password":"{PW}"}}"#),
-            None,
+        let err = parse_port(ORIGIN, "x5432").unwrap_err();
+        assert!(
+            err.is_malformed() && err.message().contains("not a TCP port"),
+            "{err}"
         );
-        assert!(m.contains("\"engine\"") && !m.contains("mysql"), "{m}");
-        let m = malformed_message(
-            &format!(r#"{{"username":"u","password":"{PW}","port":70000}}"#),
-            None,
-        );
-        assert!(m.contains("\"port\""), "{m}");
-        let m = malformed_message(r#"{"username":"","password":"x"}"#, None);
-        assert!(m.contains("\"username\" is empty"), "{m}");
-        let m = malformed_message(r#"{"username":"u","password":""}"#, None);
-        assert!(m.contains("\"password\" is empty"), "{m}");
-        let m = malformed_message(&format!(r#"["{PW}"]"#), None);
-        assert!(m.contains("not an object"), "{m}");
     }
 
     #[test]

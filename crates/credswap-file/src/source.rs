@@ -189,7 +189,7 @@ impl FileSource {
             Err(_) => inner.read(),
         };
         match &result {
-            Ok(read) => *lock(&self.inner.details) = Some(read.secret.details.clone()),
+            Ok(read) => *lock(&self.inner.details) = Some(read.secret.details().clone()),
             Err(e) => {
                 self.inner.failed_reads.fetch_add(1, Ordering::Relaxed);
                 if e.is_malformed() {
@@ -318,15 +318,19 @@ impl Inner {
                 }
             };
         let port = match optional("port", port)? {
-            Some(p) => Some(parse_port(&origin(&shown("port")), "", &p)?),
+            Some(p) => Some(parse_port(&origin(&shown("port")), &p)?),
             None => None,
         };
-        let details = SecretDetails {
-            engine: None,
-            host: optional("host", host)?,
-            port,
-            dbname: optional("dbname", dbname)?,
-        };
+        let mut details = SecretDetails::default();
+        if let Some(host) = optional("host", host)? {
+            details = details.with_host(host);
+        }
+        if let Some(port) = port {
+            details = details.with_port(port);
+        }
+        if let Some(dbname) = optional("dbname", dbname)? {
+            details = details.with_dbname(dbname);
+        }
         let credential = Credential::new(username, password);
         Ok(finish(credential, details, fingerprint, target, modified))
     }
@@ -425,10 +429,7 @@ fn finish(
         credential = credential.with_issued_at(modified);
     }
     Read {
-        secret: DatabaseSecret {
-            credential,
-            details,
-        },
+        secret: DatabaseSecret::new(credential, details),
         fingerprint,
     }
 }
@@ -481,7 +482,9 @@ fn read_optional(path: &Path, shown: &Path) -> Result<Option<Content>, SourceErr
 #[async_trait]
 impl CredentialSource for FileSource {
     async fn fetch(&self) -> Result<Credential, SourceError> {
-        self.fetch_secret().await.map(|secret| secret.credential)
+        self.fetch_secret()
+            .await
+            .map(|secret| secret.into_parts().0)
     }
 }
 

@@ -334,7 +334,7 @@ async fn run(source: FileSource, dir: PathBuf, tx: watch::Sender<u64>, counters:
                     counters.changes.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         dir = %dir.display(),
-                        version = read.secret.credential.version(),
+                        version = read.secret.credential().version(),
                         "secret files changed"
                     );
                     tx.send_modify(|n| *n += 1);

@@ -5,20 +5,21 @@
 //!  "username": "app", "password": "...", "masterarn": "arn:aws:secretsmanager:..."}
 //! ```
 //!
-//! `username`, `password` and `host` are required; `port` (number or string, default 5432),
-//! `dbname` (default `postgres`), `engine` (`postgres` or `aurora-postgresql` when present) and
-//! `masterarn` are read when present; every other field is kept as it is in the pending value.
+//! Read by the parser every credswap source shares
+//! ([`credswap_core::database_secret::parse_json`]), so the rotation and the applications
+//! accept the same secrets: `username`, `password` and (here) `host` are required; `port`
+//! (number or string, default 5432), `dbname` (default `postgres`), `engine` (PostgreSQL when
+//! present) and `masterarn` are read when present; every other field is kept as it is in the
+//! pending value.
 
 use std::fmt;
 use std::time::Duration;
 
+use credswap_core::database_secret;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use crate::Error;
-
-/// The engines the rotation accepts in a secret's `engine` field.
-const ENGINES: [&str; 2] = ["postgres", "aurora-postgresql"];
 
 /// A parsed database secret. `Debug` never prints the password (nor any field's value but
 /// the username, host, port, dbname and engine).
@@ -53,77 +54,35 @@ impl DbSecret {
     }
 
     fn parse_inner(value: &str, what: &str, host_required: bool) -> Result<DbSecret, Error> {
-        // Parsed as a `Value` first: a typed deserializer's error would quote the value.
-        let value: Value = serde_json::from_str(value).map_err(|e| {
-            Error::malformed(format!(
-                "{what} is not valid JSON ({:?} error at line {} column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })?;
-        let Value::Object(fields) = value else {
-            return Err(Error::malformed(format!(
-                "{what} is not a JSON object (the rotation needs {{\"username\", \"password\", \
-                 \"host\", ...}})"
-            )));
+        // The fields, the engine check and the wording are the ones every source uses; the
+        // rotation adds that the host is required and keeps every field for the pending value.
+        let (credential, details) = database_secret::parse_json(value, None)
+            .map_err(|e| Error::malformed(format!("{what}: {}", e.message())))?
+            .into_parts();
+        let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(value) else {
+            // parse_json read the same text as a JSON object.
+            return Err(Error::malformed(format!("{what}: not a JSON object")));
         };
-        let string = |key: &str| -> Result<Option<String>, Error> {
-            match fields.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(Error::malformed(format!(
-                    "{what}: field \"{key}\" is {}, not a string",
-                    json_type(other)
-                ))),
-            }
-        };
-        let required = |key: &str| -> Result<String, Error> {
-            string(key)?
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| Error::malformed(format!("{what}: field \"{key}\" is missing")))
-        };
-        let username = required("username")?;
-        let password = SecretString::from(required("password")?);
-        let host = if host_required {
-            required("host")?
-        } else {
-            string("host")?.unwrap_or_default()
-        };
-        let port = match fields.get("port") {
-            None | Some(Value::Null) => 5432,
-            Some(Value::Number(n)) => {
-                n.as_u64()
-                    .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| {
-                        Error::malformed(format!("{what}: field \"port\" is not a port number"))
-                    })?
-            }
-            Some(Value::String(s)) => s.trim().parse().map_err(|_| {
-                Error::malformed(format!("{what}: field \"port\" is not a port number"))
-            })?,
-            Some(other) => {
+        let host = details.host().filter(|h| !h.is_empty());
+        let host = match host {
+            Some(host) => host.to_owned(),
+            None if host_required => {
                 return Err(Error::malformed(format!(
-                    "{what}: field \"port\" is {}, not a number",
-                    json_type(other)
+                    "{what}: the secret JSON has no \"host\" field (the rotation connects to it)"
                 )));
             }
+            None => String::new(),
         };
-        if let Some(engine) = string("engine")?
-            && !ENGINES.contains(&engine.as_str())
-        {
-            return Err(Error::malformed(format!(
-                "{what}: engine {engine:?} is not PostgreSQL (expected one of {ENGINES:?})"
-            )));
-        }
-        let dbname = string("dbname")?.filter(|s| !s.is_empty());
         Ok(DbSecret {
-            fields,
-            username,
-            password,
+            username: credential.username().to_owned(),
+            password: credential.password().clone(),
             host,
-            port,
-            dbname,
+            port: details.port().unwrap_or(5432),
+            dbname: details
+                .dbname()
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+            fields,
         })
     }
 
@@ -214,18 +173,6 @@ impl DbSecret {
     }
 }
 
-/// The name of a JSON value's type, for errors that must not quote the value.
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 impl fmt::Debug for DbSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DbSecret")
@@ -261,6 +208,9 @@ mod tests {
         assert_eq!(json["extra"], serde_json::json!([1, 2]));
         assert_eq!(json["masterarn"], "arn:master");
         assert_eq!(json["port"], "6432");
+        // The engines the applications' sources accept, in any case.
+        let secret = DbSecret::parse(&SECRET.replace("\"postgres\"", "\"PostgreSQL\""), "test");
+        assert!(secret.is_ok(), "{secret:?}");
         let credential = pending.credential();
         assert_eq!(credential.username(), "app_clone");
         assert_eq!(credential.password().expose_secret(), "new-pw");
@@ -285,6 +235,8 @@ mod tests {
             r#"{"username":"app","password":"hunter2","host":"db","port":"hunter2"}"#,
             r#"{"username":"app","password":"hunter2","host":"db","port":99999}"#,
             r#"{"username":"app","password":"hunter2", "#,
+            r#"{"username":"app","password":"hunter2","host":""}"#,
+            r#"{"username":"","password":"hunter2","host":"db"}"#,
         ] {
             let err = DbSecret::parse(value, "the AWSCURRENT value of secret s").unwrap_err();
             assert!(err.is_malformed(), "{err:?}");

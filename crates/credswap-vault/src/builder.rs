@@ -143,9 +143,11 @@ impl VaultSourceBuilder {
 
     /// Dynamic roles: a new user is issued when the lease in use ends within this margin and
     /// cannot be renewed past it (default 90 s, and at most half the lease's first duration, so a
-    /// short lease is not replaced as soon as it is issued). Keep the provider's
-    /// `Policy::expiry_margin` at or below it: the provider refreshes at `expires_at -
-    /// expiry_margin`, and the new user must be there by then.
+    /// short lease is not replaced as soon as it is issued). The provider's
+    /// `Policy::expiry_margin` must be at or below it: the provider refreshes at `expires_at -
+    /// expiry_margin`, and the new user must be there by then, so `RotatingCredentials`
+    /// refuses a longer `expiry_margin` with an error naming both
+    /// (`CredentialSource::replaces_before_expiry`).
     pub fn lease_margin(mut self, margin: Duration) -> Self {
         self.lease_margin = margin;
         self

@@ -696,6 +696,12 @@ impl CredentialSource for VaultSource {
             Kind::Dynamic { .. } => self.fetch_dynamic(&mut state, &token).await,
         }
     }
+
+    /// A dynamic role's [`lease_margin`](crate::VaultSourceBuilder::lease_margin): the
+    /// provider refuses a `Policy::expiry_margin` longer than it.
+    fn replaces_before_expiry(&self) -> Option<Duration> {
+        matches!(self.kind, Kind::Dynamic { .. }).then_some(self.lease_margin)
+    }
 }
 
 impl Drop for VaultSource {
@@ -774,6 +780,36 @@ impl fmt::Debug for Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_provider_refuses_an_expiry_margin_longer_than_the_lease_margin_before_any_read() {
+        use credswap_core::{Policy, RotatingCredentials};
+        // Nothing listens there: the refusal comes before the first fetch, so no lease is
+        // taken for a pool that will not be built.
+        let dynamic = || {
+            VaultSource::dynamic_role("database", "app")
+                .address("http://127.0.0.1:9")
+                .token("t".to_owned())
+                .lease_margin(Duration::from_secs(30))
+                .build()
+                .unwrap()
+        };
+        let err = RotatingCredentials::new(dynamic(), Policy::default())
+            .await
+            .expect_err("the default expiry_margin (1m) is longer than 30s");
+        assert!(err.is_policy(), "{err:?}");
+        assert!(err.to_string().contains("lease_margin"), "{err}");
+        assert_eq!(
+            dynamic().replaces_before_expiry(),
+            Some(Duration::from_secs(30))
+        );
+        let kv = VaultSource::kv2("secret", "db")
+            .address("http://127.0.0.1:9")
+            .token("t".to_owned())
+            .build()
+            .unwrap();
+        assert_eq!(kv.replaces_before_expiry(), None);
+    }
 
     #[test]
     fn vault_times_parse() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::budget::{SLOT_WAIT_MAX, Slot};
 use super::classify::Failure;
 use super::error::AdapterError;
 use super::handle::Rotation;
@@ -184,6 +185,24 @@ impl Connector {
         let mut fallback: Option<Arc<Snapshot>> = None;
         let mut fell_back_from: Option<Generation> = None;
         let mut tried_pending_for: Option<Generation> = None;
+        // The session's place in the pool's budget, held for the connection's life. The pool
+        // stays within its size by itself; a probe in flight may hold a slot for a moment.
+        let slot = match self
+            .rotation
+            .budget()
+            .slot(SLOT_WAIT_MAX.min(self.deadline))
+            .await
+        {
+            Some(slot) => slot,
+            None => {
+                Counters::bump(&counters.over_budget);
+                tracing::warn!(
+                    limit = self.rotation.session_limit(),
+                    "no session left in the pool's budget after waiting; opening beyond it"
+                );
+                Slot::default()
+            }
+        };
         // A pending trial asked for this connect (see `proof`): the store is rotating, and the
         // database may have its pending login already. Refused, it is no failure: the current
         // login follows at once.
@@ -193,7 +212,7 @@ impl Connector {
             match open(Arc::clone(&pending)).await {
                 Ok(connection) => {
                     credentials.report_accepted(generation);
-                    let live = counters.opened(generation);
+                    let live = counters.opened(generation).holding(slot);
                     Counters::bump(&counters.pending_connects);
                     return Ok(Connected {
                         connection,
@@ -226,7 +245,7 @@ impl Connector {
                 Ok(connection) => {
                     let is_pending = is_fallback && generation > credentials.generation();
                     credentials.report_accepted(generation);
-                    let live = counters.opened(generation);
+                    let live = counters.opened(generation).holding(slot);
                     if is_pending {
                         Counters::bump(&counters.pending_connects);
                     } else if is_fallback {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::budget::{Budget, SLOT_WAIT_MAX};
 use super::classify::Failure;
 use super::proof::{Probe, Proof};
 use super::stats::{AdapterStats, Counters};
@@ -23,6 +24,7 @@ pub struct Rotation {
     credentials: RotatingCredentials,
     counters: Arc<Counters>,
     proof: Arc<Proof>,
+    budget: Arc<Budget>,
 }
 
 impl Rotation {
@@ -32,7 +34,25 @@ impl Rotation {
             credentials,
             counters: Arc::default(),
             proof: Arc::default(),
+            budget: Arc::default(),
         }
+    }
+
+    /// Gives the pool's `max_size`: from then on the pool's connections (those opened through
+    /// the [`Connector`](super::Connector)) and the adapter's probes share that many sessions,
+    /// so a probe never takes the pool past its size (see [`budget`](super::budget)). Set
+    /// once, at build; without it probes are not counted.
+    pub fn limit_sessions(&self, max_size: usize) {
+        self.budget.limit(max_size);
+    }
+
+    /// The session budget given by [`limit_sessions`](Self::limit_sessions).
+    pub fn session_limit(&self) -> Option<usize> {
+        self.budget.max_size()
+    }
+
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Gives the adapter's probe: open one connection with the snapshot's login, outside the
@@ -176,8 +196,25 @@ impl Rotation {
                     return;
                 }
             }
+            // A place in the pool's session budget first: the canary's slot, unless the pool
+            // filled it again meanwhile (then the probe waits for one, or gives up).
+            let Some(slot) = rotation.budget.slot(SLOT_WAIT_MAX).await else {
+                Counters::bump(&rotation.counters.probes_deferred);
+                tracing::debug!(
+                    generation = login.generation().get(),
+                    "no session left in the pool's budget for a probe; the next canary tries again"
+                );
+                rotation.proof.done_probing();
+                return;
+            };
+            if slot.is_counted() && !rotation.is_canary_login(&login) {
+                // Proven (or superseded) while waiting for the slot.
+                rotation.proof.done_probing();
+                return;
+            }
             let generation = login.generation();
             let result = probe(Arc::clone(&login)).await;
+            drop(slot);
             match result {
                 Ok(()) => {
                     if generation > rotation.credentials.generation() {

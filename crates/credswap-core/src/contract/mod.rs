@@ -13,6 +13,7 @@
 //! | [`drain`] | the drain schedule: how often a watcher sweeps while stale connections remain, and when a lease's retirement point comes |
 //! | [`stats`] | [`AdapterStats`] and the counters behind them |
 //! | [`proof`] | prove before drain: canaries and the probe that prove a new login before old connections go |
+//! | [`budget`] | the session budget: the pool's connections and the adapter's probes share its `max_size` |
 //! | [`handle`] | [`Rotation`]: the handle every adapter returns beside its pool |
 //! | [`error`] | [`AdapterError`]: one error vocabulary for every adapter |
 //!
@@ -20,6 +21,7 @@
 //! repository root, and tested for every adapter by the conformance suite in
 //! `credswap-testkit`.
 
+pub mod budget;
 pub mod classify;
 pub mod connect;
 pub mod drain;
@@ -29,6 +31,7 @@ pub mod proof;
 pub mod stats;
 pub mod tag;
 
+pub use budget::Slot;
 pub use classify::Failure;
 pub use connect::{Connected, Connector, Refused};
 pub use error::AdapterError;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::budget::Slot;
 use crate::Generation;
 
 /// Per-generation counts are kept for this many of the newest generations (and for any
@@ -43,6 +44,11 @@ pub struct Counters {
     /// made it current: after the current one was refused, or as a pending trial (see
     /// [`CredentialSource::fetch_pending`](crate::CredentialSource::fetch_pending)).
     pub pending_connects: AtomicU64,
+    /// Connects that found no slot of the session budget within its wait and opened anyway
+    /// (expected 0; see [`budget`](super::budget)).
+    pub over_budget: AtomicU64,
+    /// Probes skipped because the session budget had no slot for them.
+    pub probes_deferred: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -74,6 +80,7 @@ impl Counters {
         LiveConnection {
             counters: Arc::clone(self),
             generation,
+            slot: Slot::default(),
         }
     }
 
@@ -123,6 +130,8 @@ impl Counters {
             canaries: load(&self.canaries),
             fallback_connects: load(&self.fallback_connects),
             pending_connects: load(&self.pending_connects),
+            over_budget: load(&self.over_budget),
+            probes_deferred: load(&self.probes_deferred),
         }
     }
 }
@@ -153,12 +162,20 @@ impl fmt::Debug for Counters {
 pub struct LiveConnection {
     counters: Arc<Counters>,
     generation: Generation,
+    /// The connection's place in the pool's session budget, given back with it.
+    slot: Slot,
 }
 
 impl LiveConnection {
     /// The generation the connection authenticated with.
     pub fn generation(&self) -> Generation {
         self.generation
+    }
+
+    /// The same, holding `slot` of the pool's session budget until it is dropped.
+    pub(crate) fn holding(mut self, slot: Slot) -> Self {
+        self.slot = slot;
+        self
     }
 }
 
@@ -172,6 +189,7 @@ impl fmt::Debug for LiveConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LiveConnection")
             .field("generation", &self.generation)
+            .field("slot", &self.slot)
             .finish()
     }
 }
@@ -214,6 +232,12 @@ pub struct AdapterStats {
     /// made it current, after the current one was refused or as a pending trial; the provider
     /// published it once one opened.
     pub pending_connects: u64,
+    /// Connects that opened beyond the pool's session budget after waiting for a slot
+    /// (expected 0: the pool and its probes stay within `max_size`).
+    pub over_budget: u64,
+    /// Probes that did not run because every slot of the budget was in use; the next canary
+    /// tries again.
+    pub probes_deferred: u64,
 }
 
 impl AdapterStats {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::health::Health;
+use crate::policy::{PolicyError, fmt_duration};
 use crate::snapshot::{CurrentGuard, Snapshot};
 use crate::{Credential, CredentialSource, Error, Generation, Policy, Validate};
 
@@ -210,6 +211,22 @@ impl RotatingCredentialsBuilder {
     /// validator) is rejected: there is no pool without a credential.
     pub async fn build(self) -> Result<RotatingCredentials, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime())?;
+        if let Some(lead) = self.source.replaces_before_expiry()
+            && self.policy.expiry_margin() > lead
+        {
+            return Err(Error::policy(PolicyError::new(
+                "expiry_margin",
+                format!(
+                    "expiry_margin ({}) is longer than the source's lead ({}): the provider \
+                     would retire each credential before the source replaces it and reconnect \
+                     the pools with a login about to end; lower expiry_margin to {} or less, or \
+                     raise the source's margin (a Vault dynamic role's lease_margin)",
+                    fmt_duration(self.policy.expiry_margin()),
+                    fmt_duration(lead),
+                    fmt_duration(lead),
+                ),
+            )));
+        }
         let counters = Counters::default();
         counters.fetches.fetch_add(1, Ordering::Relaxed);
         let credential = fetch_with_timeout(&*self.source, &self.policy).await?;

@@ -815,3 +815,58 @@ async fn the_refresher_fetches_just_after_the_store_s_announced_rotation() {
         "fetched just after the store's rotation, not an hour later"
     );
 }
+
+/// A source that replaces expiring credentials `lead` before their end (a Vault dynamic role).
+struct Leased {
+    lead: Duration,
+    store: MemorySource,
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for Leased {
+    async fn fetch(&self) -> Result<Credential, crate::SourceError> {
+        self.store.fetch().await
+    }
+    fn replaces_before_expiry(&self) -> Option<Duration> {
+        Some(self.lead)
+    }
+}
+
+#[tokio::test]
+async fn refuses_an_expiry_margin_longer_than_the_sources_lead() {
+    let leased = |lead| Leased {
+        lead,
+        store: MemorySource::new(Credential::new("app", SECRET)),
+    };
+    let margin = |m| {
+        Policy::builder()
+            .expiry_margin(m)
+            .build()
+            .expect("a valid policy on its own")
+    };
+    let err = RotatingCredentials::new(leased(secs(90)), margin(secs(120)))
+        .await
+        .expect_err("a margin longer than the lease's lead");
+    assert!(err.is_policy() && !err.is_source(), "{err:?}");
+    assert_eq!(err.policy_error().unwrap().setting(), "expiry_margin");
+    let text = err.to_string();
+    assert!(text.contains("2m") && text.contains("1m30s"), "{text}");
+    assert!(!format!("{text} {err:?}").contains(SECRET));
+    // Boxed and shared sources say the same.
+    let err = RotatingCredentials::builder_from_arc(Arc::new(leased(secs(1))))
+        .policy(margin(secs(2)))
+        .build()
+        .await
+        .expect_err("through Arc<dyn CredentialSource>");
+    assert!(err.is_policy(), "{err:?}");
+    // Equal is fine, and so is any margin for a source without a lead.
+    RotatingCredentials::new(leased(secs(90)), margin(secs(90)))
+        .await
+        .expect("a margin equal to the lead");
+    RotatingCredentials::new(
+        MemorySource::new(Credential::new("app", SECRET)),
+        margin(secs(3600)),
+    )
+    .await
+    .expect("no lead, no limit");
+}
