@@ -12,6 +12,11 @@
 //! [`LiveConnection`](super::LiveConnection)), and each probe holds one while it runs. The pool
 //! itself never opens more than `max_size`, so its connects wait only for a probe in flight
 //! (one connect, some milliseconds) or for a closed connection whose task is still ending.
+//! The budget counts sessions as the client sees them: a slot is given back when the
+//! connection's task ends, and the server ends the session a moment later (its backend has to
+//! notice the closed socket and exit). Holding slots back to cover that moment was tried: it
+//! kept a server-side sample within `max_size` more often, but delayed replacements enough to
+//! leave old sessions past the drain, so it was dropped.
 //! The budget never fails a connect: after [`SLOT_WAIT_MAX`] it opens without a slot and
 //! counts it in `AdapterStats::over_budget`. A probe that finds no slot within
 //! [`SLOT_WAIT_MAX`] does not run; the next canary tries again.
