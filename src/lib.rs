@@ -40,7 +40,7 @@
 //! | `aws` | no | [`aws`]: AWS Secrets Manager as a credential source (`SecretsManagerSource`) |
 //! | `rotate` | no | [`rotate`]: the Secrets Manager rotation protocol for PostgreSQL (`Rotator`), single user and alternating users |
 //! | `vault` | no | [`vault`]: HashiCorp Vault and OpenBao as a credential source (`VaultSource`): KV v2, database dynamic roles (leases), database static roles |
-//! | `file` | no | [`file`]: mounted secret files (Kubernetes secret volumes, Secrets Store CSI, Vault Agent), watched (`FileSource`), and environment variables (`EnvSource`) as credential sources |
+//! | `file` | no | [`file`](mod@file): mounted secret files (Kubernetes secret volumes, Secrets Store CSI, Vault Agent), watched (`FileSource`), and environment variables (`EnvSource`) as credential sources |
 //!
 //! # Guarantees
 //!

@@ -11,7 +11,7 @@ use crate::{Credential, Generation, Policy};
 
 /// One published credential with what the provider knows about it.
 ///
-/// Snapshots are immutable; [`RotatingCredentials::current`] returns the one in effect.
+/// Snapshots are immutable; [`RotatingCredentials::current`](crate::RotatingCredentials::current) returns the one in effect.
 #[derive(Debug)]
 pub struct Snapshot {
     credential: Credential,
@@ -121,7 +121,7 @@ impl Snapshot {
     }
 }
 
-/// A borrowed [`Snapshot`], from [`RotatingCredentials::load`].
+/// A borrowed [`Snapshot`], from [`RotatingCredentials::load`](crate::RotatingCredentials::load).
 pub struct CurrentGuard {
     pub(crate) guard: arc_swap::Guard<Arc<Snapshot>>,
 }

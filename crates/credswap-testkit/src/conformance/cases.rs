@@ -1,4 +1,4 @@
-//! The conformance cases: each is generic over an [`Adapter`](super::Adapter) and panics with a
+//! The conformance cases: each is generic over an [`Adapter`] and panics with a
 //! message that says what broke.
 //!
 //! Light cases share the machine ([`Route::postgres`]); the load scenarios run alone
@@ -728,7 +728,7 @@ fn load<A: Adapter>(
 /// A store that rotates single-user with its pending credential readable (Secrets Manager's
 /// `AWSPENDING`), seen by a pool that never has to connect (full and healthy): the pool tries
 /// the pending login now and then (a pending trial), moves to it within
-/// [`PENDING_PROVEN_WITHIN`] of the database having it, and drains the old sessions before the
+/// `PENDING_PROVEN_WITHIN` of the database having it, and drains the old sessions before the
 /// store finishes, idle and under load, without failing a request or passing its size.
 pub async fn a_full_pool_moves_to_the_pending_credential_before_the_store_finishes<
     A: Adapter,
