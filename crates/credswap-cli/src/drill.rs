@@ -42,6 +42,15 @@ impl Run {
         self.strategy_label
             .map_or_else(|| self.report.strategy.to_string(), str::to_owned)
     }
+
+    /// The p99 of requests that overlapped a rotation's drain; `None` when Vault rotated, as
+    /// the scenario engine did not see those rotations' instants (its own rotator was off).
+    pub fn p99_ms_rotating(&self) -> Option<f64> {
+        match self.source {
+            SourceName::VaultDynamic | SourceName::VaultStatic => None,
+            SourceName::Memory | SourceName::Aws => Some(self.report.p99_ms_rotating),
+        }
+    }
 }
 
 pub async fn main(args: DrillArgs) -> ExitCode {

@@ -276,7 +276,8 @@ pub fn table(
                 format!("{:.0}", p.throughput_rps),
                 format!("{:.2}", p.p50_ms),
                 format!("{:.2}", p.p99_ms),
-                format!("{:.2}", p.p99_ms_rotating),
+                r.p99_ms_rotating()
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}")),
                 p.peak_backends.to_string(),
                 p.stale_after_drain.to_string(),
                 format!("{:.0}", p.max_drain_ms),
@@ -374,7 +375,8 @@ struct JsonRun<'a> {
     throughput_rps: f64,
     p50_ms: f64,
     p99_ms: f64,
-    p99_ms_rotating: f64,
+    /// `null` when Vault rotated: the engine did not see the rotations' instants.
+    p99_ms_rotating: Option<f64>,
     peak_backends: usize,
     stale_after_drain: usize,
     max_drain_ms: f64,
@@ -406,7 +408,7 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                     throughput_rps: round2(p.throughput_rps),
                     p50_ms: round2(p.p50_ms),
                     p99_ms: round2(p.p99_ms),
-                    p99_ms_rotating: round2(p.p99_ms_rotating),
+                    p99_ms_rotating: r.p99_ms_rotating().map(round2),
                     peak_backends: p.peak_backends,
                     stale_after_drain: p.stale_after_drain,
                     max_drain_ms: round2(p.max_drain_ms),
