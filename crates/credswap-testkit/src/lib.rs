@@ -73,6 +73,7 @@ mod bao;
 mod binaries;
 mod cluster;
 pub mod conformance;
+mod daemon;
 mod error;
 pub mod harness;
 mod moto;

@@ -4,21 +4,21 @@
 //! Both speak plain HTTP/1.1 over Tokio TCP; the test kit has no AWS SDK dependency.
 
 use std::fmt;
-use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::{Error, cluster, process};
+use crate::Error;
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::process::Binary;
 
 /// Environment variable naming the `moto_server` executable; it overrides the `PATH` search.
 pub(crate) const MOTO_SERVER_ENV: &str = "CREDSWAP_MOTO_SERVER";
@@ -26,16 +26,23 @@ pub(crate) const MOTO_SERVER_ENV: &str = "CREDSWAP_MOTO_SERVER";
 const HOW_TO_GET_MOTO: &str = "install it with `pip install 'moto[server]'` (it puts `moto_server` \
      on PATH), or point CREDSWAP_MOTO_SERVER at the executable";
 
-/// Attempts to start, each on a fresh port (processes started in parallel can race for one).
-const START_ATTEMPTS: u32 = 3;
-/// How long one attempt waits for `GET /moto-api/` to answer 200.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often readiness is polled.
-const READY_POLL: Duration = Duration::from_millis(50);
-/// How long one HTTP exchange of the kit itself (readiness, reset) may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Lines of the log quoted in a startup error.
-const LOG_TAIL_LINES: usize = 25;
+/// `moto_server`: the binary, and how it is awaited (up to 10 s per attempt for
+/// `GET /moto-api/`; 5 s for one exchange of the kit itself, readiness or reset).
+static MOTO: DaemonSpec = DaemonSpec {
+    binary: Binary {
+        file: "moto_server",
+        label: "moto_server",
+        env: MOTO_SERVER_ENV,
+        how_to: HOW_TO_GET_MOTO,
+    },
+    name: "moto_server",
+    command: "moto_server",
+    dir_prefix: "credswap-moto-",
+    log_file: "moto_server.log",
+    health_path: "/moto-api/",
+    ready_timeout: Duration::from_secs(10),
+    http_timeout: Duration::from_secs(5),
+};
 /// The largest request or response head the proxy accepts.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -63,11 +70,7 @@ const MAX_HEAD: usize = 64 * 1024;
 /// # Ok(()) }
 /// ```
 pub struct TestMoto {
-    port: u16,
-    program: PathBuf,
-    log_path: PathBuf,
-    child: Option<Child>,
-    dir: Option<TempDir>,
+    server: Daemon,
 }
 
 impl TestMoto {
@@ -83,52 +86,24 @@ impl TestMoto {
     /// Starts `moto_server -H 127.0.0.1 -p <free port>` and waits (up to 10 s per attempt, three
     /// attempts on fresh ports) until `GET /moto-api/` answers 200.
     pub async fn start() -> Result<Self, Error> {
-        let program = discover()?;
-        let dir = tempfile::Builder::new()
-            .prefix("credswap-moto-")
-            .tempdir()
-            .map_err(|e| Error::startup_io("creating moto's temp dir", e))?;
-        let mut moto = TestMoto {
-            port: 0,
-            program,
-            log_path: dir.path().join("moto_server.log"),
-            child: None,
-            dir: Some(dir),
-        };
-        let mut attempt = 1;
-        loop {
-            moto.port = cluster::free_port()?;
-            match moto.spawn_and_wait().await {
-                Ok(()) => return Ok(moto),
-                Err(NotReady::Exited(status)) if attempt < START_ATTEMPTS => {
-                    tracing::debug!(port = moto.port, %status, attempt, "moto_server exited early; retrying on another port");
-                    attempt += 1;
-                }
-                Err(NotReady::Exited(status)) => {
-                    return Err(Error::startup(format!(
-                        "moto_server exited during startup ({status}) on {START_ATTEMPTS} \
-                         attempts; its output:\n{}",
-                        moto.log_tail()
-                    )));
-                }
-                Err(NotReady::Failed(e)) => return Err(e),
-            }
-        }
+        let mut server = Daemon::new(&MOTO)?;
+        server.start(configure).await?;
+        Ok(TestMoto { server })
     }
 
     /// `http://127.0.0.1:<port>`: the endpoint URL for an AWS SDK client.
     pub fn endpoint_url(&self) -> String {
-        format!("http://{}:{}", Self::HOST, self.port)
+        format!("http://{}:{}", Self::HOST, self.port())
     }
 
     /// The socket address moto listens on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        self.server.addr()
     }
 
     /// The port moto listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The region clients must use: `"us-east-1"`.
@@ -148,20 +123,21 @@ impl TestMoto {
 
     /// The process id of the running `moto_server`, `None` once it has been stopped.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.server.pid()
     }
 
     /// Forgets every mocked resource (`POST /moto-api/reset`).
     pub async fn reset(&self) -> Result<(), Error> {
-        let response = http_exchange(self.addr(), "POST", "/moto-api/reset")
+        let (status, _) = self
+            .server
+            .http("POST", "/moto-api/reset", &[], "")
             .await
             .map_err(|e| Error::startup_io("POST /moto-api/reset to moto_server", e))?;
-        if response.status == 200 {
+        if status == 200 {
             Ok(())
         } else {
             Err(Error::startup(format!(
-                "POST /moto-api/reset to moto_server answered HTTP {}",
-                response.status
+                "POST /moto-api/reset to moto_server answered HTTP {status}"
             )))
         }
     }
@@ -169,24 +145,13 @@ impl TestMoto {
     /// Kills the process (all state is lost); clients get "connection refused" until
     /// [`restart`](Self::restart). Never panics.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            process::kill_and_reap(child, "moto_server");
-        }
+        self.server.stop();
     }
 
     /// Starts a stopped moto again on the same port, empty (moto keeps nothing on disk).
     /// Stops it first if it is running.
     pub async fn restart(&mut self) -> Result<(), Error> {
-        self.stop();
-        match self.spawn_and_wait().await {
-            Ok(()) => Ok(()),
-            Err(NotReady::Exited(status)) => Err(Error::startup(format!(
-                "moto_server exited during restart on port {} ({status}); its output:\n{}",
-                self.port,
-                self.log_tail()
-            ))),
-            Err(NotReady::Failed(e)) => Err(e),
-        }
+        self.server.restart(configure).await
     }
 
     /// A [`FaultProxy`] in front of this server (see there).
@@ -197,84 +162,13 @@ impl TestMoto {
     /// The last lines of moto's output (it logs every request), for error messages and test
     /// failures.
     pub fn log_tail(&self) -> String {
-        match std::fs::read(&self.log_path) {
-            Ok(bytes) if !bytes.is_empty() => {
-                cluster::tail(&String::from_utf8_lossy(&bytes), LOG_TAIL_LINES)
-            }
-            _ => format!("(nothing in {} yet)", self.log_path.display()),
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        // `dir` is only taken in `drop`, which runs last.
-        self.dir
-            .as_ref()
-            .map_or(Path::new("/nonexistent"), TempDir::path)
-    }
-
-    fn spawn(&mut self) -> Result<(), Error> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(|e| Error::startup_io("opening moto_server's log file", e))?;
-        let stdout = log
-            .try_clone()
-            .map_err(|e| Error::startup_io("opening moto_server's log file", e))?;
-        let child = Command::new(&self.program)
-            .args(["-H", Self::HOST, "-p", &self.port.to_string()])
-            .current_dir(self.dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| Error::startup_io(format!("starting {}", self.program.display()), e))?;
-        tracing::debug!(pid = child.id(), port = self.port, "moto_server started");
-        self.child = Some(child);
-        Ok(())
-    }
-
-    async fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
-        self.spawn().map_err(NotReady::Failed)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.reap() {
-                return Err(NotReady::Exited(status));
-            }
-            let last = match http_exchange(self.addr(), "GET", "/moto-api/").await {
-                Ok(response) if response.status == 200 => return Ok(()),
-                Ok(response) => format!("HTTP {}", response.status),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                let message = format!(
-                    "moto_server on port {} did not answer GET /moto-api/ with 200 within {}s \
-                     (last: {last}); its output:\n{}",
-                    self.port,
-                    READY_TIMEOUT.as_secs(),
-                    self.log_tail()
-                );
-                self.stop();
-                return Err(NotReady::Failed(Error::startup(message)));
-            }
-            tokio::time::sleep(READY_POLL).await;
-        }
-    }
-
-    /// Whether the process has exited; reaps it if so.
-    fn reap(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(status)
+        self.server.log_tail()
     }
 }
 
-/// Why moto did not become ready.
-enum NotReady {
-    /// The process exited (for instance, it lost a race for its port).
-    Exited(ExitStatus),
-    /// Anything else; already a complete error.
-    Failed(Error),
+/// `moto_server`'s arguments: `127.0.0.1` and `port`.
+fn configure(command: &mut Command, port: u16, _dir: &Path) {
+    command.args(["-H", TestMoto::HOST, "-p", &port.to_string()]);
 }
 
 impl fmt::Debug for TestMoto {
@@ -282,73 +176,10 @@ impl fmt::Debug for TestMoto {
         f.debug_struct("TestMoto")
             .field("endpoint_url", &self.endpoint_url())
             .field("pid", &self.pid())
-            .field("program", &self.program)
-            .field("log_path", &self.log_path)
+            .field("program", &self.server.program())
+            .field("log_path", &self.server.log_path())
             .finish()
     }
-}
-
-impl Drop for TestMoto {
-    /// Kills `moto_server`, reaps it and removes its directory. Never panics.
-    fn drop(&mut self) {
-        self.stop();
-        if let Some(dir) = self.dir.take() {
-            let _ = dir.close();
-        }
-    }
-}
-
-/// Finds `moto_server`: `CREDSWAP_MOTO_SERVER`, else `PATH`.
-fn discover() -> Result<PathBuf, Error> {
-    if let Some(file) = std::env::var_os(MOTO_SERVER_ENV).filter(|v| !v.is_empty()) {
-        let file = PathBuf::from(file);
-        return if is_executable(&file) {
-            Ok(file)
-        } else {
-            Err(Error::missing_binaries(format!(
-                "moto_server not found at {MOTO_SERVER_ENV}={} (not an executable file); \
-                 {HOW_TO_GET_MOTO}",
-                file.display()
-            )))
-        };
-    }
-    find_on_path(std::env::var_os("PATH")).ok_or_else(not_found)
-}
-
-fn find_on_path(path: Option<std::ffi::OsString>) -> Option<PathBuf> {
-    path.iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("moto_server"))
-        .find(|file| is_executable(file))
-}
-
-fn not_found() -> Error {
-    Error::missing_binaries(format!("moto_server not found on PATH; {HOW_TO_GET_MOTO}"))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// One HTTP/1.1 exchange of the kit itself (no body, `Connection: close`).
-async fn http_exchange(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Response> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Response::parse(raw)
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
 }
 
 /// What the [`FaultProxy`] does with the next request.
@@ -873,7 +704,7 @@ async fn read_request(
 
 /// A whole upstream response.
 struct Response {
-    status: u16,
+    /// `VERSION status reason`, with a numeric status.
     status_line: String,
     headers: Vec<(String, String)>,
     /// The body bytes as received (still chunk-encoded when the upstream chunked them).
@@ -885,14 +716,16 @@ impl Response {
         let (lines, body_start) =
             split_head(&raw).ok_or_else(|| invalid("no complete response head"))?;
         let status_line = lines.first().cloned().unwrap_or_default();
-        let status = status_line
+        if status_line
             .split(' ')
             .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid("no status code"))?;
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(invalid("no status code"));
+        }
         let headers = parse_headers(&lines[1..])?;
         Ok(Self {
-            status,
             status_line,
             headers,
             body: raw[body_start..].to_vec(),
@@ -939,7 +772,7 @@ mod tests {
 
     #[test]
     fn missing_moto_message_says_how_to_get_it() {
-        let e = not_found();
+        let e = MOTO.binary.not_found();
         assert!(e.is_missing_binaries());
         let text = e.to_string();
         for needle in [
@@ -950,7 +783,7 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from {text:?}");
         }
-        assert_eq!(find_on_path(None), None);
+        assert_eq!(MOTO.binary.find_on_path(None), None);
     }
 
     #[test]
@@ -983,7 +816,7 @@ mod tests {
     fn responses_framed_by_close_get_a_length() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-A: b\r\n\r\nhello".to_vec();
         let response = Response::parse(raw).unwrap();
-        assert_eq!(response.status, 200);
+        assert_eq!(response.status_line, "HTTP/1.1 200 OK");
         let text = String::from_utf8(response.for_client(true)).unwrap();
         assert_eq!(
             text,

@@ -1,8 +1,10 @@
 //! TLS for tests: a throwaway certificate authority ([`TestCa`]), the certificates of a cluster
 //! started with [`TestPostgres::start_tls`] ([`ClusterTls`]), rustls client configs that trust
 //! them ([`client_config`]), what `pg_stat_ssl` says of the sessions
-//! ([`TestPostgres::session_encryption`]), and the rotation scenario run on such a cluster with
-//! every session's encryption watched from the server side ([`run_encrypted`]).
+//! ([`TestPostgres::session_encryption`]), the rotation scenario run on such a cluster with
+//! every session's encryption watched from the server side ([`run_encrypted`]) and what every
+//! adapter's run must show ([`assert_encrypted_run`]), and the checks of a handshake the client
+//! refuses ([`wrong_name_config`], [`assert_refused_at_once`]).
 //!
 //! ```no_run
 //! use credswap_testkit::TestPostgres;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use credswap_core::contract::AdapterStats;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -38,6 +41,13 @@ use crate::{Error, TestPostgres};
 
 /// The name the server certificate of a TLS cluster is issued for (besides `127.0.0.1`).
 pub const SERVER_NAME: &str = "localhost";
+
+/// A host name the server certificate is not for; [`wrong_name_config`] connects under it.
+pub const WRONG_NAME: &str = "db.wrong.invalid";
+
+/// How soon a connect the TLS handshake refuses must fail: at once, not after retries or a
+/// pool's timeout.
+const REFUSED_WITHIN: Duration = Duration::from_secs(3);
 
 /// A request that says whether the session it runs on is encrypted: `current_user` and
 /// `pg_stat_ssl.ssl` of the session's own backend.
@@ -372,4 +382,73 @@ pub async fn run_encrypted(
         unencrypted_seen,
         samples,
     })
+}
+
+/// Asserts what a rotation scenario over TLS must show for every adapter, after printing its
+/// summary (headed by `adapter`, with `stats`): no failed request, at least three rotations
+/// and as many generations, real traffic, nothing stale after the drain, at most the pool's
+/// `max_size` sessions both on the server's side (`peak_backends`, the probes included) and in
+/// the adapter's own count, every session encrypted and at least one seen, and no failed
+/// connect.
+///
+/// # Panics
+///
+/// When the run breaks any of that, with the summary in the message.
+pub fn assert_encrypted_run(adapter: &str, run: &EncryptedRun, stats: &AdapterStats) {
+    let summary = format!("{adapter} over TLS: {}\n{stats:?}", run.summary());
+    eprintln!("{summary}");
+    let report = &run.report;
+    assert_eq!(report.requests_failed, 0, "{summary}");
+    assert!(report.rotations >= 3, "{summary}");
+    assert!(report.requests_ok > 100, "{summary}");
+    assert_eq!(report.stale_after_drain, 0, "{summary}");
+    assert!(report.peak_backends <= report.pool_max_size, "{summary}");
+    assert!(stats.live() <= report.pool_max_size, "{summary}");
+    assert_eq!(run.unencrypted_seen, 0, "{summary}");
+    assert!(run.peak_encrypted >= 1, "{summary}");
+    assert!(stats.generation.get() >= 3, "{summary}");
+    assert_eq!(stats.connect_failures, 0, "{summary}");
+}
+
+/// The right address under the wrong name: a TLS cluster's address (`hostaddr`), port and
+/// database with [`WRONG_NAME`] as the host the certificate is checked against, `sslmode=require`
+/// and a 10 s connect timeout; no user and no password.
+///
+/// # Panics
+///
+/// When `pg` does not listen on an IP address.
+pub fn wrong_name_config(pg: &TestPostgres) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(WRONG_NAME)
+        .hostaddr(pg.server_host().parse().expect("an IP address"))
+        .port(pg.port())
+        .dbname(pg.database())
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect_timeout(Duration::from_secs(10));
+    config
+}
+
+/// Asserts that a connect the client's TLS check refused failed at once (within 3 s of its
+/// start, `took`) with an error whose chain names every one of `expected` and never `password`;
+/// prints the chain after `adapter` first. Returns the chain.
+///
+/// # Panics
+///
+/// When it took longer, or the chain lacks an expected text or holds the password.
+pub fn assert_refused_at_once(
+    adapter: &str,
+    err: &(dyn std::error::Error + 'static),
+    took: Duration,
+    expected: &[&str],
+    password: &str,
+) -> String {
+    let text = crate::harness::error_chain(err);
+    eprintln!("{adapter}: {text}");
+    assert!(took < REFUSED_WITHIN, "failed after {took:?}: {text}");
+    for needle in expected {
+        assert!(text.contains(needle), "{needle:?} missing from {text}");
+    }
+    assert!(!text.contains(password), "{text}");
+    text
 }
