@@ -16,6 +16,9 @@ use crate::daemon::{Daemon, DaemonSpec};
 use crate::process::Binary;
 use crate::{Error, FaultProxy, TestPostgres, random_password};
 
+/// How long [`TestBao::unseal`] waits for the dev server's "Unseal Key:" banner.
+const UNSEAL_KEY_WAIT: Duration = Duration::from_secs(10);
+
 /// Environment variable naming the `bao` executable; it overrides the `PATH` search.
 pub(crate) const BAO_ENV: &str = "CREDSWAP_BAO";
 
@@ -268,12 +271,21 @@ impl TestBao {
 
     /// Unseals a sealed server with the dev server's unseal key (from its output).
     pub async fn unseal(&self) -> Result<(), Error> {
-        let key = self.unseal_key().ok_or_else(|| {
-            Error::startup(format!(
-                "no \"Unseal Key:\" line in bao's output:\n{}",
-                self.log_tail()
-            ))
-        })?;
+        // `bao server -dev` prints its banner a moment after it starts answering: wait for it.
+        let deadline = std::time::Instant::now() + UNSEAL_KEY_WAIT;
+        let key = loop {
+            if let Some(key) = self.unseal_key() {
+                break key;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::startup(format!(
+                    "no \"Unseal Key:\" line in bao's output within {}s:\n{}",
+                    UNSEAL_KEY_WAIT.as_secs(),
+                    self.log_tail()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let answer = self
             .request("PUT", "sys/unseal", Some(&json!({ "key": key })))
             .await?;
