@@ -4,7 +4,8 @@
 //! the validator passed. Until then the connections of the last proven login keep serving (a
 //! mistyped secret must not take a working pool down), and the drain lets one of them go now
 //! and then, a *canary*, to make room for a connection that proves or refutes the new login:
-//! at once after the change, then after 250 ms, 500 ms, 1 s, 2 s, ... up to [`CANARY_MAX`].
+//! at once after the change, a quick retry 250 ms later, then after 1 s, 2 s, 4 s, ... up to
+//! [`CANARY_MAX`].
 //! After an idle canary the adapter opens one connection with the new login through its
 //! *probe*, outside the pool, within the pool's session budget (see [`budget`](super::budget)),
 //! and closes it again.
@@ -30,13 +31,15 @@ use tokio::time::Instant;
 use super::classify::Failure;
 use crate::{Generation, Snapshot};
 
-/// The first canary comes at once; then they come this far apart, doubling.
-///
-/// Short, because a first canary can miss: the drill's single-user runs showed, about once in
-/// ten, every old session held past a one-second drain until the second canary (the cause is
-/// not pinned down). At 250 ms the second comes well inside the drain. A login that stays
-/// refused costs one canary per doubling interval, as before.
-pub const CANARY_FIRST_INTERVAL: Duration = Duration::from_millis(250);
+/// The first canary comes at once, and a second this soon after it, in case the first missed:
+/// the drill's single-user runs showed, about once in ten, every old session held past a
+/// one-second drain until the second canary (the cause is not pinned down).
+pub const CANARY_QUICK_RETRY: Duration = Duration::from_millis(250);
+
+/// After the quick retry, canaries come this far apart, doubling up to [`CANARY_MAX`]: a login
+/// the database keeps refusing (a mistyped secret) costs one working connection per interval,
+/// so the schedule backs off fast.
+pub const CANARY_FIRST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The longest time between two canaries while the new login stays unproven.
 pub const CANARY_MAX: Duration = Duration::from_secs(30);
@@ -91,10 +94,15 @@ impl Proof {
     /// Whether a canary is due now for `login` (and takes it): the current login while it is
     /// unproven, or the store's pending one (`pending`), each on its own schedule.
     pub(crate) fn take_canary(&self, login: &Snapshot, pending: bool, now: Instant) -> bool {
-        let (first, max) = if pending {
-            (PENDING_TRIAL_FIRST_INTERVAL, PENDING_TRIAL_MAX)
+        // The gap after the first, the gap after the second (then doubling), the cap.
+        let (first, second, max) = if pending {
+            (
+                PENDING_TRIAL_FIRST_INTERVAL,
+                PENDING_TRIAL_FIRST_INTERVAL * 2,
+                PENDING_TRIAL_MAX,
+            )
         } else {
-            (CANARY_FIRST_INTERVAL, CANARY_MAX)
+            (CANARY_QUICK_RETRY, CANARY_FIRST_INTERVAL, CANARY_MAX)
         };
         let mut canary = lock(&self.canary);
         if canary.generation != Some(login.generation()) {
@@ -106,7 +114,12 @@ impl Proof {
             return false;
         }
         canary.next_at = Some(now + canary.interval);
-        canary.interval = (canary.interval * 2).min(max);
+        canary.interval = if canary.interval == first {
+            second
+        } else {
+            canary.interval * 2
+        }
+        .min(max);
         true
     }
 
@@ -130,5 +143,41 @@ impl Proof {
 
     pub(crate) fn done_probing(&self) {
         self.probing.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Credential, MemorySource, Policy, RotatingCredentials};
+
+    /// The instants (ms after the first call, polled every 10 ms for 8 s) at which a canary is
+    /// taken for one login.
+    fn schedule(proof: &Proof, login: &Snapshot, pending: bool) -> Vec<u128> {
+        let start = Instant::now();
+        (0..800)
+            .map(|i| start + Duration::from_millis(i * 10))
+            .filter(|&now| proof.take_canary(login, pending, now))
+            .map(|now| (now - start).as_millis())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn canaries_retry_quickly_once_then_back_off() {
+        let credentials = RotatingCredentials::new(
+            MemorySource::new(Credential::new("app", "pw")),
+            Policy::default(),
+        )
+        .await
+        .unwrap();
+        let login = credentials.current();
+        assert_eq!(
+            schedule(&Proof::default(), &login, false),
+            [0, 250, 1250, 3250, 7250]
+        );
+        assert_eq!(
+            schedule(&Proof::default(), &login, true),
+            [0, 250, 750, 1750, 3750, 5750, 7750]
+        );
     }
 }
