@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use credswap::aws::SecretsManagerSource;
 use credswap::aws::aws_sdk_secretsmanager::Client;
 use credswap::contract::AdapterStats;
@@ -35,18 +33,7 @@ impl Demo {
         let role = unique_name("web");
         let password = random_password();
         pg.create_login_role(&role, &password).await?;
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(moto.endpoint_url())
-            .region(Region::new(moto.region()))
-            .credentials_provider(Credentials::new(
-                moto.access_key_id(),
-                moto.secret_access_key(),
-                None,
-                None,
-                "example",
-            ))
-            .load()
-            .await;
+        let sdk = moto.sdk_config().await;
         let client = Client::new(&sdk);
         let secret_id = format!("demo/{role}");
         let value = serde_json::json!({

@@ -1,10 +1,9 @@
 //! AWS: the SDK configuration (from the environment, or for a local moto) and the RDS-style
 //! secret JSON the drill creates.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
+use aws_config::{BehaviorVersion, SdkConfig};
 use credswap_aws::aws_sdk_secretsmanager::Client;
-use credswap_testkit::{TestMoto, TestPostgres};
+use credswap_testkit::TestPostgres;
 use secrecy::{ExposeSecret, SecretString};
 
 /// The usual AWS chain (`aws_config::defaults(BehaviorVersion::latest())`: environment,
@@ -15,22 +14,6 @@ pub async fn from_env(endpoint_url: Option<&str>) -> SdkConfig {
         loader = loader.endpoint_url(url);
     }
     loader.load().await
-}
-
-/// A moto server's endpoint, region and dummy credentials.
-pub async fn for_moto(moto: &TestMoto) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .region(Region::new(moto.region()))
-        .credentials_provider(Credentials::new(
-            moto.access_key_id(),
-            moto.secret_access_key(),
-            None,
-            None,
-            "credswap-drill",
-        ))
-        .load()
-        .await
 }
 
 /// The JSON AWS's RDS/Aurora rotation templates use, for a login on `pg`'s server (never the

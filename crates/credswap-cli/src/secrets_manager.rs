@@ -36,7 +36,7 @@ impl World {
     /// Starts moto; `pause` is the single-user pause before finishSecret.
     pub async fn start(pause: Duration) -> Result<World, credswap_testkit::Error> {
         let moto = TestMoto::start().await?;
-        let config = aws::for_moto(&moto).await;
+        let config = moto.sdk_config().await;
         Ok(World {
             moto,
             config,

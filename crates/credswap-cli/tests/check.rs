@@ -6,8 +6,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use credswap_aws::aws_sdk_secretsmanager::Client;
 use credswap_testkit::{TestBao, TestMoto, TestPostgres, random_password, unique_name};
 use serde_json::{Value, json};
@@ -192,18 +190,7 @@ async fn file_and_env_sources_each_reason_has_its_exit_status() {
 async fn secrets_manager_source_on_moto() {
     let (pg, moto) = tokio::join!(TestPostgres::start(), TestMoto::start());
     let (pg, moto) = (pg.expect("PostgreSQL starts"), moto.expect("moto starts"));
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .region(Region::new(moto.region()))
-        .credentials_provider(Credentials::new(
-            moto.access_key_id(),
-            moto.secret_access_key(),
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
+    let config = moto.sdk_config().await;
     let client = Client::new(&config);
     let role = unique_name("check");
     let password = random_password();

@@ -2,8 +2,6 @@
 
 use std::process::{Command, Output};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use credswap_aws::aws_sdk_secretsmanager::Client;
 use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
 use serde_json::{Value, json};
@@ -18,18 +16,7 @@ struct World {
 async fn world() -> World {
     let (pg, moto) = tokio::join!(TestPostgres::start(), TestMoto::start());
     let (pg, moto) = (pg.expect("PostgreSQL starts"), moto.expect("moto starts"));
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .region(Region::new(moto.region()))
-        .credentials_provider(Credentials::new(
-            moto.access_key_id(),
-            moto.secret_access_key(),
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
+    let config = moto.sdk_config().await;
     let client = Client::new(&config);
     World { pg, moto, client }
 }

@@ -2,8 +2,6 @@
 //! CA made at test time) on a cluster that takes the role's logins only over TLS, with a real
 //! moto as the store.
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use aws_sdk_secretsmanager::Client;
 use credswap_rotate::{Connector, Outcome, Rotator, Step, Strategy};
 use credswap_testkit::harness::error_chain;
@@ -20,18 +18,7 @@ struct World {
 
 async fn world(pg: TestPostgres) -> World {
     let moto = TestMoto::start().await.expect("moto starts");
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .region(Region::new(moto.region()))
-        .credentials_provider(Credentials::new(
-            moto.access_key_id(),
-            moto.secret_access_key(),
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
+    let config = moto.sdk_config().await;
     World {
         pg,
         client: Client::new(&config),

@@ -121,6 +121,24 @@ impl TestMoto {
         Self::SECRET_ACCESS_KEY
     }
 
+    /// An AWS SDK config for this server: its endpoint, region and dummy credentials, so a
+    /// `aws_sdk_secretsmanager::Client::new(&config)` talks to moto and never to AWS.
+    #[cfg(feature = "aws")]
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint_url())
+            .region(aws_config::Region::new(self.region()))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                self.access_key_id(),
+                self.secret_access_key(),
+                None,
+                None,
+                "credswap-testkit",
+            ))
+            .load()
+            .await
+    }
+
     /// The process id of the running `moto_server`, `None` once it has been stopped.
     pub fn pid(&self) -> Option<u32> {
         self.server.pid()

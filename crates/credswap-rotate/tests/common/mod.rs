@@ -4,9 +4,6 @@
 
 use std::collections::HashMap;
 
-use aws_config::BehaviorVersion;
-use aws_config::Region;
-use aws_credential_types::Credentials;
 use aws_sdk_secretsmanager::Client;
 use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
 use serde_json::{Value, json};
@@ -23,18 +20,7 @@ pub async fn world() -> World {
     let (pg, moto) = tokio::join!(TestPostgres::start(), TestMoto::start());
     let pg = pg.expect("PostgreSQL starts");
     let moto = moto.expect("moto starts");
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .region(Region::new(moto.region()))
-        .credentials_provider(Credentials::new(
-            moto.access_key_id(),
-            moto.secret_access_key(),
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
+    let config = moto.sdk_config().await;
     let client = Client::new(&config);
     World { pg, moto, client }
 }
