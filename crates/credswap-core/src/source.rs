@@ -81,6 +81,17 @@ pub trait CredentialSource: Send + Sync + 'static {
     fn replaces_before_expiry(&self) -> Option<Duration> {
         None
     }
+    /// Tells the source that the database refused a login with `credential`, which this source
+    /// handed out, and that the provider is about to fetch again.
+    ///
+    /// A source that answers from a cache should not answer the next [`fetch`](Self::fetch)
+    /// with the refused credential without checking the store first: a Vault dynamic role's
+    /// lease may have been revoked from outside (`lease revoke -prefix`, a restore), and only a
+    /// new lease has a working user. Called once per burst of refusals (the provider coalesces
+    /// them), before the fetch it triggers; it must not block. The default does nothing.
+    fn login_refused(&self, credential: &Credential) {
+        let _ = credential;
+    }
 }
 
 #[async_trait]
@@ -100,6 +111,9 @@ impl<T: CredentialSource + ?Sized> CredentialSource for Arc<T> {
     fn replaces_before_expiry(&self) -> Option<Duration> {
         (**self).replaces_before_expiry()
     }
+    fn login_refused(&self, credential: &Credential) {
+        (**self).login_refused(credential)
+    }
 }
 
 #[async_trait]
@@ -118,6 +132,9 @@ impl<T: CredentialSource + ?Sized> CredentialSource for Box<T> {
 
     fn replaces_before_expiry(&self) -> Option<Duration> {
         (**self).replaces_before_expiry()
+    }
+    fn login_refused(&self, credential: &Credential) {
+        (**self).login_refused(credential)
     }
 }
 

@@ -448,6 +448,8 @@ impl RotatingCredentials {
             username = %current.credential().username(),
             "authentication failed with the current credential; refreshing"
         );
+        // A source answering from a cache (a Vault lease) checks the store this time.
+        self.shared.source.login_refused(current.credential());
         let fresh = self.refresh().await;
         if fresh
             .as_ref()
