@@ -60,7 +60,7 @@ where
         // pending trials.
         let wake = {
             let current = shared.credentials().load();
-            if shared.credentials().pending().is_some() {
+            if shared.is_trying_pending() {
                 Some(Instant::now() + PENDING_POLL)
             } else {
                 current

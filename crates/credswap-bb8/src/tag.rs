@@ -167,6 +167,12 @@ impl Shared {
         self.rotation.credentials()
     }
 
+    /// Whether the pools are trying the store's pending credential now (see
+    /// [`Rotation::is_trying_pending`]).
+    pub(crate) fn is_trying_pending(&self) -> bool {
+        self.rotation.is_trying_pending()
+    }
+
     fn counters(&self) -> &Counters {
         self.rotation.counters()
     }

@@ -175,6 +175,7 @@ impl Generation {
         self.0
     }
 
+    #[cfg(test)]
     pub(crate) fn next(self) -> Self {
         Generation(self.0 + 1)
     }

@@ -12,7 +12,8 @@ use crate::{Error, Generation};
 /// the credential ends within the expiry margin and no replacement has arrived;
 /// [`is_degraded`](Self::is_degraded) means refreshes are failing and the last good credential
 /// is being served; [`is_refused`](Self::is_refused) means the database refuses the credential
-/// being served.
+/// being served; [`is_rotation_stuck`](Self::is_rotation_stuck) means the store began a
+/// rotation that did not finish.
 #[derive(Debug, Clone)]
 pub struct Health {
     pub(crate) generation: Generation,
@@ -26,6 +27,9 @@ pub struct Health {
     pub(crate) last_error: Option<Error>,
     /// For how long, and how many times, the database has refused the current credential.
     pub(crate) refused: Option<(Duration, u64)>,
+    /// How long the store has held a pending credential the provider knows of.
+    pub(crate) rotation_pending_for: Option<Duration>,
+    pub(crate) pending_trial_window: Duration,
 }
 
 impl Health {
@@ -71,6 +75,22 @@ impl Health {
         self.refused.is_some()
     }
 
+    /// How long the store has been rotating: the age of the pending credential it holds
+    /// (Secrets Manager's `AWSPENDING` version) that the provider has read, if any.
+    pub fn rotation_pending_for(&self) -> Option<Duration> {
+        self.rotation_pending_for
+    }
+
+    /// The store's rotation is stuck: its pending credential is older than the policy's
+    /// `pending_trial_window` and the store has not finished (a rotation that died after
+    /// createSecret or whose setSecret failed). The pools no longer try the pending login;
+    /// the credential being served keeps working, but it will not be rotated until someone
+    /// finishes or cancels the rotation.
+    pub fn is_rotation_stuck(&self) -> bool {
+        self.rotation_pending_for
+            .is_some_and(|age| age >= self.pending_trial_window)
+    }
+
     /// The rotation schedule the age is judged against: the store's when it said
     /// ([`Credential::with_rotation_interval`](crate::Credential::with_rotation_interval)),
     /// otherwise the policy's `rotation_interval`.
@@ -106,7 +126,11 @@ impl Health {
 
     /// None of the above.
     pub fn is_healthy(&self) -> bool {
-        !self.is_overdue() && !self.is_expiring() && !self.is_degraded() && !self.is_refused()
+        !self.is_overdue()
+            && !self.is_expiring()
+            && !self.is_degraded()
+            && !self.is_refused()
+            && !self.is_rotation_stuck()
     }
 
     /// Logs what needs attention through `tracing`, never the secret.
@@ -117,6 +141,16 @@ impl Health {
             age = %fmt_duration(self.age),
             rotation_interval = %fmt_duration(self.rotation_interval),
             "credential is older than its rotation interval; is the store's rotation running?"
+        );
+    }
+
+    pub(crate) fn warn_stuck(&self) {
+        tracing::warn!(
+            generation = self.generation.get(),
+            username = %self.username,
+            pending_for = %fmt_duration(self.rotation_pending_for.unwrap_or_default()),
+            "the store's rotation is stuck: its pending credential is not accepted by the \
+             database and the store has not finished; serving the current credential"
         );
     }
 

@@ -27,7 +27,8 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// | `fetch_timeout` | 30 s | a fetch that takes longer fails (an unreachable store must not hang the refresher) |
 /// | `validation_timeout` | 10 s | a validator that takes longer rejects the credential (a stalled database must not hold the refresh) |
 /// | `connect_deadline` | 30 s | how long an adapter's connect keeps retrying refused logins and transient errors, where the pool has no timeout of its own |
-/// | `auth_refresh_interval` | 200 ms | at most one store fetch per this interval is caused by authentication failures |
+/// | `auth_refresh_interval` | 200 ms | at most one store fetch per this interval is caused by authentication failures (the gap doubles while one burst of refusals goes on, up to 5 s, and a store answering `unavailable` gets a jittered backoff) |
+/// | `pending_trial_window` | 30 s | how long the pools try a store's pending credential on their own; an older pending version is a stuck rotation, left alone and reported by `health()` |
 ///
 /// With no overlap declared (single-user rotation, where `ALTER ROLE ... PASSWORD` kills the old
 /// password at once) adapters rely on the auth-failure path: a connect refused with SQLSTATE
@@ -66,6 +67,7 @@ pub struct Policy {
     validation_timeout: Duration,
     connect_deadline: Duration,
     auth_refresh_interval: Duration,
+    pending_trial_window: Duration,
 }
 
 impl Default for Policy {
@@ -82,6 +84,7 @@ impl Default for Policy {
             validation_timeout: Duration::from_secs(10),
             connect_deadline: Duration::from_secs(30),
             auth_refresh_interval: Duration::from_millis(200),
+            pending_trial_window: Duration::from_secs(30),
         }
     }
 }
@@ -148,6 +151,12 @@ impl Policy {
     /// The shortest time between two store fetches caused by authentication failures.
     pub fn auth_refresh_interval(&self) -> Duration {
         self.auth_refresh_interval
+    }
+
+    /// How long the pools try a store's pending credential on their own (pending trials) before
+    /// taking it for a stuck rotation.
+    pub fn pending_trial_window(&self) -> Duration {
+        self.pending_trial_window
     }
 
     /// The delay before retry number `failures` (1 for the first retry): doubling from
@@ -232,6 +241,18 @@ impl PolicyBuilder {
         self
     }
 
+    /// Sets how long the pools try a store's pending credential on their own (pending trials,
+    /// at once and then doubling from 250 ms). A rotation whose pending version is older than
+    /// this is taken for stuck (it died after createSecret, or its setSecret failed): its
+    /// login is no longer tried, so a fleet does not keep sending the database a login it
+    /// refuses, and [`health`](crate::RotatingCredentials::health) reports it
+    /// ([`Health::is_rotation_stuck`](crate::Health::is_rotation_stuck)). A refused login with
+    /// the current credential still tries the pending one.
+    pub fn pending_trial_window(mut self, window: Duration) -> Self {
+        self.policy.pending_trial_window = window;
+        self
+    }
+
     /// Checks the rules and returns the policy, or the first rule broken.
     pub fn build(self) -> Result<Policy, PolicyError> {
         let p = self.policy;
@@ -243,6 +264,7 @@ impl PolicyBuilder {
         nonzero_at_most("validation_timeout", p.validation_timeout, HOUR)?;
         nonzero_at_most("connect_deadline", p.connect_deadline, HOUR)?;
         nonzero_at_most("auth_refresh_interval", p.auth_refresh_interval, MINUTE)?;
+        nonzero_at_most("pending_trial_window", p.pending_trial_window, DAY)?;
         if p.expiry_margin > DAY {
             return Err(PolicyError::new(
                 "expiry_margin",

@@ -69,7 +69,7 @@ pub(crate) async fn watch(
             }
             tags.prune();
         }
-        let wait = drain::next_sweep(&current, counters.live_stale(current.generation()) > 0);
+        let wait = drain::next_sweep(&current, counters.live_stale(&current) > 0);
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {

@@ -278,9 +278,10 @@ impl Connector {
                 Failure::Auth => {
                     Counters::bump(&counters.auth_failures);
                     refused_before = true;
-                    // Shared with every other refused connect; rate-limited by the provider.
-                    let fresh = credentials.report_auth_failure(generation).await;
-                    if fresh.is_ok_and(|fresh| fresh.generation() != generation) {
+                    // Shared with every other refused connect; rate-limited by the provider, and
+                    // never waited for past the deadline (a slow or black-holed store).
+                    let fresh = report_refusal(credentials, generation, until).await;
+                    if fresh.is_some_and(|fresh| fresh.generation() != generation) {
                         tracing::debug!(
                             refused = generation.get(),
                             "login refused; retrying with the newer credential"
@@ -341,12 +342,36 @@ impl Connector {
                     _ = changes.changed() => {}
                     () = tokio::time::sleep(wait) => {
                         // Ask the store again before retrying the refused login.
-                        let _ = credentials.report_auth_failure(generation).await;
+                        let _ = report_refusal(credentials, generation, until).await;
                     }
                 }
             } else {
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+/// Reports a refused login of `generation` to the provider and waits for the snapshot to retry
+/// with, but not past `until`: the report's store fetch (and its pending fetch) runs in a task
+/// of its own, so a connect that gives up at its deadline does not cancel a fetch that other
+/// connects share; they find its result when it ends.
+async fn report_refusal(
+    credentials: &crate::RotatingCredentials,
+    generation: Generation,
+    until: Instant,
+) -> Option<Arc<Snapshot>> {
+    let credentials = credentials.clone();
+    let report = tokio::spawn(async move { credentials.report_auth_failure(generation).await });
+    match tokio::time::timeout_at(until, report).await {
+        Ok(Ok(Ok(snapshot))) => Some(snapshot),
+        Ok(Ok(Err(_)) | Err(_)) => None,
+        Err(_) => {
+            tracing::debug!(
+                generation = generation.get(),
+                "the store did not answer before the connect's deadline"
+            );
+            None
         }
     }
 }

@@ -84,10 +84,17 @@ impl Rotation {
             let owned = self.credentials.current();
             return (owned.generation() == current.generation()).then_some(owned);
         }
-        let pending = self.credentials.pending()?;
+        let pending = self.credentials.pending_on_trial()?;
         self.proof
             .take_canary(&pending, true, now)
             .then_some(pending)
+    }
+
+    /// Whether the pools are trying the store's pending credential now (pending trials, see
+    /// [`proof`](super::proof)): a drain that wakes only on changes wakes now and then while
+    /// this holds. False for a stuck rotation, whose pending login is no longer tried.
+    pub fn is_trying_pending(&self) -> bool {
+        self.credentials.pending_on_trial().is_some()
     }
 
     /// Whether `login` still needs a canary's proof: it is the current login and unproven, or
@@ -98,7 +105,7 @@ impl Rotation {
             return !current.is_proven();
         }
         self.credentials
-            .pending()
+            .pending_on_trial()
             .is_some_and(|pending| pending.generation() == login.generation())
     }
 
@@ -235,7 +242,7 @@ impl Rotation {
 
     /// The adapter's counters.
     pub fn stats(&self) -> AdapterStats {
-        self.counters.snapshot(self.credentials.generation())
+        self.counters.snapshot(&self.credentials.load())
     }
 
     /// The provider the pool follows.

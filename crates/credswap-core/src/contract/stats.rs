@@ -6,7 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::budget::Slot;
-use crate::Generation;
+use crate::{Generation, Snapshot};
+
+/// Whether the staleness rule retires connections that logged in with `generation`, judged
+/// against `current` at the generation level (see
+/// [`ConnectionTag::is_stale`](super::ConnectionTag::is_stale)): an older login than the
+/// current one, once a newer login has been proven.
+pub fn is_stale_generation(generation: Generation, current: &Snapshot) -> bool {
+    !current.is_same_login(generation) && generation < current.proven_generation()
+}
 
 /// Per-generation counts are kept for this many of the newest generations (and for any
 /// older generation that still has live connections), so the maps stay small however many
@@ -97,21 +105,37 @@ impl Counters {
         lock(&self.per_generation).values().map(|c| c.live).sum()
     }
 
-    /// Live connections of generations other than `current`.
-    pub fn live_stale(&self, current: Generation) -> usize {
+    /// Live connections that the staleness rule retires against `current`: those of an older
+    /// login once a newer one is proven (see [`is_stale_generation`]). Connections the rule
+    /// keeps on purpose (the last proven login while a new one is unproven, an earlier
+    /// generation with the same login, a pending trial's) are not stale.
+    pub fn live_stale(&self, current: &Snapshot) -> usize {
         lock(&self.per_generation)
             .iter()
-            .filter(|(g, _)| **g != current)
+            .filter(|(g, _)| is_stale_generation(**g, current))
             .map(|(_, c)| c.live)
             .sum()
     }
 
-    /// A snapshot of the counters, with the provider's `generation`.
-    pub fn snapshot(&self, generation: Generation) -> AdapterStats {
+    /// A snapshot of the counters against the provider's `current` snapshot.
+    pub fn snapshot(&self, current: &Snapshot) -> AdapterStats {
+        self.collect(current.generation(), |g| is_stale_generation(g, current))
+    }
+
+    fn collect(
+        &self,
+        generation: Generation,
+        is_stale: impl Fn(Generation) -> bool,
+    ) -> AdapterStats {
         let map = lock(&self.per_generation);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         AdapterStats {
             generation,
+            stale_live: map
+                .iter()
+                .filter(|(g, _)| is_stale(**g))
+                .map(|(_, c)| c.live)
+                .sum(),
             opened: load(&self.opened),
             opened_per_generation: map.iter().map(|(g, c)| (*g, c.opened)).collect(),
             live_per_generation: map
@@ -154,7 +178,7 @@ fn trim(map: &mut BTreeMap<Generation, PerGeneration>) {
 
 impl fmt::Debug for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.snapshot(Generation::new(0)), f)
+        fmt::Debug::fmt(&self.collect(Generation::new(0), |_| false), f)
     }
 }
 
@@ -238,16 +262,20 @@ pub struct AdapterStats {
     /// Probes that did not run because every slot of the budget was in use; the next canary
     /// tries again.
     pub probes_deferred: u64,
+    /// Live connections the staleness rule retires (see [`live_stale`](Self::live_stale)).
+    stale_live: usize,
 }
 
 impl AdapterStats {
-    /// Live connections of a generation other than the current one.
+    /// Live connections the staleness rule retires: of an older login than the current one,
+    /// once a newer login has been proven. What `credswap_pool_stale_connections` reports
+    /// and what a drain still has to close; connections the rule keeps on purpose (the last
+    /// proven login while a new one is unproven, an earlier generation with the current login
+    /// after the store flipped back, a pending trial's) do not count. (A connection whose own
+    /// lease has ended is retired too, at its retirement point; it is counted here only once
+    /// a newer login is proven.)
     pub fn live_stale(&self) -> usize {
-        self.live_per_generation
-            .iter()
-            .filter(|(g, _)| **g != self.generation)
-            .map(|(_, n)| n)
-            .sum()
+        self.stale_live
     }
 
     /// Live connections over all generations.
@@ -269,7 +297,16 @@ mod tests {
             guards.push(counters.opened(Generation::new(g)));
             guards.pop();
         }
-        let stats = counters.snapshot(Generation::new(40));
+        // Generation 40, proven: every older login is stale.
+        let proven = Arc::new(AtomicU64::new(40));
+        let current = Snapshot::new(
+            crate::Credential::new("app", "pw"),
+            Generation::new(40),
+            tokio::time::Instant::now(),
+            &crate::Policy::default(),
+            &proven,
+        );
+        let stats = counters.snapshot(&current);
         assert_eq!(stats.opened, 40);
         assert_eq!(stats.live_per_generation.len(), 1, "{stats:?}");
         assert_eq!(stats.live_stale(), 1);
@@ -284,7 +321,14 @@ mod tests {
         );
         drop(kept);
         counters.opened(Generation::new(41));
-        let stats = counters.snapshot(Generation::new(41));
+        let next = Snapshot::new(
+            crate::Credential::new("app", "pw2"),
+            Generation::new(41),
+            tokio::time::Instant::now(),
+            &crate::Policy::default(),
+            &proven,
+        );
+        let stats = counters.snapshot(&next);
         assert_eq!(stats.live(), 0);
         assert!(
             !stats

@@ -39,6 +39,12 @@ pub struct Stats {
     pub pending_published: u64,
     /// Logins the adapters reported the database refused with the current credential.
     pub refusals: u64,
+    /// Calls to the source: fetches of the current credential and of the pending one. What a
+    /// fleet of providers costs the store (and its request quota).
+    pub store_calls: u64,
+    /// Fetches caused by refused logins that were coalesced into one already made (the same
+    /// burst of refusals, or a store answering `unavailable` being given time).
+    pub auth_fetches_coalesced: u64,
 }
 
 /// Why the provider asks the source for its pending credential.
@@ -68,18 +74,28 @@ struct Counters {
     pending_fetched: AtomicU64,
     pending_published: AtomicU64,
     refusals: AtomicU64,
+    pending_fetches: AtomicU64,
+    auth_coalesced: AtomicU64,
 }
 
 struct Status {
     consecutive_failures: u32,
     /// When the last fetch caused by an authentication failure started.
     last_auth_fetch: Option<Instant>,
+    /// The earliest the next fetch caused by an authentication failure may start: the burst's
+    /// gap doubles while refusals of the same generation go on (see `auth_gap`), and a store
+    /// that answered `unavailable` is given a jittered backoff.
+    next_auth_fetch: Option<Instant>,
+    /// Fetches made in the current burst of refusals (reset by a new generation or a login
+    /// the database accepts).
+    auth_burst: u32,
     /// The database refuses this generation (adapters report it), since when, how often.
     refused: Option<Refusal>,
     warned_refused: Option<Generation>,
     last_error: Option<Error>,
     warned_overdue: Option<Generation>,
     warned_expiring: Option<Generation>,
+    warned_stuck: Option<Generation>,
 }
 
 struct Shared {
@@ -95,8 +111,16 @@ struct Shared {
     /// a refused login; published once the database accepts it.
     pending: ArcSwapOption<Snapshot>,
     /// The credential a published pending one replaced, while the store still says it: the
-    /// store has not finished its rotation yet, and its current value is not a change.
+    /// store has not finished its rotation yet, and its current value is not a change. Cleared
+    /// once the store no longer rotates (it finished, or the rotation was abandoned or
+    /// reverted) and when the database refuses the published pending credential: the store's
+    /// working value always wins back.
     superseded: ArcSwapOption<Credential>,
+    /// The highest generation number handed out, to a published or to a pending credential.
+    /// Numbers are never reused, so a generation names one login for the provider's life: a
+    /// pending credential that the store replaces by another gets a new number, and a probe of
+    /// the old one can never publish the new one.
+    issued: AtomicU64,
     generation_tx: watch::Sender<Generation>,
     /// Single flight: the holder fetches; the result is kept for whoever waited meanwhile.
     flight: tokio::sync::Mutex<Option<Result<Arc<Snapshot>, Error>>>,
@@ -261,6 +285,7 @@ impl RotatingCredentialsBuilder {
             last_proven,
             pending: ArcSwapOption::empty(),
             superseded: ArcSwapOption::empty(),
+            issued: AtomicU64::new(Generation::FIRST.get()),
             generation_tx,
             flight: tokio::sync::Mutex::new(None),
             completed: AtomicU64::new(0),
@@ -269,11 +294,14 @@ impl RotatingCredentialsBuilder {
             status: Mutex::new(Status {
                 consecutive_failures: 0,
                 last_auth_fetch: None,
+                next_auth_fetch: None,
+                auth_burst: 0,
                 refused: None,
                 warned_refused: None,
                 last_error: None,
                 warned_overdue: None,
                 warned_expiring: None,
+                warned_stuck: None,
             }),
             refresher: Mutex::new(None),
         });
@@ -308,6 +336,40 @@ async fn validate_bounded(
             .into(),
         )),
     }
+}
+
+/// The longest gap between two store fetches caused by refusals of one generation.
+pub const AUTH_REFRESH_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The gap after the `burst`-th store fetch of one burst of refusals: `auth_refresh_interval`,
+/// doubling with each fetch that did not end the refusals, up to [`AUTH_REFRESH_MAX`] (never
+/// below the policy's interval). A pool whose store keeps the refused credential (a mistyped
+/// secret) asks it a few times a second at first, then every few seconds; a store that is
+/// fixed is still seen within that cap.
+fn auth_gap(policy: &Policy, burst: u32) -> std::time::Duration {
+    let exp = burst.saturating_sub(1).min(16);
+    policy
+        .auth_refresh_interval()
+        .saturating_mul(1u32 << exp)
+        .min(AUTH_REFRESH_MAX.max(policy.auth_refresh_interval()))
+}
+
+/// "Full jitter": a random delay in `[0, cap]`, so that the pools of a fleet that all met the
+/// same throttling store do not come back in step.
+fn full_jitter(cap: std::time::Duration) -> std::time::Duration {
+    cap.mul_f64(rand::random::<f64>())
+}
+
+/// How long the store has held `pending`: since the store created it when it said
+/// (Secrets Manager's version `CreatedDate`), else since this provider first read it.
+fn pending_age(pending: &Snapshot) -> std::time::Duration {
+    let seen = Instant::now().saturating_duration_since(pending.effective_since());
+    let issued = pending
+        .credential()
+        .issued_at()
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .unwrap_or_default();
+    seen.max(issued)
 }
 
 async fn fetch_with_timeout(
@@ -423,21 +485,34 @@ impl RotatingCredentials {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(current);
         }
+        if self.shared.superseded.load().is_some() {
+            // The database refuses the store's pending credential that the pools adopted: the
+            // rotation was reverted (the database has the store's current value again). The
+            // store's value wins back, even though it equals the credential it replaced.
+            self.shared.superseded.store(None);
+            tracing::info!(
+                generation = generation.get(),
+                "the database refuses the adopted pending credential; the store's current value wins back"
+            );
+        }
         {
             let mut status = lock(&self.shared.status);
             let now = Instant::now();
-            if status
-                .last_auth_fetch
-                .is_some_and(|at| now < at + self.shared.policy.auth_refresh_interval())
-            {
+            if status.next_auth_fetch.is_some_and(|at| now < at) {
                 drop(status);
                 self.shared
                     .counters
                     .auth_dedup
                     .fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .auth_coalesced
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(current);
             }
             status.last_auth_fetch = Some(now);
+            status.auth_burst = status.auth_burst.saturating_add(1);
+            status.next_auth_fetch = Some(now + auth_gap(&self.shared.policy, status.auth_burst));
         }
         self.shared
             .counters
@@ -451,13 +526,25 @@ impl RotatingCredentials {
         // A source answering from a cache (a Vault lease) checks the store this time.
         self.shared.source.login_refused(current.credential());
         let fresh = self.refresh().await;
-        if fresh
-            .as_ref()
-            .is_ok_and(|fresh| fresh.generation() == generation)
-        {
-            // The store still says the refused credential: it may be mid-rotation, with the
-            // database already on its pending one.
-            self.shared.fetch_pending(generation).await;
+        match &fresh {
+            Ok(fresh) if fresh.generation() == generation => {
+                // The store still says the refused credential: it may be mid-rotation, with
+                // the database already on its pending one.
+                self.shared.fetch_pending(generation).await;
+            }
+            Ok(_) => {}
+            Err(e) if e.is_timeout() || e.source_error().is_some_and(|e| e.is_unavailable()) => {
+                // A throttling or unreachable store: give it time, with full jitter, so that
+                // neither this pool nor a fleet of them hammers it in step.
+                let failures = lock(&self.shared.status).consecutive_failures;
+                let backoff = full_jitter(self.shared.policy.backoff(failures));
+                let mut status = lock(&self.shared.status);
+                let at = Instant::now() + backoff;
+                if status.next_auth_fetch.is_none_or(|next| next < at) {
+                    status.next_auth_fetch = Some(at);
+                }
+            }
+            Err(_) => {}
         }
         fresh
     }
@@ -469,7 +556,18 @@ impl RotatingCredentials {
     /// [`report_accepted`](Self::report_accepted) publishes it without waiting for the store.
     pub fn pending(&self) -> Option<Arc<Snapshot>> {
         let pending = self.shared.pending.load_full()?;
-        (pending.generation() == self.generation().next()).then_some(pending)
+        (pending.generation() > self.generation()).then_some(pending)
+    }
+
+    /// The store's pending credential while the pools still try it on their own (pending
+    /// trials): until it has been pending for the policy's `pending_trial_window`. A pending
+    /// version older than that is a stuck rotation (it died after createSecret, or its
+    /// setSecret failed): trying it again would only send the database a login it refuses,
+    /// so it is left alone until it changes, and [`health`](Self::health) reports it. A
+    /// refused login with the current credential still tries it.
+    pub(crate) fn pending_on_trial(&self) -> Option<Arc<Snapshot>> {
+        let pending = self.pending()?;
+        (pending_age(&pending) < self.shared.policy.pending_trial_window()).then_some(pending)
     }
 
     /// Records that the database refused a login with `generation` (an adapter calls this; it
@@ -512,7 +610,7 @@ impl RotatingCredentials {
     /// Records that the database accepted a login with `generation`: clears a refusal of that
     /// generation from [`health`](Self::health).
     pub fn report_accepted(&self, generation: Generation) {
-        if generation == self.generation().next()
+        if generation > self.generation()
             && self
                 .shared
                 .pending
@@ -536,6 +634,11 @@ impl RotatingCredentials {
             );
         }
         let mut status = lock(&self.shared.status);
+        if self.load().is_same_login(generation) {
+            // The burst of refusals is over: the next one fetches at once.
+            status.auth_burst = 0;
+            status.next_auth_fetch = None;
+        }
         if status.refused.is_some_and(|r| r.generation == generation) {
             status.refused = None;
             drop(status);
@@ -593,6 +696,9 @@ impl RotatingCredentials {
             pending_fetched: c.pending_fetched.load(Ordering::Relaxed),
             pending_published: c.pending_published.load(Ordering::Relaxed),
             refusals: c.refusals.load(Ordering::Relaxed),
+            store_calls: c.fetches.load(Ordering::Relaxed)
+                + c.pending_fetches.load(Ordering::Relaxed),
+            auth_fetches_coalesced: c.auth_coalesced.load(Ordering::Relaxed),
         }
     }
 
@@ -606,6 +712,11 @@ impl RotatingCredentials {
 }
 
 impl Shared {
+    /// The next generation number: never one handed out before.
+    fn allocate(&self) -> Generation {
+        Generation::new(self.issued.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
     /// Asks the source for its pending credential after a refused login with `refused` (the
     /// current generation), under the single flight; keeps it as the next generation.
     async fn fetch_pending(&self, refused: Generation) {
@@ -621,6 +732,9 @@ impl Shared {
         if snapshot.generation() != current {
             return;
         }
+        self.counters
+            .pending_fetches
+            .fetch_add(1, Ordering::Relaxed);
         let fetched =
             tokio::time::timeout(self.policy.fetch_timeout(), self.source.fetch_pending()).await;
         let credential = match fetched {
@@ -638,9 +752,12 @@ impl Shared {
                 return;
             }
         };
-        if self.pending.load().as_ref().is_some_and(|p| {
-            p.generation() == current.next() && p.credential().same_login(&credential)
-        }) {
+        if self
+            .pending
+            .load()
+            .as_ref()
+            .is_some_and(|p| p.generation() > current && p.credential().same_login(&credential))
+        {
             return;
         }
         self.counters
@@ -660,9 +777,11 @@ impl Shared {
                 "the store is rotating; the pools try its pending credential until the database accepts it"
             ),
         }
+        // A new login gets a new number, also when it replaces another pending one (a rotation
+        // retried with a new token): a probe of the old one still in flight cannot publish it.
         let pending = Snapshot::new(
             credential,
-            current.next(),
+            self.allocate(),
             Instant::now(),
             &self.policy,
             &self.proven,
@@ -679,7 +798,7 @@ impl Shared {
             return;
         };
         let current = self.current.load_full();
-        if pending.generation() != generation || current.generation().next() != generation {
+        if pending.generation() != generation || current.generation() >= generation {
             return;
         }
         let _publish = tracing::debug_span!(
@@ -754,6 +873,11 @@ impl Shared {
     async fn fetch_validated(&self) -> Result<Arc<Snapshot>, Error> {
         let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
         let current = self.current.load_full();
+        if !self.source.rotation_pending() && self.superseded.load().is_some() {
+            // The store no longer rotates: it finished, or the rotation was abandoned or
+            // reverted. Its current value is what the database has now.
+            self.superseded.store(None);
+        }
         if let Some(superseded) = self.superseded.load_full() {
             if superseded.same_login(&credential) {
                 // The store has not made its pending credential current yet (the rotation's
@@ -795,15 +919,18 @@ impl Shared {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
-        let mut generation = current.generation().next();
-        // A pending credential took the next generation number; connections may carry it. The
-        // store publishing another login skips it, so no two logins share a generation.
-        if let Some(pending) = self.pending.load().as_ref()
-            && pending.generation() == generation
-            && !pending.credential().same_login(&credential)
-        {
-            generation = generation.next();
-        }
+        // The store finished the rotation whose pending credential the provider holds: the
+        // same login keeps its number (connections opened by pending trials carry it).
+        // Anything else is a new login and gets a new number.
+        let generation = match self.pending.load().as_ref() {
+            Some(pending)
+                if pending.generation() > current.generation()
+                    && pending.credential().same_login(&credential) =>
+            {
+                pending.generation()
+            }
+            _ => self.allocate(),
+        };
         // A flip back to the last credential the database accepted (A→B→A) is the same login
         // as that generation: its connections stay current, and it needs no proof.
         let equivalent = self
@@ -875,11 +1002,23 @@ impl Shared {
                 .refused
                 .filter(|r| r.generation == current.generation())
                 .map(|r| (now.saturating_duration_since(r.since), r.count)),
+            rotation_pending_for: self
+                .pending
+                .load()
+                .as_ref()
+                .filter(|p| p.generation() > current.generation())
+                .map(|p| pending_age(p)),
+            pending_trial_window: self.policy.pending_trial_window(),
         };
         if warn {
             if health.is_overdue() && status.warned_overdue != Some(current.generation()) {
                 status.warned_overdue = Some(current.generation());
                 health.warn_overdue();
+            }
+            let stuck = self.pending.load().as_ref().map(|p| p.generation());
+            if health.is_rotation_stuck() && status.warned_stuck != stuck {
+                status.warned_stuck = stuck;
+                health.warn_stuck();
             }
             if health.is_expiring() && status.warned_expiring != Some(current.generation()) {
                 status.warned_expiring = Some(current.generation());

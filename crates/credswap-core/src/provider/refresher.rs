@@ -36,7 +36,7 @@ impl Shared {
         if let Some(at) = self.current.load().credential().next_rotation_at()
             && let Ok(until) = at.duration_since(SystemTime::now())
         {
-            delay = delay.min(until + AFTER_ROTATION);
+            delay = delay.min(until + AFTER_ROTATION + spread(AFTER_ROTATION_SPREAD));
         }
         delay
     }
@@ -45,6 +45,15 @@ impl Shared {
 /// How long after the store's announced rotation time the refresher fetches: the store's clock
 /// and its own schedule are not exact (Vault reports the time left in whole seconds).
 const AFTER_ROTATION: Duration = Duration::from_secs(1);
+
+/// The wake-up after a store's announced rotation time is spread over this much more, per
+/// provider, so a fleet of instances does not call the store in the same second.
+const AFTER_ROTATION_SPREAD: Duration = Duration::from_secs(2);
+
+/// A random duration in `[0, max)`.
+fn spread(max: Duration) -> Duration {
+    max.mul_f64(rand::random::<f64>())
+}
 
 /// Shortens `base` by a random fraction in `[0, jitter)`; never lengthens it, so the refresh
 /// interval stays below the overlap window.

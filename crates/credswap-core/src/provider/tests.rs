@@ -808,7 +808,8 @@ async fn the_refresher_fetches_just_after_the_store_s_announced_rotation() {
         Generation::FIRST,
         "not before the rotation"
     );
-    tokio::time::sleep(secs(3)).await;
+    // 1 s after the announced time, spread over 2 s more per provider.
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert_eq!(
         creds.generation(),
         Generation::FIRST.next(),
@@ -869,4 +870,211 @@ async fn refuses_an_expiry_margin_longer_than_the_sources_lead() {
     )
     .await
     .expect("no lead, no limit");
+}
+
+// ---------------------------------------------------------------------------------------------
+// When a rotation goes wrong
+// ---------------------------------------------------------------------------------------------
+
+fn login(password: &str) -> Credential {
+    Credential::new("app", password)
+}
+
+fn is(snapshot: &Snapshot, password: &str) -> bool {
+    snapshot.credential().same_login(&login(password))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_credential_replaced_mid_probe_is_never_published_unproven() {
+    let store = MemorySource::new(login("old"));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    store.set_pending(Some(login("first-try")));
+    creds.refresh().await.unwrap();
+    let probed = creds.pending().expect("the first pending credential");
+    // The rotation is retried with a new token while a probe of the first value is in flight:
+    // AWSPENDING moves to another login.
+    store.set_pending(Some(login("second-try")));
+    creds.refresh().await.unwrap();
+    let moved = creds.pending().expect("the second pending credential");
+    assert!(is(&moved, "second-try"));
+    assert_ne!(
+        moved.generation(),
+        probed.generation(),
+        "a new pending login gets a new generation number"
+    );
+    // The probe of the first value succeeds: it proves that value, not the second one.
+    creds.report_accepted(probed.generation());
+    assert!(
+        is(&creds.current(), "old"),
+        "the second pending login was published though the database never accepted it"
+    );
+    assert_eq!(creds.stats().pending_published, 0);
+    // The second one, accepted, is published.
+    creds.report_accepted(moved.generation());
+    assert!(is(&creds.current(), "second-try"));
+    assert!(creds.current().is_proven());
+    // Generation numbers only grow, and the store finishing is not a new generation.
+    store.set(login("second-try"));
+    store.set_pending(None);
+    creds.refresh().await.unwrap();
+    assert_eq!(creds.generation(), moved.generation());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reverted_rotation_gives_the_store_s_value_back() {
+    let store = MemorySource::new(login("A"));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    creds.report_accepted(Generation::FIRST);
+    // createSecret + setSecret; the pools adopt the pending credential.
+    store.set_pending(Some(login("B")));
+    creds.refresh().await.unwrap();
+    let b = creds.pending().unwrap();
+    creds.report_accepted(b.generation());
+    assert!(is(&creds.current(), "B"));
+    // Mid-rotation the store's lagging current value is not a change back.
+    creds.refresh().await.unwrap();
+    assert!(is(&creds.current(), "B"));
+
+    // The operator reverts: the database has A again and AWSPENDING is gone.
+    store.set_pending(None);
+    creds.refresh().await.unwrap();
+    let back = creds.current();
+    assert!(
+        is(&back, "A"),
+        "the store's working value must win back once it no longer rotates"
+    );
+    assert!(back.generation() > b.generation());
+    // B's sessions keep serving until A is proven (prove before drain), then go.
+    assert!(!back.is_proven());
+    creds.report_accepted(back.generation());
+    assert!(creds.current().is_proven());
+    assert!(!creds.health().is_refused());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reverted_database_with_the_pending_version_left_behind_is_followed_after_a_refusal() {
+    let store = MemorySource::new(login("A"));
+    let creds = RotatingCredentials::new(store.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    creds.report_accepted(Generation::FIRST);
+    store.set_pending(Some(login("B")));
+    creds.refresh().await.unwrap();
+    let b = creds.pending().unwrap();
+    creds.report_accepted(b.generation());
+    // Only the database is reverted; the store still stages B as pending.
+    let fresh = creds.report_auth_failure(b.generation()).await.unwrap();
+    assert!(
+        is(&fresh, "A"),
+        "a refusal of the adopted pending login lets the store's current value win back"
+    );
+    creds.report_accepted(fresh.generation());
+    assert!(creds.current().is_proven() && is(&creds.current(), "A"));
+    // Several rotations failing in a row: each new pending login gets its own number and is
+    // never published without an acceptance.
+    let mut last = creds.generation();
+    for attempt in 0..3 {
+        store.set_pending(Some(login(&format!("retry-{attempt}"))));
+        creds.refresh().await.unwrap();
+        let pending = creds.pending().expect("pending");
+        assert!(pending.generation() > last);
+        last = pending.generation();
+        assert!(is(&creds.current(), "A"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_pending_version_stops_being_tried_and_health_says_so() {
+    let store = MemorySource::new(login("A"));
+    let policy = Policy::builder()
+        .refresh_interval(secs(10))
+        .jitter(0.0)
+        .pending_trial_window(secs(30))
+        .build()
+        .unwrap();
+    let creds = RotatingCredentials::new(store.clone(), policy)
+        .await
+        .unwrap();
+    creds.report_accepted(Generation::FIRST);
+    store.set_pending(Some(login("never-set")));
+    creds.refresh().await.unwrap();
+    assert!(creds.pending_on_trial().is_some());
+    assert!(!creds.health().is_rotation_stuck());
+    assert!(creds.health().rotation_pending_for().is_some());
+    tokio::time::sleep(secs(31)).await;
+    assert!(creds.pending().is_some(), "still known after refusals");
+    assert!(
+        creds.pending_on_trial().is_none(),
+        "a pending version older than the window is not tried any more"
+    );
+    let health = creds.health();
+    assert!(
+        health.is_rotation_stuck() && !health.is_healthy(),
+        "{health:?}"
+    );
+    // The store changes it (a new rotation): tried again.
+    store.set_pending(Some(login("next-rotation")));
+    creds.refresh().await.unwrap();
+    assert!(creds.pending_on_trial().is_some());
+    assert!(!creds.health().is_rotation_stuck());
+    // The store's own age for a version counts too (Secrets Manager's CreatedDate).
+    store.set_pending(Some(
+        login("created-long-ago").with_issued_at(SystemTime::now() - secs(3600)),
+    ));
+    creds.refresh().await.unwrap();
+    assert!(creds.pending().is_some() && creds.pending_on_trial().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusal_fetches_back_off_within_a_burst_and_on_an_unavailable_store() {
+    let store = MemorySource::new(login("wrong"));
+    let creds = RotatingCredentials::builder(store.clone())
+        .policy(policy(secs(600)))
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    // A refused login reported every 20 ms for 20 s (a pool stuck on a mistyped secret).
+    let start = store.fetch_count();
+    for _ in 0..1000 {
+        let _ = creds.report_auth_failure(Generation::FIRST).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fetches = store.fetch_count() - start;
+    // 200 ms doubling to 5 s: about 8 fetches in 20 s, not 100 (one per 200 ms).
+    assert!((5..=12).contains(&fetches), "{fetches} fetches in 20 s");
+    let stats = creds.stats();
+    assert!(stats.auth_fetches_coalesced > 900, "{stats:?}");
+    assert!(stats.store_calls >= fetches, "{stats:?}");
+
+    // The store is fixed: seen within the cap.
+    store.set(login("right"));
+    let fixed_at = Instant::now();
+    loop {
+        let fresh = creds.report_auth_failure(Generation::FIRST).await.unwrap();
+        if fresh.generation() != Generation::FIRST {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fixed_at.elapsed() <= AUTH_REFRESH_MAX + Duration::from_millis(100));
+
+    // A throttling store: refusal fetches wait a jittered backoff after each failure.
+    creds.report_accepted(creds.generation());
+    let g = creds.generation();
+    store.fail_with(SourceError::unavailable("ThrottlingException"));
+    let start = store.fetch_count();
+    for _ in 0..500 {
+        let _ = creds.report_auth_failure(g).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let throttled = store.fetch_count() - start;
+    assert!(
+        throttled <= 12,
+        "{throttled} fetches in 10 s from a throttling store"
+    );
 }

@@ -218,7 +218,7 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
         // Prove before drain: until the database accepts the current login, the connections of
         // the last accepted one stay, and a probe tries the current one on the canary schedule.
         // While the store is rotating, the probe tries its pending login the same way.
-        let trying = !current.is_proven() || credentials.pending().is_some();
+        let trying = !current.is_proven() || shared.rotation.is_trying_pending();
         if trying && let Some(login) = shared.rotation.take_canary(&current) {
             shared.request_canary(login);
             canary_asked = Some(now);

@@ -1221,7 +1221,7 @@ pub async fn dropping_the_pool_stops_every_task<A: Adapter, R: Route>() {
     wait_for(
         "every connection is counted gone (its task ended)",
         Duration::from_secs(2),
-        || counters.snapshot(Generation::FIRST).live() == 0,
+        || counters.live_total() == 0,
     )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
