@@ -219,6 +219,24 @@ impl Auth {
         }
     }
 
+    /// When [`ensure`](Self::ensure) would next renew the token (half its TTL before its end)
+    /// or, for AppRole, log in again: `None` when there is nothing to do (no session yet, a
+    /// token without a TTL, a token that can no longer be renewed or has ended: it cannot be
+    /// replaced).
+    pub(crate) fn renewal_due(
+        &self,
+        session: Option<&Session>,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
+        let session = session?;
+        let end = session.expires_at?;
+        let renewable = session.renewable && !session.capped && end > now;
+        if !(self.is_approle() || renewable) {
+            return None;
+        }
+        Some(end.checked_sub(session.granted / 2).unwrap_or(end))
+    }
+
     /// A first session: AppRole logs in; a token is looked up for its TTL.
     async fn begin(
         &self,

@@ -14,6 +14,9 @@ use crate::source::{Kind, VaultSource};
 /// `expiry_margin` (one minute) and a refresh of slack.
 pub const DEFAULT_LEASE_MARGIN: Duration = Duration::from_secs(90);
 
+/// The default [`refused_lease_grace`](VaultSourceBuilder::refused_lease_grace).
+pub const DEFAULT_REFUSED_LEASE_GRACE: Duration = Duration::from_secs(10);
+
 /// The default timeout of one request to Vault.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,6 +35,7 @@ pub struct VaultSourceBuilder {
     timeout: Duration,
     http: Option<reqwest::Client>,
     lease_margin: Duration,
+    refused_lease_grace: Duration,
     revoke_on_drop: bool,
 }
 
@@ -45,6 +49,7 @@ impl VaultSourceBuilder {
             timeout: DEFAULT_TIMEOUT,
             http: None,
             lease_margin: DEFAULT_LEASE_MARGIN,
+            refused_lease_grace: DEFAULT_REFUSED_LEASE_GRACE,
             revoke_on_drop: false,
         }
     }
@@ -153,6 +158,25 @@ impl VaultSourceBuilder {
         self
     }
 
+    /// Dynamic roles: how long the database may keep refusing the lease's user, while Vault
+    /// says the lease is alive, before the source issues a new user anyway (default 10 s).
+    ///
+    /// After a refused login of the lease's user
+    /// ([`CredentialSource::login_refused`](credswap_core::CredentialSource::login_refused)),
+    /// the next fetch looks the lease up (`sys/leases/lookup`) instead of serving it from the
+    /// source's cache. A lease Vault no longer has (revoked from outside, expired, a restore of
+    /// Vault) is replaced at once. A lease Vault still has is served again: the refusal may
+    /// have another cause that a new user would not cure (a replica or a pooler that has not
+    /// seen the new user yet, a `pg_hba.conf` rule), and a new user per refusal would churn
+    /// roles. Only when refusals go on for this long (each within this long of the last) is
+    /// the user taken to be gone from the database (restored from a backup older than it)
+    /// and replaced. `Duration::ZERO` replaces the lease on every refused login, without
+    /// waiting.
+    pub fn refused_lease_grace(mut self, grace: Duration) -> Self {
+        self.refused_lease_grace = grace;
+        self
+    }
+
     /// Dynamic roles: revoke the leases still running when the source is dropped (with the last
     /// provider handle), on the current Tokio runtime. Off by default: the leases end at their
     /// TTL. [`VaultSource::revoke_leases`] does it awaited.
@@ -216,6 +240,7 @@ impl VaultSourceBuilder {
             self.kind,
             auth,
             self.lease_margin,
+            self.refused_lease_grace,
             self.revoke_on_drop,
         ))
     }
@@ -230,6 +255,7 @@ impl fmt::Debug for VaultSourceBuilder {
             .field("namespace", &self.namespace)
             .field("timeout", &self.timeout)
             .field("lease_margin", &self.lease_margin)
+            .field("refused_lease_grace", &self.refused_lease_grace)
             .field("revoke_on_drop", &self.revoke_on_drop)
             .finish_non_exhaustive()
     }

@@ -100,10 +100,13 @@ mod auth;
 mod builder;
 mod client;
 mod error;
+mod renewer;
 mod source;
 
 pub use auth::Auth;
-pub use builder::{DEFAULT_LEASE_MARGIN, DEFAULT_TIMEOUT, VaultSourceBuilder};
+pub use builder::{
+    DEFAULT_LEASE_MARGIN, DEFAULT_REFUSED_LEASE_GRACE, DEFAULT_TIMEOUT, VaultSourceBuilder,
+};
 pub use error::BuildError;
 pub use source::{LeaseInfo, Stats, VaultSource};
 

@@ -1,9 +1,9 @@
 //! [`VaultSource`]: KV v2, database dynamic credentials (leases) and database static roles.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use credswap_core::{Credential, CredentialSource, SourceError};
@@ -15,6 +15,7 @@ use crate::auth::{Auth, Session, TokenEvents};
 use crate::builder::VaultSourceBuilder;
 use crate::client::{CallError, Client, encode_path};
 use crate::error::classify;
+use crate::renewer;
 
 /// How many calls a [`VaultSource`] has made, and what they did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,8 +33,19 @@ pub struct Stats {
     pub leases_revoked: u64,
     /// AppRole logins.
     pub logins: u64,
-    /// Token renewals (`auth/token/renew-self`).
+    /// Token renewals (`auth/token/renew-self`), in a fetch or by the background renewer.
     pub token_renewals: u64,
+    /// Refused logins of the lease in use that the provider reported
+    /// ([`CredentialSource::login_refused`]); each makes the next fetch check the lease.
+    pub login_refusals: u64,
+    /// Lease lookups (`sys/leases/lookup`) after a refused login.
+    pub lease_lookups: u64,
+    /// Leases found revoked or expired behind the source's back (by a lookup or a renewal):
+    /// each was replaced by a new user at once.
+    pub leases_lost: u64,
+    /// Leases Vault still called alive whose user the database kept refusing for the
+    /// [`refused_lease_grace`](crate::VaultSourceBuilder::refused_lease_grace): replaced too.
+    pub refused_leases_replaced: u64,
 }
 
 /// The lease of the dynamic credential in use, without its password.
@@ -110,14 +122,28 @@ impl Kind {
 /// `Debug` prints the address, the path, the auth method, the current lease (id, user, end) and
 /// the [`Stats`], never a password, a token or a secret id.
 pub struct VaultSource {
+    inner: Arc<Inner>,
+    /// Whether the token renewer was spawned (by the first fetch, on its Tokio runtime).
+    renewer: AtomicBool,
+}
+
+/// The source's state; the token renewer holds only a `Weak` to it.
+pub(crate) struct Inner {
     client: Client,
     kind: Kind,
     auth: Auth,
     lease_margin: Duration,
+    refused_lease_grace: Duration,
     revoke_on_drop: bool,
     state: tokio::sync::Mutex<State>,
     /// The lease in use, readable without the async lock.
     lease_info: Mutex<Option<LeaseInfo>>,
+    /// The id of a lease whose user the database refused ([`CredentialSource::login_refused`]):
+    /// the next fetch checks it before serving it.
+    suspect: Mutex<Option<String>>,
+    /// When the token is next due for renewal (or AppRole for a new login); the renewer
+    /// watches it, and ends when this sender is dropped with the source.
+    token_due: tokio::sync::watch::Sender<Option<SystemTime>>,
     counters: Counters,
 }
 
@@ -130,6 +156,10 @@ struct Counters {
     leases_revoked: AtomicU64,
     logins: AtomicU64,
     token_renewals: AtomicU64,
+    login_refusals: AtomicU64,
+    lease_lookups: AtomicU64,
+    leases_lost: AtomicU64,
+    refused_leases_replaced: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -161,6 +191,9 @@ struct Lease {
     token_epoch: u64,
     /// That token's end, once another token replaced it (it can no longer be renewed by us).
     token_end: Option<SystemTime>,
+    /// Refused logins while Vault called the lease alive (or could not say): the first and the
+    /// last, for [`refused_lease_grace`](crate::VaultSourceBuilder::refused_lease_grace).
+    refused: Option<(Instant, Instant)>,
 }
 
 impl Lease {
@@ -222,33 +255,41 @@ impl VaultSource {
         kind: Kind,
         auth: Auth,
         lease_margin: Duration,
+        refused_lease_grace: Duration,
         revoke_on_drop: bool,
     ) -> Self {
+        let (token_due, _) = tokio::sync::watch::channel(None);
         Self {
-            client,
-            kind,
-            auth,
-            lease_margin,
-            revoke_on_drop,
-            state: tokio::sync::Mutex::new(State::default()),
-            lease_info: Mutex::new(None),
-            counters: Counters::default(),
+            inner: Arc::new(Inner {
+                client,
+                kind,
+                auth,
+                lease_margin,
+                refused_lease_grace,
+                revoke_on_drop,
+                state: tokio::sync::Mutex::new(State::default()),
+                lease_info: Mutex::new(None),
+                suspect: Mutex::new(None),
+                token_due,
+                counters: Counters::default(),
+            }),
+            renewer: AtomicBool::new(false),
         }
     }
 
     /// The server's address, as given.
     pub fn address(&self) -> &str {
-        self.client.address()
+        self.inner.client.address()
     }
 
     /// The API path read (`secret/data/app/db`, `database/creds/app`, ...).
     pub fn path(&self) -> String {
-        self.kind.path()
+        self.inner.kind.path()
     }
 
     /// How many calls the source has made.
     pub fn stats(&self) -> Stats {
-        let c = &self.counters;
+        let c = &self.inner.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
             reads: load(&c.reads),
@@ -258,13 +299,17 @@ impl VaultSource {
             leases_revoked: load(&c.leases_revoked),
             logins: load(&c.logins),
             token_renewals: load(&c.token_renewals),
+            login_refusals: load(&c.login_refusals),
+            lease_lookups: load(&c.lease_lookups),
+            leases_lost: load(&c.leases_lost),
+            refused_leases_replaced: load(&c.refused_leases_replaced),
         }
     }
 
     /// The lease of the dynamic credential in use; `None` before the first fetch and for KV and
     /// static roles.
     pub fn lease(&self) -> Option<LeaseInfo> {
-        self.lease_info().clone()
+        self.inner.lease_info().clone()
     }
 
     /// Revokes every lease this source issued that has not ended yet (`sys/leases/revoke`):
@@ -272,6 +317,30 @@ impl VaultSource {
     /// concern. Call it when the application shuts down, after closing its pools. Returns how
     /// many were revoked; the next fetch issues a new credential.
     pub async fn revoke_leases(&self) -> Result<usize, SourceError> {
+        self.inner.revoke_leases().await
+    }
+
+    /// Spawns the token renewer on the current Tokio runtime, once (see the `renewer` module).
+    /// Outside a Tokio runtime there is none, and the token is renewed inside fetches only.
+    fn start_renewer(&self) {
+        if self.renewer.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.renewer.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        runtime.spawn(renewer::run(
+            Arc::downgrade(&self.inner),
+            self.inner.token_due.subscribe(),
+        ));
+    }
+}
+
+impl Inner {
+    async fn revoke_leases(&self) -> Result<usize, SourceError> {
         let mut state = self.state.lock().await;
         let now = SystemTime::now();
         let leases: Vec<String> = std::mem::take(&mut state.outstanding)
@@ -326,7 +395,26 @@ impl VaultSource {
         }
         bump(&self.counters.logins, events.logins);
         bump(&self.counters.token_renewals, events.renewals);
+        let due = self
+            .auth
+            .renewal_due(state.session.as_ref(), SystemTime::now());
+        self.token_due.send_if_modified(|current| {
+            let changed = *current != due;
+            *current = due;
+            changed
+        });
         result
+    }
+
+    /// The renewer's turn: renews the token (or logs in again) if it is due, as a fetch would.
+    /// Returns whether the next renewal is now in the future (false: it failed, try again later).
+    pub(crate) async fn renew_token(&self) -> bool {
+        let mut state = self.state.lock().await;
+        if let Err(e) = self.token(&mut state).await {
+            tracing::warn!(error = %e, "the background renewal of the Vault token failed");
+        }
+        let due = *self.token_due.borrow();
+        due.is_none_or(|at| at > SystemTime::now())
     }
 
     /// One read of the secret's path.
@@ -450,6 +538,9 @@ impl VaultSource {
         state: &mut State,
         token: &SecretString,
     ) -> Result<Credential, SourceError> {
+        if let Some(id) = self.take_suspect() {
+            self.check_refused(state, token, &id).await?;
+        }
         let now = SystemTime::now();
         if let Some(lease) = state.lease.as_mut() {
             let margin = self.lease_margin.min(lease.duration / 2);
@@ -462,23 +553,21 @@ impl VaultSource {
                 match renew(&self.client, token, &lease.id, lease.duration).await {
                     Ok(renewal) => {
                         bump(&self.counters.lease_renewals, 1);
-                        // Vault says so in a warning; the TTL it answers may be a second short of
-                        // the increment without any cap (it truncates).
-                        lease.capped = renewal.capped;
-                        lease.renewable = renewal.renewable;
-                        lease.expires_at = now + renewal.granted;
-                        let end = lease.end(state.session.as_ref());
-                        for (id, until) in &mut state.outstanding {
-                            if *id == lease.id {
-                                *until = end;
-                            }
-                        }
-                        tracing::debug!(lease_id = %lease.id, granted_s = renewal.granted.as_secs(), capped = lease.capped, "renewed the lease");
+                        renewed(
+                            lease,
+                            state.session.as_ref(),
+                            &mut state.outstanding,
+                            &renewal,
+                            now,
+                        );
                     }
                     Err(RenewError::Gone(e)) => {
                         // Revoked or expired behind our back: its user is gone; issue another.
                         bump(&self.counters.lease_renewal_failures, 1);
+                        bump(&self.counters.leases_lost, 1);
                         tracing::warn!(lease_id = %lease.id, error = %e, "the lease is gone; issuing a new credential");
+                        let id = lease.id.clone();
+                        state.outstanding.retain(|(i, _)| *i != id);
                         state.lease = None;
                     }
                     Err(RenewError::Failed(e)) => {
@@ -509,6 +598,125 @@ impl VaultSource {
         *self.lease_info() = Some(issued.info(state.session.as_ref()));
         state.lease = Some(issued);
         Ok(credential)
+    }
+
+    /// [`CredentialSource::login_refused`]: marks the lease in use suspect when the refused
+    /// credential is its user. Never waits: two short `std` locks.
+    fn login_refused(&self, credential: &Credential) {
+        // KV v2 and static roles read Vault on every fetch: there is no cache to distrust.
+        if !matches!(self.kind, Kind::Dynamic { .. }) {
+            return;
+        }
+        let Some(id) = self
+            .lease_info()
+            .as_ref()
+            .filter(|l| {
+                credential.version() == Some(l.lease_id.as_str())
+                    && credential.username() == l.username
+            })
+            .map(|l| l.lease_id.clone())
+        else {
+            // An older lease's user: the source has moved on already.
+            return;
+        };
+        bump(&self.counters.login_refusals, 1);
+        tracing::info!(lease_id = %id, username = %credential.username(), "the database refused the lease's user; the next fetch checks the lease");
+        *self.suspect() = Some(id);
+    }
+
+    fn suspect(&self) -> MutexGuard<'_, Option<String>> {
+        self.suspect.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_suspect(&self) -> Option<String> {
+        self.suspect().take()
+    }
+
+    /// After a refused login of lease `id`: serves it again only if Vault says it is alive (and
+    /// the refusals have not lasted the grace), else forgets it so that a new user is issued.
+    /// Vault unavailable: the error, and the lease stays suspect for the next fetch.
+    async fn check_refused(
+        &self,
+        state: &mut State,
+        token: &SecretString,
+        id: &str,
+    ) -> Result<(), SourceError> {
+        let Some(lease) = state.lease.as_mut().filter(|l| l.id == id) else {
+            return Ok(());
+        };
+        let now = SystemTime::now();
+        bump(&self.counters.lease_lookups, 1);
+        let alive = match lookup(&self.client, token, id).await {
+            Lookup::Alive { ttl } => {
+                // Vault's word on its end beats our estimate (someone else may renew it).
+                lease.expires_at = now + ttl;
+                let end = lease.end(state.session.as_ref());
+                set_end(&mut state.outstanding, id, end);
+                Ok(true)
+            }
+            Lookup::Gone(e) => Err(e),
+            Lookup::Failed(e) if e.is_unavailable() => {
+                self.suspect().get_or_insert_with(|| id.to_owned());
+                return Err(e);
+            }
+            Lookup::Failed(e) => {
+                // The token may not look leases up (`sys/leases/lookup` is in Vault's default
+                // policy; a token without it may still renew): a renewal says as much.
+                tracing::debug!(lease_id = %id, error = %e, "cannot look the lease up; renewing it instead");
+                match renew(&self.client, token, id, lease.duration).await {
+                    Ok(renewal) => {
+                        bump(&self.counters.lease_renewals, 1);
+                        renewed(
+                            lease,
+                            state.session.as_ref(),
+                            &mut state.outstanding,
+                            &renewal,
+                            now,
+                        );
+                        Ok(true)
+                    }
+                    Err(RenewError::Gone(e)) => Err(e),
+                    Err(RenewError::Failed(e)) if e.is_unavailable() => {
+                        bump(&self.counters.lease_renewal_failures, 1);
+                        self.suspect().get_or_insert_with(|| id.to_owned());
+                        return Err(e);
+                    }
+                    Err(RenewError::Failed(e)) => {
+                        bump(&self.counters.lease_renewal_failures, 1);
+                        tracing::warn!(lease_id = %id, error = %e, "cannot tell whether the lease is alive after a refused login: give the token `update` on sys/leases/lookup");
+                        Ok(false)
+                    }
+                }
+            }
+        };
+        match alive {
+            Err(gone) => {
+                bump(&self.counters.leases_lost, 1);
+                tracing::warn!(lease_id = %id, username = %lease.username, error = %gone, "the refused lease is gone (revoked from outside?); issuing a new credential");
+                state.outstanding.retain(|(i, _)| i != id);
+                state.lease = None;
+            }
+            Ok(known) => {
+                let at = Instant::now();
+                let grace = self.refused_lease_grace;
+                let first = match lease.refused {
+                    // Refusals still coming: the same episode.
+                    Some((first, last)) if at.duration_since(last) <= grace => first,
+                    _ => at,
+                };
+                lease.refused = Some((first, at));
+                let refused_for = at.duration_since(first);
+                if refused_for >= grace {
+                    bump(&self.counters.refused_leases_replaced, 1);
+                    tracing::warn!(lease_id = %id, username = %lease.username, alive = known, refused_for_ms = refused_for.as_millis() as u64, "the database keeps refusing the lease's user although Vault keeps the lease (the user gone from a restored database?); issuing a new credential");
+                    // Kept among the outstanding leases: revoked with them, or it ends at its TTL.
+                    state.lease = None;
+                } else {
+                    tracing::info!(lease_id = %id, alive = known, "the refused lease is alive in Vault; serving it (a refusal for another reason?)");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads `creds/ROLE`: a new user and its lease.
@@ -555,6 +763,7 @@ impl VaultSource {
             capped: false,
             token_epoch: session.map_or(0, |s| s.epoch),
             token_end: None,
+            refused: None,
         })
     }
 }
@@ -616,6 +825,74 @@ pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
         .ok()
         .or_else(|| humantime::parse_rfc3339(text).ok())
+}
+
+/// What a renewal answered, applied to the lease; the outstanding list follows its end.
+fn renewed(
+    lease: &mut Lease,
+    session: Option<&Session>,
+    outstanding: &mut [(String, SystemTime)],
+    renewal: &Renewal,
+    now: SystemTime,
+) {
+    // Vault says so in a warning; the TTL it answers may be a second short of the increment
+    // without any cap (it truncates).
+    lease.capped = renewal.capped;
+    lease.renewable = renewal.renewable;
+    lease.expires_at = now + renewal.granted;
+    let end = lease.end(session);
+    set_end(outstanding, &lease.id, end);
+    tracing::debug!(lease_id = %lease.id, granted_s = renewal.granted.as_secs(), capped = lease.capped, "renewed the lease");
+}
+
+fn set_end(outstanding: &mut [(String, SystemTime)], lease_id: &str, end: SystemTime) {
+    for (id, until) in outstanding {
+        if *id == lease_id {
+            *until = end;
+        }
+    }
+}
+
+/// What `sys/leases/lookup` said about a lease.
+enum Lookup {
+    /// Vault has it, with this much time left.
+    Alive { ttl: Duration },
+    /// `invalid lease` / `lease not found` (or no time left): revoked or expired.
+    Gone(SourceError),
+    /// Anything else: no answer, no permission.
+    Failed(SourceError),
+}
+
+/// `PUT sys/leases/lookup`: whether Vault still has the lease, without changing it.
+async fn lookup(client: &Client, token: &SecretString, lease_id: &str) -> Lookup {
+    let body = json!({ "lease_id": lease_id });
+    let what = format!("lookup of lease {lease_id}");
+    match client
+        .call(Method::PUT, "sys/leases/lookup", Some(token), Some(&body))
+        .await
+    {
+        Ok(answer) => {
+            let ttl = answer
+                .get("data")
+                .and_then(|d| d.get("ttl"))
+                .and_then(Value::as_u64);
+            match ttl {
+                Some(0) => Lookup::Gone(SourceError::other(format!(
+                    "{what}: the lease has no time left"
+                ))),
+                Some(seconds) => Lookup::Alive {
+                    ttl: Duration::from_secs(seconds),
+                },
+                None => Lookup::Failed(SourceError::malformed(format!(
+                    "{what} answered without a ttl"
+                ))),
+            }
+        }
+        Err(e) if e.says(400, "invalid lease") || e.says(400, "lease not found") => {
+            Lookup::Gone(classify(&what, e))
+        }
+        Err(e) => Lookup::Failed(classify(&what, e)),
+    }
 }
 
 struct Renewal {
@@ -688,26 +965,38 @@ async fn revoke(client: &Client, token: &SecretString, lease_id: &str) -> Result
 #[async_trait]
 impl CredentialSource for VaultSource {
     async fn fetch(&self) -> Result<Credential, SourceError> {
-        let mut state = self.state.lock().await;
-        let token = self.token(&mut state).await?;
-        match &self.kind {
-            Kind::Kv2 { .. } => self.fetch_kv2(&token).await,
-            Kind::Static { .. } => self.fetch_static(&token).await,
-            Kind::Dynamic { .. } => self.fetch_dynamic(&mut state, &token).await,
+        self.start_renewer();
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let token = inner.token(&mut state).await?;
+        match &inner.kind {
+            Kind::Kv2 { .. } => inner.fetch_kv2(&token).await,
+            Kind::Static { .. } => inner.fetch_static(&token).await,
+            Kind::Dynamic { .. } => inner.fetch_dynamic(&mut state, &token).await,
         }
     }
 
     /// A dynamic role's [`lease_margin`](crate::VaultSourceBuilder::lease_margin): the
     /// provider refuses a `Policy::expiry_margin` longer than it.
     fn replaces_before_expiry(&self) -> Option<Duration> {
-        matches!(self.kind, Kind::Dynamic { .. }).then_some(self.lease_margin)
+        matches!(self.inner.kind, Kind::Dynamic { .. }).then_some(self.inner.lease_margin)
+    }
+
+    /// A dynamic role: when `credential` is the lease in use, the next fetch does not serve it
+    /// from the source's cache but looks the lease up (`sys/leases/lookup`) and issues a new
+    /// user if Vault no longer has it (revoked from outside, a restore), or if the database has
+    /// kept refusing it for the [`refused_lease_grace`](crate::VaultSourceBuilder::refused_lease_grace).
+    /// KV v2 and static roles read Vault on every fetch: nothing to do. Never blocks.
+    fn login_refused(&self, credential: &Credential) {
+        self.inner.login_refused(credential);
     }
 }
 
-impl Drop for VaultSource {
+impl Drop for Inner {
     /// With [`revoke_on_drop`](VaultSourceBuilder::revoke_on_drop), revokes the leases still
     /// running on the current Tokio runtime (best effort: a runtime that shuts down at once may
-    /// not run it; [`VaultSource::revoke_leases`] is the awaited way).
+    /// not run it; [`VaultSource::revoke_leases`] is the awaited way). Runs when the source is
+    /// dropped, or just after, when the token renewer lets go of it.
     fn drop(&mut self) {
         if !self.revoke_on_drop {
             return;
@@ -757,17 +1046,21 @@ impl Drop for VaultSource {
 
 impl fmt::Debug for VaultSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
         let mut d = f.debug_struct("VaultSource");
-        d.field("address", &self.client.address())
-            .field("kind", &self.kind.name())
-            .field("path", &self.kind.path())
-            .field("auth", &self.auth);
-        if let Kind::Dynamic { .. } = self.kind {
-            d.field("lease", &*self.lease_info())
-                .field("lease_margin", &self.lease_margin)
-                .field("revoke_on_drop", &self.revoke_on_drop);
+        d.field("address", &inner.client.address())
+            .field("kind", &inner.kind.name())
+            .field("path", &inner.kind.path())
+            .field("auth", &inner.auth);
+        if let Kind::Dynamic { .. } = inner.kind {
+            d.field("lease", &*inner.lease_info())
+                .field("lease_margin", &inner.lease_margin)
+                .field("refused_lease_grace", &inner.refused_lease_grace)
+                .field("revoke_on_drop", &inner.revoke_on_drop);
         }
-        d.field("stats", &self.stats()).finish()
+        d.field("token_renewal_due", &*inner.token_due.borrow())
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -834,6 +1127,7 @@ mod tests {
             capped: false,
             token_epoch: 1,
             token_end: None,
+            refused: None,
         };
         let session = |epoch, end| Session {
             token: SecretString::from("t".to_owned()),
