@@ -355,3 +355,50 @@ async fn renew_self(
 fn auth_block(answer: Value) -> Option<AuthBlock> {
     serde_json::from_value(answer.get("auth")?.clone()).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(ttl: u64, renewable: bool, capped: bool) -> Session {
+        let now = SystemTime::now();
+        Session {
+            token: SecretString::from("t".to_owned()),
+            epoch: 1,
+            expires_at: (ttl > 0).then(|| now + Duration::from_secs(ttl)),
+            granted: Duration::from_secs(ttl),
+            renewable,
+            capped,
+        }
+    }
+
+    #[test]
+    fn a_renewal_is_due_at_half_the_ttl_while_it_can_be_renewed_or_replaced() {
+        let now = SystemTime::now();
+        let token = Auth::token("t".to_owned());
+        let approle = Auth::approle("r", "s".to_owned());
+        let s = session(10, true, false);
+        let half = s.expires_at.unwrap() - Duration::from_secs(5);
+        assert_eq!(token.renewal_due(Some(&s), now), Some(half));
+        assert_eq!(approle.renewal_due(Some(&s), now), Some(half));
+        assert_eq!(token.renewal_due(None, now), None);
+        // No TTL (a root token): nothing to renew.
+        assert_eq!(
+            token.renewal_due(Some(&session(0, false, false)), now),
+            None
+        );
+        // A token that cannot be renewed (any more) is used to its end; AppRole logs in again.
+        for s in [session(10, false, false), session(10, true, true)] {
+            assert_eq!(token.renewal_due(Some(&s), now), None);
+            assert_eq!(approle.renewal_due(Some(&s), now), Some(half_of(&s)));
+        }
+        // An ended token cannot be renewed.
+        let later = now + Duration::from_secs(11);
+        assert_eq!(token.renewal_due(Some(&s), later), None);
+        assert_eq!(approle.renewal_due(Some(&s), later), Some(half));
+    }
+
+    fn half_of(s: &Session) -> SystemTime {
+        s.expires_at.unwrap() - s.granted / 2
+    }
+}

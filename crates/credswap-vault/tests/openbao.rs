@@ -726,3 +726,546 @@ async fn secrets_never_print() {
     assert!(printed.contains(credential.username()));
     drop(pg);
 }
+
+/// `sys/leases/revoke-prefix/database/creds/<role>` as root, as `bao lease revoke -prefix`
+/// does; Vault drops the role's users (their sessions stay open).
+async fn revoke_from_outside(bao: &TestBao, role: &str) {
+    bao.request(
+        "PUT",
+        &format!("sys/leases/revoke-prefix/database/creds/{role}"),
+        None,
+    )
+    .await
+    .unwrap();
+}
+
+/// A source for the dynamic role `app` as root.
+fn dynamic(bao: &TestBao) -> credswap_vault::VaultSourceBuilder {
+    VaultSource::dynamic_role("database", "app")
+        .address(bao.address())
+        .token(bao.root_token().to_owned())
+        .lease_margin(Duration::from_secs(10))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_revoked_from_outside_is_replaced_after_a_refused_login() {
+    let (pg, bao) = database().await;
+    bao.create_dynamic_role("app", Duration::from_secs(60), Duration::from_secs(120))
+        .await
+        .unwrap();
+    let source = dynamic(&bao).build().unwrap();
+    let first = source.fetch().await.unwrap();
+    assert_eq!(login_works(&pg, &first).await.unwrap(), first.username());
+
+    revoke_from_outside(&bao, "app").await;
+    assert!(!role_exists(&pg, first.username()).await);
+    assert_eq!(login_works(&pg, &first).await.unwrap_err(), "28P01");
+    // Without the hint the source serves its cached lease (it is nowhere near its renewal).
+    assert!(source.fetch().await.unwrap().same_login(&first));
+    assert_eq!(source.stats().lease_lookups, 0);
+
+    // A refused login: the lease is looked up, found gone, and a new user issued.
+    source.login_refused(&first);
+    let second = source.fetch().await.unwrap();
+    assert!(!second.same_login(&first), "{second:?}");
+    assert_ne!(second.username(), first.username());
+    assert_eq!(login_works(&pg, &second).await.unwrap(), second.username());
+    let stats = source.stats();
+    assert_eq!(
+        (
+            stats.login_refusals,
+            stats.lease_lookups,
+            stats.leases_lost,
+            stats.leases_issued
+        ),
+        (1, 1, 1, 2),
+        "{stats:?}"
+    );
+    assert_eq!(source.lease().unwrap().username, second.username());
+
+    // Revoked again: the same once more.
+    revoke_from_outside(&bao, "app").await;
+    source.login_refused(&second);
+    let third = source.fetch().await.unwrap();
+    assert!(!third.same_login(&second) && !third.same_login(&first));
+    assert_eq!(login_works(&pg, &third).await.unwrap(), third.username());
+    assert_eq!(source.stats().leases_lost, 2);
+
+    // A refusal of an older lease's user changes nothing: the source has moved on.
+    source.login_refused(&first);
+    assert!(source.fetch().await.unwrap().same_login(&third));
+    assert_eq!(source.stats().lease_lookups, 2);
+
+    // A spurious refusal (the lease alive): looked up, and the working lease kept.
+    source.login_refused(&third);
+    let again = source.fetch().await.unwrap();
+    assert!(again.same_login(&third), "{again:?}");
+    let stats = source.stats();
+    assert_eq!(
+        (stats.lease_lookups, stats.leases_lost, stats.leases_issued),
+        (3, 2, 3),
+        "{stats:?}"
+    );
+    assert_eq!(login_works(&pg, &third).await.unwrap(), third.username());
+    // The lookup's TTL is the lease's end.
+    let left = again
+        .expires_at()
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+        "{left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_vault_keeps_whose_user_the_database_keeps_refusing_is_replaced_after_the_grace() {
+    let (pg, bao) = database().await;
+    bao.create_dynamic_role("app", Duration::from_secs(60), Duration::from_secs(120))
+        .await
+        .unwrap();
+    let source = dynamic(&bao)
+        .refused_lease_grace(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let first = source.fetch().await.unwrap();
+    // The user gone from the database while Vault keeps its lease: a restored database.
+    let admin = pg.admin().await.unwrap();
+    admin
+        .batch_execute(&format!("DROP ROLE \"{}\"", first.username()))
+        .await
+        .unwrap();
+    assert_eq!(login_works(&pg, &first).await.unwrap_err(), "28P01");
+
+    let started = std::time::Instant::now();
+    let mut replaced = None;
+    for _ in 0..10 {
+        source.login_refused(&first);
+        let c = source.fetch().await.unwrap();
+        if !c.same_login(&first) {
+            replaced = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let replaced = replaced.expect("a new user after refusals lasting the grace");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_secs(1) && after < Duration::from_secs(2),
+        "not before the grace: {after:?}"
+    );
+    assert_eq!(
+        login_works(&pg, &replaced).await.unwrap(),
+        replaced.username()
+    );
+    let stats = source.stats();
+    assert_eq!(
+        (stats.refused_leases_replaced, stats.leases_lost),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(stats.lease_lookups >= 4, "{stats:?}");
+
+    // A refusal long after the last one starts a new grace: the new lease is kept.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    source.login_refused(&replaced);
+    assert!(source.fetch().await.unwrap().same_login(&replaced));
+
+    // refused_lease_grace(0): every refused login replaces the lease, alive or not.
+    let eager = dynamic(&bao)
+        .refused_lease_grace(Duration::ZERO)
+        .build()
+        .unwrap();
+    let a = eager.fetch().await.unwrap();
+    eager.login_refused(&a);
+    let b = eager.fetch().await.unwrap();
+    assert!(!b.same_login(&a));
+    assert_eq!(eager.stats().refused_leases_replaced, 1);
+    assert_eq!(login_works(&pg, &b).await.unwrap(), b.username());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_may_not_look_leases_up_finds_a_revoked_lease_by_renewing_it() {
+    let (pg, bao) = database().await;
+    bao.create_dynamic_role("app", Duration::from_secs(60), Duration::from_secs(120))
+        .await
+        .unwrap();
+    // Reads credentials and renews leases; no default policy, so no sys/leases/lookup.
+    let token = token_with(
+        &bao,
+        "renew-only",
+        "path \"database/creds/app\" { capabilities = [\"read\"] }\npath \"sys/leases/renew\" { capabilities = [\"update\"] }",
+        "1h",
+        false,
+    )
+    .await;
+    let source = VaultSource::dynamic_role("database", "app")
+        .address(bao.address())
+        .token(token)
+        .lease_margin(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let first = source.fetch().await.unwrap();
+    // Alive: the renewal says so, and the lease is kept.
+    source.login_refused(&first);
+    assert!(source.fetch().await.unwrap().same_login(&first));
+    assert_eq!(source.stats().lease_renewals, 1);
+    // Revoked: the renewal says it is gone.
+    revoke_from_outside(&bao, "app").await;
+    source.login_refused(&first);
+    let second = source.fetch().await.unwrap();
+    assert!(!second.same_login(&first));
+    assert_eq!(login_works(&pg, &second).await.unwrap(), second.username());
+    let stats = source.stats();
+    assert_eq!(
+        (stats.lease_lookups, stats.leases_lost, stats.leases_issued),
+        (2, 1, 2),
+        "{stats:?}"
+    );
+}
+
+/// The pids of `user`'s sessions.
+async fn sessions_of(pg: &TestPostgres, user: &str) -> Vec<i32> {
+    let admin = pg.admin().await.unwrap();
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE usename = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn terminate(pg: &TestPostgres, pids: &[i32]) {
+    let admin = pg.admin().await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid",
+            &[&pids],
+        )
+        .await
+        .unwrap();
+}
+
+/// A provider over a dynamic role with 60 s leases (its own schedule would not replace the
+/// user for 40 s) and a deadpool pool of 4 with 5 s timeouts.
+async fn pool_over_a_lease(
+    pg: &TestPostgres,
+    bao: &TestBao,
+) -> (
+    Arc<VaultSource>,
+    RotatingCredentials,
+    deadpool_postgres::Pool,
+) {
+    bao.create_dynamic_role("app", Duration::from_secs(60), Duration::from_secs(120))
+        .await
+        .unwrap();
+    let source = Arc::new(dynamic(bao).build().unwrap());
+    let policy = Policy::builder()
+        .refresh_interval(Duration::from_secs(60))
+        .expiry_margin(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let credentials = RotatingCredentials::new(Arc::clone(&source), policy)
+        .await
+        .unwrap();
+    let mut config = deadpool_postgres::PoolConfig::new(4);
+    config.timeouts.wait = Some(Duration::from_secs(5));
+    config.timeouts.create = Some(Duration::from_secs(5));
+    // Verified recycling: a session terminated while idle is found closed at checkout (a plain
+    // pool does the same), so what is measured is the connect with the new user.
+    let (pool, _rotation) =
+        credswap_deadpool::Builder::new(pg.base_config(), NoTls, credentials.clone())
+            .pool_config(config)
+            .manager_config(deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Verified,
+            })
+            .build()
+            .unwrap();
+    (source, credentials, pool)
+}
+
+/// The session's user, through a pool checkout. Read from `pg_stat_activity`: a session of a
+/// user Vault has dropped still runs queries, but `current_user` fails in it ("invalid role
+/// OID"); there its user reads `(dropped)`.
+async fn whoami(pool: &deadpool_postgres::Pool) -> Result<String, String> {
+    let client = pool.get().await.map_err(|e| format!("get: {e}"))?;
+    let row = client
+        .query_one(
+            "SELECT coalesce((SELECT usename::text FROM pg_stat_activity WHERE pid = pg_backend_pid()), '(dropped)')",
+            &[],
+        )
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => format!("query: {} {}", db.code().code(), db.message()),
+            None => format!("query: {e}"),
+        })?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_connects_with_a_new_user_after_its_lease_is_revoked_from_outside_twice() {
+    let (pg, bao) = database().await;
+    let (source, credentials, pool) = pool_over_a_lease(&pg, &bao).await;
+    let mut user = whoami(&pool).await.unwrap();
+    assert_eq!(user, source.lease().unwrap().username);
+    for round in 1..=2 {
+        let pids = sessions_of(&pg, &user).await;
+        assert!(!pids.is_empty(), "round {round}: the pool has a session");
+        revoke_from_outside(&bao, "app").await;
+        terminate(&pg, &pids).await;
+        let started = std::time::Instant::now();
+        let now = whoami(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e} after {:?}", started.elapsed()));
+        let took = started.elapsed();
+        assert_ne!(now, user, "round {round}");
+        assert!(took < Duration::from_secs(5), "round {round}: {took:?}");
+        assert_eq!(now, credentials.current().credential().username());
+        eprintln!("round {round}: {user} revoked, {now} connected after {took:?}");
+        user = now;
+    }
+    let stats = source.stats();
+    assert_eq!(
+        (stats.leases_lost, stats.leases_issued),
+        (2, 3),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_under_concurrent_connects_follows_a_lease_revoked_from_outside() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let (pg, bao) = database().await;
+    let (source, credentials, pool) = pool_over_a_lease(&pg, &bao).await;
+    let first = whoami(&pool).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let get_errors = Arc::new(AtomicU64::new(0));
+    let query_errors = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(Vec::<(std::time::Instant, String)>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (pool, stop, get_errors, query_errors, seen) = (
+            pool.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&get_errors),
+            Arc::clone(&query_errors),
+            Arc::clone(&seen),
+        );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match whoami(&pool).await {
+                    Ok(user) => seen.lock().unwrap().push((std::time::Instant::now(), user)),
+                    Err(e) if e.starts_with("get:") => {
+                        eprintln!("{e}");
+                        get_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        query_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut user = first;
+    for round in 1..=2 {
+        let pids = sessions_of(&pg, &user).await;
+        revoke_from_outside(&bao, "app").await;
+        terminate(&pg, &pids).await;
+        let started = std::time::Instant::now();
+        let next = loop {
+            let found = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(at, u)| *at > started && *u != user)
+                .map(|(_, u)| u.clone());
+            if let Some(next) = found {
+                break next;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "round {round}: no checkout with a new user within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        eprintln!(
+            "round {round}: {user} revoked, {next} in use after {:?}",
+            started.elapsed()
+        );
+        // Settle on the new user before the next round.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        user = next;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(user, credentials.current().credential().username());
+    // Checkouts waited for the new user; only the queries in flight on a session terminated
+    // under them failed (at most the pool's 4 per round).
+    assert_eq!(get_errors.load(Ordering::Relaxed), 0);
+    let failed = query_errors.load(Ordering::Relaxed);
+    assert!(failed <= 8, "{failed} queries failed");
+    let seen = seen.lock().unwrap();
+    let last = seen.iter().rev().take(8).map(|(_, u)| u.as_str());
+    assert!(
+        last.clone().all(|u| u == user),
+        "{:?}",
+        last.collect::<Vec<_>>()
+    );
+    let stats = source.stats();
+    assert_eq!(
+        (stats.leases_lost, stats.leases_issued),
+        (2, 3),
+        "{stats:?}"
+    );
+    eprintln!(
+        "{} checkouts, {failed} queries on terminated sessions failed",
+        seen.len()
+    );
+}
+
+/// A renewable child token (`ttl`, `explicit_max_ttl` 60 s) that may read `secret/data/app/db`
+/// and has Vault's default policy (its own lookup and renewal).
+async fn short_token(bao: &TestBao, ttl: &str) -> String {
+    bao.request(
+        "PUT",
+        "sys/policies/acl/kv",
+        Some(&json!({ "policy": "path \"secret/data/app/db\" { capabilities = [\"read\"] }" })),
+    )
+    .await
+    .unwrap();
+    let answer = bao
+        .request(
+            "POST",
+            "auth/token/create",
+            Some(&json!({"policies": ["kv"], "ttl": ttl, "explicit_max_ttl": "60s", "renewable": true})),
+        )
+        .await
+        .unwrap();
+    answer["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+/// `auth/token/lookup` as root: the token's TTL left, or why it failed.
+async fn token_ttl(bao: &TestBao, token: &str) -> Result<u64, String> {
+    bao.request(
+        "POST",
+        "auth/token/lookup",
+        Some(&json!({ "token": token })),
+    )
+    .await
+    .map(|a| a["data"]["ttl"].as_u64().unwrap_or(0))
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_token_is_renewed_while_nothing_fetches_until_the_source_is_dropped() {
+    let bao = bao().await;
+    bao.request(
+        "POST",
+        "secret/data/app/db",
+        Some(&json!({"data": {"username": "app", "password": PW}})),
+    )
+    .await
+    .unwrap();
+    let token = short_token(&bao, "3s").await;
+    let source = VaultSource::kv2("secret", "app/db")
+        .address(bao.address())
+        .token(token.clone())
+        .build()
+        .unwrap();
+    source.fetch().await.unwrap();
+    // Three TTLs without a fetch.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let ttl = token_ttl(&bao, &token).await.expect("the token is alive");
+    assert!(ttl >= 1, "{ttl}");
+    let renewals = source.stats().token_renewals;
+    assert!(renewals >= 4, "renewed at half its TTL: {renewals}");
+    assert_eq!(source.stats().reads, 1);
+    assert_eq!(source.fetch().await.unwrap().password().expose_secret(), PW);
+    assert!(!format!("{source:?}").contains(&token));
+
+    // Dropped: nothing renews it any more, and it expires.
+    drop(source);
+    let dropped = std::time::Instant::now();
+    while token_ttl(&bao, &token).await.is_ok() {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(6),
+            "the token still lives {:?} after the source was dropped",
+            dropped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_logs_in_again_on_its_own_when_its_token_reaches_its_max_ttl() {
+    let bao = bao().await;
+    bao.request(
+        "POST",
+        "secret/data/app/db",
+        Some(&json!({"data": {"username": "app", "password": PW}})),
+    )
+    .await
+    .unwrap();
+    bao.request(
+        "PUT",
+        "sys/policies/acl/kv",
+        Some(&json!({ "policy": "path \"secret/data/app/db\" { capabilities = [\"read\"] }" })),
+    )
+    .await
+    .unwrap();
+    bao.request(
+        "POST",
+        "sys/auth/approle",
+        Some(&json!({"type": "approle"})),
+    )
+    .await
+    .unwrap();
+    bao.request(
+        "POST",
+        "auth/approle/role/app",
+        Some(&json!({"token_policies": ["kv"], "token_ttl": "3s", "token_max_ttl": "5s"})),
+    )
+    .await
+    .unwrap();
+    let role_id = bao
+        .request("GET", "auth/approle/role/app/role-id", None)
+        .await
+        .unwrap()["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_id = bao
+        .request("POST", "auth/approle/role/app/secret-id", None)
+        .await
+        .unwrap()["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let source = VaultSource::kv2("secret", "app/db")
+        .address(bao.address())
+        .approle(role_id, secret_id)
+        .build()
+        .unwrap();
+    source.fetch().await.unwrap();
+    assert_eq!(source.stats().logins, 1);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let stats = source.stats();
+    // Renewed at half its TTL until the max TTL capped it, then a new login: about every 3 s.
+    assert!(stats.logins >= 3, "{stats:?}");
+    assert!(stats.token_renewals >= 2, "{stats:?}");
+    assert_eq!(stats.reads, 1, "{stats:?}");
+    source.fetch().await.unwrap();
+}
