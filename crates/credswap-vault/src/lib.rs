@@ -43,8 +43,9 @@
 //!   [`lease_margin`](VaultSourceBuilder::lease_margin) (its `max_ttl`, or the token that created
 //!   it ending), the next fetch issues a new user, and the pools move to it well before Vault
 //!   revokes the old one. Vault's revocation drops the role but does not end its sessions: the
-//!   adapters must have closed them, which is why the margin matters. A lease renewed by nobody
-//!   (revoked behind the source's back) is replaced at once.
+//!   adapters must have closed them, which is why the margin matters. A lease that a renewal
+//!   finds gone is replaced at once; one revoked between renewals is found by the database's
+//!   refusal (see [below](#a-lease-revoked-from-outside)).
 //!   [`revoke_on_drop`](VaultSourceBuilder::revoke_on_drop) or
 //!   [`VaultSource::revoke_leases`] revoke the leases at shutdown.
 //! - **Database static roles** ([`VaultSource::static_role`]): `GET
@@ -57,17 +58,56 @@
 //!   contract's single-user path), and the open sessions keep serving until the new password
 //!   is proven.
 //!
+//! # A lease revoked from outside
+//!
+//! The source keeps a dynamic role's lease and serves it from memory until its renewal point:
+//! Vault says nothing when someone revokes it (`bao lease revoke -prefix database/creds/ROLE`,
+//! Vault restored from a snapshot older than it), and its user is then dropped from the
+//! database. The database's refusal is the signal. The provider calls
+//! [`login_refused`](credswap_core::CredentialSource::login_refused) with the refused
+//! credential before the fetch the refusal triggers (once per burst of refusals); when it is
+//! the lease in use, that fetch does not serve it from memory but looks it up first
+//! (`PUT sys/leases/lookup`, which changes nothing):
+//!
+//! - **gone** (`invalid lease`, no time left): a new user is issued at once, and the pools
+//!   move to it within their connect timeout ([`Stats::leases_lost`]);
+//! - **alive**: it is served again (its end taken from Vault's answer). Looking it up first,
+//!   rather than issuing a new user on every refusal, keeps a working lease when the refusal
+//!   has another cause that a new user would not cure: a replica or a pooler that has not yet
+//!   seen a new user, a `pg_hba.conf` rule. A new user per refusal would churn database roles
+//!   for as long as that lasts, each a lease to revoke. But a user can also be gone from the
+//!   database while Vault keeps its lease (the database restored from a backup older than
+//!   the user): when the refusals go on for
+//!   [`refused_lease_grace`](VaultSourceBuilder::refused_lease_grace) (10 s), the lease is
+//!   replaced anyway ([`Stats::refused_leases_replaced`]; `Duration::ZERO` replaces it on
+//!   every refusal);
+//! - **the token may not look leases up** (`403`; `sys/leases/lookup` is in Vault's default
+//!   policy): a renewal answers the same question, and a renewal that is denied too counts as
+//!   "alive" for the grace above (a warning names the missing policy);
+//! - **Vault unavailable**: the fetch's error (the provider keeps serving and retries), and
+//!   the next fetch looks the lease up again.
+//!
+//! A refusal of an older lease's user changes nothing: the source has moved on. KV v2 and
+//! static roles read Vault on every fetch, so there is no cache to distrust: the provider's
+//! fetch after a refusal already reads the store's current value.
+//!
 //! # Auth
 //!
-//! [`Auth::token`] (renewed with `auth/token/renew-self` once half its TTL has passed, while it
-//! is renewable) or [`Auth::approle`] (logs in on the first fetch, renews, and logs in again
-//! before the token ends; a dynamic lease ends with the token that created it, and the source
-//! counts that in the lease's end). The token and the secret id are `SecretString`s: no
-//! `Debug`, error or log line of this crate contains them, nor a password.
+//! [`Auth::token`] (renewed with `auth/token/renew-self` at half its TTL, while it is
+//! renewable) or [`Auth::approle`] (logs in on the first fetch, renews, and logs in again once
+//! a renewal is capped by the max TTL; a dynamic lease ends with the token that created it,
+//! and the source counts that in the lease's end). The renewals run on their own schedule: the
+//! first fetch spawns a task on its Tokio runtime that renews the token at half its TTL, so a
+//! token whose TTL is shorter than the gap between two fetches (a 10 s token, a provider that
+//! fetches every minute) does not expire in between. The task holds only a `Weak` to the
+//! source and ends when the source is dropped; failed renewals are retried after 1 s,
+//! doubling to 30 s, while the token lasts. Fetches still renew a token that is due, so a
+//! source fetched outside a Tokio runtime works as before. The token and the secret id are
+//! `SecretString`s: no `Debug`, error or log line of this crate contains them, nor a password.
 //!
 //! Vault policy: `read` on the secret's path; for dynamic roles `update` on `sys/leases/renew`
-//! (and `sys/leases/revoke` to revoke); the default policy covers the token's own lookup and
-//! renewal.
+//! and `sys/leases/lookup` (and `sys/leases/revoke` to revoke); the default policy covers the
+//! token's own lookup and renewal, and the lease lookup and renewal.
 //!
 //! # Failures
 //!

@@ -119,8 +119,11 @@ impl Kind {
 /// [`VaultSource::static_role`]; see the [crate docs](crate) for what each reads and how its
 /// schedule reaches the provider.
 ///
-/// `Debug` prints the address, the path, the auth method, the current lease (id, user, end) and
-/// the [`Stats`], never a password, a token or a secret id.
+/// `Debug` prints the address, the path, the auth method, the current lease (id, user, end),
+/// when the token is next renewed and the [`Stats`], never a password, a token or a secret id.
+///
+/// The first fetch spawns the token renewer on its Tokio runtime (see the [crate
+/// docs](crate#auth)); it ends when the source is dropped.
 pub struct VaultSource {
     inner: Arc<Inner>,
     /// Whether the token renewer was spawned (by the first fetch, on its Tokio runtime).
