@@ -24,15 +24,20 @@ type Connecting =
     Pin<Box<dyn Future<Output = Result<(Client, Connection), tokio_postgres::Error>> + Send>>;
 
 /// How the rotation opens database connections: without TLS ([`Connector::no_tls`], the
-/// default) or with any tokio-postgres TLS connector ([`Connector::tls`], for instance
-/// `tokio-postgres-rustls` or `postgres-native-tls`, as RDS with `rds.force_ssl` needs).
+/// default), with libpq's `sslmode` and a CA file ([`Connector::rustls`], feature `rustls`, on
+/// by default), or with any tokio-postgres TLS connector ([`Connector::tls`], for instance
+/// `postgres-native-tls`). RDS with `rds.force_ssl` needs TLS.
 #[derive(Clone)]
-pub struct Connector(Arc<dyn Fn(Config) -> Connecting + Send + Sync>);
+pub struct Connector {
+    open: Arc<dyn Fn(Config) -> Connecting + Send + Sync>,
+    /// What `Debug` says: the mode.
+    describe: &'static str,
+}
 
 impl Connector {
     /// Plain TCP (or a unix socket).
     pub fn no_tls() -> Connector {
-        Connector::with(NoTls, false)
+        Connector::with(NoTls, Some(SslMode::Disable), "no TLS")
     }
 
     /// Connections through `tls`, which is required (`sslmode=require`): a server, or anything
@@ -45,26 +50,84 @@ impl Connector {
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        Connector::with(tls, true)
+        Connector::with(tls, Some(SslMode::Require), "TLS required")
     }
 
-    fn with<T>(tls: T, require: bool) -> Connector
+    /// Connections as libpq's `sslmode` and `sslrootcert` say, with rustls (the aws-lc-rs
+    /// provider): see [`crate::SslMode`] for what each mode checks. `ca_file` is a PEM file of
+    /// one or more CA certificates (for RDS, the region's certificate bundle).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_config`]: `verify-ca` or `verify-full` without a CA file, a CA file with
+    /// `disable`, or a CA file that cannot be read or holds no usable certificate.
+    #[cfg(feature = "rustls")]
+    pub fn rustls(
+        mode: crate::SslMode,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Connector, Error> {
+        use crate::SslMode as Mode;
+        if mode == Mode::Disable {
+            if let Some(path) = ca_file {
+                return Err(Error::config(format!(
+                    "a CA file ({}) with sslmode disable: nothing would be verified",
+                    path.display()
+                )));
+            }
+            return Ok(Connector::no_tls());
+        }
+        let config = crate::tls::client_config(mode, ca_file)?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+        let (ssl_mode, describe) = match (mode, ca_file.is_some()) {
+            (Mode::Prefer, false) => (SslMode::Prefer, "sslmode prefer"),
+            (Mode::Prefer, true) => (SslMode::Prefer, "sslmode prefer (chain verified)"),
+            (Mode::Require, false) => (SslMode::Require, "sslmode require"),
+            (Mode::Require, true) => (SslMode::Require, "sslmode require (chain verified)"),
+            (Mode::VerifyCa, _) => (SslMode::Require, "sslmode verify-ca"),
+            _ => (SslMode::Require, "sslmode verify-full"),
+        };
+        Ok(Connector::with(tls, Some(ssl_mode), describe))
+    }
+
+    fn with<T>(tls: T, mode: Option<SslMode>, describe: &'static str) -> Connector
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
         T::Stream: Send + 'static,
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        Connector(Arc::new(move |mut config: Config| {
+        let open = Arc::new(move |mut config: Config| {
             let tls = tls.clone();
-            if require {
-                config.ssl_mode(SslMode::Require);
+            if let Some(mode) = mode {
+                config.ssl_mode(mode);
             }
             Box::pin(async move {
                 let (client, connection) = config.connect(tls).await?;
                 Ok((client, Box::pin(connection) as Connection))
-            })
-        }))
+            }) as Connecting
+        });
+        Connector { open, describe }
+    }
+
+    /// Opens one connection with `config` (its user, password, host, ...) as the rotation
+    /// does: the connector's TLS and `sslmode` replace the config's. The caller drives the
+    /// returned connection future (for instance with `tokio::spawn`) while using the client.
+    ///
+    /// # Errors
+    ///
+    /// The driver's error: the server refused or rejected the login, could not be reached, or
+    /// the TLS handshake failed.
+    pub async fn connect(
+        &self,
+        config: Config,
+    ) -> Result<
+        (
+            Client,
+            impl Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+        ),
+        tokio_postgres::Error,
+    > {
+        (self.open)(config).await
     }
 }
 
@@ -76,7 +139,7 @@ impl Default for Connector {
 
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Connector")
+        f.debug_tuple("Connector").field(&self.describe).finish()
     }
 }
 
@@ -128,7 +191,8 @@ impl Session {
 pub(crate) enum Login {
     /// The server accepted the login.
     Accepted(Session),
-    /// The server refused it (`28P01`, `28000`): wrong password, or no such role.
+    /// The server refused it (`28P01`, `28000` other than a `pg_hba.conf` rejection): wrong
+    /// password, or no such role.
     Refused(tokio_postgres::Error),
 }
 
@@ -142,11 +206,23 @@ pub(crate) async fn login(
     secret: &DbSecret,
     connect_timeout: Duration,
 ) -> Result<Login, Error> {
-    match (connector.0)(secret.config(connect_timeout)).await {
+    match (connector.open)(secret.config(connect_timeout)).await {
         Ok((client, connection)) => Ok(Login::Accepted(Session {
             client,
             driver: Driver(Some(connection)),
         })),
+        Err(e) if is_rejection(&e) => Err(Error::rejected(
+            format!(
+                "the server at {}:{} rejected the connection of user {} before any password \
+                 check (its pg_hba.conf has no entry, or a reject entry, for this host, user, \
+                 database and encryption): a configuration problem, no password can fix it",
+                secret.host(),
+                secret.port(),
+                secret.username()
+            ),
+            secret.username(),
+            e,
+        )),
         Err(e) if is_refusal(&e) => Ok(Login::Refused(e)),
         Err(e) => Err(Error::database(
             format!(
@@ -159,6 +235,17 @@ pub(crate) async fn login(
             Some(e),
         )),
     }
+}
+
+/// Whether `e` is the server rejecting a connection by its `pg_hba.conf` (SQLSTATE `28000`
+/// with a message naming the file: "no pg_hba.conf entry for host ...", "pg_hba.conf rejects
+/// connection ...", which is also how RDS's `rds.force_ssl` refuses plaintext): no password
+/// changes that answer. The file's name stays in translated messages too.
+pub(crate) fn is_rejection(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            && db.message().contains("pg_hba.conf")
+    })
 }
 
 /// Whether `e` is the server refusing a login.

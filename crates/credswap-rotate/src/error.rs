@@ -42,6 +42,29 @@ enum Kind {
     /// The secret's versions are not in a state this step can work from.
     #[error("{what}")]
     Version { what: String },
+    /// Another rotation's version is `AWSPENDING` and this one was not told to take it over.
+    #[error(
+        "secret {secret_id} has a rotation in progress: version {version_id} (another \
+         ClientRequestToken) is AWSPENDING; taking it over could orphan the password its \
+         setSecret gave the database, so this rotation was not started (finish that rotation \
+         with its token, or take it over explicitly)"
+    )]
+    TakeoverRefused {
+        secret_id: String,
+        version_id: String,
+    },
+    /// The token's version already finished a rotation: it is `AWSCURRENT` or retired.
+    #[error(
+        "version {token} of secret {secret_id} is {stage}: its rotation already finished; \
+         rotating with this token again would put back {what} (start a new rotation with a \
+         new token)"
+    )]
+    TokenFinished {
+        secret_id: String,
+        token: String,
+        stage: &'static str,
+        what: &'static str,
+    },
     /// A database call failed.
     #[error("database: {what}")]
     Database {
@@ -57,6 +80,15 @@ enum Kind {
         role: String,
         #[source]
         source: Option<tokio_postgres::Error>,
+    },
+    /// The server rejected the connection by its configuration (`pg_hba.conf`), before any
+    /// password check.
+    #[error("database: {what}")]
+    Rejected {
+        what: String,
+        role: String,
+        #[source]
+        source: tokio_postgres::Error,
     },
     /// Sessions are still logged in as the user about to get a new password.
     #[error(
@@ -149,6 +181,40 @@ impl Error {
         })
     }
 
+    pub(crate) fn rejected(
+        what: impl Into<String>,
+        role: &str,
+        source: tokio_postgres::Error,
+    ) -> Error {
+        Error::new(Kind::Rejected {
+            what: what.into(),
+            role: role.to_owned(),
+            source,
+        })
+    }
+
+    pub(crate) fn takeover_refused(secret_id: &str, version_id: &str) -> Error {
+        Error::new(Kind::TakeoverRefused {
+            secret_id: secret_id.to_owned(),
+            version_id: version_id.to_owned(),
+        })
+    }
+
+    /// `stage`: `AWSCURRENT`, `AWSPREVIOUS`, or a description of an older version.
+    pub(crate) fn token_finished(secret_id: &str, token: &str, stage: &'static str) -> Error {
+        let what = if stage == crate::store::CURRENT {
+            "the password already in use (nothing to rotate)"
+        } else {
+            "a retired password"
+        };
+        Error::new(Kind::TokenFinished {
+            secret_id: secret_id.to_owned(),
+            token: token.to_owned(),
+            stage,
+            what,
+        })
+    }
+
     pub(crate) fn sessions_in_use(role: &str, count: usize, policy: impl Into<String>) -> Error {
         Error::new(Kind::SessionsInUse {
             role: role.to_owned(),
@@ -181,15 +247,55 @@ impl Error {
     }
 
     /// The secret's version stages do not allow this step: the token's version is not
-    /// `AWSPENDING` (and not already `AWSCURRENT`), or the secret has no `AWSCURRENT` version.
+    /// `AWSPENDING` (and not already `AWSCURRENT`), or the secret has no `AWSCURRENT` version;
+    /// also every [`is_takeover_refused`](Self::is_takeover_refused) and
+    /// [`is_token_finished`](Self::is_token_finished).
     pub fn is_version(&self) -> bool {
-        matches!(self.kind, Kind::Version { .. })
+        matches!(
+            self.kind,
+            Kind::Version { .. } | Kind::TakeoverRefused { .. } | Kind::TokenFinished { .. }
+        )
+    }
+
+    /// Another rotation is in progress: a version created by another `ClientRequestToken` is
+    /// `AWSPENDING` (not `AWSCURRENT`), and the rotator was not told to take it over
+    /// ([`Rotator::takeover`](crate::Rotator::takeover)). Nothing was changed.
+    /// [`version_id`](Self::version_id) names the other version: finish that rotation with it
+    /// as the token ([`Rotator::rotate_with_token`](crate::Rotator::rotate_with_token): setSecret
+    /// and testSecret are skipped when its credential already logs in).
+    pub fn is_takeover_refused(&self) -> bool {
+        matches!(self.kind, Kind::TakeoverRefused { .. })
+    }
+
+    /// The token's rotation already finished: its version is `AWSCURRENT` (for
+    /// [`Rotator::rotate_with_token`](crate::Rotator::rotate_with_token); a single step with
+    /// that token reports [`Outcome::AlreadyDone`](crate::Outcome::AlreadyDone) instead, as the
+    /// protocol wants), `AWSPREVIOUS`, or an older version without a stage. Going on would put
+    /// a retired password back. Nothing was changed; [`version_id`](Self::version_id) is the
+    /// token.
+    pub fn is_token_finished(&self) -> bool {
+        matches!(self.kind, Kind::TokenFinished { .. })
     }
 
     /// The database failed: it could not be reached, refused a login
-    /// ([`is_login_refused`](Self::is_login_refused)), or a statement failed.
+    /// ([`is_login_refused`](Self::is_login_refused)), rejected the connection by its
+    /// configuration ([`is_connection_rejected`](Self::is_connection_rejected)), or a statement
+    /// failed.
     pub fn is_database(&self) -> bool {
-        matches!(self.kind, Kind::Database { .. } | Kind::LoginRefused { .. })
+        matches!(
+            self.kind,
+            Kind::Database { .. } | Kind::LoginRefused { .. } | Kind::Rejected { .. }
+        )
+    }
+
+    /// The server rejected the connection before any password check: SQLSTATE `28000` from
+    /// its `pg_hba.conf` ("no pg_hba.conf entry for host ...", "pg_hba.conf rejects connection
+    /// ..."), which is also how RDS's `rds.force_ssl` turns plaintext away. A configuration
+    /// problem (the client's address, the database, TLS: see [`crate::SslMode`]), not a wrong
+    /// password, so the step fails at once without trying other credentials. Not
+    /// [`is_login_refused`](Self::is_login_refused).
+    pub fn is_connection_rejected(&self) -> bool {
+        matches!(self.kind, Kind::Rejected { .. })
     }
 
     /// The database refused a login the step needed (the current credential in setSecret, the
@@ -221,7 +327,20 @@ impl Error {
     pub fn role(&self) -> Option<&str> {
         match &self.kind {
             Kind::Database { role, .. } => role.as_deref(),
-            Kind::LoginRefused { role, .. } | Kind::SessionsInUse { role, .. } => Some(role),
+            Kind::LoginRefused { role, .. }
+            | Kind::Rejected { role, .. }
+            | Kind::SessionsInUse { role, .. } => Some(role),
+            _ => None,
+        }
+    }
+
+    /// The version id the error is about: the other rotation's `AWSPENDING` version for
+    /// [`is_takeover_refused`](Self::is_takeover_refused), the token's version for
+    /// [`is_token_finished`](Self::is_token_finished).
+    pub fn version_id(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::TakeoverRefused { version_id, .. } => Some(version_id),
+            Kind::TokenFinished { token, .. } => Some(token),
             _ => None,
         }
     }
@@ -243,6 +362,7 @@ impl Error {
             Kind::Database { source, .. } | Kind::LoginRefused { source, .. } => {
                 source.as_ref().and_then(|e| e.code()).map(|c| c.code())
             }
+            Kind::Rejected { source, .. } => source.code().map(|c| c.code()),
             _ => None,
         }
     }
@@ -272,6 +392,9 @@ impl fmt::Debug for Error {
             Kind::NotFound { .. } => "NotFound",
             Kind::Malformed { .. } => "Malformed",
             Kind::Version { .. } => "Version",
+            Kind::TakeoverRefused { .. } => "TakeoverRefused",
+            Kind::TokenFinished { .. } => "TokenFinished",
+            Kind::Rejected { .. } => "Rejected",
             Kind::Database { .. } => "Database",
             Kind::LoginRefused { .. } => "LoginRefused",
             Kind::SessionsInUse { .. } => "SessionsInUse",
@@ -313,6 +436,23 @@ mod tests {
         assert!(text.starts_with("setSecret: 3 session(s)"), "{text}");
         assert!(text.contains("app_clone"), "{text}");
         assert!(format!("{e:?}").contains("SessionsInUse"));
+    }
+
+    #[test]
+    fn a_refused_takeover_names_the_secret_and_the_other_version() {
+        let e = Error::takeover_refused("prod/db", "v-other").in_step(Step::CreateSecret);
+        assert!(e.is_takeover_refused() && e.is_version(), "{e:?}");
+        assert!(!e.is_token_finished());
+        assert_eq!(e.version_id(), Some("v-other"));
+        let text = e.to_string();
+        assert!(text.starts_with("createSecret: secret prod/db"), "{text}");
+        assert!(text.contains("version v-other"), "{text}");
+        assert!(format!("{e:?}").contains("TakeoverRefused"));
+
+        let e = Error::token_finished("prod/db", "v-old", "AWSPREVIOUS");
+        assert!(e.is_token_finished() && e.is_version() && !e.is_takeover_refused());
+        assert_eq!(e.version_id(), Some("v-old"));
+        assert!(e.to_string().contains("a retired password"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,35 @@
 //! the four in a row, with an optional pause before finishSecret
 //! ([`Rotator::pause_before_finish`]).
 //!
+//! # Whose rotation it is
+//!
+//! - **Another token's `AWSPENDING` is not taken over** unless [`Rotator::takeover`] says so:
+//!   createSecret with a new token while a version created by another `ClientRequestToken` is
+//!   `AWSPENDING` (a rotation in progress, or one whose function died) fails with
+//!   [`Error::is_takeover_refused`], naming the secret and that version
+//!   ([`Error::version_id`]), and changes nothing. A rotation that died between setSecret and
+//!   finishSecret left the database with the password only its version holds; moving
+//!   `AWSPENDING` away from it would orphan that password. Finish it with its own token
+//!   instead ([`Rotator::rotate_with_token`]: setSecret and testSecret are skipped when its
+//!   credential already logs in).
+//! - **A finished token is not run again**: a token whose version is `AWSPREVIOUS` (or older
+//!   than `AWSCURRENT`, without a stage) is refused by every step, and
+//!   [`Rotator::rotate_with_token`] refuses one whose version is `AWSCURRENT` as well
+//!   ([`Error::is_token_finished`]): going on would put a retired password back. (A single
+//!   step re-run with the token of the `AWSCURRENT` version still reports
+//!   [`Outcome::AlreadyDone`], as the protocol's retries need.)
+//!
+//! # TLS and the server's configuration
+//!
+//! `Connector::rustls` (feature `rustls`, on by default) takes libpq's `sslmode`
+//! ([`SslMode`]: `disable`, `prefer`, `require`, `verify-ca`, `verify-full`) and a CA file:
+//! `verify-full` checks the certificate's chain and that it names the secret's `host`. Any
+//! other tokio-postgres TLS connector fits [`Connector::tls`]. A login the server turns away
+//! by its `pg_hba.conf` (SQLSTATE `28000` "no pg_hba.conf entry ...", which is also what RDS's
+//! `rds.force_ssl` answers a plaintext login) fails the step at once with
+//! [`Error::is_connection_rejected`]: a configuration problem, not a wrong password, so no
+//! other credential is tried. A wrong password (`28P01`) stays [`Error::is_login_refused`].
+//!
 //! # Strategies
 //!
 //! - [`Strategy::SingleUser`]: one user; setSecret logs in as it with its current password and
@@ -127,6 +156,7 @@ mod sessions;
 mod step;
 mod store;
 mod strategy;
+mod tls;
 
 pub use db::Connector;
 pub use error::Error;
@@ -136,3 +166,4 @@ pub use secret::DbSecret;
 pub use sessions::{SessionPolicy, SessionsFound};
 pub use step::{Outcome, Step, StepReport, UnknownStep};
 pub use strategy::{CLONE_SUFFIX, Master, Strategy, alternate_username};
+pub use tls::{SslMode, UnknownSslMode};

@@ -38,6 +38,7 @@ pub struct Rotator {
     connector: Connector,
     connect_timeout: Duration,
     pause: Duration,
+    takeover: bool,
 }
 
 /// What [`Rotator::rotate`] did. Holds no secret.
@@ -84,6 +85,8 @@ impl fmt::Debug for Rotator {
             .field("sessions", &self.sessions)
             .field("connect_timeout", &self.connect_timeout)
             .field("pause", &self.pause)
+            .field("takeover", &self.takeover)
+            .field("connector", &self.connector)
             .finish_non_exhaustive()
     }
 }
@@ -105,7 +108,8 @@ fn check_token(token: &str) -> Result<(), Error> {
 
 impl Rotator {
     /// A rotator for `secret_id` (name or ARN) with the default password policy, the `Fail`
-    /// session policy, no TLS, a 5 s connect timeout and no pause.
+    /// session policy, no TLS, a 5 s connect timeout, no pause, and no takeover of another
+    /// rotation's `AWSPENDING` version.
     pub fn new(client: Client, secret_id: impl Into<String>, strategy: Strategy) -> Rotator {
         Rotator {
             client,
@@ -116,7 +120,22 @@ impl Rotator {
             connector: Connector::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pause: Duration::ZERO,
+            takeover: false,
         }
+    }
+
+    /// Whether createSecret may take `AWSPENDING` over from a version another
+    /// `ClientRequestToken` created (another rotation in progress, or one that died). Off by
+    /// default: then createSecret fails with [`Error::is_takeover_refused`] and changes
+    /// nothing, because a rotation that died between its setSecret and finishSecret left the
+    /// database with *its* pending password, which only that version holds. Finish such a
+    /// rotation with its own token instead ([`rotate_with_token`](Self::rotate_with_token));
+    /// take over only a rotation known not to have reached setSecret (for alternating users
+    /// taking over is safe either way: the master login sets the inactive user's password
+    /// again).
+    pub fn takeover(mut self, takeover: bool) -> Rotator {
+        self.takeover = takeover;
+        self
     }
 
     /// How new passwords are generated.
@@ -182,19 +201,33 @@ impl Rotator {
     ///
     /// # Errors
     ///
-    /// The first step's error ([`Error::step`] names it). The pending version stays; a later
-    /// rotation with a new token moves `AWSPENDING` to its own version.
+    /// The first step's error ([`Error::step`] names it). The pending version stays: resume
+    /// it with its token ([`rotate_with_token`](Self::rotate_with_token)); a rotation with a
+    /// new token is refused ([`Error::is_takeover_refused`]) unless
+    /// [`takeover`](Self::takeover) is set.
     pub async fn rotate(&self) -> Result<RotationReport, Error> {
         self.rotate_with_token(&new_token()).await
     }
 
     /// [`rotate`](Self::rotate) with a given token (32 to 64 characters), for instance to
-    /// resume a rotation that failed part way.
+    /// resume a rotation that failed part way (its own, or one a rotation function left
+    /// `AWSPENDING`).
     ///
     /// # Errors
     ///
-    /// As [`rotate`](Self::rotate).
+    /// As [`rotate`](Self::rotate); and [`Error::is_token_finished`] when the token's
+    /// rotation already finished (its version is `AWSCURRENT`, `AWSPREVIOUS` or older):
+    /// nothing is changed.
     pub async fn rotate_with_token(&self, token: &str) -> Result<RotationReport, Error> {
+        check_token(token).map_err(|e| e.in_step(Step::CreateSecret))?;
+        let versions = store::describe(&self.client, &self.secret_id)
+            .await
+            .map_err(|e| e.in_step(Step::CreateSecret))?;
+        if versions.has(token, CURRENT) {
+            return Err(
+                Error::token_finished(&self.secret_id, token, CURRENT).in_step(Step::CreateSecret)
+            );
+        }
         let created = self.create_secret(token).await?;
         let previous = store::get(&self.client, &self.secret_id, Some(CURRENT), None)
             .await
@@ -247,13 +280,30 @@ impl Rotator {
         if versions.has(token, CURRENT) {
             return Ok(self.already(step, token, "the version is already AWSCURRENT"));
         }
-        let current = store::get(&self.client, &self.secret_id, Some(CURRENT), None).await?;
+        if versions.has(token, PREVIOUS) {
+            return Err(Error::token_finished(&self.secret_id, token, PREVIOUS));
+        }
+        let (current, current_created) =
+            store::get_dated(&self.client, &self.secret_id, Some(CURRENT), None).await?;
+        let other = versions.pending_other_than(token);
         if versions.stages(token).is_some() {
-            match store::get(&self.client, &self.secret_id, None, Some(token)).await {
-                Ok(pending) => {
+            match store::get_dated(&self.client, &self.secret_id, None, Some(token)).await {
+                Ok((pending, created)) => {
                     if !versions.has(token, PENDING) {
-                        // Another rotation took AWSPENDING since: this token resumes.
-                        let other = versions.with_stage(PENDING);
+                        // Without a stage: either it lost AWSPENDING to another rotation, or
+                        // it was AWSCURRENT once and has been retired since (Secrets Manager
+                        // keeps versions without a stage for a while). A retired one is older
+                        // than the current version.
+                        if let (Some(created), Some(current_created)) = (created, current_created)
+                            && created < current_created
+                        {
+                            return Err(Error::token_finished(
+                                &self.secret_id,
+                                token,
+                                "older than the AWSCURRENT version, without a stage",
+                            ));
+                        }
+                        self.may_take_over(token, other)?;
                         store::update_stage(
                             &self.client,
                             &self.secret_id,
@@ -273,11 +323,37 @@ impl Rotator {
                 Err(e) => return Err(e),
             }
         }
+        self.may_take_over(token, other)?;
         let username = self.pending_username(&current)?;
         let pending = current.with_login(&username, self.passwords.generate()?);
+        // PutSecretValue with the stage moves AWSPENDING from another version, if any.
         store::put_pending(&self.client, &self.secret_id, token, &pending).await?;
         tracing::info!(secret_id = %self.secret_id, token, username, "createSecret: stored the pending version");
         Ok(StepReport::new(step, token, Outcome::Done).user(&username))
+    }
+
+    /// An error unless `AWSPENDING` may move from `other` (another rotation's version) to
+    /// `token`'s: there is none, or [`takeover`](Self::takeover) is set.
+    fn may_take_over(&self, token: &str, other: Option<&str>) -> Result<(), Error> {
+        let Some(other) = other else {
+            return Ok(());
+        };
+        if !self.takeover {
+            tracing::warn!(
+                secret_id = %self.secret_id,
+                token,
+                pending_version = other,
+                "createSecret: another rotation's version is AWSPENDING; not taking it over"
+            );
+            return Err(Error::takeover_refused(&self.secret_id, other));
+        }
+        tracing::warn!(
+            secret_id = %self.secret_id,
+            token,
+            pending_version = other,
+            "createSecret: taking AWSPENDING over from another rotation's version"
+        );
+        Ok(())
     }
 
     /// setSecret: changes the database so the `AWSPENDING` credential logs in. Skipped when it
@@ -560,7 +636,7 @@ impl Rotator {
         let mut outcome = Outcome::AlreadyDone;
         if !versions.has(token, CURRENT) {
             if !versions.has(token, PENDING) {
-                return Err(self.not_pending(token));
+                return Err(self.not_pending(token, &versions));
             }
             let old = versions.with_stage(CURRENT);
             store::update_stage(&self.client, &self.secret_id, CURRENT, Some(token), old).await?;
@@ -582,12 +658,16 @@ impl Rotator {
             return Ok(true);
         }
         if !versions.has(token, PENDING) {
-            return Err(self.not_pending(token));
+            return Err(self.not_pending(token, &versions));
         }
         Ok(false)
     }
 
-    fn not_pending(&self, token: &str) -> Error {
+    /// The error for a token whose version is not `AWSPENDING` (nor `AWSCURRENT`).
+    fn not_pending(&self, token: &str, versions: &store::Versions) -> Error {
+        if versions.has(token, PREVIOUS) {
+            return Error::token_finished(&self.secret_id, token, PREVIOUS);
+        }
         Error::version(format!(
             "version {token} of secret {} is not AWSPENDING (run createSecret with this token \
              first)",

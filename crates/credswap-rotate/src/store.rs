@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_secretsmanager::Client;
+use aws_smithy_types::DateTime;
 use secrecy::ExposeSecret;
 
 use crate::Error;
@@ -30,6 +31,20 @@ impl Versions {
     pub(crate) fn has(&self, id: &str, stage: &str) -> bool {
         self.stages(id)
             .is_some_and(|stages| stages.iter().any(|s| s == stage))
+    }
+
+    /// The version other than `token` carrying `AWSPENDING` but not `AWSCURRENT`: another
+    /// rotation in progress (a finished rotation may leave `AWSPENDING` on its now current
+    /// version, which is no rotation in progress).
+    pub(crate) fn pending_other_than(&self, token: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(id, stages)| {
+                id.as_str() != token
+                    && stages.iter().any(|s| s == PENDING)
+                    && !stages.iter().any(|s| s == CURRENT)
+            })
+            .map(|(id, _)| id.as_str())
     }
 
     /// The version carrying `stage`, if any.
@@ -67,26 +82,37 @@ pub(crate) async fn get(
     stage: Option<&str>,
     version_id: Option<&str>,
 ) -> Result<DbSecret, Error> {
-    let (value, what) = get_string(client, secret_id, stage, version_id).await?;
-    DbSecret::parse(value.expose_secret(), &what)
+    Ok(get_dated(client, secret_id, stage, version_id).await?.0)
+}
+
+/// [`get`], and the version's `CreatedDate`.
+pub(crate) async fn get_dated(
+    client: &Client,
+    secret_id: &str,
+    stage: Option<&str>,
+    version_id: Option<&str>,
+) -> Result<(DbSecret, Option<DateTime>), Error> {
+    let (value, what, created) = get_string(client, secret_id, stage, version_id).await?;
+    Ok((DbSecret::parse(value.expose_secret(), &what)?, created))
 }
 
 /// GetSecretValue of a master secret (`AWSCURRENT`), parsed as a login.
 pub(crate) async fn get_master(client: &Client, secret_id: &str) -> Result<DbSecret, Error> {
-    let (value, what) = get_string(client, secret_id, Some(CURRENT), None).await?;
+    let (value, what, _) = get_string(client, secret_id, Some(CURRENT), None).await?;
     DbSecret::parse_login(
         value.expose_secret(),
         &what.replacen("secret", "master secret", 1),
     )
 }
 
-/// GetSecretValue: the secret string and how to name it in errors.
+/// GetSecretValue: the secret string, how to name it in errors, and the version's
+/// `CreatedDate`.
 async fn get_string(
     client: &Client,
     secret_id: &str,
     stage: Option<&str>,
     version_id: Option<&str>,
-) -> Result<(secrecy::SecretString, String), Error> {
+) -> Result<(secrecy::SecretString, String, Option<DateTime>), Error> {
     let what = match (stage, version_id) {
         (Some(stage), Some(id)) => {
             format!("the {stage} value of secret {secret_id} (version {id})")
@@ -108,7 +134,11 @@ async fn get_string(
             "{what} has no SecretString (a binary secret cannot be rotated)"
         )));
     };
-    Ok((secrecy::SecretString::from(value.to_owned()), what))
+    Ok((
+        secrecy::SecretString::from(value.to_owned()),
+        what,
+        out.created_date().copied(),
+    ))
 }
 
 /// PutSecretValue of `secret` under version id `token` with the stage `AWSPENDING`.

@@ -237,17 +237,24 @@ async fn sessions_of_the_inactive_user_fail_wait_or_are_terminated() {
     assert_eq!(login(&w.value(&secret, "AWSCURRENT").await).0, clone);
     straggler.simple_query("SELECT 1").await.unwrap();
 
-    // Wait: the straggler leaves after 1.5 s (well after setSecret looked); the rotation goes
-    // on.
+    // A new rotation does not take the failed one's AWSPENDING over unless told to.
+    let failed = w.versions_with(&secret, "AWSPENDING").await.remove(0);
+    let err = rotator(&w, &secret).rotate().await.unwrap_err();
+    assert!(err.is_takeover_refused(), "{err:?}");
+    assert_eq!(err.version_id(), Some(failed.as_str()));
+
+    // Wait: the straggler leaves after 1.5 s (well after setSecret looked); the rotation,
+    // resumed with the failed one's token, goes on.
     let leaves = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         drop(straggler);
     });
     let waited = rotator(&w, &secret)
         .session_policy(SessionPolicy::Wait(Duration::from_secs(10)))
-        .rotate()
+        .rotate_with_token(&failed)
         .await
         .unwrap();
+    assert_eq!(waited.token, failed);
     leaves.await.unwrap();
     let found = waited.sessions.unwrap();
     assert_eq!(
@@ -270,9 +277,11 @@ async fn sessions_of_the_inactive_user_fail_wait_or_are_terminated() {
         (Some(clone.as_str()), Some(1))
     );
 
-    // Terminate: the straggler (now of the clone) is ended, the rotation goes on.
+    // Terminate: the straggler (now of the clone) is ended, the rotation (a new one, taking
+    // the failed one's AWSPENDING over) goes on.
     let terminated = rotator(&w, &secret)
         .session_policy(SessionPolicy::Terminate)
+        .takeover(true)
         .rotate()
         .await
         .unwrap();
@@ -311,7 +320,8 @@ async fn an_explicit_master_login_works_and_a_missing_masterarn_is_named() {
         Strategy::AlternatingUsers(master),
     );
     assert!(!format!("{rotator:?}").contains(&admin_password));
-    let report = rotator.rotate().await.unwrap();
+    // The failed rotation's pending version (no database change) is taken over.
+    let report = rotator.takeover(true).rotate().await.unwrap();
     assert!(report.created_role);
     let (user, clone_password) = login(&w.value(&secret, "AWSCURRENT").await);
     assert_eq!(user, format!("{app}_clone"));

@@ -142,7 +142,7 @@ async fn every_step_rerun_with_the_same_token_is_safe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotation_interrupted_after_set_secret_resumes_with_a_new_token() {
+async fn a_rotation_interrupted_after_set_secret_is_not_taken_over_and_resumes_with_its_token() {
     let w = world().await;
     let (role, _, secret) = w.single_user().await;
     let rotator = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser);
@@ -152,14 +152,26 @@ async fn a_rotation_interrupted_after_set_secret_resumes_with_a_new_token() {
     let (_, set_password) = login(&w.value(&secret, "AWSPENDING").await);
     assert!(w.logs_in(&role, &set_password).await);
 
-    // AWSCURRENT no longer logs in, and there is no AWSPREVIOUS: a new rotation must say so
-    // clearly, naming the role, without any password.
+    // AWSCURRENT no longer logs in; only the abandoned version holds the database's password.
+    // A new rotation must not take AWSPENDING from it: it would orphan that password.
     let err = rotator.rotate().await.unwrap_err();
-    assert!(err.is_login_refused(), "{err:?}");
-    assert_eq!(err.step(), Some(Step::SetSecret));
-    assert_eq!(err.role(), Some(role.as_str()));
+    assert!(err.is_takeover_refused() && err.is_version(), "{err:?}");
+    assert!(!err.is_login_refused(), "{err:?}");
+    assert_eq!(err.step(), Some(Step::CreateSecret));
+    assert_eq!(err.version_id(), Some(abandoned.as_str()));
     let text = format!("{err} {err:?}");
+    assert!(
+        text.contains(&secret) && text.contains(&abandoned),
+        "{text}"
+    );
     assert!(!text.contains(&set_password), "{text}");
+    // Nothing changed: AWSPENDING is still on the abandoned version, with its value.
+    assert_eq!(
+        w.versions_with(&secret, "AWSPENDING").await,
+        vec![abandoned.clone()]
+    );
+    assert_eq!(login(&w.value(&secret, "AWSPENDING").await).1, set_password);
+    assert!(w.logs_in(&role, &set_password).await);
 
     // Resuming the abandoned token finishes it.
     let report = rotator.rotate_with_token(&abandoned).await.unwrap();

@@ -3,7 +3,9 @@
 //! moto as the store.
 
 use aws_sdk_secretsmanager::Client;
-use credswap_rotate::{Connector, Outcome, Rotator, Step, Strategy};
+use std::time::{Duration, Instant};
+
+use credswap_rotate::{Connector, Outcome, Rotator, SslMode, Step, Strategy};
 use credswap_testkit::harness::error_chain;
 use credswap_testkit::tls::TestCa;
 use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
@@ -53,6 +55,22 @@ impl World {
             .await
             .expect("CreateSecret");
         (role, password, name)
+    }
+
+    /// The version id carrying AWSPENDING.
+    async fn pending(&self, secret: &str) -> String {
+        self.client
+            .describe_secret()
+            .secret_id(secret)
+            .send()
+            .await
+            .expect("DescribeSecret")
+            .version_ids_to_stages
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSPENDING"))
+            .expect("a pending version")
+            .0
     }
 
     async fn current(&self, secret: &str) -> Value {
@@ -168,4 +186,127 @@ async fn a_tls_connector_refuses_a_server_without_tls() {
         rotated.is_err(),
         "a TLS connector rotated through a server without TLS"
     );
+}
+
+/// libpq's sslmode through `Connector::rustls`: verify-full with the cluster's CA file rotates
+/// (on a cluster that turns every plaintext login of the role away), `require` without a CA
+/// encrypts without verifying, a CA file of another CA fails before any change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmodes_with_a_ca_file_rotate_over_tls() {
+    let w = world(TestPostgres::start_tls().await.expect("a TLS cluster")).await;
+    let tls = w.pg.tls().expect("TLS").clone();
+    let (role, _, secret) = w.single_user(tls.server_name()).await;
+    let ca_file = tls.ca_cert_path().to_owned();
+
+    for (mode, ca) in [
+        (SslMode::VerifyFull, Some(ca_file.as_path())),
+        (SslMode::VerifyCa, Some(ca_file.as_path())),
+        (SslMode::Require, None),
+        (SslMode::Prefer, None),
+    ] {
+        let connector = Connector::rustls(mode, ca).expect("a connector");
+        let before = w.current(&secret).await["password"].clone();
+        let report = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
+            .connector(connector)
+            .rotate()
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {}", error_chain(&e)));
+        assert_eq!(report.steps[3].outcome, Outcome::Done, "{mode}");
+        let current = w.current(&secret).await;
+        let new_password = current["password"].as_str().expect("a password");
+        assert_ne!(current["password"], before, "{mode}");
+        assert_eq!(w.logs_in(&role, new_password).await, Some(true), "{mode}");
+    }
+
+    // Another CA's certificate in the CA file: the handshake fails, nothing changes.
+    let other = TestCa::generate("not the server's CA").expect("a CA");
+    let other_file = std::env::temp_dir().join(format!("{}.pem", unique_name("other-ca")));
+    std::fs::write(&other_file, other.cert_pem()).expect("write the CA file");
+    let password = w.current(&secret).await["password"]
+        .as_str()
+        .expect("a password")
+        .to_owned();
+    for mode in [SslMode::VerifyFull, SslMode::VerifyCa, SslMode::Require] {
+        let err = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
+            .connector(Connector::rustls(mode, Some(&other_file)).expect("a connector"))
+            .rotate_with_token(&credswap_rotate::new_token())
+            .await;
+        // The failed rotation leaves its pending version: take it over on the next try.
+        let err = err.expect_err("the CA is not the server's");
+        assert!(
+            err.is_database() && !err.is_login_refused(),
+            "{mode}: {err:?}"
+        );
+        assert!(error_chain(&err).contains("UnknownIssuer"), "{mode}: {err}");
+        assert_eq!(w.logs_in(&role, &password).await, Some(true), "{mode}");
+        let pending = w.pending(&secret).await;
+        w.client
+            .update_secret_version_stage()
+            .secret_id(&secret)
+            .version_stage("AWSPENDING")
+            .remove_from_version_id(pending)
+            .send()
+            .await
+            .expect("UpdateSecretVersionStage");
+    }
+    let _ = std::fs::remove_file(&other_file);
+
+    // Bad configurations are refused before anything is tried.
+    for (mode, ca) in [
+        (SslMode::VerifyFull, None),
+        (SslMode::VerifyCa, None),
+        (SslMode::Disable, Some(ca_file.as_path())),
+    ] {
+        let err = Connector::rustls(mode, ca).expect_err("a bad combination");
+        assert!(err.is_config(), "{mode}: {err:?}");
+    }
+}
+
+/// A plaintext login on a cluster whose pg_hba.conf turns it away (as `rds.force_ssl` does)
+/// is a configuration error, reported at once: not a refused password (the rotator does not go
+/// on to try AWSPREVIOUS), and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_hba_rejection_fails_fast_as_a_configuration_error() {
+    let w = world(TestPostgres::start_tls().await.expect("a TLS cluster")).await;
+    let tls = w.pg.tls().expect("TLS").clone();
+    let (role, password, secret) = w.single_user(tls.server_name()).await;
+
+    for strategy in [
+        Strategy::SingleUser,
+        Strategy::AlternatingUsers(credswap_rotate::Master::Login {
+            username: "nobody".into(),
+            password: "not-used".to_owned().into(),
+        }),
+    ] {
+        let began = Instant::now();
+        let err = Rotator::new(w.client.clone(), &secret, strategy.clone())
+            .connector(Connector::rustls(SslMode::Disable, None).expect("a connector"))
+            .takeover(true)
+            .rotate()
+            .await
+            .expect_err("pg_hba.conf rejects plaintext");
+        let took = began.elapsed();
+        let text = error_chain(&err);
+        assert!(err.is_connection_rejected() && err.is_database(), "{text}");
+        assert!(!err.is_login_refused(), "{text}");
+        assert_eq!(err.code(), Some("28000"), "{text}");
+        // setSecret's first login: the pending user (`<role>_clone` for alternating users).
+        assert!(err.role().is_some_and(|r| r.starts_with(&role)), "{text}");
+        assert_eq!(err.step(), Some(Step::SetSecret), "{text}");
+        assert!(text.contains("pg_hba.conf"), "{text}");
+        assert!(text.contains(&role), "{text}");
+        assert!(!text.contains(&password), "{text}");
+        assert!(took < Duration::from_secs(3), "{strategy:?}: took {took:?}");
+        assert_eq!(w.logs_in(&role, &password).await, Some(true));
+    }
+    // The same rotation over TLS goes through.
+    Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
+        .connector(
+            Connector::rustls(SslMode::VerifyFull, Some(tls.ca_cert_path())).expect("a connector"),
+        )
+        .takeover(true)
+        .rotate()
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(w.logs_in(&role, &password).await, None);
 }
