@@ -1269,3 +1269,74 @@ async fn approle_logs_in_again_on_its_own_when_its_token_reaches_its_max_ttl() {
     assert_eq!(stats.reads, 1, "{stats:?}");
     source.fetch().await.unwrap();
 }
+
+/// Everything the crate logs (at `TRACE`) while a short token is renewed in the background and
+/// a revoked lease is replaced: the events are there, and no password or token is.
+#[tokio::test] // one thread: the subscriber set below sees the renewer's task and reqwest's too
+async fn the_logs_of_a_replaced_lease_and_a_renewed_token_hold_no_secret() {
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (pg, bao) = database().await;
+    bao.create_dynamic_role("app", Duration::from_secs(60), Duration::from_secs(120))
+        .await
+        .unwrap();
+    let token = token_with(
+        &bao,
+        "creds",
+        "path \"database/creds/app\" { capabilities = [\"read\"] }",
+        "4s",
+        true,
+    )
+    .await;
+    let source = VaultSource::dynamic_role("database", "app")
+        .address(bao.address())
+        .token(token.clone())
+        // Under the token's TTL: a lease ends with the token that created it.
+        .lease_margin(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let first = source.fetch().await.unwrap();
+    revoke_from_outside(&bao, "app").await;
+    source.login_refused(&first);
+    let second = source.fetch().await.unwrap();
+    source.login_refused(&second);
+    assert!(source.fetch().await.unwrap().same_login(&second));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert!(source.stats().token_renewals >= 2, "{:?}", source.stats());
+    assert_eq!(login_works(&pg, &second).await.unwrap(), second.username());
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for event in [
+        "the refused lease is gone",
+        "the refused lease is alive in Vault",
+        "renewed the Vault token",
+    ] {
+        assert!(text.contains(event), "no \"{event}\" in:\n{text}");
+    }
+    for secret in [
+        first.password().expose_secret(),
+        second.password().expose_secret(),
+        token.as_str(),
+        bao.root_token(),
+    ] {
+        assert!(!text.contains(secret), "a secret in the logs:\n{text}");
+    }
+}
