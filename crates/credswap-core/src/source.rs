@@ -231,6 +231,8 @@ struct MemoryState {
     pending: Option<Credential>,
     failure: Option<SourceError>,
     delay: Duration,
+    /// The fraction of calls answered with a throttling error.
+    throttle: f64,
 }
 
 impl MemorySource {
@@ -243,6 +245,7 @@ impl MemorySource {
                     pending: None,
                     failure: None,
                     delay: Duration::ZERO,
+                    throttle: 0.0,
                 }),
                 fetches: AtomicU64::new(0),
             }),
@@ -274,6 +277,22 @@ impl MemorySource {
     /// Ends a simulated outage.
     pub fn recover(&self) {
         self.state().failure = None;
+    }
+
+    /// Answers a random `fraction` (in `[0, 1]`) of calls, fetches and pending fetches alike,
+    /// with an [`unavailable`](SourceError::unavailable) `ThrottlingException`, as a store over
+    /// its request quota does; `0.0` ends it.
+    pub fn throttle(&self, fraction: f64) {
+        self.state().throttle = fraction.clamp(0.0, 1.0);
+    }
+
+    fn throttled(&self) -> Option<SourceError> {
+        let fraction = self.state().throttle;
+        (fraction > 0.0 && rand::random::<f64>() < fraction).then(|| {
+            SourceError::unavailable(
+                "ThrottlingException: Rate exceeded (the in-memory store's simulated quota)",
+            )
+        })
     }
 
     /// Makes every fetch take `delay` (a slow store).
@@ -312,6 +331,9 @@ impl CredentialSource for MemorySource {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        if let Some(throttled) = self.throttled() {
+            return Err(throttled);
+        }
         let state = self.state();
         match &state.failure {
             Some(e) => Err(e.clone()),
@@ -320,6 +342,9 @@ impl CredentialSource for MemorySource {
     }
 
     async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
+        if let Some(throttled) = self.throttled() {
+            return Err(throttled);
+        }
         let state = self.state();
         match &state.failure {
             Some(e) => Err(e.clone()),

@@ -352,6 +352,14 @@ impl Cluster {
         }
     }
 
+    /// Lines of the server log that record a refused password of `role`.
+    pub(crate) fn refused_logins(&self, role: &str) -> usize {
+        let needle = format!("password authentication failed for user \"{role}\"");
+        std::fs::read_to_string(&self.log_path)
+            .map(|log| log.lines().filter(|line| line.contains(&needle)).count())
+            .unwrap_or(0)
+    }
+
     /// The last lines of the server log, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         match std::fs::read(&self.log_path) {

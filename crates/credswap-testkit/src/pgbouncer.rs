@@ -243,6 +243,24 @@ impl TestPgBouncer {
         config
     }
 
+    /// Client logins of `role` that PgBouncer refused (it checks the password itself, against
+    /// the server's `pg_shadow`): its log's `closing because: ... authentication failed` lines
+    /// for that user.
+    pub(crate) fn refused_logins(&self, role: &str) -> usize {
+        let who = format!("/{role}@");
+        std::fs::read_to_string(&self.log_path)
+            .map(|log| {
+                log.lines()
+                    .filter(|line| {
+                        line.contains(&who)
+                            && line.contains("closing because")
+                            && line.contains("authentication failed")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// The last lines of PgBouncer's log (or of its stderr, when the log is empty), for error
     /// messages and test failures.
     pub fn log_tail(&self) -> String {

@@ -309,6 +309,17 @@ impl TestPostgres {
         Ok(self.through_pooler(pooler))
     }
 
+    /// Logins of `role` refused so far, counted where they were refused: the server's log
+    /// (`password authentication failed for user "role"`) and, behind a pooler, the pooler's
+    /// (PgBouncer checks the password itself). `None` for a server this kit did not start (its
+    /// log is not readable here).
+    pub fn refused_logins(&self, role: &str) -> Option<usize> {
+        let cluster = self.cluster.as_ref()?;
+        let server = cluster.refused_logins(role);
+        let pooler = self.pooler.as_ref().map_or(0, |p| p.refused_logins(role));
+        Some(server + pooler)
+    }
+
     /// The pooler in front of this server, if [`through_pooler`](Self::through_pooler) set one.
     pub fn pooler(&self) -> Option<&TestPgBouncer> {
         self.pooler.as_ref()

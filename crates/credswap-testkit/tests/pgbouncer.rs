@@ -388,3 +388,33 @@ fn raw_startup(port: u16, params: &[(&str, &str)]) -> Reply {
         body,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_are_counted_where_they_were_refused() {
+    let pg = start().await;
+    let role = unique_name("counted");
+    let password = random_password();
+    pg.create_login_role(&role, &password)
+        .await
+        .expect("create role");
+    assert_eq!(pg.refused_logins(&role), Some(0));
+    for _ in 0..3 {
+        let refused = login(&pg.config_for(&role, "not-the-password")).await;
+        assert!(refused.is_err(), "a wrong password logged in");
+    }
+    login(&pg.config_for(&role, &password))
+        .await
+        .expect("the right password logs in");
+    // PgBouncer checks the password itself and logs the refusal a moment later.
+    eventually(
+        "three refused logins counted in PgBouncer's log",
+        Duration::from_secs(3),
+        || async { pg.refused_logins(&role) == Some(3) },
+    )
+    .await;
+    let log = log_of(&pg);
+    assert!(
+        !log.contains(&password),
+        "PgBouncer's log holds the password"
+    );
+}

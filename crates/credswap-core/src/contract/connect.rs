@@ -177,7 +177,7 @@ impl Connector {
         let credentials = self.rotation.credentials();
         let counters = self.rotation.counters();
         let started = Instant::now();
-        let until = started + self.deadline;
+        let mut until = started + self.deadline;
         let mut changes = credentials.subscribe();
         let mut backoff = RETRY_INITIAL;
         let mut attempts = 0u32;
@@ -278,6 +278,13 @@ impl Connector {
                 Failure::Auth => {
                     Counters::bump(&counters.auth_failures);
                     refused_before = true;
+                    // A burst of refusals waits for a working credential for one deadline in
+                    // all, not one per connect: the connects that come later (queued behind the
+                    // first ones) fail as fast as a plain pool's would, with the same error, so
+                    // that a pool's checkout never takes its queue time plus a whole deadline.
+                    if let Some(since) = credentials.refused_since(generation) {
+                        until = until.min((since + self.deadline).max(started));
+                    }
                     // Shared with every other refused connect; rate-limited by the provider, and
                     // never waited for past the deadline (a slow or black-holed store).
                     let fresh = report_refusal(credentials, generation, until).await;

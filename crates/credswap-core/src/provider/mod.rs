@@ -668,6 +668,15 @@ impl RotatingCredentials {
         });
     }
 
+    /// Since when the database has refused logins with `generation` (the current one), if it
+    /// does and has accepted none since.
+    pub(crate) fn refused_since(&self, generation: Generation) -> Option<Instant> {
+        lock(&self.shared.status)
+            .refused
+            .filter(|r| r.generation == generation)
+            .map(|r| r.since)
+    }
+
     /// Whether the database has refused a login with `generation` (the current one) and
     /// accepted none since.
     pub fn is_refused(&self, generation: Generation) -> bool {

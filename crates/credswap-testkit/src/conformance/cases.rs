@@ -28,7 +28,7 @@ use crate::{TestPostgres, random_password, unique_name};
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-async fn build<A: Adapter>(
+pub(crate) async fn build<A: Adapter>(
     pg: &TestPostgres,
     credentials: RotatingCredentials,
     max_size: usize,
@@ -43,14 +43,14 @@ async fn build<A: Adapter>(
     }
 }
 
-async fn checkout<A: Adapter>(pool: &A::Pool) -> Box<dyn Session> {
+pub(crate) async fn checkout<A: Adapter>(pool: &A::Pool) -> Box<dyn Session> {
     match A::checkout(pool).await {
         Ok(session) => session,
         Err(e) => panic!("{}: checkout failed: {}", A::NAME, error_chain(&*e)),
     }
 }
 
-async fn whoami<A: Adapter>(pool: &A::Pool) -> Whoami {
+pub(crate) async fn whoami<A: Adapter>(pool: &A::Pool) -> Whoami {
     match A::whoami(pool).await {
         Ok(me) => me,
         Err(e) => panic!(
@@ -61,7 +61,7 @@ async fn whoami<A: Adapter>(pool: &A::Pool) -> Whoami {
     }
 }
 
-async fn who(session: &mut Box<dyn Session>) -> Whoami {
+pub(crate) async fn who(session: &mut Box<dyn Session>) -> Whoami {
     match session.whoami().await {
         Ok(me) => me,
         Err(e) => panic!(
@@ -78,7 +78,7 @@ async fn execute(session: &mut Box<dyn Session>, sql: &str) {
 }
 
 /// Checks out `n` connections at once (so `n` distinct sessions) and asks each who it is.
-async fn hold<A: Adapter>(pool: &A::Pool, n: usize) -> Vec<(Box<dyn Session>, Whoami)> {
+pub(crate) async fn hold<A: Adapter>(pool: &A::Pool, n: usize) -> Vec<(Box<dyn Session>, Whoami)> {
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
         let mut session = checkout::<A>(pool).await;
@@ -90,7 +90,11 @@ async fn hold<A: Adapter>(pool: &A::Pool, n: usize) -> Vec<(Box<dyn Session>, Wh
 
 /// Polls `done` every 5 ms until it holds; returns how long that took, or panics with `what`
 /// after `limit`.
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+pub(crate) async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Duration {
     let started = Instant::now();
     while !done() {
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
@@ -101,7 +105,7 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -
 
 /// Waits until session `pid` of `role` (with `None`, every session of `role`) has left
 /// `pg_stat_activity`; returns how long that took, or panics with `what` after `limit`.
-async fn wait_closed(
+pub(crate) async fn wait_closed(
     pg: &TestPostgres,
     role: &str,
     pid: Option<i32>,
@@ -125,7 +129,7 @@ async fn wait_closed(
 
 /// How much longer a server session may outlive the pool's connection: a pooler keeps it up to
 /// its idle timeout (PgBouncer here: 1 s, checked about every second).
-fn pooler_slack(pg: &TestPostgres) -> Duration {
+pub(crate) fn pooler_slack(pg: &TestPostgres) -> Duration {
     if pg.pooler().is_some() {
         Duration::from_millis(2500)
     } else {
@@ -139,7 +143,7 @@ async fn is_open(pg: &TestPostgres, role: &str, pid: i32) -> bool {
 }
 
 /// Single-user rotation, all at once: the database, the store, then the provider.
-async fn rotate_single(
+pub(crate) async fn rotate_single(
     pg: &TestPostgres,
     role: &str,
     store: &MemorySource,
@@ -686,7 +690,7 @@ const PENDING_PROVEN_WITHIN: Duration = Duration::from_secs(4);
 
 /// Requests through the pool from `workers` tasks until `stop`; returns `(ok, failed, first
 /// error)`.
-fn load<A: Adapter>(
+pub(crate) fn load<A: Adapter>(
     pool: &A::Pool,
     workers: usize,
     stop: &Arc<std::sync::atomic::AtomicBool>,
@@ -1406,3 +1410,11 @@ mod capture {
         fn exit(&self, _: &Id) {}
     }
 }
+
+pub use super::misbehaving::{
+    a_black_holed_store_bounds_every_checkout,
+    a_pending_version_moved_mid_trial_is_never_published_unproven,
+    a_reverted_rotation_is_followed_back_without_a_restart,
+    a_stuck_pending_version_fails_nothing_and_stops_being_tried,
+    a_throttling_store_fails_no_request,
+};

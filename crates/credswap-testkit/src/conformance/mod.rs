@@ -17,6 +17,7 @@
 //! A condition the contract gains is added here once, as a case, and holds for every adapter.
 
 pub mod cases;
+mod misbehaving;
 
 use async_trait::async_trait;
 use credswap_core::contract::Rotation;
@@ -141,6 +142,11 @@ macro_rules! conformance_suite {
             dropping_the_pool_stops_every_task,
             nothing_prints_the_password,
             a_server_restart_fails_only_requests_in_flight,
+            a_stuck_pending_version_fails_nothing_and_stops_being_tried,
+            a_reverted_rotation_is_followed_back_without_a_restart,
+            a_pending_version_moved_mid_trial_is_never_published_unproven,
+            a_black_holed_store_bounds_every_checkout,
+            a_throttling_store_fails_no_request,
         );
 
         /// The same contract through a real PgBouncer.
@@ -160,6 +166,11 @@ macro_rules! conformance_suite {
                 persistent_wrong_password_fails_clearly_without_the_secret,
                 a_mistyped_secret_keeps_the_pool_serving,
                 leased_credential_connections_retire_before_expiry,
+                a_stuck_pending_version_fails_nothing_and_stops_being_tried,
+                a_reverted_rotation_is_followed_back_without_a_restart,
+                a_pending_version_moved_mid_trial_is_never_published_unproven,
+                a_black_holed_store_bounds_every_checkout,
+                a_throttling_store_fails_no_request,
             );
         }
     };
