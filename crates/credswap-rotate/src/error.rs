@@ -30,11 +30,12 @@ enum Kind {
         #[source]
         source: Source,
     },
-    /// The secret (or the version asked for) does not exist.
+    /// The secret (or the version asked for, or the master secret) does not exist.
     #[error("{what} does not exist (Secrets Manager {operation}: ResourceNotFoundException)")]
     NotFound {
         operation: &'static str,
         what: String,
+        master: bool,
     },
     /// A secret's value is not what the rotation needs.
     #[error("{what}")]
@@ -136,7 +137,11 @@ impl Error {
         let what = what.into();
         let code = error.code().map(str::to_owned);
         if code.as_deref() == Some("ResourceNotFoundException") {
-            return Error::new(Kind::NotFound { operation, what });
+            return Error::new(Kind::NotFound {
+                operation,
+                what,
+                master: false,
+            });
         }
         // Keep only the rendered message chain: an SdkError's Debug carries the raw HTTP
         // response, which is never needed to understand the failure.
@@ -147,6 +152,15 @@ impl Error {
             code,
             source: message.into(),
         })
+    }
+
+    /// The same error, about the master secret: a missing secret is the master's.
+    pub(crate) fn of_master(mut self) -> Error {
+        if let Kind::NotFound { master, what, .. } = &mut self.kind {
+            *master = true;
+            *what = what.replacen("secret", "master secret", 1);
+        }
+        self
     }
 
     pub(crate) fn malformed(what: impl Into<String>) -> Error {
@@ -237,6 +251,13 @@ impl Error {
     /// (`ResourceNotFoundException`).
     pub fn is_not_found(&self) -> bool {
         matches!(self.kind, Kind::NotFound { .. })
+    }
+
+    /// The master secret of alternating users ([`Master::Secret`](crate::Master::Secret), or
+    /// the one the secret's `masterarn` names) does not exist. Also
+    /// [`is_not_found`](Self::is_not_found).
+    pub fn is_master_not_found(&self) -> bool {
+        matches!(self.kind, Kind::NotFound { master: true, .. })
     }
 
     /// A secret's value is not usable: not JSON, not an object, a required field (`username`,

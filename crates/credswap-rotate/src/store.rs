@@ -98,7 +98,9 @@ pub(crate) async fn get_dated(
 
 /// GetSecretValue of a master secret (`AWSCURRENT`), parsed as a login.
 pub(crate) async fn get_master(client: &Client, secret_id: &str) -> Result<DbSecret, Error> {
-    let (value, what, _) = get_string(client, secret_id, Some(CURRENT), None).await?;
+    let (value, what, _) = get_string(client, secret_id, Some(CURRENT), None)
+        .await
+        .map_err(Error::of_master)?;
     DbSecret::parse_login(
         value.expose_secret(),
         &what.replacen("secret", "master secret", 1),

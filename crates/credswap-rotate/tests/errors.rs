@@ -42,6 +42,33 @@ async fn a_missing_secret_is_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_master_secret_is_named_as_the_master() {
+    let w = world().await;
+    let (_, _, secret) = w.single_user().await;
+    let err = Rotator::new(
+        w.client.clone(),
+        &secret,
+        Strategy::AlternatingUsers(Master::Secret("rotate/no-such-master".into())),
+    )
+    .rotate()
+    .await
+    .unwrap_err();
+    assert!(err.is_master_not_found() && err.is_not_found(), "{err:?}");
+    assert_eq!(err.step(), Some(Step::SetSecret));
+    let text = err.to_string();
+    assert!(
+        text.contains("master secret rotate/no-such-master"),
+        "{text}"
+    );
+    // The rotated secret itself missing is not the master's.
+    let err = Rotator::new(w.client.clone(), "rotate/nothing", Strategy::SingleUser)
+        .rotate()
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found() && !err.is_master_not_found(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_secrets_are_named_without_their_value() {
     let w = world().await;
     let password = format!("Leak{}", random_password());
