@@ -2,11 +2,22 @@
 //! it, and exits with a code that says what is wrong. For cron jobs and Kubernetes probes.
 //!
 //! Never prints the secret: the output names the source, the username, the version and times.
+//!
+//! Exit statuses ([`Verdict`]): 0 ok; 3 the store cannot be read; 4 the database refuses the
+//! credential (or its `pg_hba.conf` rejects the connection); 5 expiring; 6 overdue; 7 the
+//! database cannot be reached; 8 a bad configuration; 9 a rotation is stuck: with
+//! `--source aws`, an `AWSPENDING` version (not `AWSCURRENT`) older than `--stuck-after`
+//! (default 10 minutes; its age is its `CreatedDate`), what a rotation that died part way
+//! leaves behind. A younger pending version is reported as "rotating", exit 0. 2 is clap's,
+//! for bad arguments.
+//!
+//! `--connect` uses TLS as `--sslmode` (libpq's names, default `prefer`) and `--ca-file` say,
+//! through `credswap_rotate::Connector::rustls`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 use credswap_core::contract::Failure;
@@ -32,6 +43,8 @@ pub enum Verdict {
     Unreachable,
     /// 8: the check could not run (a bad source configuration).
     Config,
+    /// 9: a rotation is stuck: an `AWSPENDING` version older than `--stuck-after`.
+    Stuck,
 }
 
 impl Verdict {
@@ -45,6 +58,7 @@ impl Verdict {
             Verdict::Overdue => 6,
             Verdict::Unreachable => 7,
             Verdict::Config => 8,
+            Verdict::Stuck => 9,
         }
     }
 }
@@ -134,6 +148,22 @@ pub struct CheckArgs {
     #[arg(long, default_value = "30days", value_parser = parse_long_duration)]
     pub max_age: Duration,
 
+    /// --connect: TLS as libpq names it: disable, prefer (TLS when the server offers it),
+    /// require, verify-ca (the certificate's chain must lead to --ca-file), verify-full (and
+    /// name the host). prefer and require verify the chain too when --ca-file is given.
+    #[arg(long, default_value = "prefer", value_parser = crate::cli::parse_sslmode)]
+    pub sslmode: credswap_rotate::SslMode,
+
+    /// --connect: a PEM file of the CA certificate(s) the server's certificate must lead to
+    /// (libpq's sslrootcert). Needed by verify-ca and verify-full.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+
+    /// AWS: fail (exit 9, "rotation stuck") when an AWSPENDING version older than this exists
+    /// (a rotation that died part way); a younger one is reported as rotating.
+    #[arg(long, default_value = "10m", value_parser = parse_long_duration)]
+    pub stuck_after: Duration,
+
     /// How long reading the store and connecting may take, each.
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
@@ -162,6 +192,12 @@ struct Report {
     next_rotation_in_s: Option<f64>,
     expires_in_s: Option<f64>,
     connected: Option<bool>,
+    /// AWS: `rotating` or `stuck` while an `AWSPENDING` version exists; absent otherwise.
+    rotation: Option<&'static str>,
+    /// AWS: the `AWSPENDING` version's id.
+    pending_version: Option<String>,
+    /// AWS: how old the `AWSPENDING` version is (since its `CreatedDate`).
+    pending_age_s: Option<f64>,
 }
 
 /// Runs the check; returns the exit status.
@@ -210,6 +246,9 @@ async fn run(args: &CheckArgs) -> Report {
         next_rotation_in_s: None,
         expires_in_s: None,
         connected: None,
+        rotation: None,
+        pending_version: None,
+        pending_age_s: None,
     };
     let fail = |mut report: Report, verdict: Verdict, reason: String| {
         report.status = verdict;
@@ -250,6 +289,49 @@ async fn run(args: &CheckArgs) -> Report {
     fill_times(&mut report, &health);
     let who = describe(credential);
 
+    // A pending version: a rotation in progress, or a stuck one.
+    let mut stuck = None;
+    if let Some(aws) = &built.aws {
+        match tokio::time::timeout(args.timeout, aws.fetch_pending_secret()).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(pending))) => {
+                let pending = pending.credential();
+                let age = pending
+                    .issued_at()
+                    .and_then(|at| SystemTime::now().duration_since(at).ok());
+                report.pending_version = pending.version().map(str::to_owned);
+                report.pending_age_s = age.map(|d| d.as_secs_f64());
+                let version = pending.version().unwrap_or("?").to_owned();
+                match age {
+                    Some(age) if age >= args.stuck_after => {
+                        report.rotation = Some("stuck");
+                        stuck = Some(format!(
+                            "rotation stuck since {}: version {version} (user {}) has been \
+                             AWSPENDING for longer than --stuck-after {}; the rotation that \
+                             created it did not finish (finish it with credswap rotate --token \
+                             {version}, or remove its AWSPENDING stage)",
+                            secs(age),
+                            pending.username(),
+                            secs(args.stuck_after)
+                        ));
+                    }
+                    _ => report.rotation = Some("rotating"),
+                }
+            }
+            Ok(Err(e)) => {
+                let reason = format!("cannot read the pending version from aws: {e}");
+                return fail(report, Verdict::FetchFailed, reason);
+            }
+            Err(_) => {
+                let reason = format!(
+                    "reading the pending version took longer than {}",
+                    secs(args.timeout)
+                );
+                return fail(report, Verdict::FetchFailed, reason);
+            }
+        }
+    }
+
     if args.connect {
         let Some(base) = connect_config(args, &built) else {
             return fail(
@@ -258,18 +340,31 @@ async fn run(args: &CheckArgs) -> Report {
                 "--connect needs --database-url (the secret names no host)".into(),
             );
         };
-        match tokio::time::timeout(args.timeout, connect(&base, credential)).await {
+        let connector =
+            match credswap_rotate::Connector::rustls(args.sslmode, args.ca_file.as_deref()) {
+                Ok(connector) => connector,
+                Err(e) => {
+                    let reason = format!("--sslmode {}: {e}", args.sslmode);
+                    return fail(report, Verdict::Config, reason);
+                }
+            };
+        match tokio::time::timeout(args.timeout, connect(&connector, &base, credential)).await {
             Ok(Ok(())) => report.connected = Some(true),
             Ok(Err((failure, message))) => {
                 report.connected = Some(false);
-                let verdict = if failure == Failure::Auth {
+                let verdict = if failure == Failed::Auth || failure == Failed::Rejected {
                     Verdict::Refused
                 } else {
                     Verdict::Unreachable
                 };
-                let reason = match verdict {
-                    Verdict::Refused => format!("the database refuses {who}: {message}"),
-                    _ => format!("cannot reach the database with {who}: {message}"),
+                let reason = match failure {
+                    Failed::Rejected => format!(
+                        "the database's pg_hba.conf rejects the connection of {who} (not a \
+                         password failure; TLS required? see --sslmode, now {}): {message}",
+                        args.sslmode
+                    ),
+                    Failed::Auth => format!("the database refuses {who}: {message}"),
+                    Failed::Other => format!("cannot reach the database with {who}: {message}"),
                 };
                 return fail(report, verdict, reason);
             }
@@ -296,6 +391,9 @@ async fn run(args: &CheckArgs) -> Report {
         };
         return fail(report, Verdict::Expiring, reason);
     }
+    if let Some(reason) = stuck {
+        return fail(report, Verdict::Stuck, reason);
+    }
     if health.is_overdue() {
         let reason = format!(
             "{who} is {} old, older than its rotation interval of {}: the store has not rotated it",
@@ -305,7 +403,7 @@ async fn run(args: &CheckArgs) -> Report {
         return fail(report, Verdict::Overdue, reason);
     }
     report.reason = format!(
-        "{who}, {} old{}{}",
+        "{who}, {} old{}{}{}",
         secs(health.age()),
         health
             .expires_in()
@@ -315,6 +413,14 @@ async fn run(args: &CheckArgs) -> Report {
             ", accepted by the database"
         } else {
             ""
+        },
+        match (&report.pending_version, report.pending_age_s) {
+            (Some(version), Some(age)) => format!(
+                ", rotating (version {version} AWSPENDING for {})",
+                secs(Duration::from_secs_f64(age))
+            ),
+            (Some(version), None) => format!(", rotating (version {version} AWSPENDING)"),
+            _ => String::new(),
         }
     );
     report
@@ -356,6 +462,8 @@ struct Built {
     /// host, port, dbname from the secret the provider's fetch read (AWS, file JSON): the
     /// sources keep them from their last read, so nothing is fetched twice.
     details: Box<dyn Fn() -> Option<Where> + Send + Sync>,
+    /// The AWS source, for its pending version.
+    aws: Option<Arc<credswap_aws::SecretsManagerSource>>,
 }
 
 /// No details: the source's secrets never name a server.
@@ -377,6 +485,7 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             let source = Arc::new(builder.build_from_env().await.map_err(|e| e.to_string())?);
             let read = Arc::clone(&source);
             Ok(Built {
+                aws: Some(Arc::clone(&source)),
                 source,
                 details: Box::new(move || {
                     read.details().map(|d| {
@@ -417,6 +526,7 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             Ok(Built {
                 source: Arc::new(source),
                 details: no_details(),
+                aws: None,
             })
         }
         CheckSource::File => {
@@ -428,6 +538,7 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             let source = Arc::new(builder.build().map_err(|e| e.to_string())?);
             let read = Arc::clone(&source);
             Ok(Built {
+                aws: None,
                 source,
                 details: Box::new(move || {
                     read.details().map(|d| {
@@ -458,6 +569,7 @@ async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             Ok(Built {
                 source: Arc::new(source),
                 details: no_details(),
+                aws: None,
             })
         }
     }
@@ -478,24 +590,43 @@ fn connect_config(args: &CheckArgs, built: &Built) -> Option<tokio_postgres::Con
     Some(config)
 }
 
+/// How a `--connect` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// The server refused the login (`28P01`, `28000`, ...).
+    Auth,
+    /// The server's `pg_hba.conf` rejected the connection (`28000` naming the file).
+    Rejected,
+    /// Anything else: network, TLS, a server that is down.
+    Other,
+}
+
 async fn connect(
+    connector: &credswap_rotate::Connector,
     base: &tokio_postgres::Config,
     credential: &Credential,
-) -> Result<(), (Failure, String)> {
-    let mut base = base.clone();
-    base.connect_timeout(Duration::from_secs(10));
+) -> Result<(), (Failed, String)> {
+    use secrecy::ExposeSecret;
+    let mut config = base.clone();
+    config.connect_timeout(Duration::from_secs(10));
+    config.user(credential.username());
+    config.password(credential.password().expose_secret());
     let describe_error = |e: &tokio_postgres::Error| {
-        let failure = credswap_tokio_postgres::classify(e);
+        let failure = match e.as_db_error() {
+            Some(db) if db.code().code() == "28000" && db.message().contains("pg_hba.conf") => {
+                Failed::Rejected
+            }
+            _ if credswap_tokio_postgres::classify(e) == Failure::Auth => Failed::Auth,
+            _ => Failed::Other,
+        };
         let message = match e.as_db_error() {
             Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-            None => e.to_string(),
+            None => error_chain(e),
         };
         (failure, message)
     };
-    let (client, connection) =
-        credswap_tokio_postgres::open(&base, credential, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| describe_error(&e))?;
+    let opened = connector.connect(config).await;
+    let (client, connection) = opened.map_err(|e| describe_error(&e))?;
     let driver = tokio::spawn(connection);
     let result = client
         .simple_query("SELECT 1")
@@ -505,4 +636,19 @@ async fn connect(
     drop(client);
     let _ = driver.await;
     result
+}
+
+/// An error and its sources, `: `-joined (a TLS failure's reason is in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
 }

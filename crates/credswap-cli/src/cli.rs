@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use credswap_rotate::{SessionPolicy, Step};
+use credswap_rotate::{SessionPolicy, SslMode, Step};
 use credswap_testkit::scenario::Strategy;
 
 /// Zero-downtime database credential rotation for Rust connection pools.
@@ -31,8 +31,14 @@ pub enum Command {
     /// The secret is an RDS/Aurora-style JSON secret (host, port, dbname, username, password;
     /// engine postgres). Region, credentials and endpoint come from the usual AWS environment
     /// (AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...). Connections to the
-    /// database use no TLS. Prints what happened, never a password. Exit status 1 when the
-    /// rotation fails, 2 for bad arguments.
+    /// database use TLS as --sslmode and --ca-file say (default prefer). Prints what happened,
+    /// never a password.
+    ///
+    /// Exit status: 0 done; 1 the rotation failed; 2 bad arguments; 3 another rotation's
+    /// version is AWSPENDING (finish it with --token ID, or give --takeover; nothing changed);
+    /// 4 the --token's rotation already finished (its version is AWSCURRENT or AWSPREVIOUS;
+    /// nothing changed); 5 the server's pg_hba.conf rejected the connection (e.g. TLS
+    /// required: see --sslmode).
     Rotate(RotateArgs),
 
     /// Check a credential for cron jobs and Kubernetes probes: read it through a source,
@@ -41,8 +47,9 @@ pub enum Command {
     /// Exit status: 0 fresh (and accepted, with --connect); 3 the store cannot be read
     /// (unreachable, denied, missing, malformed); 4 the database refuses it; 5 it expires within
     /// --expiry-margin (or has expired); 6 it is older than its rotation interval; 7 the
-    /// database cannot be reached; 8 a bad source configuration; 2 bad arguments. Never prints
-    /// the secret.
+    /// database cannot be reached; 8 a bad source configuration; 9 a rotation is stuck (with
+    /// --source aws: an AWSPENDING version older than --stuck-after; a younger one is reported
+    /// as rotating, exit 0); 2 bad arguments. Never prints the secret.
     Check(crate::check::CheckArgs),
 }
 
@@ -203,6 +210,24 @@ pub struct RotateArgs {
     /// endpoint of the AWS environment.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Take AWSPENDING over from a version another ClientRequestToken created (a rotation in
+    /// progress, or one whose function died). Without it the rotation stops (exit 3) and
+    /// changes nothing: a rotation that died between setSecret and finishSecret left the
+    /// database with the password only its version holds; finish it with --token ID instead.
+    #[arg(long)]
+    pub takeover: bool,
+
+    /// TLS for the database connections, as libpq names it: disable, prefer (TLS when the
+    /// server offers it), require, verify-ca (the certificate's chain must lead to --ca-file),
+    /// verify-full (and name the secret's host). prefer and require verify the chain too when
+    /// --ca-file is given.
+    #[arg(long, default_value = "prefer", value_parser = parse_sslmode)]
+    pub sslmode: SslMode,
+
+    /// A PEM file of the CA certificate(s) the server's certificate must lead to (libpq's
+    /// sslrootcert; for RDS the region's bundle). Needed by verify-ca and verify-full.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The rotation schedule.
@@ -341,6 +366,10 @@ fn parse_sessions(text: &str) -> Result<SessionPolicy, String> {
     }
 }
 
+pub(crate) fn parse_sslmode(text: &str) -> Result<SslMode, String> {
+    text.parse::<SslMode>().map_err(|e| e.to_string())
+}
+
 fn parse_step(text: &str) -> Result<Step, String> {
     text.parse::<Step>().map_err(|e| e.to_string())
 }
@@ -456,6 +485,24 @@ mod tests {
         assert_eq!(r.token.as_deref(), Some(token));
         let r = rotate(&["rotate", "--secret-id", "s", "--sessions", "terminate"]).unwrap();
         assert_eq!(r.sessions, SessionPolicy::Terminate);
+        assert_eq!(
+            (r.sslmode, r.ca_file.as_deref(), r.takeover),
+            (SslMode::Prefer, None, false)
+        );
+        let r = rotate(&[
+            "rotate",
+            "--secret-id",
+            "s",
+            "--sslmode",
+            "verify-full",
+            "--ca-file",
+            "/etc/ca.pem",
+            "--takeover",
+        ])
+        .unwrap();
+        assert_eq!(r.sslmode, SslMode::VerifyFull);
+        assert_eq!(r.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(r.takeover);
     }
 
     #[test]
@@ -469,6 +516,8 @@ mod tests {
             &["rotate", "--secret-id", "s", "--step", "createSecret"],
             &["rotate", "--secret-id", "s", "--token", "short"],
             &["rotate", "--secret-id", "s", "--pause-before-finish", "2h"],
+            &["rotate", "--secret-id", "s", "--sslmode", "allow"],
+            &["rotate", "--secret-id", "s", "--sslmode", "verify_full"],
             &[
                 "rotate",
                 "--secret-id",

@@ -1,23 +1,50 @@
 //! `credswap rotate`: one rotation (or one step of one) of a secret in AWS Secrets Manager,
 //! with `credswap_rotate::Rotator`.
+//!
+//! Exit statuses: 0 done; 1 the rotation failed (see the message and its hint); 2 bad
+//! arguments; 3 another rotation's version is `AWSPENDING` and `--takeover` was not given
+//! (nothing changed); 4 the `--token`'s rotation already finished (its version is
+//! `AWSCURRENT` or `AWSPREVIOUS`; nothing changed); 5 the server's `pg_hba.conf` rejected the
+//! connection (a configuration problem such as TLS required: see `--sslmode`).
+//!
+//! Database connections use `--sslmode` (libpq's names, default `prefer`) and `--ca-file`
+//! through `credswap_rotate::Connector::rustls`.
 
 use std::process::ExitCode;
 
 use credswap_aws::aws_sdk_secretsmanager::Client;
 use credswap_rotate::{
-    Error, Master, Outcome, RotationReport, Rotator, SessionPolicy, SessionsFound, StepReport,
-    Strategy,
+    Connector, Error, Master, Outcome, RotationReport, Rotator, SessionPolicy, SessionsFound,
+    StepReport, Strategy,
 };
 
 use crate::aws;
 use crate::cli::{RotateArgs, StrategyName};
+
+/// The rotation failed (the message says why).
+pub const EXIT_FAILED: u8 = 1;
+/// Bad arguments (clap's status too).
+pub const EXIT_USAGE: u8 = 2;
+/// Another rotation's version is `AWSPENDING`; `--takeover` was not given.
+pub const EXIT_TAKEOVER_REFUSED: u8 = 3;
+/// The `--token`'s rotation already finished.
+pub const EXIT_TOKEN_FINISHED: u8 = 4;
+/// The server's `pg_hba.conf` rejected the connection.
+pub const EXIT_REJECTED: u8 = 5;
 
 pub async fn main(args: RotateArgs) -> ExitCode {
     let strategy = match strategy(&args) {
         Ok(strategy) => strategy,
         Err(message) => {
             eprintln!("error: {message}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let connector = match Connector::rustls(args.sslmode, args.ca_file.as_deref()) {
+        Ok(connector) => connector,
+        Err(e) => {
+            eprintln!("error: --sslmode {}: {e}", args.sslmode);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let config = aws::from_env(args.endpoint_url.as_deref()).await;
@@ -26,11 +53,13 @@ pub async fn main(args: RotateArgs) -> ExitCode {
             "error: no AWS region: set AWS_REGION (or a profile's region with AWS_PROFILE), as for \
              the AWS CLI"
         );
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     }
     let rotator = Rotator::new(Client::new(&config), &args.secret_id, strategy)
         .session_policy(args.sessions)
-        .pause_before_finish(args.pause_before_finish);
+        .pause_before_finish(args.pause_before_finish)
+        .connector(connector)
+        .takeover(args.takeover);
     let result = match (args.step, &args.token) {
         (Some(step), Some(token)) => rotator.run_step(step, token).await.map(|report| {
             print_step(&args.secret_id, &report);
@@ -38,7 +67,7 @@ pub async fn main(args: RotateArgs) -> ExitCode {
         (Some(_), None) => {
             // clap's `requires` makes this unreachable; keep the exit status of a usage error.
             eprintln!("error: --step needs --token");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
         (None, token) => {
             println!(
@@ -68,8 +97,21 @@ pub async fn main(args: RotateArgs) -> ExitCode {
             if let Some(hint) = hint(&e, &args) {
                 eprintln!("hint: {hint}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(&e))
         }
+    }
+}
+
+/// The exit status of a failed rotation.
+fn exit_status(e: &Error) -> u8 {
+    if e.is_takeover_refused() {
+        EXIT_TAKEOVER_REFUSED
+    } else if e.is_token_finished() {
+        EXIT_TOKEN_FINISHED
+    } else if e.is_connection_rejected() {
+        EXIT_REJECTED
+    } else {
+        EXIT_FAILED
     }
 }
 
@@ -200,6 +242,43 @@ fn sessions(found: &SessionsFound) -> String {
 
 /// What to do about a failed rotation, from the error's questions.
 fn hint(e: &Error, args: &RotateArgs) -> Option<String> {
+    if e.is_takeover_refused() {
+        let other = e.version_id().unwrap_or("?");
+        return Some(format!(
+            "finish that rotation with its own token: credswap rotate --secret-id {} --token \
+             {other} (setSecret and testSecret are skipped when its password already logs in); \
+             only if it never reached setSecret (or with alternating users), start a new one \
+             over it with --takeover",
+            args.secret_id
+        ));
+    }
+    if e.is_token_finished() {
+        return Some(
+            "that token's rotation already finished; run credswap rotate without --token for a \
+             new rotation"
+                .to_owned(),
+        );
+    }
+    if e.is_connection_rejected() {
+        return Some(format!(
+            "the server's pg_hba.conf turns this connection away (SQLSTATE 28000) before any \
+             password check: if it requires TLS (hostssl entries, RDS rds.force_ssl), use \
+             --sslmode require or verify-full --ca-file CA.pem (now --sslmode {}); otherwise \
+             the server does not admit this user, database or client address",
+            args.sslmode
+        ));
+    }
+    if e.is_master_not_found() {
+        return Some(match &args.master_secret {
+            Some(master) => format!(
+                "check --master-secret {master} (and the region or --endpoint-url): Secrets \
+                 Manager has no such secret, or it has no AWSCURRENT version"
+            ),
+            None => "check the secret's masterarn field (--master-from-secret): Secrets Manager \
+                     has no secret by that ARN, or it has no AWSCURRENT version"
+                .to_owned(),
+        });
+    }
     if e.is_not_found() {
         return Some(format!(
             "check --secret-id {} (and the region or --endpoint-url): Secrets Manager has no such \
@@ -227,10 +306,15 @@ fn hint(e: &Error, args: &RotateArgs) -> Option<String> {
     }
     if e.is_database() {
         return Some(format!(
-            "the database failed{}: check the secret's host, port and dbname, and that it is \
-             reachable from here (connections use no TLS)",
+            "the database failed{}: check the secret's host, port and dbname, that it is \
+             reachable from here, and the TLS settings (now --sslmode {}{})",
             e.code()
                 .map(|c| format!(" (SQLSTATE {c})"))
+                .unwrap_or_default(),
+            args.sslmode,
+            args.ca_file
+                .as_ref()
+                .map(|p| format!(" --ca-file {}", p.display()))
                 .unwrap_or_default()
         ));
     }

@@ -276,6 +276,230 @@ async fn secrets_manager_source_on_moto() {
     assert_eq!(code, 3, "{report}");
 }
 
+/// A rotation that died part way leaves AWSPENDING: young, the check says "rotating" and
+/// exits 0; older than --stuck-after, "rotation stuck since ..." and exit 9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_manager_a_stuck_rotation_has_its_exit_status() {
+    let moto = TestMoto::start().await.expect("moto starts");
+    let config = moto.sdk_config().await;
+    let client = Client::new(&config);
+    let role = unique_name("check");
+    let password = random_password();
+    let name = format!("check/{role}");
+    let value = |password: &str| {
+        json!({
+            "engine": "postgres", "host": "127.0.0.1", "port": 5432,
+            "dbname": "app", "username": role, "password": password,
+        })
+        .to_string()
+    };
+    client
+        .create_secret()
+        .name(&name)
+        .secret_string(value(&password))
+        .send()
+        .await
+        .expect("CreateSecret");
+    let endpoint = moto.endpoint_url();
+    let envs = [
+        ("AWS_REGION", moto.region()),
+        ("AWS_ACCESS_KEY_ID", moto.access_key_id()),
+        ("AWS_SECRET_ACCESS_KEY", moto.secret_access_key()),
+    ];
+    let aws = [
+        "--source",
+        "aws",
+        "--secret-id",
+        &name,
+        "--endpoint-url",
+        &endpoint,
+    ];
+
+    // No pending version: ok, no rotation.
+    let (code, report, _) = check(&aws, &envs, &[&password]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report["rotation"].is_null(), "{report}");
+
+    // A pending version (a rotation function's createSecret), just created: rotating, ok.
+    let token = "12345678-aaaa-4bbb-8ccc-0123456789ab";
+    let pending_password = random_password();
+    client
+        .put_secret_value()
+        .secret_id(&name)
+        .client_request_token(token)
+        .secret_string(value(&pending_password))
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .expect("PutSecretValue");
+    let secrets = [password.as_str(), pending_password.as_str()];
+    let (code, report, _) = check(&aws, &envs, &secrets);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["rotation"], "rotating", "{report}");
+    assert_eq!(report["pending_version"], token, "{report}");
+    assert!(report["pending_age_s"].as_f64().unwrap() < 60.0, "{report}");
+    assert!(
+        report["reason"].as_str().unwrap().contains("rotating"),
+        "{report}"
+    );
+
+    // Older than --stuck-after (moto's CreatedDate has whole seconds): stuck, 9.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let stuck_args = [&aws[..], &["--stuck-after", "1s"]].concat();
+    let (code, report, _) = check(&stuck_args, &envs, &secrets);
+    assert_eq!(code, 9, "{report}");
+    assert_eq!(report["status"], "stuck");
+    assert_eq!(report["rotation"], "stuck");
+    assert_eq!(report["pending_version"], token, "{report}");
+    assert!(report["pending_age_s"].as_f64().unwrap() >= 1.0, "{report}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(reason.starts_with("rotation stuck since "), "{report}");
+    assert!(reason.contains(token), "{report}");
+    // The default limit (10 minutes) is not reached yet.
+    let (code, report, _) = check(&aws, &envs, &secrets);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["rotation"], "rotating", "{report}");
+
+    // The one-line output says it too.
+    let output = Command::new(env!("CARGO_BIN_EXE_credswap"))
+        .arg("check")
+        .args(&stuck_args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run credswap check");
+    let line = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(9), "{line}");
+    assert!(line.starts_with("FAIL: rotation stuck since "), "{line}");
+    assert!(
+        !line.contains(&pending_password) && !line.contains(&password),
+        "{line}"
+    );
+
+    // The rotation finishes (AWSCURRENT moves, AWSPENDING is removed): ok again.
+    let current = client
+        .describe_secret()
+        .secret_id(&name)
+        .send()
+        .await
+        .expect("DescribeSecret")
+        .version_ids_to_stages
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+        .expect("a current version")
+        .0;
+    client
+        .update_secret_version_stage()
+        .secret_id(&name)
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(token)
+        .remove_from_version_id(current)
+        .send()
+        .await
+        .expect("UpdateSecretVersionStage");
+    client
+        .update_secret_version_stage()
+        .secret_id(&name)
+        .version_stage("AWSPENDING")
+        .remove_from_version_id(token)
+        .send()
+        .await
+        .expect("UpdateSecretVersionStage");
+    let (code, report, _) = check(&stuck_args, &envs, &secrets);
+    assert_eq!(code, 0, "{report}");
+    assert!(report["rotation"].is_null(), "{report}");
+    assert_eq!(report["version"], token, "{report}");
+}
+
+/// `--connect` over TLS: verify-full with the cluster's CA file connects; plaintext on a
+/// cluster whose pg_hba.conf turns it away is a rejection (4) naming pg_hba.conf; verify-full
+/// without a CA file is a configuration error (8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_over_tls_with_sslmode_and_ca_file() {
+    let pg = TestPostgres::start_tls().await.expect("a TLS cluster");
+    let tls = pg.tls().expect("TLS").clone();
+    let role = unique_name("check");
+    let password = random_password();
+    pg.create_login_role(&role, &password).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_volume(dir.path(), &role, &password);
+    let path = dir.path().to_str().unwrap();
+    let db = format!(
+        "postgres://{}:{}/{}",
+        tls.server_name(),
+        pg.port(),
+        pg.database()
+    );
+    let ca_file = tls.ca_cert_path().to_str().unwrap();
+    let secrets = [password.as_str()];
+    let connect = [
+        "--source",
+        "file",
+        "--path",
+        path,
+        "--connect",
+        "--database-url",
+        &db,
+    ];
+
+    let (code, report, _) = check(
+        &[
+            &connect[..],
+            &["--sslmode", "verify-full", "--ca-file", ca_file],
+        ]
+        .concat(),
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["connected"], true);
+
+    let (code, report, _) = check(
+        &[&connect[..], &["--sslmode", "disable"]].concat(),
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 4, "{report}");
+    assert_eq!(report["status"], "refused");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pg_hba.conf") && reason.contains("--sslmode"),
+        "{report}"
+    );
+
+    let (code, report, _) = check(
+        &[&connect[..], &["--sslmode", "verify-full"]].concat(),
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 8, "{report}");
+
+    // A CA file of another CA: the handshake fails, the database cannot be reached (7).
+    let other = credswap_testkit::tls::TestCa::generate("not the server's CA").unwrap();
+    let other_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_file, other.cert_pem()).unwrap();
+    let (code, report, _) = check(
+        &[
+            &connect[..],
+            &[
+                "--sslmode",
+                "verify-full",
+                "--ca-file",
+                other_file.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+        &[],
+        &secrets,
+    );
+    assert_eq!(code, 7, "{report}");
+    assert!(
+        report["reason"].as_str().unwrap().contains("UnknownIssuer"),
+        "{report}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_sources_on_openbao() {
     let (pg, bao) = tokio::join!(TestPostgres::start(), TestBao::start());

@@ -66,6 +66,51 @@ impl World {
         serde_json::from_str(out.secret_string().unwrap()).unwrap()
     }
 
+    /// The version id carrying AWSPENDING, if any.
+    async fn pending(&self, secret: &str) -> Option<String> {
+        self.client
+            .describe_secret()
+            .secret_id(secret)
+            .send()
+            .await
+            .expect("DescribeSecret")
+            .version_ids_to_stages
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSPENDING"))
+            .map(|(id, _)| id)
+    }
+
+    /// The version id carrying `stage`.
+    async fn version_with(&self, secret: &str, stage: &str) -> String {
+        self.client
+            .describe_secret()
+            .secret_id(secret)
+            .send()
+            .await
+            .expect("DescribeSecret")
+            .version_ids_to_stages
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == stage))
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| panic!("no {stage} version"))
+    }
+
+    /// Stores `value` as a new AWSPENDING version under `token`, as a rotation function's
+    /// createSecret does.
+    async fn put_pending(&self, secret: &str, token: &str, value: &Value) {
+        self.client
+            .put_secret_value()
+            .secret_id(secret)
+            .client_request_token(token)
+            .secret_string(value.to_string())
+            .version_stages("AWSPENDING")
+            .send()
+            .await
+            .expect("PutSecretValue");
+    }
+
     async fn logs_in(&self, user: &str, password: &str) -> bool {
         match self.pg.config_for(user, password).connect(NoTls).await {
             Ok((client, connection)) => {
@@ -249,7 +294,11 @@ async fn alternating_users_create_the_clone_and_steps_run_one_at_a_time() {
     printed.push_str(&stdout);
     printed.push_str(&stderr);
 
-    // With `terminate` it goes through.
+    // Its pending version stays: a new rotation does not take it over (exit 3) ...
+    let failed = w
+        .pending(&secret)
+        .await
+        .expect("the failed rotation's version");
     let (output, stdout, stderr) = w
         .credswap(&[
             "--secret-id",
@@ -260,6 +309,24 @@ async fn alternating_users_create_the_clone_and_steps_run_one_at_a_time() {
             &master,
             "--sessions",
             "terminate",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("--token {failed}")), "{stderr}");
+
+    // ... and resumed with its token and `terminate` it goes through.
+    let (output, stdout, stderr) = w
+        .credswap(&[
+            "--secret-id",
+            &secret,
+            "--strategy",
+            "alternating-users",
+            "--master-secret",
+            &master,
+            "--sessions",
+            "terminate",
+            "--token",
+            &failed,
         ])
         .await;
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -294,4 +361,251 @@ async fn a_missing_secret_exits_1_with_a_hint() {
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("createSecret"), "{stderr}");
     assert!(stderr.contains("hint: check --secret-id"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_master_secret_is_named_in_the_hint() {
+    let w = world().await;
+    let (_, _, secret) = w.single_user().await;
+    let (output, stdout, stderr) = w
+        .credswap(&[
+            "--secret-id",
+            &secret,
+            "--strategy",
+            "alternating-users",
+            "--master-secret",
+            "cli/no-such-master",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("hint: check --master-secret cli/no-such-master"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--secret-id"), "{stderr}");
+    assert!(
+        stderr.contains("master secret cli/no-such-master"),
+        "{stderr}"
+    );
+}
+
+/// A rotation function died between setSecret and finishSecret: the database has the pending
+/// version's password, AWSCURRENT no longer logs in. `credswap rotate` must not orphan it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_rotation_is_not_taken_over_and_a_finished_token_is_refused() {
+    let w = world().await;
+    let (role, old_password, secret) = w.single_user().await;
+    let lambda_token = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+    let lambda_password = random_password();
+    w.put_pending(
+        &secret,
+        lambda_token,
+        &w.secret_json(&role, &lambda_password),
+    )
+    .await;
+    w.pg.set_password(&role, &lambda_password).await.unwrap();
+    let mut printed = String::new();
+
+    // Refused, exit 3, naming the secret and the other version; nothing changes.
+    let (output, stdout, stderr) = w.credswap(&["--secret-id", &secret]).await;
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&secret) && stderr.contains(lambda_token),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rotation in progress"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--token {lambda_token}")),
+        "{stderr}"
+    );
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+    assert_eq!(w.pending(&secret).await.as_deref(), Some(lambda_token));
+    assert!(w.logs_in(&role, &lambda_password).await);
+
+    // Finishing it with its token works: setSecret is skipped, its password becomes current.
+    let (output, stdout, stderr) = w
+        .credswap(&["--secret-id", &secret, "--token", lambda_token])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("setSecret already done"), "{stdout}");
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+    assert_eq!(
+        w.current(&secret).await["password"],
+        lambda_password.as_str()
+    );
+
+    // The same token again: its rotation finished (AWSCURRENT), exit 4.
+    let (output, stdout, stderr) = w
+        .credswap(&["--secret-id", &secret, "--token", lambda_token])
+        .await;
+    assert_eq!(output.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stderr.contains("already finished"), "{stderr}");
+    assert!(stderr.contains("AWSCURRENT"), "{stderr}");
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+
+    // A new rotation; then the old token is AWSPREVIOUS: exit 4, and the database keeps the
+    // newest password (no rotation back to a retired one).
+    let (output, stdout, stderr) = w.credswap(&["--secret-id", &secret]).await;
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+    assert_eq!(w.version_with(&secret, "AWSPREVIOUS").await, lambda_token);
+    let newest = w.current(&secret).await["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (output, stdout, stderr) = w
+        .credswap(&["--secret-id", &secret, "--token", lambda_token])
+        .await;
+    assert_eq!(output.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stderr.contains("AWSPREVIOUS"), "{stderr}");
+    assert!(stderr.contains("retired password"), "{stderr}");
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let (output, stdout, stderr) = w
+            .credswap(&[
+                "--secret-id",
+                &secret,
+                "--step",
+                step,
+                "--token",
+                lambda_token,
+            ])
+            .await;
+        assert_eq!(output.status.code(), Some(4), "{step}: {stdout}\n{stderr}");
+        printed.push_str(&stdout);
+        printed.push_str(&stderr);
+    }
+    assert!(w.logs_in(&role, &newest).await);
+    assert!(!w.logs_in(&role, &lambda_password).await);
+    assert_eq!(w.pending(&secret).await, None);
+
+    // A rotation function died after createSecret (no database change): --takeover replaces it.
+    let dead_token = "ffffffff-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+    w.put_pending(
+        &secret,
+        dead_token,
+        &w.secret_json(&role, &random_password()),
+    )
+    .await;
+    let (output, stdout, stderr) = w.credswap(&["--secret-id", &secret]).await;
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    let (output, stdout, stderr) = w.credswap(&["--secret-id", &secret, "--takeover"]).await;
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
+    let current = w.current(&secret).await;
+    assert!(
+        w.logs_in(&role, current["password"].as_str().unwrap())
+            .await
+    );
+    assert_eq!(w.pending(&secret).await, None);
+
+    for password in [&old_password, &lambda_password, &newest] {
+        assert!(
+            !printed.contains(password.as_str()),
+            "a password printed:\n{printed}"
+        );
+    }
+}
+
+/// `--sslmode verify-full --ca-file` rotates on a cluster that turns plaintext logins away; a
+/// plaintext rotation there is a pg_hba.conf rejection: exit 5 at once, with a hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotates_over_verify_full_tls_and_a_pg_hba_rejection_exits_5() {
+    let (pg, moto) = tokio::join!(TestPostgres::start_tls(), TestMoto::start());
+    let (pg, moto) = (pg.expect("a TLS cluster"), moto.expect("moto starts"));
+    let config = moto.sdk_config().await;
+    let w = World {
+        client: Client::new(&config),
+        pg,
+        moto,
+    };
+    let tls = w.pg.tls().expect("TLS").clone();
+    let ca_file = tls
+        .ca_cert_path()
+        .to_str()
+        .expect("a UTF-8 path")
+        .to_owned();
+    let role = unique_name("cli");
+    let password = random_password();
+    w.pg.create_login_role(&role, &password).await.unwrap();
+    let secret = format!("cli/{role}");
+    // The secret names the host the certificate is for.
+    let mut value = w.secret_json(&role, &password);
+    value["host"] = json!(tls.server_name());
+    w.create_secret(&secret, &value).await;
+    let logs_in_over_tls = |password: String| {
+        let mut config = w.pg.tls_base_config();
+        config.user(&role).password(password);
+        let connector = credswap_rotate::Connector::rustls(
+            credswap_rotate::SslMode::VerifyFull,
+            Some(tls.ca_cert_path()),
+        )
+        .expect("a connector");
+        async move {
+            match connector.connect(config).await {
+                Ok((client, connection)) => {
+                    drop(client);
+                    let _ = connection.await;
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    };
+
+    // Plaintext: rejected by pg_hba.conf, exit 5, fast, with the TLS hint.
+    let began = std::time::Instant::now();
+    let (output, stdout, stderr) = w
+        .credswap(&["--secret-id", &secret, "--sslmode", "disable"])
+        .await;
+    assert_eq!(output.status.code(), Some(5), "{stdout}\n{stderr}");
+    assert!(began.elapsed() < std::time::Duration::from_secs(20));
+    assert!(stderr.contains("pg_hba.conf"), "{stderr}");
+    assert!(
+        stderr.contains("hint:") && stderr.contains("--sslmode"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&password), "{stderr}");
+    assert!(logs_in_over_tls(password.clone()).await);
+
+    // verify-full without a CA file: a usage error.
+    let (output, _, stderr) = w
+        .credswap(&["--secret-id", &secret, "--sslmode", "verify-full"])
+        .await;
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CA file"), "{stderr}");
+
+    // verify-full with the cluster's CA: rotated (taking the rejected attempt's pending
+    // version over: it never reached the database).
+    let (output, stdout, stderr) = w
+        .credswap(&[
+            "--secret-id",
+            &secret,
+            "--sslmode",
+            "verify-full",
+            "--ca-file",
+            &ca_file,
+            "--takeover",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let new_password = w.current(&secret).await["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_password, password);
+    assert!(logs_in_over_tls(new_password.clone()).await);
+    assert!(!logs_in_over_tls(password.clone()).await);
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(&new_password) && !text.contains(&password),
+            "{text}"
+        );
+    }
 }
