@@ -13,6 +13,7 @@ use super::error::AdapterError;
 use super::handle::Rotation;
 use super::stats::{Counters, LiveConnection};
 use super::tag::ConnectionTag;
+use crate::provider::AUTH_REFRESH_MAX;
 use crate::{Generation, Snapshot};
 
 /// The first wait after a refused or transiently failed connect; it doubles up to
@@ -21,6 +22,10 @@ pub const RETRY_INITIAL: Duration = Duration::from_millis(20);
 
 /// The longest wait between two connect attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long after the store's next allowed answer a connect in a burst of refusals that has
+/// outlived its deadline keeps waiting for it.
+const NEXT_ANSWER_GRACE: Duration = Duration::from_millis(150);
 
 /// The most a connector's deadline stays short of the pool's own timeout.
 pub const POOL_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
@@ -177,7 +182,8 @@ impl Connector {
         let credentials = self.rotation.credentials();
         let counters = self.rotation.counters();
         let started = Instant::now();
-        let mut until = started + self.deadline;
+        let own_until = started + self.deadline;
+        let mut until = own_until;
         let mut changes = credentials.subscribe();
         let mut backoff = RETRY_INITIAL;
         let mut attempts = 0u32;
@@ -185,6 +191,9 @@ impl Connector {
         let mut fallback: Option<Arc<Snapshot>> = None;
         let mut fell_back_from: Option<Generation> = None;
         let mut tried_pending_for: Option<Generation> = None;
+        // The store's next answer this connect may wait for in a burst of refusals that has
+        // outlived its deadline (decided at the first refusal).
+        let mut next_answer: Option<Option<Instant>> = None;
         // The session's place in the pool's budget, held for the connection's life. The pool
         // stays within its size by itself; a probe in flight may hold a slot for a moment.
         let slot = match self
@@ -282,8 +291,19 @@ impl Connector {
                     // all, not one per connect: the connects that come later (queued behind the
                     // first ones) fail as fast as a plain pool's would, with the same error, so
                     // that a pool's checkout never takes its queue time plus a whole deadline.
+                    // They still wait for the store's next answer when it is due soon, so a
+                    // store that has been fixed is seen by the next checkout.
                     if let Some(since) = credentials.refused_since(generation) {
-                        until = until.min((since + self.deadline).max(started));
+                        let burst_until = (since + self.deadline).max(started);
+                        // One more answer per connect, not one after another.
+                        let next_answer = next_answer.get_or_insert_with(|| {
+                            credentials
+                                .next_refusal_fetch()
+                                .filter(|at| *at <= Instant::now() + AUTH_REFRESH_MAX)
+                                .map(|at| at + NEXT_ANSWER_GRACE)
+                        });
+                        until = own_until
+                            .min(next_answer.map_or(burst_until, |at| burst_until.max(at)));
                     }
                     // Shared with every other refused connect; rate-limited by the provider, and
                     // never waited for past the deadline (a slow or black-holed store).

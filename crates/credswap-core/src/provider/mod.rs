@@ -338,8 +338,9 @@ async fn validate_bounded(
     }
 }
 
-/// The longest gap between two store fetches caused by refusals of one generation.
-pub const AUTH_REFRESH_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest gap between two store fetches caused by refusals of one generation: a store
+/// that has been fixed is seen this soon by a pool whose logins it refused.
+pub const AUTH_REFRESH_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The gap after the `burst`-th store fetch of one burst of refusals: `auth_refresh_interval`,
 /// doubling with each fetch that did not end the refusals, up to [`AUTH_REFRESH_MAX`] (never
@@ -675,6 +676,17 @@ impl RotatingCredentials {
             .refused
             .filter(|r| r.generation == generation)
             .map(|r| r.since)
+    }
+
+    /// When the next store fetch caused by a refused login may start, if the provider is
+    /// holding one back in a burst of refusals while the store answers (`None` while its
+    /// fetches fail: there is no answer to wait for).
+    pub(crate) fn next_refusal_fetch(&self) -> Option<Instant> {
+        let status = lock(&self.shared.status);
+        if status.consecutive_failures > 0 {
+            return None;
+        }
+        status.next_auth_fetch.filter(|at| *at > Instant::now())
     }
 
     /// Whether the database has refused a login with `generation` (the current one) and
