@@ -184,16 +184,14 @@ impl Login {
     }
 }
 
-/// The login the pool's connect options should carry: the current credential once the database
-/// has accepted it; until then, the last login it did accept while that is still within its
-/// lease (**prove before publish**: sqlx returns a refused login to the caller of
-/// `PgPool::acquire` before any adapter code runs, so a login goes into the options only once
-/// the adapter's probe has proven it; a mistyped secret is tried by the probe alone, and the
-/// pool's own connects keep the login that works). With no accepted login to keep (the first
-/// one, or one past its lease), the current credential.
+/// The login the pool's connect options should carry: the current credential, unless the
+/// database has refused it, never accepted it, and an older login it did accept is still within
+/// its lease (**prove before drain**: a mistyped secret is tried once by the adapter's probe,
+/// and then the pool's own connects, which sqlx returns to the caller as they fail, go back to
+/// the login that works).
 pub(crate) fn wanted(credentials: &RotatingCredentials) -> Arc<Snapshot> {
     let current = credentials.current();
-    if current.is_proven() {
+    if current.is_proven() || !credentials.is_refused(current.generation()) {
         return current;
     }
     match credentials.proven() {
