@@ -7,6 +7,7 @@ use std::io;
 /// | class | SQLSTATE / I/O error | next |
 /// |---|---|---|
 /// | [`Auth`](Self::Auth) | `28P01` invalid password, `28000` invalid authorization | report it to the provider and wait for a credential that works |
+/// | [`Fatal`](Self::Fatal) | `28000` whose message names `pg_hba.conf` (no entry for this host, user or TLS mode: a server that requires TLS, RDS's `rds.force_ssl`) | fail at once: no password makes the server's configuration accept the connection |
 /// | [`Transient`](Self::Transient) | `57P03` cannot connect now (starting up, shutting down), `53300` too many connections, `08000`/`08001`/`08004`/`08006` connection exceptions; I/O connection refused, reset, aborted, not connected, unexpected EOF | back off and retry |
 /// | [`Fatal`](Self::Fatal) | anything else (a missing database, a bad host name, a TLS failure) | fail at once |
 ///
@@ -40,6 +41,13 @@ pub const AUTH_SQLSTATES: [&str; 2] = ["28P01", "28000"];
 
 /// SQLSTATEs worth retrying at connect.
 pub const TRANSIENT_SQLSTATES: [&str; 6] = ["57P03", "53300", "08000", "08001", "08004", "08006"];
+
+/// `28000`: PostgreSQL's "invalid authorization specification", for a refused role and for a
+/// connection its `pg_hba.conf` turns away.
+const INVALID_AUTHORIZATION: &str = "28000";
+
+/// What PostgreSQL's message says when `pg_hba.conf` turned a connection away.
+const PG_HBA: &str = "pg_hba.conf";
 
 /// `08P01`, which PgBouncer uses for refused logins and unreachable servers alike.
 const PROTOCOL_VIOLATION: &str = "08P01";
@@ -96,12 +104,24 @@ impl Failure {
     /// assert_eq!(bouncer("SASL authentication failed"), Failure::Auth);
     /// assert_eq!(bouncer("pgbouncer cannot connect to server"), Failure::Transient);
     /// assert_eq!(bouncer("unsupported startup parameter: options"), Failure::Fatal);
+    ///
+    /// // A server that takes this login only over TLS: no password helps.
+    /// let hba = "no pg_hba.conf entry for host \"10.0.0.5\", user \"app\", database \"app\", no encryption";
+    /// assert_eq!(Failure::classify_message(Some("28000"), Some(hba), None), Failure::Fatal);
+    /// assert_eq!(Failure::classify_message(Some("28000"), Some("role \"app\" is not permitted to log in"), None), Failure::Auth);
     /// ```
     pub fn classify_message(
         sqlstate: Option<&str>,
         message: Option<&str>,
         io: Option<io::ErrorKind>,
     ) -> Self {
+        if sqlstate == Some(INVALID_AUTHORIZATION)
+            && message.is_some_and(|m| m.to_ascii_lowercase().contains(PG_HBA))
+        {
+            // The server's host-based rules turned the connection away before any password was
+            // checked: a configuration error, and waiting for another credential cannot help.
+            return Failure::Fatal;
+        }
         if sqlstate == Some(PROTOCOL_VIOLATION)
             && let Some(message) = message
         {

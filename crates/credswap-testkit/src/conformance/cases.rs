@@ -1418,3 +1418,4 @@ pub use super::misbehaving::{
     a_stuck_pending_version_fails_nothing_and_stops_being_tried,
     a_throttling_store_fails_no_request,
 };
+pub use super::rejected::a_pg_hba_rejection_fails_fast_as_a_configuration_error;

@@ -18,6 +18,7 @@
 
 pub mod cases;
 mod misbehaving;
+mod rejected;
 
 use async_trait::async_trait;
 use credswap_core::contract::Rotation;
@@ -147,6 +148,7 @@ macro_rules! conformance_suite {
             a_pending_version_moved_mid_trial_is_never_published_unproven,
             a_black_holed_store_bounds_every_checkout,
             a_throttling_store_fails_no_request,
+            a_pg_hba_rejection_fails_fast_as_a_configuration_error,
         );
 
         /// The same contract through a real PgBouncer.
