@@ -23,9 +23,9 @@ pub const RETRY_INITIAL: Duration = Duration::from_millis(20);
 /// The longest wait between two connect attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// How long after the store's next allowed answer a connect in a burst of refusals that has
-/// outlived its deadline keeps waiting for it.
-const NEXT_ANSWER_GRACE: Duration = Duration::from_millis(150);
+/// How long a connect in a burst of refusals that has outlived its deadline waits for the
+/// store's next answer once it is asked (the fetch itself).
+const NEXT_ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 /// The most a connector's deadline stays short of the pool's own timeout.
 pub const POOL_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
@@ -300,10 +300,11 @@ impl Connector {
                             credentials
                                 .next_refusal_fetch()
                                 .filter(|at| *at <= Instant::now() + AUTH_REFRESH_MAX)
-                                .map(|at| at + NEXT_ANSWER_GRACE)
                         });
-                        until = own_until
-                            .min(next_answer.map_or(burst_until, |at| burst_until.max(at)));
+                        until = own_until.min(
+                            next_answer
+                                .map_or(burst_until, |at| burst_until.max(at + NEXT_ANSWER_GRACE)),
+                        );
                     }
                     // Shared with every other refused connect; rate-limited by the provider, and
                     // never waited for past the deadline (a slow or black-holed store).
@@ -361,7 +362,11 @@ impl Connector {
                 );
                 return Err(refused(error));
             }
-            let wait = backoff.min(until - now);
+            // Waiting for the store's next answer: ask it the moment it is due.
+            let wait = match next_answer.flatten().filter(|at| *at > now) {
+                Some(at) => (at - now).min(until - now),
+                None => backoff.min(until - now),
+            };
             backoff = (backoff * 2).min(RETRY_MAX);
             if failure == Failure::Auth {
                 // A new credential ends the wait early.

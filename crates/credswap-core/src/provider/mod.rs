@@ -678,15 +678,16 @@ impl RotatingCredentials {
             .map(|r| r.since)
     }
 
-    /// When the next store fetch caused by a refused login may start, if the provider is
-    /// holding one back in a burst of refusals while the store answers (`None` while its
-    /// fetches fail: there is no answer to wait for).
+    /// When the next store fetch caused by a refused login may start (now, or later in a
+    /// burst of refusals), while the store answers; `None` while its fetches fail: there is no
+    /// answer to wait for.
     pub(crate) fn next_refusal_fetch(&self) -> Option<Instant> {
         let status = lock(&self.shared.status);
         if status.consecutive_failures > 0 {
             return None;
         }
-        status.next_auth_fetch.filter(|at| *at > Instant::now())
+        let now = Instant::now();
+        Some(status.next_auth_fetch.map_or(now, |at| at.max(now)))
     }
 
     /// Whether the database has refused a login with `generation` (the current one) and

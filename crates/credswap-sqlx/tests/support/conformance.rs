@@ -108,6 +108,8 @@ mod plain {
         a_black_holed_store_bounds_every_checkout,
         a_throttling_store_fails_no_request,
         a_pg_hba_rejection_fails_fast_as_a_configuration_error,
+        a_stuck_awspending_on_secrets_manager_fails_nothing,
+        a_reverted_rotation_on_secrets_manager_is_followed_back,
     );
 
     ignored_cases!(Sqlx, Direct,
@@ -204,6 +206,8 @@ mod following {
         persistent_wrong_password_fails_clearly_without_the_secret,
         nothing_prints_the_password,
         a_pg_hba_rejection_fails_fast_as_a_configuration_error,
+        a_stuck_awspending_on_secrets_manager_fails_nothing,
+        a_reverted_rotation_on_secrets_manager_is_followed_back,
         a_stuck_pending_version_fails_nothing_and_stops_being_tried,
         a_reverted_rotation_is_followed_back_without_a_restart,
         a_pending_version_moved_mid_trial_is_never_published_unproven,

@@ -1418,4 +1418,9 @@ pub use super::misbehaving::{
     a_stuck_pending_version_fails_nothing_and_stops_being_tried,
     a_throttling_store_fails_no_request,
 };
+#[cfg(feature = "aws")]
+pub use super::misbehaving::{
+    a_reverted_rotation_on_secrets_manager_is_followed_back,
+    a_stuck_awspending_on_secrets_manager_fails_nothing,
+};
 pub use super::rejected::a_pg_hba_rejection_fails_fast_as_a_configuration_error;

@@ -13,10 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use credswap_core::{Credential, Policy};
+use credswap_core::{Credential, Policy, RotatingCredentials};
 use tokio::time::Instant;
 
 use super::cases::{build, load, wait_for, whoami};
+#[cfg(feature = "aws")]
+use super::store::secrets_manager_role;
+use super::store::{Memory, Store};
 use super::{Adapter, Route};
 use crate::harness::{error_chain, single_role};
 use crate::{TestPostgres, random_password};
@@ -75,14 +78,39 @@ fn policy(refresh: Duration) -> Policy {
 /// rotation is stuck.
 pub async fn a_stuck_pending_version_fails_nothing_and_stops_being_tried<A: Adapter, R: Route>() {
     let pg = R::postgres().await;
-    let window = Duration::from_secs(5);
-    let policy = Policy::builder()
+    let (role, _, store, credentials) = single_role(&pg, stuck_policy()).await;
+    stuck_pending::<A>(&pg, &role, &Memory(store), credentials).await;
+}
+
+/// [`a_stuck_pending_version_fails_nothing_and_stops_being_tried`] on a real Secrets Manager
+/// API (moto): a version staged `AWSPENDING` that the database never got, read through
+/// `credswap-aws` (`DescribeSecret` says the secret is rotating).
+#[cfg(feature = "aws")]
+pub async fn a_stuck_awspending_on_secrets_manager_fails_nothing<A: Adapter, R: Route>() {
+    let pg = R::postgres().await;
+    let (role, _, store, credentials) = secrets_manager_role(&pg, stuck_policy()).await;
+    stuck_pending::<A>(&pg, &role, &store, credentials).await;
+}
+
+/// The trial window of the stuck-pending cases: 5 s, so that a case sees it end.
+const STUCK_WINDOW: Duration = Duration::from_secs(5);
+
+fn stuck_policy() -> Policy {
+    Policy::builder()
         .refresh_interval(Duration::from_millis(500))
-        .pending_trial_window(window)
+        .pending_trial_window(STUCK_WINDOW)
         .build()
-        .expect("valid policy");
-    let (role, _, store, credentials) = single_role(&pg, policy).await;
-    let (pool, rotation) = build::<A>(&pg, credentials.clone(), 4).await;
+        .expect("valid policy")
+}
+
+async fn stuck_pending<A: Adapter>(
+    pg: &TestPostgres,
+    role: &str,
+    store: &dyn Store,
+    credentials: RotatingCredentials,
+) {
+    let (role, window) = (role.to_owned(), STUCK_WINDOW);
+    let (pool, rotation) = build::<A>(pg, credentials.clone(), 4).await;
     let generation = credentials.generation();
     let stop = Arc::new(AtomicBool::new(false));
     let loaded = load::<A>(&pool, 8, &stop);
@@ -91,7 +119,9 @@ pub async fn a_stuck_pending_version_fails_nothing_and_stops_being_tried<A: Adap
     let calls_before = credentials.stats().store_calls;
 
     // createSecret, then setSecret fails: the database never gets the pending password.
-    store.set_pending(Some(Credential::new(role.clone(), random_password())));
+    store
+        .stage_pending(&Credential::new(role.clone(), random_password()))
+        .await;
     let started = Instant::now();
     tokio::time::sleep(window + Duration::from_secs(1)).await;
     let in_window = refused(&pg, &role) - before;
@@ -104,9 +134,10 @@ pub async fn a_stuck_pending_version_fails_nothing_and_stops_being_tried<A: Adap
     let stats = rotation.stats();
     let calls = credentials.stats().store_calls - calls_before;
     let summary = format!(
-        "{}: {ok} ok, {failed} failed (first: {first:?}); refused logins {in_window} in the \
-         trial window, {after_window} after it; {calls} store calls in {elapsed:?}; {stats:?}",
-        A::NAME
+        "{} on {}: {ok} ok, {failed} failed (first: {first:?}); refused logins {in_window} in \
+         the trial window, {after_window} after it; {calls} store calls in {elapsed:?}; {stats:?}",
+        A::NAME,
+        store.name()
     );
     eprintln!("{summary}");
     assert_eq!(failed, 0, "{summary}");
@@ -142,9 +173,32 @@ pub async fn a_stuck_pending_version_fails_nothing_and_stops_being_tried<A: Adap
 /// terminated every 2 s cost only the requests in flight on them.
 pub async fn a_reverted_rotation_is_followed_back_without_a_restart<A: Adapter, R: Route>() {
     let pg = R::postgres().await;
-    let refresh = Duration::from_secs(1);
-    let (role, old_password, store, credentials) = single_role(&pg, policy(refresh)).await;
-    let (pool, rotation) = build::<A>(&pg, credentials.clone(), 4).await;
+    let (role, old_password, store, credentials) = single_role(&pg, policy(REVERT_REFRESH)).await;
+    reverted::<A>(&pg, &role, &old_password, &Memory(store), credentials).await;
+}
+
+/// [`a_reverted_rotation_is_followed_back_without_a_restart`] on a real Secrets Manager API
+/// (moto): the operator removes `AWSPENDING` from the version the pools had adopted.
+#[cfg(feature = "aws")]
+pub async fn a_reverted_rotation_on_secrets_manager_is_followed_back<A: Adapter, R: Route>() {
+    let pg = R::postgres().await;
+    let (role, old_password, store, credentials) =
+        secrets_manager_role(&pg, policy(REVERT_REFRESH)).await;
+    reverted::<A>(&pg, &role, &old_password, &store, credentials).await;
+}
+
+/// The cache TTL of the revert cases: refused logins must end within it after the revert.
+const REVERT_REFRESH: Duration = Duration::from_secs(1);
+
+async fn reverted<A: Adapter>(
+    pg: &TestPostgres,
+    role: &str,
+    old_password: &str,
+    store: &dyn Store,
+    credentials: RotatingCredentials,
+) {
+    let (role, old_password, refresh) = (role.to_owned(), old_password.to_owned(), REVERT_REFRESH);
+    let (pool, rotation) = build::<A>(pg, credentials.clone(), 4).await;
     assert_eq!(whoami::<A>(&pool).await.user, role);
     let stop = Arc::new(AtomicBool::new(false));
     let loaded = load::<A>(&pool, 8, &stop);
@@ -153,7 +207,9 @@ pub async fn a_reverted_rotation_is_followed_back_without_a_restart<A: Adapter, 
         // createSecret + setSecret: the pools adopt the pending password.
         let generation = credentials.generation();
         let new_password = random_password();
-        store.set_pending(Some(Credential::new(role.clone(), new_password.clone())));
+        store
+            .stage_pending(&Credential::new(role.clone(), new_password.clone()))
+            .await;
         pg.set_password(&role, &new_password)
             .await
             .expect("ALTER ROLE");
@@ -168,7 +224,7 @@ pub async fn a_reverted_rotation_is_followed_back_without_a_restart<A: Adapter, 
         pg.set_password(&role, &old_password)
             .await
             .expect("ALTER ROLE");
-        store.set_pending(None);
+        store.drop_pending().await;
         let reverted = Instant::now();
         tokio::time::sleep(refresh + Duration::from_millis(500)).await;
         let settled = refused(&pg, &role);
@@ -181,9 +237,10 @@ pub async fn a_reverted_rotation_is_followed_back_without_a_restart<A: Adapter, 
         let late = refused(&pg, &role) - settled;
         let current = credentials.current();
         let summary = format!(
-            "{} (round {round}): {late} refused logins after the revert + {refresh:?}, \
+            "{} on {} (round {round}): {late} refused logins after the revert + {refresh:?}, \
              {terminated} sessions terminated, {:?} since the revert; {:?}",
             A::NAME,
+            store.name(),
             reverted.elapsed(),
             rotation.stats()
         );

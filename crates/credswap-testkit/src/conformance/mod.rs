@@ -19,6 +19,7 @@
 pub mod cases;
 mod misbehaving;
 mod rejected;
+mod store;
 
 use async_trait::async_trait;
 use credswap_core::contract::Rotation;
@@ -149,6 +150,8 @@ macro_rules! conformance_suite {
             a_black_holed_store_bounds_every_checkout,
             a_throttling_store_fails_no_request,
             a_pg_hba_rejection_fails_fast_as_a_configuration_error,
+            a_stuck_awspending_on_secrets_manager_fails_nothing,
+            a_reverted_rotation_on_secrets_manager_is_followed_back,
         );
 
         /// The same contract through a real PgBouncer.
