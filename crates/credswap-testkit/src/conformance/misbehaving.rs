@@ -115,7 +115,7 @@ async fn stuck_pending<A: Adapter>(
     let stop = Arc::new(AtomicBool::new(false));
     let loaded = load::<A>(&pool, 8, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = refused(&pg, &role);
+    let before = refused(pg, &role);
     let calls_before = credentials.stats().store_calls;
 
     // createSecret, then setSecret fails: the database never gets the pending password.
@@ -124,10 +124,10 @@ async fn stuck_pending<A: Adapter>(
         .await;
     let started = Instant::now();
     tokio::time::sleep(window + Duration::from_secs(1)).await;
-    let in_window = refused(&pg, &role) - before;
+    let in_window = refused(pg, &role) - before;
     // As long again: nothing more is tried.
     tokio::time::sleep(window).await;
-    let after_window = refused(&pg, &role) - before - in_window;
+    let after_window = refused(pg, &role) - before - in_window;
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, first) = loaded.await.expect("load");
@@ -227,14 +227,14 @@ async fn reverted<A: Adapter>(
         store.drop_pending().await;
         let reverted = Instant::now();
         tokio::time::sleep(refresh + Duration::from_millis(500)).await;
-        let settled = refused(&pg, &role);
+        let settled = refused(pg, &role);
         let mut terminated = 0;
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_secs(2)).await;
             terminated += pg.terminate_sessions(&role).await.expect("terminate");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let late = refused(&pg, &role) - settled;
+        let late = refused(pg, &role) - settled;
         let current = credentials.current();
         let summary = format!(
             "{} on {} (round {round}): {late} refused logins after the revert + {refresh:?}, \
