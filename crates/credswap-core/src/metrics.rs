@@ -27,6 +27,8 @@
 //! | `credswap_credential_expires_in_seconds` | gauge | seconds | time until the current credential expires (only for credentials with an expiry) |
 //! | `credswap_credential_healthy` | gauge | | 1 when [`Health::is_healthy`](crate::Health::is_healthy), else 0 |
 //! | `credswap_credential_refused` | gauge | | 1 while the database refuses the current credential, else 0 |
+//! | `credswap_rotation_pending_seconds` | gauge | seconds | how long the store has held a pending credential (`AWSPENDING`) the provider read; 0 when it is not rotating |
+//! | `credswap_rotation_stuck` | gauge | | 1 while the store's rotation is stuck ([`Health::is_rotation_stuck`](crate::Health::is_rotation_stuck)), else 0 |
 //! | `credswap_fetches_total` | counter | | fetches from the store |
 //! | `credswap_fetch_failures_total` | counter | | fetches that failed or timed out |
 //! | `credswap_rotations_total` | counter | | new credentials published |
@@ -34,6 +36,7 @@
 //! | `credswap_auth_failure_refreshes_total` | counter | | refreshes caused by a refused login |
 //! | `credswap_database_refusals_total` | counter | | logins the database refused with the current credential |
 //! | `credswap_pending_published_total` | counter | | pending credentials published before the store finished its rotation |
+//! | `credswap_store_calls_total` | counter | | calls to the store: fetches of the current and of the pending credential |
 //! | `credswap_pool_connections` | gauge | | connections the pool holds |
 //! | `credswap_pool_stale_connections` | gauge | | of those, connections of an older generation not closed yet |
 //! | `credswap_pool_connects_total` | counter | | connections opened |
@@ -133,6 +136,15 @@ impl Reporter {
             "credswap_credential_refused",
             "1 while the database refuses the current credential"
         );
+        describe_gauge!(
+            "credswap_rotation_pending_seconds",
+            Unit::Seconds,
+            "How long the store has held a pending credential; 0 when it is not rotating"
+        );
+        describe_gauge!(
+            "credswap_rotation_stuck",
+            "1 while the store's rotation is stuck"
+        );
         for (name, help) in PROVIDER_COUNTERS {
             describe_counter!(*name, *help);
         }
@@ -159,6 +171,12 @@ impl Reporter {
             }
             gauge!("credswap_credential_healthy", &labels).set(flag(health.is_healthy()));
             gauge!("credswap_credential_refused", &labels).set(flag(health.is_refused()));
+            gauge!("credswap_rotation_pending_seconds", &labels).set(
+                health
+                    .rotation_pending_for()
+                    .map_or(0.0, |age| age.as_secs_f64()),
+            );
+            gauge!("credswap_rotation_stuck", &labels).set(flag(health.is_rotation_stuck()));
             let values = [
                 stats.fetches,
                 stats.fetch_failures,
@@ -167,6 +185,7 @@ impl Reporter {
                 stats.auth_failure_refreshes,
                 stats.refusals,
                 stats.pending_published,
+                stats.store_calls,
             ];
             for ((metric, _), value) in PROVIDER_COUNTERS.iter().zip(values) {
                 counter!(*metric, &labels).absolute(value);
@@ -253,6 +272,10 @@ const PROVIDER_COUNTERS: &[(&str, &str)] = &[
         "credswap_pending_published_total",
         "Pending credentials published before the store finished its rotation",
     ),
+    (
+        "credswap_store_calls_total",
+        "Calls to the store: fetches of the current and of the pending credential",
+    ),
 ];
 
 /// Pool counters, in the order [`Reporter::record`] fills them.
@@ -299,6 +322,8 @@ pub const NAMES: &[&str] = &[
     "credswap_credential_expires_in_seconds",
     "credswap_credential_healthy",
     "credswap_credential_refused",
+    "credswap_rotation_pending_seconds",
+    "credswap_rotation_stuck",
     "credswap_fetches_total",
     "credswap_fetch_failures_total",
     "credswap_rotations_total",
@@ -306,6 +331,7 @@ pub const NAMES: &[&str] = &[
     "credswap_auth_failure_refreshes_total",
     "credswap_database_refusals_total",
     "credswap_pending_published_total",
+    "credswap_store_calls_total",
     "credswap_pool_connections",
     "credswap_pool_stale_connections",
     "credswap_pool_connects_total",
