@@ -110,6 +110,7 @@ mod plain {
         a_pg_hba_rejection_fails_fast_as_a_configuration_error,
         a_stuck_awspending_on_secrets_manager_fails_nothing,
         a_reverted_rotation_on_secrets_manager_is_followed_back,
+        a_vault_lease_revoked_from_outside_is_replaced,
     );
 
     ignored_cases!(Sqlx, Direct,
@@ -143,6 +144,7 @@ mod plain {
             a_pending_version_moved_mid_trial_is_never_published_unproven,
             a_black_holed_store_bounds_every_checkout,
             a_throttling_store_fails_no_request,
+            a_vault_lease_revoked_from_outside_is_replaced,
         );
 
         ignored_cases!(Sqlx, ThroughPgBouncer,
@@ -208,6 +210,7 @@ mod following {
         a_pg_hba_rejection_fails_fast_as_a_configuration_error,
         a_stuck_awspending_on_secrets_manager_fails_nothing,
         a_reverted_rotation_on_secrets_manager_is_followed_back,
+        a_vault_lease_revoked_from_outside_is_replaced,
         a_stuck_pending_version_fails_nothing_and_stops_being_tried,
         a_reverted_rotation_is_followed_back_without_a_restart,
         a_pending_version_moved_mid_trial_is_never_published_unproven,

@@ -1411,6 +1411,8 @@ mod capture {
     }
 }
 
+#[cfg(feature = "vault")]
+pub use super::misbehaving::a_vault_lease_revoked_from_outside_is_replaced;
 pub use super::misbehaving::{
     a_black_holed_store_bounds_every_checkout,
     a_pending_version_moved_mid_trial_is_never_published_unproven,

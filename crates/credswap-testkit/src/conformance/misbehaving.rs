@@ -470,3 +470,84 @@ pub async fn a_throttling_store_fails_no_request<A: Adapter, R: Route>() {
     assert!(ok > 100, "{summary}");
     assert!(per_second <= 10.0, "{summary}");
 }
+
+/// A Vault (OpenBao) dynamic role's lease is revoked from outside (`lease revoke -prefix`, a
+/// database restore) and the pool's sessions are terminated, twice: the refused login makes the
+/// source look its lease up and issue a new user, and the next checkout connects with it within
+/// the pool's timeout; the provider serves the new user, never the revoked one.
+#[cfg(feature = "vault")]
+pub async fn a_vault_lease_revoked_from_outside_is_replaced<A: Adapter, R: Route>() {
+    use credswap_vault::VaultSource;
+
+    let pg = R::postgres().await;
+    let bao = match crate::TestBao::start().await {
+        Ok(bao) => bao,
+        Err(e) => panic!("starting OpenBao (bao server -dev) failed: {e}"),
+    };
+    bao.enable_database(&pg)
+        .await
+        .expect("enable the database secrets engine");
+    bao.create_dynamic_role("app", Duration::from_secs(60), Duration::from_secs(120))
+        .await
+        .expect("a dynamic role");
+    let source = VaultSource::dynamic_role("database", "app")
+        .address(bao.address())
+        .token(bao.root_token().to_owned())
+        .lease_margin(Duration::from_secs(10))
+        .build()
+        .expect("VaultSource");
+    let policy = Policy::builder()
+        .refresh_interval(Duration::from_secs(60))
+        .expiry_margin(Duration::from_secs(5))
+        .build()
+        .expect("valid policy");
+    let credentials = RotatingCredentials::new(source, policy)
+        .await
+        .expect("provider over OpenBao");
+    let (pool, rotation) = build::<A>(&pg, credentials.clone(), 4).await;
+    let mut user = whoami::<A>(&pool).await.user;
+    for round in 1..=2 {
+        // Vault drops the role: its sessions' `usename` turns NULL, so they are found first.
+        let pids = crate::harness::session_pids(&pg, &user).await;
+        bao.request("PUT", "sys/leases/revoke-prefix/database/creds/app", None)
+            .await
+            .expect("revoke the role's leases");
+        pg.admin()
+            .await
+            .expect("admin connection")
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid",
+                &[&pids],
+            )
+            .await
+            .expect("terminate the revoked user's sessions");
+        let started = Instant::now();
+        // A checkout may still meet a session terminated while idle (as a plain pool would);
+        // what must happen within the pool's timeout is a connect with a new user.
+        let now = loop {
+            match A::whoami(&pool).await {
+                Ok(me) if me.user != user => break me.user,
+                Ok(me) => panic!(
+                    "{} (round {round}): a session of the revoked user {} served",
+                    A::NAME,
+                    me.user
+                ),
+                Err(e) => assert!(
+                    started.elapsed() < POOL_TIMEOUT,
+                    "{} (round {round}): no checkout with a new user within {POOL_TIMEOUT:?}: {}; {:?}",
+                    A::NAME,
+                    error_chain(&*e),
+                    rotation.stats()
+                ),
+            }
+        };
+        let took = started.elapsed();
+        eprintln!(
+            "{} (round {round}): lease of {user} revoked; {now} connected after {took:?}",
+            A::NAME
+        );
+        assert!(took < POOL_TIMEOUT, "{}: {took:?}", A::NAME);
+        assert_eq!(now, credentials.current().credential().username());
+        user = now;
+    }
+}

@@ -152,6 +152,7 @@ macro_rules! conformance_suite {
             a_pg_hba_rejection_fails_fast_as_a_configuration_error,
             a_stuck_awspending_on_secrets_manager_fails_nothing,
             a_reverted_rotation_on_secrets_manager_is_followed_back,
+            a_vault_lease_revoked_from_outside_is_replaced,
         );
 
         /// The same contract through a real PgBouncer.
@@ -176,6 +177,7 @@ macro_rules! conformance_suite {
                 a_pending_version_moved_mid_trial_is_never_published_unproven,
                 a_black_holed_store_bounds_every_checkout,
                 a_throttling_store_fails_no_request,
+                a_vault_lease_revoked_from_outside_is_replaced,
             );
         }
     };
