@@ -55,6 +55,10 @@ pub struct PoolUnderTest {
     pub generation: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// The adapter's counters; `None` for the peers, which have none.
     pub stats: Option<Arc<dyn Fn() -> AdapterStats + Send + Sync>>,
+    /// Calls the pool made to the store so far: the provider's `Stats::store_calls` (current
+    /// and pending fetches) for credswap's adapters; 1 for the static peer (a plain pool reads
+    /// AWSCURRENT once, at start-up); the initial read and every poll for naive-rebuild.
+    pub store_calls: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     /// Closes the pool (its sessions end), so the next run starts clean.
     pub close: Box<dyn FnOnce() + Send>,
 }
@@ -80,10 +84,14 @@ pub async fn build(
             )?;
             let close_pool = pool.clone();
             let stats_rotation = rotation.clone();
+            let calls_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
                 stats: Some(Arc::new(move || stats_rotation.stats())),
+                store_calls: Arc::new(move || {
+                    Some(calls_rotation.credentials().stats().store_calls)
+                }),
                 close: Box::new(move || close_pool.close()),
             })
         }
@@ -98,10 +106,14 @@ pub async fn build(
                 .build(manager)
                 .await?;
             let stats_rotation = rotation.clone();
+            let calls_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(Bb8Select(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
                 stats: Some(Arc::new(move || stats_rotation.stats())),
+                store_calls: Arc::new(move || {
+                    Some(calls_rotation.credentials().stats().store_calls)
+                }),
                 // bb8 has no close: its connections end when the last pool handle drops.
                 close: Box::new(|| {}),
             })
@@ -119,10 +131,14 @@ pub async fn build(
                 credswap_sqlx::connect_with(pool_options, options, credentials).await?;
             let close_pool = pool.clone();
             let stats_rotation = rotation.clone();
+            let calls_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(SqlxSelect(pool, rotation.clone(), query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
                 stats: Some(Arc::new(move || stats_rotation.stats())),
+                store_calls: Arc::new(move || {
+                    Some(calls_rotation.credentials().stats().store_calls)
+                }),
                 close: Box::new(move || {
                     tokio::spawn(async move { close_pool.close().await });
                 }),
@@ -135,6 +151,7 @@ pub async fn build(
                 workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(|| 1),
                 stats: None,
+                store_calls: Arc::new(|| Some(1)),
                 close: Box::new(move || close_pool.close()),
             })
         }
@@ -177,11 +194,14 @@ async fn naive_rebuild(
     let first = app.initial.clone();
     let current = Arc::new(ArcSwap::from_pointee(plain_pool(pg, &first, pool_size)?));
     let generation = Arc::new(AtomicU64::new(1));
+    // The initial read, then one per poll.
+    let calls = Arc::new(AtomicU64::new(1));
     let store = Arc::clone(&app.source);
     let poller = {
-        let (current, generation, pg_config) = (
+        let (current, generation, calls, pg_config) = (
             Arc::clone(&current),
             Arc::clone(&generation),
+            Arc::clone(&calls),
             pg.base_config(),
         );
         let interval = policy.refresh_interval();
@@ -189,6 +209,7 @@ async fn naive_rebuild(
             let mut known = first;
             loop {
                 tokio::time::sleep(interval).await;
+                calls.fetch_add(1, Ordering::Relaxed);
                 let Ok(fetched) = store.fetch().await else {
                     continue;
                 };
@@ -218,6 +239,7 @@ async fn naive_rebuild(
         workload: Arc::new(NaiveSelect(current, query)),
         generation: Arc::new(move || generation.load(Ordering::Relaxed)),
         stats: None,
+        store_calls: Arc::new(move || Some(calls.load(Ordering::Relaxed))),
         close: Box::new(move || {
             poller.abort();
             close_current.load().close();

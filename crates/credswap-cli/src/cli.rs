@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use credswap_rotate::{SessionPolicy, SslMode, Step};
 use credswap_testkit::scenario::Strategy;
 
@@ -15,6 +16,36 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments, with the checks clap cannot express (which drill
+    /// scenarios go with which source and strategy); exits 2 with a usage error otherwise.
+    pub fn parse_checked() -> Cli {
+        Self::try_parse_checked_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`parse_checked`](Self::parse_checked) without exiting.
+    pub fn try_parse_checked_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Self::try_parse_from(args)?;
+        if let Command::Drill(drill) = &cli.command
+            && let Err(message) = drill.check()
+        {
+            let mut command = Cli::command();
+            // Built, so that the usage names the subcommand as `credswap drill`.
+            command.build();
+            let error = match command.find_subcommand_mut("drill") {
+                Some(drill) => drill.error(ErrorKind::ArgumentConflict, message),
+                None => command.error(ErrorKind::ArgumentConflict, message),
+            };
+            return Err(error);
+        }
+        Ok(cli)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Rotate credentials under load and measure every pool, side by side.
@@ -22,7 +53,9 @@ pub enum Command {
     /// Starts an embedded PostgreSQL (scram-sha-256) unless --database-url is given, then for
     /// each adapter and strategy: N workers loop `SELECT current_user` through the pool while the
     /// credential rotates on a schedule. Exit status 1 when a credswap adapter failed a request
-    /// or left a stale session after the drain; 2 for bad arguments.
+    /// or left a stale session after the drain (with --scenario stuck-pending|revert: when it
+    /// failed more requests, or had more logins refused at the server, than the static peer);
+    /// 2 for bad arguments.
     Drill(DrillArgs),
 
     /// Rotate a database secret in AWS Secrets Manager now, with Secrets Manager's four-step
@@ -88,8 +121,17 @@ pub struct DrillArgs {
     #[arg(long, value_delimiter = ',', default_values = ["deadpool", "bb8", "sqlx"])]
     pub adapter: Vec<AdapterName>,
 
-    /// Rotation strategies, comma separated.
-    #[arg(long, value_delimiter = ',', default_values = ["alternating-users", "single-user"])]
+    /// Rotation strategies, comma separated (with --scenario stuck-pending|revert: single-user,
+    /// the default there).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values = ["alternating-users", "single-user"],
+        default_value_ifs = [
+            ("scenario", "stuck-pending", Some("single-user")),
+            ("scenario", "revert", Some("single-user")),
+        ]
+    )]
     pub strategy: Vec<StrategyName>,
 
     /// How long each run lasts (e.g. 15s, 1m).
@@ -159,6 +201,81 @@ pub struct DrillArgs {
     /// window in which the database has the pending password and AWSCURRENT no longer logs in.
     #[arg(long, default_value = "1s", value_parser = parse_pause)]
     pub pause_before_finish: Duration,
+
+    /// What the store's rotation does (with --source aws and the single-user strategy for
+    /// anything but normal):
+    ///
+    /// normal: credswap-rotate's four steps every --rotate-every.
+    ///
+    /// stuck-pending: the first rotation runs createSecret only (a new version staged as
+    /// AWSPENDING, with a password the database never gets) and the rotation goes no further:
+    /// AWSPENDING stays for the rest of the run.
+    ///
+    /// revert: each rotation runs createSecret and setSecret (the database gets the pending
+    /// password), waits --pause-before-finish, then is rolled back as an operator would: the
+    /// database gets the AWSCURRENT password back and AWSPENDING is removed from the version.
+    /// The role's sessions are terminated every 2 s throughout, so pools must log in again.
+    ///
+    /// With stuck-pending and revert the `static` peer (a plain pool built from AWSCURRENT) is
+    /// always run too (added when --adapter leaves it out), and the rule is the plain pool's:
+    /// a credswap adapter fails the drill (exit 1) when it failed more requests than the static
+    /// peer, or more of its logins were refused at the server (`refused`, counted in the
+    /// server's and PgBouncer's logs; not judged with --database-url, whose log is not
+    /// readable). Stale sessions are not judged there: the database's password ends where it
+    /// began, so no session is stale.
+    #[arg(long, value_enum, default_value = "normal")]
+    pub scenario: ScenarioName,
+}
+
+impl DrillArgs {
+    /// The combinations clap cannot check: a scenario other than normal needs the AWS source,
+    /// the single-user strategy and rotations.
+    pub fn check(&self) -> Result<(), String> {
+        if self.scenario == ScenarioName::Normal {
+            return Ok(());
+        }
+        let name = self.scenario.as_str();
+        if self.source != SourceName::Aws {
+            return Err(format!(
+                "--scenario {name} needs --source aws (it is a Secrets Manager rotation going \
+                 wrong), not --source {}",
+                self.source.as_str()
+            ));
+        }
+        if self.strategy.iter().any(|s| *s != StrategyName::SingleUser) {
+            return Err(format!(
+                "--scenario {name} runs with the single-user strategy only (--strategy \
+                 single-user, the default with a scenario)"
+            ));
+        }
+        if self.rotate_every == RotateEvery::Off {
+            return Err(format!(
+                "--scenario {name} needs rotations (--rotate-every off starts none)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the store's rotation does in a drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum ScenarioName {
+    /// Rotations that succeed (credswap-rotate's four steps).
+    Normal,
+    /// The first rotation dies after createSecret: AWSPENDING stays, the database never gets it.
+    StuckPending,
+    /// Each rotation is reverted after setSecret; sessions terminated every 2 s.
+    Revert,
+}
+
+impl ScenarioName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScenarioName::Normal => "normal",
+            ScenarioName::StuckPending => "stuck-pending",
+            ScenarioName::Revert => "revert",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -447,6 +564,98 @@ mod tests {
         assert_eq!(
             drill(&["drill", "--source", "vault-static"]).source,
             SourceName::VaultStatic
+        );
+    }
+
+    #[test]
+    fn scenarios() {
+        let checked = |args: &[&str]| {
+            Cli::try_parse_checked_from(std::iter::once("credswap").chain(args.iter().copied()))
+        };
+        assert_eq!(drill(&["drill"]).scenario, ScenarioName::Normal);
+        for (name, scenario) in [
+            ("stuck-pending", ScenarioName::StuckPending),
+            ("revert", ScenarioName::Revert),
+        ] {
+            // single-user is the default strategy with a scenario.
+            let cli = checked(&["drill", "--source", "aws", "--scenario", name]).unwrap();
+            let Command::Drill(d) = cli.command else {
+                panic!("not a drill")
+            };
+            assert_eq!(d.scenario, scenario);
+            assert_eq!(d.strategy, [StrategyName::SingleUser]);
+            checked(&[
+                "drill",
+                "--source",
+                "aws",
+                "--scenario",
+                name,
+                "--strategy",
+                "single-user",
+                "--adapter",
+                "deadpool,static",
+            ])
+            .unwrap();
+            for (args, says) in [
+                (vec!["drill", "--scenario", name], "needs --source aws"),
+                (
+                    vec!["drill", "--scenario", name, "--source", "vault-static"],
+                    "needs --source aws",
+                ),
+                (
+                    vec![
+                        "drill",
+                        "--source",
+                        "aws",
+                        "--scenario",
+                        name,
+                        "--strategy",
+                        "alternating-users",
+                    ],
+                    "single-user strategy only",
+                ),
+                (
+                    vec![
+                        "drill",
+                        "--source",
+                        "aws",
+                        "--scenario",
+                        name,
+                        "--strategy",
+                        "single-user,alternating-users",
+                    ],
+                    "single-user strategy only",
+                ),
+                (
+                    vec![
+                        "drill",
+                        "--source",
+                        "aws",
+                        "--scenario",
+                        name,
+                        "--rotate-every",
+                        "off",
+                    ],
+                    "needs rotations",
+                ),
+            ] {
+                let err = checked(&args).unwrap_err();
+                assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+                let text = err.to_string();
+                assert!(text.contains(says), "{args:?}: {text}");
+                assert!(text.contains("credswap drill"), "{args:?}: {text}");
+            }
+        }
+        let err = checked(&["drill", "--scenario", "stuck"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        // A normal drill keeps both strategies by default, with any source.
+        let cli = checked(&["drill", "--source", "memory"]).unwrap();
+        let Command::Drill(d) = cli.command else {
+            panic!("not a drill")
+        };
+        assert_eq!(
+            d.strategy,
+            [StrategyName::AlternatingUsers, StrategyName::SingleUser]
         );
     }
 

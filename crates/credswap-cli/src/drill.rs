@@ -11,7 +11,7 @@ use credswap_testkit::scenario::{
 };
 
 use crate::adapters::{self, App};
-use crate::cli::{AdapterName, DrillArgs, PoolerName, SourceName};
+use crate::cli::{AdapterName, DrillArgs, PoolerName, ScenarioName, SourceName};
 use crate::output::{self, ProgressDisplay};
 use crate::plot;
 use crate::secrets_manager;
@@ -19,6 +19,9 @@ use crate::vault;
 
 /// The application's cache TTL in the drill: short, as the drill rotates every second.
 const APP_REFRESH: Duration = Duration::from_millis(250);
+
+/// `--scenario revert`: how often the role's sessions are terminated.
+const TERMINATE_EVERY: Duration = Duration::from_secs(2);
 
 /// One adapter × strategy run.
 pub struct Run {
@@ -34,6 +37,13 @@ pub struct Run {
     /// `--source vault-*`: sessions seen open after Vault dropped their role (a revoked lease's
     /// user); `None` for other sources.
     pub revoked_sessions: Option<usize>,
+    /// What the store's rotation did (`--scenario`).
+    pub scenario: ScenarioName,
+    /// Logins of the run's roles the server (and the pooler in front) refused during the run,
+    /// from their logs; `None` with `--database-url` (the log is not readable here).
+    pub server_refused_logins: Option<usize>,
+    /// Calls the pool made to the store (see `adapters::PoolUnderTest::store_calls`).
+    pub store_calls: Option<u64>,
 }
 
 impl Run {
@@ -44,13 +54,31 @@ impl Run {
     }
 
     /// The p99 of requests that overlapped a rotation's drain; `None` when Vault rotated, as
-    /// the scenario engine did not see those rotations' instants (its own rotator was off).
+    /// the scenario engine did not see those rotations' instants (its own rotator was off), and
+    /// for `--scenario stuck-pending|revert` (no credential is retired: there is no drain).
     pub fn p99_ms_rotating(&self) -> Option<f64> {
+        if self.scenario != ScenarioName::Normal {
+            return None;
+        }
         match self.source {
             SourceName::VaultDynamic | SourceName::VaultStatic => None,
             SourceName::Memory | SourceName::Aws => Some(self.report.p99_ms_rotating),
         }
     }
+
+    /// Sessions of a retired credential still open after the drain grace; `None` for
+    /// `--scenario stuck-pending|revert`, where the database's password ends where it began.
+    pub fn stale_after_drain(&self) -> Option<usize> {
+        (self.scenario == ScenarioName::Normal).then_some(self.report.stale_after_drain)
+    }
+}
+
+/// Refused logins of `roles` so far (`None` when the server's log is not readable here).
+fn refused_logins<S: AsRef<str>>(pg: &TestPostgres, roles: &[S]) -> Option<usize> {
+    roles
+        .iter()
+        .map(|role| pg.refused_logins(role.as_ref()))
+        .sum()
 }
 
 pub async fn main(args: DrillArgs) -> ExitCode {
@@ -86,6 +114,8 @@ pub async fn main(args: DrillArgs) -> ExitCode {
             }
         }
     };
+    // The revert scenario's rotator and session terminator keep the server past a borrow.
+    let pg = Arc::new(pg);
     let vault_world = match vault::Kind::from_source(args.source) {
         None => None,
         Some(kind) => {
@@ -129,6 +159,13 @@ pub async fn main(args: DrillArgs) -> ExitCode {
     };
     let mut adapters = args.adapter.clone();
     dedup(&mut adapters);
+    if args.scenario != ScenarioName::Normal && !adapters.contains(&AdapterName::Static) {
+        eprintln!(
+            "adding the static peer: --scenario {} judges credswap against a plain pool",
+            args.scenario.as_str()
+        );
+        adapters.push(AdapterName::Static);
+    }
     let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
     dedup(&mut strategies);
 
@@ -163,7 +200,17 @@ pub async fn main(args: DrillArgs) -> ExitCode {
             continue;
         }
         for &strategy in &strategies {
-            match run_one(&pg, world.as_ref(), adapter, strategy, &config, &query).await {
+            let run = run_one(
+                &pg,
+                world.as_ref(),
+                adapter,
+                strategy,
+                args.scenario,
+                &config,
+                &query,
+            )
+            .await;
+            match run {
                 Ok(run) => runs.push(run),
                 Err(e) => {
                     // The other runs go on; the exit status says this one did not finish.
@@ -182,7 +229,7 @@ pub async fn main(args: DrillArgs) -> ExitCode {
     let source_note = vault_world.as_ref().map(vault::World::describe);
     print!(
         "{}",
-        output::table(&runs, &config, pause, source_note.as_deref())
+        output::table(&runs, &config, pause, source_note.as_deref(), args.scenario)
     );
     if let Some(path) = &args.json {
         let json = output::json(&runs, pg.is_embedded());
@@ -209,30 +256,77 @@ pub async fn main(args: DrillArgs) -> ExitCode {
              client of that role; only failed requests are judged"
         );
     }
-    let failed: Vec<String> = runs
-        .iter()
-        .filter(|r| {
-            r.adapter.is_credswap()
-                && (r.report.requests_failed > 0
-                    || (judge_sessions && r.report.stale_after_drain > 0)
-                    || (judge_sessions && r.revoked_sessions.is_some_and(|n| n > 0)))
-        })
-        .map(|r| format!("{}/{}", r.adapter.as_str(), r.strategy()))
-        .collect();
+    let failed: Vec<String> = if args.scenario == ScenarioName::Normal {
+        runs.iter()
+            .filter(|r| {
+                r.adapter.is_credswap()
+                    && (r.report.requests_failed > 0
+                        || (judge_sessions && r.report.stale_after_drain > 0)
+                        || (judge_sessions && r.revoked_sessions.is_some_and(|n| n > 0)))
+            })
+            .map(|r| format!("{}/{}", r.adapter.as_str(), r.strategy()))
+            .collect()
+    } else {
+        worse_than_static(&runs)
+    };
     if !not_run.is_empty() {
         eprintln!("FAILED: {} did not finish (see above)", not_run.join(", "));
     }
     if !failed.is_empty() {
-        eprintln!(
-            "FAILED: {} had failed requests, stale sessions after the drain, or sessions of revoked users",
-            failed.join(", ")
-        );
+        if args.scenario == ScenarioName::Normal {
+            eprintln!(
+                "FAILED: {} had failed requests, stale sessions after the drain, or sessions of revoked users",
+                failed.join(", ")
+            );
+        } else {
+            eprintln!(
+                "FAILED: {} did worse than the static peer (a plain pool built from AWSCURRENT)",
+                failed.join("; ")
+            );
+        }
     }
     if failed.is_empty() && not_run.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `--scenario stuck-pending|revert`: the credswap runs that failed more requests, or had more
+/// logins refused at the server, than the static peer of their strategy (the plain pool's rule),
+/// each with the numbers. A run without a static peer to compare with (it did not finish) is
+/// not judged here: the unfinished run fails the drill already.
+fn worse_than_static(runs: &[Run]) -> Vec<String> {
+    let mut worse = Vec::new();
+    for r in runs.iter().filter(|r| r.adapter.is_credswap()) {
+        let Some(peer) = runs
+            .iter()
+            .find(|p| p.adapter == AdapterName::Static && p.report.strategy == r.report.strategy)
+        else {
+            continue;
+        };
+        let mut why = Vec::new();
+        if r.report.requests_failed > peer.report.requests_failed {
+            why.push(format!(
+                "{} failed requests (static {})",
+                r.report.requests_failed, peer.report.requests_failed
+            ));
+        }
+        if let (Some(own), Some(plain)) = (r.server_refused_logins, peer.server_refused_logins)
+            && own > plain
+        {
+            why.push(format!("{own} refused logins (static {plain})"));
+        }
+        if !why.is_empty() {
+            worse.push(format!(
+                "{}/{}: {}",
+                r.adapter.as_str(),
+                r.strategy(),
+                why.join(", ")
+            ));
+        }
+    }
+    worse
 }
 
 fn dedup<T: PartialEq + Copy>(items: &mut Vec<T>) {
@@ -265,11 +359,13 @@ fn app_policy(
     builder.build()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
-    pg: &TestPostgres,
+    pg: &Arc<TestPostgres>,
     world: Option<&secrets_manager::World>,
     adapter: AdapterName,
     strategy: Strategy,
+    scenario_name: ScenarioName,
     config: &ScenarioConfig,
     query: &adapters::Query,
 ) -> Result<Run, Box<dyn std::error::Error + Send + Sync>> {
@@ -278,20 +374,24 @@ async fn run_one(
         Memory(RotationSetup),
         SecretsManager(secrets_manager::SecretsManagerRotator),
     }
-    let (app, rotation) = match world {
+    let (app, rotation, roles) = match world {
         None => {
             let setup = RotationSetup::create(pg, strategy).await?;
             let app = App {
                 source: Arc::new(setup.store().clone()),
                 initial: setup.initial_credential().clone(),
             };
-            (app, Rotation::Memory(setup))
+            let roles = setup.roles().to_vec();
+            (app, Rotation::Memory(setup), roles)
         }
         Some(world) => {
-            let (app, rotator) = world.prepare(pg, strategy).await?;
-            (app, Rotation::SecretsManager(rotator))
+            let (app, rotator) = world.prepare(pg, strategy, scenario_name, config).await?;
+            use credswap_testkit::scenario::Rotate;
+            let roles = rotator.roles();
+            (app, Rotation::SecretsManager(rotator), roles)
         }
     };
+    let refused_before = refused_logins(pg, &roles);
     let policy = app_policy(strategy, config)?;
     let pool = adapters::build(
         adapter,
@@ -312,6 +412,8 @@ async fn run_one(
         Arc::clone(&pool.generation),
         pool.stats.clone(),
     );
+    let terminator = (scenario_name == ScenarioName::Revert)
+        .then(|| Terminator::start(Arc::clone(pg), roles.clone()));
     let workload = Arc::clone(&pool.workload);
     let (result, log) = match rotation {
         Rotation::Memory(setup) => (
@@ -326,12 +428,29 @@ async fn run_one(
             )
         }
     };
+    let terminated = match terminator {
+        Some(t) => Some(t.stop().await),
+        None => None,
+    };
     display.finish(result.as_ref().ok());
     let pending_connects = pool.stats.as_ref().map(|stats| stats().pending_connects);
+    let store_calls = (pool.store_calls)();
     (pool.close)();
     drop(pool.workload);
-    // Let the closed pool's sessions end before the next run samples pg_stat_activity.
+    // Let the closed pool's sessions end before the next run samples pg_stat_activity (and
+    // the logs have the run's last refusals).
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let server_refused_logins = match (refused_before, refused_logins(pg, &roles)) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    let mut rotation_note = log.map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).describe());
+    if let (Some(note), Some((rounds, sessions))) = (rotation_note.as_mut(), terminated) {
+        note.push_str(&format!(
+            "; the role's sessions terminated every {} s: {sessions} sessions in {rounds} rounds",
+            TERMINATE_EVERY.as_secs()
+        ));
+    }
     Ok(Run {
         adapter,
         source: if world.is_some() {
@@ -341,8 +460,52 @@ async fn run_one(
         },
         report: result?,
         pending_connects,
-        rotation_note: log.map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
+        rotation_note,
         strategy_label: None,
         revoked_sessions: None,
+        scenario: scenario_name,
+        server_refused_logins,
+        store_calls,
     })
+}
+
+/// `--scenario revert`: terminates every session of the run's roles every
+/// [`TERMINATE_EVERY`] (the pool's, and the rotator's when one is open), so that every pool
+/// must log in again through the rotation and its revert.
+struct Terminator {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<(u64, usize)>,
+}
+
+impl Terminator {
+    fn start(pg: Arc<TestPostgres>, roles: Vec<String>) -> Terminator {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let (mut rounds, mut sessions) = (0u64, 0usize);
+                loop {
+                    tokio::select! {
+                        () = stop.notified() => break,
+                        () = tokio::time::sleep(TERMINATE_EVERY) => {}
+                    }
+                    rounds += 1;
+                    for role in &roles {
+                        match pg.terminate_sessions(role).await {
+                            Ok(n) => sessions += n,
+                            Err(e) => eprintln!("warning: terminating {role}'s sessions: {e}"),
+                        }
+                    }
+                }
+                (rounds, sessions)
+            })
+        };
+        Terminator { stop, task }
+    }
+
+    /// Stops it; how many rounds it ran and how many sessions it terminated.
+    async fn stop(self) -> (u64, usize) {
+        self.stop.notify_one();
+        self.task.await.unwrap_or_default()
+    }
 }

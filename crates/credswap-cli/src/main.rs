@@ -28,11 +28,8 @@ mod secrets_manager;
 mod vault;
 
 use std::process::ExitCode;
-
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_checked();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CREDSWAP_LOG")

@@ -10,7 +10,7 @@ use credswap_testkit::scenario::{Progress, ScenarioConfig, ScenarioReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::cli::SourceName;
+use crate::cli::{ScenarioName, SourceName};
 use crate::drill::Run;
 
 /// Live progress of one run: an indicatif spinner on a terminal, plain lines otherwise.
@@ -185,12 +185,14 @@ impl RotationLines {
 }
 
 /// The final table. `pause`: the single-user pause before finishSecret (`--source aws`);
-/// `source_note`: what the source is, when the store rotates by itself (`--source vault-*`).
+/// `source_note`: what the source is, when the store rotates by itself (`--source vault-*`);
+/// `scenario`: what the store's rotations did.
 pub fn table(
     runs: &[Run],
     config: &ScenarioConfig,
     pause: Option<Duration>,
     source_note: Option<&str>,
+    scenario: ScenarioName,
 ) -> String {
     let vault = runs.iter().any(|r| r.revoked_sessions.is_some());
     let source = match runs.first().map(|r| r.source) {
@@ -198,7 +200,9 @@ pub fn table(
         Some(SourceName::Aws) => {
             let mut text =
                 "; source: AWS Secrets Manager (moto), rotated by credswap-rotate".to_owned();
-            if let Some(pause) = pause {
+            if scenario != ScenarioName::Normal {
+                // The scenario line below says what the rotations did.
+            } else if let Some(pause) = pause {
                 text.push_str(&format!(
                     " (single user pauses {} before finishSecret)",
                     humantime::format_duration(pause)
@@ -222,6 +226,21 @@ pub fn table(
         config.pool_max_size,
         config.duration.as_secs_f64(),
     );
+    match scenario {
+        ScenarioName::Normal => {}
+        ScenarioName::StuckPending => out.push_str(
+            "scenario stuck-pending: the first rotation stops after createSecret; AWSPENDING \
+             (a password the database never gets) stays to the end; judged against the static \
+             peer: failed requests and refused logins\n",
+        ),
+        ScenarioName::Revert => out.push_str(&format!(
+            "scenario revert: each rotation runs createSecret and setSecret, waits {}, then the \
+             database gets AWSCURRENT's password back and AWSPENDING is removed; the role's \
+             sessions are terminated every 2 s; judged against the static peer: failed requests \
+             and refused logins\n",
+            humantime::format_duration(pause.unwrap_or_default())
+        )),
+    }
     if let Some(every) = config.rotate_every.filter(|_| !vault) {
         // A rotation that takes longer than the interval delays the next one.
         let mut slow: Vec<String> = Vec::new();
@@ -259,6 +278,8 @@ pub fn table(
         "stale",
         "max drain ms",
         "pending",
+        "refused",
+        "store calls",
     ];
     if vault {
         header.push("revoked");
@@ -279,9 +300,18 @@ pub fn table(
                 r.p99_ms_rotating()
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}")),
                 p.peak_backends.to_string(),
-                p.stale_after_drain.to_string(),
-                format!("{:.0}", p.max_drain_ms),
+                r.stale_after_drain()
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                if r.scenario == ScenarioName::Normal {
+                    format!("{:.0}", p.max_drain_ms)
+                } else {
+                    "-".to_owned()
+                },
                 r.pending_connects
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                r.server_refused_logins
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                r.store_calls
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             ];
             if vault {
@@ -352,6 +382,12 @@ pub fn table(
             out.push('\n');
         }
     }
+    out.push_str(
+        "\nrefused: logins of the run's roles the server (and PgBouncer) refused, from their logs \
+         ('-' for a server the drill did not start), the rotator's own included; store calls: \
+         calls to the store (credswap: its provider's current and pending fetches; static: 1, \
+         the read at start-up)\n",
+    );
     out
 }
 
@@ -378,10 +414,19 @@ struct JsonRun<'a> {
     /// `null` when Vault rotated: the engine did not see the rotations' instants.
     p99_ms_rotating: Option<f64>,
     peak_backends: usize,
-    stale_after_drain: usize,
-    max_drain_ms: f64,
+    /// `null` for `--scenario stuck-pending|revert`: the password ends where it began.
+    stale_after_drain: Option<usize>,
+    /// `null` for `--scenario stuck-pending|revert`.
+    max_drain_ms: Option<f64>,
     mean_rotation_interval_ms: f64,
     pending_connects: Option<u64>,
+    /// `normal`, `stuck-pending` or `revert`.
+    scenario: &'static str,
+    /// Logins of the run's roles refused at the server (and the pooler), from their logs;
+    /// `null` for an external server.
+    server_refused_logins: Option<usize>,
+    /// Calls to the store the pool made.
+    store_calls: Option<u64>,
     /// `--source vault-*`: sessions seen open after Vault dropped their role.
     #[serde(skip_serializing_if = "Option::is_none")]
     revoked_user_sessions: Option<usize>,
@@ -410,10 +455,14 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                     p99_ms: round2(p.p99_ms),
                     p99_ms_rotating: r.p99_ms_rotating().map(round2),
                     peak_backends: p.peak_backends,
-                    stale_after_drain: p.stale_after_drain,
-                    max_drain_ms: round2(p.max_drain_ms),
+                    stale_after_drain: r.stale_after_drain(),
+                    max_drain_ms: (r.scenario == ScenarioName::Normal)
+                        .then(|| round2(p.max_drain_ms)),
                     mean_rotation_interval_ms: round2(p.mean_rotation_interval_ms),
                     pending_connects: r.pending_connects,
+                    scenario: r.scenario.as_str(),
+                    server_refused_logins: r.server_refused_logins,
+                    store_calls: r.store_calls,
                     revoked_user_sessions: r.revoked_sessions,
                 }
             })

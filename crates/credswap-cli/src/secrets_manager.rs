@@ -3,7 +3,7 @@
 //! secret with the four-step protocol, plugged into the scenario engine as its [`Rotate`].
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -11,12 +11,14 @@ use credswap_aws::SecretsManagerSource;
 use credswap_aws::aws_sdk_secretsmanager::Client;
 use credswap_core::{BoxError, Credential};
 use credswap_rotate::{Master, Rotator, SessionPolicy};
-use credswap_testkit::scenario::{Rotate, RotationMarks, Strategy};
+use credswap_testkit::scenario::{Rotate, RotationMarks, ScenarioConfig, Strategy};
 use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
 
 use crate::adapters::App;
 use crate::aws;
+use crate::cli::ScenarioName;
 
 /// Alternating users: how long setSecret waits for sessions still logged in as the inactive
 /// user (clients that have not followed the previous rotation) before the rotation fails.
@@ -24,6 +26,10 @@ const SESSIONS_WAIT: Duration = Duration::from_secs(5);
 
 /// The `application_name` of credswap-rotate's database sessions.
 const ROTATOR_APPLICATION_NAME: &str = "credswap-rotate";
+
+/// `--scenario revert`: how often setSecret is tried when its session is terminated under it
+/// (the role's sessions are terminated every 2 s, the rotator's included).
+const SET_SECRET_ATTEMPTS: u32 = 5;
 
 /// A moto server and a client for it, for every run of one drill.
 pub struct World {
@@ -59,10 +65,16 @@ impl World {
     /// The role (single user: a fresh login role; alternating users: a fresh login role whose
     /// `_clone` the first rotation creates) and its secret for one run; the application's source
     /// and the rotator over them.
+    ///
+    /// `scenario` says what each rotation does; `pg` is kept by the rotator for `revert` (the
+    /// database gets the AWSCURRENT password back); `config` gives `stuck-pending` the run's
+    /// schedule (its one rotation holds the rotator until the run ends).
     pub async fn prepare(
         &self,
-        pg: &TestPostgres,
+        pg: &Arc<TestPostgres>,
         strategy: Strategy,
+        scenario: ScenarioName,
+        config: &ScenarioConfig,
     ) -> Result<(App, SecretsManagerRotator), BoxError> {
         let role = unique_name(match strategy {
             Strategy::AlternatingUsers => "alt",
@@ -80,7 +92,7 @@ impl World {
             .build()?;
         let app = App {
             source: Arc::new(source),
-            initial: Credential::new(role.clone(), password),
+            initial: Credential::new(role.clone(), password.clone()),
         };
         let (rotate_strategy, roles, pause) = match strategy {
             Strategy::SingleUser => (
@@ -109,7 +121,7 @@ impl World {
                 )
             }
         };
-        let rotator = Rotator::new(client, name, rotate_strategy)
+        let rotator = Rotator::new(client, name.clone(), rotate_strategy)
             .session_policy(SessionPolicy::Wait(SESSIONS_WAIT))
             .pause_before_finish(pause);
         Ok((
@@ -119,6 +131,21 @@ impl World {
                 strategy,
                 roles,
                 log: Arc::default(),
+                scenario: match scenario {
+                    ScenarioName::Normal => Scenario::Normal,
+                    ScenarioName::StuckPending => Scenario::StuckPending {
+                        every: config.rotate_every.unwrap_or(Duration::from_secs(1)),
+                        duration: config.duration,
+                        staged: false,
+                    },
+                    ScenarioName::Revert => Scenario::Revert {
+                        pg: Arc::clone(pg),
+                        client: self.client(),
+                        secret_id: name.clone(),
+                        current_password: password,
+                        pause,
+                    },
+                },
             },
         ))
     }
@@ -137,11 +164,41 @@ pub struct RotationLog {
     pub max_waited: Duration,
     /// The slowest whole rotation (pause included).
     pub max_rotation: Duration,
+    /// `--scenario stuck-pending`: the version createSecret staged as AWSPENDING, and when
+    /// (since the rotator's first call).
+    pub stuck_version: Option<String>,
+    /// `--scenario revert`: rotations reverted after setSecret.
+    pub reverted: u64,
+    /// `--scenario revert`: setSecret attempts repeated because the session terminations
+    /// ended the rotator's own session.
+    pub set_secret_retries: u64,
 }
 
 impl RotationLog {
     /// One line for the drill's output.
     pub fn describe(&self) -> String {
+        if let Some(version) = &self.stuck_version {
+            return format!(
+                "createSecret staged version {version} as AWSPENDING at the first rotation; the \
+                 rotation went no further (the database never got that password, AWSPENDING \
+                 stayed to the end)"
+            );
+        }
+        if self.reverted > 0 {
+            let mut text = format!(
+                "{} rotations reverted after setSecret by hand (AWSCURRENT's password back in the \
+                 database, AWSPENDING removed), the slowest {} ms",
+                self.reverted,
+                self.max_rotation.as_millis()
+            );
+            if self.set_secret_retries > 0 {
+                text.push_str(&format!(
+                    "; setSecret repeated {} time(s) after a termination ended its session",
+                    self.set_secret_retries
+                ));
+            }
+            return text;
+        }
         let mut text = format!(
             "{} rotations by credswap-rotate, the slowest {} ms",
             self.rotations,
@@ -169,6 +226,29 @@ pub struct SecretsManagerRotator {
     strategy: Strategy,
     roles: Vec<String>,
     log: Arc<Mutex<RotationLog>>,
+    scenario: Scenario,
+}
+
+/// What a rotation does (`--scenario`).
+enum Scenario {
+    /// The four steps.
+    Normal,
+    /// createSecret at the first rotation, then nothing: the call holds until the run's end,
+    /// so the engine starts no other.
+    StuckPending {
+        every: Duration,
+        duration: Duration,
+        staged: bool,
+    },
+    /// createSecret, setSecret, the pause, then the operator's rollback.
+    Revert {
+        pg: Arc<TestPostgres>,
+        client: Client,
+        secret_id: String,
+        /// AWSCURRENT's password (it never changes: no rotation finishes).
+        current_password: SecretString,
+        pause: Duration,
+    },
 }
 
 impl SecretsManagerRotator {
@@ -195,6 +275,90 @@ impl Rotate for SecretsManagerRotator {
     }
 
     async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
+        match &mut self.scenario {
+            Scenario::Normal => self.rotate_normal(marks).await,
+            Scenario::StuckPending {
+                every,
+                duration,
+                staged,
+            } => {
+                // The database's password never changes: no session is old (the mark's
+                // "opened before" is the epoch), so there is no drain to judge.
+                marks.mark_since(SystemTime::UNIX_EPOCH);
+                if *staged {
+                    return Ok(());
+                }
+                *staged = true;
+                let first_call = Instant::now();
+                let token = credswap_rotate::new_token();
+                self.rotator.create_secret(&token).await?;
+                {
+                    let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                    log.rotations += 1;
+                    log.stuck_version = Some(token);
+                }
+                // The engine calls the first rotation `every` after its start and ends the run
+                // `duration` after it: hold until then, so that it calls no other.
+                tokio::time::sleep_until(first_call + duration.saturating_sub(*every)).await;
+                Ok(())
+            }
+            Scenario::Revert {
+                pg,
+                client,
+                secret_id,
+                current_password,
+                pause,
+            } => {
+                marks.mark_since(SystemTime::UNIX_EPOCH);
+                let began = Instant::now();
+                let token = credswap_rotate::new_token();
+                self.rotator.create_secret(&token).await?;
+                let mut attempt = 1;
+                loop {
+                    match self.rotator.set_secret(&token).await {
+                        Ok(_) => break,
+                        Err(e) if attempt < SET_SECRET_ATTEMPTS && e.is_database() => {
+                            attempt += 1;
+                            self.log
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .set_secret_retries += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                tokio::time::sleep(*pause).await;
+                // The operator's rollback: the database first, then the store.
+                let role = self.roles.first().ok_or("the run has no role")?;
+                pg.set_password(role, current_password.expose_secret())
+                    .await?;
+                client
+                    .update_secret_version_stage()
+                    .secret_id(secret_id.as_str())
+                    .version_stage("AWSPENDING")
+                    .remove_from_version_id(&token)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "UpdateSecretVersionStage (removing AWSPENDING) failed: {}",
+                            credswap_aws::aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                        )
+                    })?;
+                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                log.rotations += 1;
+                log.reverted += 1;
+                log.max_rotation = log.max_rotation.max(began.elapsed());
+                Ok(())
+            }
+        }
+    }
+}
+
+impl SecretsManagerRotator {
+    /// `--scenario normal`: `Rotator::rotate`, the four steps.
+    async fn rotate_normal(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
         let began = tokio::time::Instant::now();
         let old_sessions_before = std::time::SystemTime::now();
         let report = self.rotator.rotate().await?;

@@ -21,7 +21,7 @@ use credswap_testkit::{TestBao, TestPostgres, random_password, unique_name};
 use credswap_vault::VaultSource;
 
 use crate::adapters::{self, App};
-use crate::cli::{AdapterName, SourceName};
+use crate::cli::{AdapterName, ScenarioName, SourceName};
 use crate::drill::Run;
 use crate::output::ProgressDisplay;
 
@@ -267,9 +267,16 @@ pub async fn run_one(
     let seen = monitor.finish().await?;
     display.finish(result.as_ref().ok());
     let pending_connects = pool.stats.as_ref().map(|stats| stats().pending_connects);
+    let store_calls = (pool.store_calls)();
     (pool.close)();
     drop(pool.workload);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The run's users are new (a fresh static role; dynamic users Vault made for a fresh role,
+    // as seen in pg_stat_activity): every refusal in the logs is this run's.
+    let server_refused_logins = match world.kind {
+        Kind::Static => pg.refused_logins(&prepared.role),
+        Kind::Dynamic => seen.users.iter().map(|user| pg.refused_logins(user)).sum(),
+    };
     world.cleanup(&prepared).await;
     let mut report = result?;
     report.rotations = seen.rotations;
@@ -299,6 +306,9 @@ pub async fn run_one(
         pending_connects,
         rotation_note: Some(note),
         revoked_sessions: Some(seen.revoked),
+        scenario: ScenarioName::Normal,
+        server_refused_logins,
+        store_calls,
     })
 }
 
@@ -311,6 +321,8 @@ struct Seen {
     max_drain: Duration,
     revoked: usize,
     rotation_times: Vec<SystemTime>,
+    /// Dynamic: the users seen logged in (for their refused logins).
+    users: Vec<String>,
 }
 
 impl Seen {
@@ -502,6 +514,7 @@ impl Monitor {
                     .max()
                     .unwrap_or_default();
                 seen.revoked = revoked.len();
+                seen.users = users.into_iter().collect();
                 Ok(seen)
             })
         };
