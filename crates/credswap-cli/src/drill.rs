@@ -280,7 +280,7 @@ pub async fn main(args: DrillArgs) -> ExitCode {
             );
         } else {
             eprintln!(
-                "FAILED: {} did worse than the static peer (a plain pool built from AWSCURRENT)",
+                "FAILED: worse than the static peer (a plain pool built from AWSCURRENT): {}",
                 failed.join("; ")
             );
         }

@@ -78,6 +78,9 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
         "max_drain_ms",
         "mean_rotation_interval_ms",
         "pending_connects",
+        "scenario",
+        "server_refused_logins",
+        "store_calls",
     ];
     for run in runs {
         let keys: Vec<&str> = run
@@ -93,6 +96,9 @@ fn short_drill_writes_the_documented_json_and_judges_the_peers_apart() {
         assert_eq!(sorted, sorted_expected);
         assert_eq!(run["strategy"], "single-user");
         assert_eq!(run["source"], "memory");
+        assert_eq!(run["scenario"], "normal");
+        assert!(run["server_refused_logins"].is_u64(), "{run}");
+        assert!(run["store_calls"].as_u64().unwrap() >= 1, "{run}");
         assert_eq!(run["pool_max_size"], 4);
         assert!(run["rotations"].as_u64().unwrap() >= 2, "{run}");
     }
@@ -188,6 +194,143 @@ fn drill_with_secrets_manager_rotates_through_moto() {
     assert_eq!(run["stale_after_drain"], 0, "{run}");
     assert!(run["peak_backends"].as_u64().unwrap() <= 4, "{run}");
     assert!(run["pending_connects"].is_u64(), "{run}");
+    assert_eq!(run["scenario"], "normal", "{run}");
+    assert!(run["server_refused_logins"].is_u64(), "{run}");
+    // The initial fetch at least, and the reads that saw the rotations.
+    assert!(run["store_calls"].as_u64().unwrap() >= 2, "{run}");
+}
+
+/// `--scenario stuck-pending|revert`: a short drill of deadpool beside the static peer; returns
+/// the exit code, stdout, stderr and the two runs (deadpool, static).
+fn scenario_drill(
+    scenario: &str,
+    extra: &[&str],
+) -> (
+    Option<i32>,
+    String,
+    String,
+    serde_json::Value,
+    serde_json::Value,
+) {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("drill.json");
+    let output = credswap()
+        .args([
+            "drill",
+            "--source",
+            "aws",
+            "--scenario",
+            scenario,
+            // The static peer is added by the scenario.
+            "--adapter",
+            "deadpool",
+            "--concurrency",
+            "8",
+            "--pool-size",
+            "4",
+        ])
+        .args(extra)
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .expect("run credswap");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&json_path)
+            .unwrap_or_else(|e| panic!("no JSON ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}")),
+    )
+    .unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{json}");
+    for run in runs {
+        assert_eq!(run["scenario"], scenario, "{run}");
+        assert_eq!(run["source"], "aws", "{run}");
+        assert_eq!(run["strategy"], "single-user", "{run}");
+        assert!(run["server_refused_logins"].is_u64(), "{run}");
+        assert!(run["store_calls"].is_u64(), "{run}");
+        // The password ends where it began: no drain to judge.
+        assert!(run["stale_after_drain"].is_null(), "{run}");
+    }
+    let (credswap, peer) = (runs[0].clone(), runs[1].clone());
+    assert_eq!(credswap["adapter"], "deadpool", "{json}");
+    assert_eq!(peer["adapter"], "static", "{json}");
+    assert_eq!(peer["store_calls"], 1, "{peer}");
+    assert!(credswap["store_calls"].as_u64().unwrap() >= 1, "{credswap}");
+    assert!(stdout.contains(&format!("scenario {scenario}")), "{stdout}");
+    (output.status.code(), stdout, stderr, credswap, peer)
+}
+
+/// The issue's rule: never more failed requests, nor more refused logins at the server, than a
+/// plain pool built from AWSCURRENT; and the exit status says so.
+fn assert_not_worse_than_static(
+    code: Option<i32>,
+    stdout: &str,
+    stderr: &str,
+    credswap: &serde_json::Value,
+    peer: &serde_json::Value,
+) {
+    let n = |run: &serde_json::Value, key: &str| run[key].as_u64().unwrap();
+    assert!(
+        n(credswap, "requests_failed") <= n(peer, "requests_failed")
+            && n(credswap, "server_refused_logins") <= n(peer, "server_refused_logins"),
+        "credswap did worse than the static peer:\n{credswap}\n{peer}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
+#[test]
+fn drill_stuck_pending_beside_the_static_peer() {
+    let (code, stdout, stderr, credswap, peer) =
+        scenario_drill("stuck-pending", &["--duration", "8s"]);
+    // One rotation, which stopped after createSecret.
+    assert_eq!(credswap["rotations"], 1, "{credswap}");
+    assert!(stdout.contains("AWSPENDING stayed to the end"), "{stdout}");
+    // Nothing changed in the database: a plain pool fails nothing and is refused nothing.
+    assert_eq!(peer["requests_failed"], 0, "{peer}");
+    assert_eq!(peer["server_refused_logins"], 0, "{peer}");
+    assert_eq!(credswap["requests_failed"], 0, "{credswap}");
+    // The verdict follows the rule. Measured today (core's pending trials, 2 s doubling within
+    // Policy::pending_trial_window): deadpool sends about 5 refused logins in 8 s where the
+    // static peer sends none, so the drill exits 1 naming them; the strict form of the rule is
+    // `drill_stuck_pending_is_not_worse_than_static` (ignored until then).
+    let refused = credswap["server_refused_logins"].as_u64().unwrap();
+    if refused > 0 {
+        assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "deadpool/single-user: {refused} refused logins (static 0)"
+            )),
+            "{stderr}"
+        );
+    } else {
+        assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    }
+}
+
+#[test]
+#[ignore = "fails today: credswap's pending trials send refused logins (about 5 in 8 s) where \
+            the static peer sends none; issue 18's drill rule"]
+fn drill_stuck_pending_is_not_worse_than_static() {
+    let (code, stdout, stderr, credswap, peer) =
+        scenario_drill("stuck-pending", &["--duration", "8s"]);
+    assert_not_worse_than_static(code, &stdout, &stderr, &credswap, &peer);
+}
+
+#[test]
+fn drill_revert_beside_the_static_peer() {
+    let (code, stdout, stderr, credswap, peer) =
+        scenario_drill("revert", &["--duration", "10s", "--rotate-every", "3s"]);
+    assert!(credswap["rotations"].as_u64().unwrap() >= 2, "{credswap}");
+    assert!(stdout.contains("reverted after setSecret"), "{stdout}");
+    assert!(stdout.contains("terminated every 2 s"), "{stdout}");
+    // The plain pool logs in with AWSCURRENT while the database has the pending password.
+    assert!(
+        peer["server_refused_logins"].as_u64().unwrap() > 0,
+        "the drill must see the plain pool refused: {peer}"
+    );
+    assert_not_worse_than_static(code, &stdout, &stderr, &credswap, &peer);
 }
 
 #[test]
@@ -198,6 +341,22 @@ fn bad_arguments_exit_with_2_and_say_why() {
         (vec!["drill", "--rotate-every", "5ms"], "at least 200ms"),
         (vec!["drill", "--database-url", "not a url"], "database-url"),
         (vec!["drill", "--source", "vault"], "vault"),
+        (
+            vec!["drill", "--scenario", "stuck-pending"],
+            "needs --source aws",
+        ),
+        (
+            vec![
+                "drill",
+                "--source",
+                "aws",
+                "--scenario",
+                "revert",
+                "--strategy",
+                "alternating-users",
+            ],
+            "single-user strategy only",
+        ),
         (
             vec!["rotate", "--secret-id", "s", "--sessions", "kill"],
             "wait=30s",
