@@ -486,16 +486,6 @@ impl RotatingCredentials {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(current);
         }
-        if self.shared.superseded.load().is_some() {
-            // The database refuses the store's pending credential that the pools adopted: the
-            // rotation was reverted (the database has the store's current value again). The
-            // store's value wins back, even though it equals the credential it replaced.
-            self.shared.superseded.store(None);
-            tracing::info!(
-                generation = generation.get(),
-                "the database refuses the adopted pending credential; the store's current value wins back"
-            );
-        }
         {
             let mut status = lock(&self.shared.status);
             let now = Instant::now();
@@ -744,6 +734,46 @@ impl Shared {
     async fn fetch_pending(&self, refused: Generation) {
         let _flight = self.flight.lock().await;
         self.load_pending(refused, PendingWhy::Refused).await;
+        self.offer_superseded(refused);
+    }
+
+    /// The database refuses the store's pending credential that the pools adopted (`refused`,
+    /// current), and the store has no other pending one: the rotation may have been reverted
+    /// with its pending version left behind (the database has the store's current value
+    /// again). The credential the adopted one replaced becomes the pending credential, under a
+    /// new generation number: connects try it after a refusal, trials try it, and once the
+    /// database accepts it, it is published like any pending credential, so the store's value
+    /// wins back, proven, even though it equals the credential it replaced. A late refusal from
+    /// before the adoption costs a few refused trials, never a publish. Call it holding the
+    /// single flight.
+    fn offer_superseded(&self, refused: Generation) {
+        let Some(superseded) = self.superseded.load_full() else {
+            return;
+        };
+        let current = self.current.load_full();
+        if current.generation() != refused
+            || self
+                .pending
+                .load()
+                .as_ref()
+                .is_some_and(|p| p.generation() > current.generation())
+        {
+            return;
+        }
+        let candidate = Snapshot::new(
+            (*superseded).clone(),
+            self.allocate(),
+            Instant::now(),
+            &self.policy,
+            &self.proven,
+        );
+        tracing::info!(
+            generation = refused.get(),
+            username = %candidate.credential().username(),
+            "the database refuses the adopted pending credential; trying the one it replaced (a reverted rotation?)"
+        );
+        self.pending.store(Some(Arc::new(candidate)));
+        self.generation_tx.send_replace(refused);
     }
 
     /// Asks the source for its pending credential while the current generation is `current`,
@@ -762,7 +792,17 @@ impl Shared {
         let credential = match fetched {
             Ok(Ok(Some(credential))) if !credential.same_login(snapshot.credential()) => credential,
             Ok(Ok(_)) => {
-                self.pending.store(None);
+                // Nothing pending in the store; keep the credential an adopted pending one
+                // replaced while it is offered after a refusal (see `offer_superseded`).
+                let offered = self.superseded.load_full().is_some_and(|superseded| {
+                    self.pending
+                        .load()
+                        .as_ref()
+                        .is_some_and(|p| p.credential().same_login(&superseded))
+                });
+                if !offered {
+                    self.pending.store(None);
+                }
                 return;
             }
             Ok(Err(e)) => {

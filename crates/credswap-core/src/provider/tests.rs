@@ -968,11 +968,16 @@ async fn a_reverted_database_with_the_pending_version_left_behind_is_followed_af
     creds.report_accepted(b.generation());
     // Only the database is reverted; the store still stages B as pending.
     let fresh = creds.report_auth_failure(b.generation()).await.unwrap();
-    assert!(
-        is(&fresh, "A"),
-        "a refusal of the adopted pending login lets the store's current value win back"
-    );
-    creds.report_accepted(fresh.generation());
+    assert!(is(&fresh, "B"), "nothing is published on a refusal alone");
+    let candidate = creds
+        .pending()
+        .expect("the credential B replaced is offered as the pending one");
+    assert!(is(&candidate, "A") && candidate.generation() > b.generation());
+    // A refresh before the database has accepted it changes nothing (the store still rotates).
+    creds.refresh().await.unwrap();
+    assert!(is(&creds.current(), "B"));
+    // The database accepts A: published, proven.
+    creds.report_accepted(candidate.generation());
     assert!(creds.current().is_proven() && is(&creds.current(), "A"));
     // Several rotations failing in a row: each new pending login gets its own number and is
     // never published without an acceptance.

@@ -300,6 +300,9 @@ where
     let mut backoff = RETRY_INITIAL;
     let mut attempts = 0;
     let mut tried_pending_for = None;
+    // The refused login of the attempt before: what the caller gets when the next attempt does
+    // not finish before the pool's `acquire_timeout` (every await here ends by then).
+    let mut refused: Option<Failed> = None;
     loop {
         changes.borrow_and_update();
         let tried = credentials.current();
@@ -313,7 +316,14 @@ where
             attempts,
             waited: started.elapsed(),
         };
-        let error = match attempt(pool.clone()).await {
+        let outcome = match refused.take() {
+            None => attempt(pool.clone()).await,
+            Some(before) => match tokio::time::timeout_at(until, attempt(pool.clone())).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(before),
+            },
+        };
+        let error = match outcome {
             Ok(value) => return Ok(value),
             Err(error) if is_auth_failure(&error) => error,
             Err(error) => return Err(failed(error)),
@@ -329,8 +339,11 @@ where
                 "checkout refused: the login failed; waiting for a working credential"
             );
         }
-        let fresh = credentials.report_auth_failure(tried.generation()).await;
-        if fresh.is_ok_and(|fresh| fresh.generation() != tried.generation()) {
+        let fresh =
+            tokio::time::timeout_at(until, credentials.report_auth_failure(tried.generation()))
+                .await;
+        if fresh.is_ok_and(|fresh| fresh.is_ok_and(|fresh| fresh.generation() != tried.generation())) {
+            refused = Some(failed(error));
             continue;
         }
         // The store may be mid-rotation with the database already on its pending credential:
@@ -340,9 +353,12 @@ where
             && let Some(pending) = credentials.pending()
         {
             tried_pending_for = Some(tried.generation());
-            if probe(&pool.connect_options(), &pending).await.is_ok() {
+            let probed =
+                tokio::time::timeout_at(until, probe(&pool.connect_options(), &pending)).await;
+            if probed.is_ok_and(|probed| probed.is_ok()) {
                 Counters::bump(&counters.pending_connects);
                 credentials.report_accepted(pending.generation());
+                refused = Some(failed(error));
                 continue;
             }
         }
@@ -364,9 +380,14 @@ where
             _ = changes.changed() => {}
             () = tokio::time::sleep(wait) => {
                 // Ask the store again before retrying the refused login.
-                let _ = credentials.report_auth_failure(tried.generation()).await;
+                let _ = tokio::time::timeout_at(
+                    until,
+                    credentials.report_auth_failure(tried.generation()),
+                )
+                .await;
             }
         }
+        refused = Some(failed(error));
     }
 }
 
