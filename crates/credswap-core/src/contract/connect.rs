@@ -212,30 +212,6 @@ impl Connector {
                 Slot::default()
             }
         };
-        // A pending trial asked for this connect (see `proof`): the store is rotating, and the
-        // database may have its pending login already. Refused, it is no failure: the current
-        // login follows at once.
-        if let Some(pending) = self.rotation.take_trial() {
-            let generation = pending.generation();
-            let tag = ConnectionTag::new(&pending);
-            match open(Arc::clone(&pending)).await {
-                Ok(connection) => {
-                    credentials.report_accepted(generation);
-                    let live = counters.opened(generation).holding(slot);
-                    Counters::bump(&counters.pending_connects);
-                    return Ok(Connected {
-                        connection,
-                        tag,
-                        live,
-                    });
-                }
-                Err(error) => tracing::debug!(
-                    pending = generation.get(),
-                    failure = classify(&error).as_str(),
-                    "the store's pending credential is not accepted yet"
-                ),
-            }
-        }
         loop {
             changes.borrow_and_update();
             let is_fallback = fallback.is_some();

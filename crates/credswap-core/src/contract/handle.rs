@@ -166,27 +166,22 @@ impl Rotation {
         );
         if idle {
             self.spawn_probe(pending, Duration::ZERO);
-        } else {
-            // The pool fills the canary's slot on demand: that connect tries the pending login
-            // first. A probe beside it could take the pool past its size.
-            self.proof.request_trial(pending);
         }
+        // A busy canary: the pool fills its slot on demand with the current login; refused
+        // (the database has the pending one), that connect tries the pending login and the
+        // provider publishes it. A probe beside it could take the pool past its size.
         true
-    }
-
-    /// The pending login the pool's next connect should try first, if a pending trial asked
-    /// for it and it is still pending (taken). The core [`Connector`](super::Connector) does
-    /// this.
-    pub fn take_trial(&self) -> Option<Arc<Snapshot>> {
-        let login = self.proof.take_trial()?;
-        let pending = self.credentials.pending()?;
-        (pending.generation() == login.generation()).then_some(pending)
     }
 
     /// Starts proving `login` (the current login while unproven, or the store's pending one)
     /// through the adapter's probe, in the background, after `delay` and only if it still needs
     /// proof then, unless a proof is already running or no probe was given. Call it after
     /// closing an idle canary.
+    ///
+    /// A pending trial logs in with the current login first, and with the pending one only if
+    /// the database refuses the current one: a pending version the database never got (a
+    /// stuck rotation) then costs no refused login at all, and after setSecret the trial costs
+    /// the one refusal a plain pool's next connect would meet.
     pub fn spawn_probe(&self, login: Arc<Snapshot>, delay: Duration) {
         let Some(probe) = self.proof.probe() else {
             return;
@@ -220,6 +215,31 @@ impl Rotation {
                 return;
             }
             let generation = login.generation();
+            let current = rotation.credentials.current();
+            if generation > current.generation() {
+                // A pending trial: the current login first.
+                match probe(Arc::clone(&current)).await {
+                    Ok(()) => {
+                        rotation.credentials.report_accepted(current.generation());
+                        drop(slot);
+                        rotation.proof.done_probing();
+                        return;
+                    }
+                    Err(Failure::Auth) => {
+                        rotation.credentials.report_refused(current.generation());
+                    }
+                    Err(failure) => {
+                        tracing::debug!(
+                            generation = current.generation().get(),
+                            failure = failure.as_str(),
+                            "a pending trial's login with the current credential failed; the next canary tries again"
+                        );
+                        drop(slot);
+                        rotation.proof.done_probing();
+                        return;
+                    }
+                }
+            }
             let result = probe(Arc::clone(&login)).await;
             drop(slot);
             match result {

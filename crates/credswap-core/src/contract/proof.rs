@@ -16,10 +16,13 @@
 //! single-user rotation between its setSecret and finishSecret). Canaries then try the pending
 //! login instead, a *pending trial*: at once, then after 250 ms, 500 ms, 1 s, 2 s, 4 s, every
 //! [`PENDING_TRIAL_MAX`] after that, for the policy's `pending_trial_window` (30 s by default)
-//! after the store created the pending version. An idle canary is followed by a probe, as
-//! above; a busy one by the pool's own connect, which tries the pending login first. Once the
-//! database accepts it, the provider publishes it and the old sessions drain, before the
-//! store finishes. A pending version older than the window is a stuck rotation: each trial
+//! after the store created the pending version. An idle canary is followed by a probe that
+//! logs in with the current login first and with the pending one only when the database
+//! refuses the current one; a busy one by the pool's own connect with the current login,
+//! which tries the pending login when refused. So a trial before setSecret costs a successful
+//! login, not a refused one, and after setSecret the one refusal a plain pool's next connect
+//! would meet. Once the database accepts the pending login, the provider publishes it and the
+//! old sessions drain, before the store finishes. A pending version older than the window is a stuck rotation: each trial
 //! would be one more login the database refuses (what security tooling alerts on, across a
 //! fleet a steady storm), so it is no longer tried until the store changes it.
 
@@ -67,8 +70,6 @@ pub(crate) struct Proof {
     canary: Mutex<Canary>,
     probe: OnceLock<Probe>,
     probing: AtomicBool,
-    /// A pending login the pool's next connect tries first (after a busy pending trial).
-    trial: Mutex<Option<Arc<Snapshot>>>,
 }
 
 #[derive(Default)]
@@ -125,16 +126,6 @@ impl Proof {
         }
         .min(max);
         true
-    }
-
-    /// Asks the pool's next connect to try the pending `login` first.
-    pub(crate) fn request_trial(&self, login: Arc<Snapshot>) {
-        *lock(&self.trial) = Some(login);
-    }
-
-    /// The pending login the next connect tries first, if a trial was asked for (taken).
-    pub(crate) fn take_trial(&self) -> Option<Arc<Snapshot>> {
-        lock(&self.trial).take()
     }
 
     pub(crate) fn probe(&self) -> Option<Probe> {

@@ -136,6 +136,9 @@ async fn prove_in_slot(
             .await;
     }
     let generation = login.generation();
+    if !current_refused(&shared, &login).await {
+        return Ok(false);
+    }
     match connect::probe(shared.login.base(), &login).await {
         Ok(()) => {
             count_pending(&shared, generation);
@@ -162,6 +165,9 @@ async fn prove_in_slot(
 async fn prove_beside(shared: Arc<Shared>, login: Arc<Snapshot>) {
     let credentials = shared.rotation.credentials();
     let generation = login.generation();
+    if !current_refused(&shared, &login).await {
+        return;
+    }
     match connect::probe(shared.login.base(), &login).await {
         Ok(()) => {
             count_pending(&shared, generation);
@@ -172,6 +178,38 @@ async fn prove_beside(shared: Arc<Shared>, login: Arc<Snapshot>) {
             credentials.report_refused(generation);
         }
         Err(_) => {}
+    }
+}
+
+/// For a pending trial (`login` newer than the current credential), logs in with the current
+/// login first and says whether the database refused it: only then is the pending login tried,
+/// so a pending version the database never got (a stuck rotation) costs no refused login, and
+/// after setSecret a trial costs the one refusal a plain pool's next connect would meet.
+/// Always true for the current login itself (it is what is being proven).
+async fn current_refused(shared: &Shared, login: &Snapshot) -> bool {
+    let credentials = shared.rotation.credentials();
+    let current = credentials.current();
+    if login.generation() <= current.generation() {
+        return true;
+    }
+    match connect::probe(shared.login.base(), &current).await {
+        Ok(()) => {
+            credentials.report_accepted(current.generation());
+            false
+        }
+        Err(Failure::Auth) => {
+            count_refused(shared, current.generation());
+            credentials.report_refused(current.generation());
+            true
+        }
+        Err(failure) => {
+            tracing::debug!(
+                generation = current.generation().get(),
+                failure = failure.as_str(),
+                "a pending trial's login with the current credential failed; the next canary tries again"
+            );
+            false
+        }
     }
 }
 
