@@ -153,6 +153,7 @@ mod plain {
             leased_credential_connections_retire_before_expiry,
             a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
             a_stuck_pending_version_fails_nothing_and_stops_being_tried,
+            a_reverted_rotation_is_followed_back_without_a_restart,
             a_pending_version_moved_mid_trial_is_never_published_unproven,
             a_black_holed_store_bounds_every_checkout,
             a_throttling_store_fails_no_request,
@@ -163,13 +164,6 @@ mod plain {
              nothing tells the Vault source its lease is gone until the next refresh (`following` \
              runs this case)";
             a_vault_lease_revoked_from_outside_is_replaced,
-        );
-
-        ignored_cases!(Sqlx, ThroughPgBouncer,
-            "plain sqlx returns a refused login to the caller: behind PgBouncer, the pool's \
-             refills of canary slots between setSecret and the pending credential's proof are \
-             refused (hundreds of failed requests in one run of sqlx 0.8)";
-            a_reverted_rotation_is_followed_back_without_a_restart,
         );
     }
 }
