@@ -75,6 +75,9 @@ pub(crate) struct Proof {
 #[derive(Default)]
 struct Canary {
     generation: Option<Generation>,
+    /// Whether the schedule is a pending trial's: a pending login that becomes the current one
+    /// (the store finished) keeps its generation, and starts the unproven login's schedule.
+    pending: bool,
     next_at: Option<Instant>,
     interval: Duration,
 }
@@ -110,8 +113,9 @@ impl Proof {
             (CANARY_QUICK_RETRY, CANARY_FIRST_INTERVAL, CANARY_MAX)
         };
         let mut canary = lock(&self.canary);
-        if canary.generation != Some(login.generation()) {
+        if canary.generation != Some(login.generation()) || canary.pending != pending {
             canary.generation = Some(login.generation());
+            canary.pending = pending;
             canary.next_at = None;
             canary.interval = first;
         }
@@ -174,5 +178,12 @@ mod tests {
             schedule(&Proof::default(), &login, true),
             [0, 250, 750, 1750, 3750, 7750]
         );
+        // A pending login the store then makes current keeps its generation: its unproven
+        // schedule starts afresh, not where the trials left off.
+        let proof = Proof::default();
+        let start = Instant::now();
+        assert!(proof.take_canary(&login, true, start));
+        assert!(!proof.take_canary(&login, true, start + Duration::from_millis(100)));
+        assert!(proof.take_canary(&login, false, start + Duration::from_millis(100)));
     }
 }
