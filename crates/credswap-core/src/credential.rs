@@ -59,6 +59,13 @@ impl Credential {
         self
     }
 
+    /// The same credential without its issue time (the provider's own copies whose age counts
+    /// from when it made them).
+    pub(crate) fn without_issued_at(mut self) -> Self {
+        self.issued_at = None;
+        self
+    }
+
     /// Records when the secret stops working (a lease or token end). The provider refreshes
     /// before it, and adapters retire connections opened with it before it.
     #[must_use]

@@ -281,6 +281,10 @@ impl Connector {
                             next_answer
                                 .map_or(burst_until, |at| burst_until.max(at + NEXT_ANSWER_GRACE)),
                         );
+                    } else {
+                        // The first refusal of this generation: a burst of its own begins.
+                        until = own_until;
+                        next_answer = None;
                     }
                     // Shared with every other refused connect; rate-limited by the provider, and
                     // never waited for past the deadline (a slow or black-holed store).
@@ -547,6 +551,57 @@ mod tests {
             .expect_err("fatal");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(refused.failure(), Failure::Fatal);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_isolated_refusal_does_not_shorten_a_later_wait() {
+        static ACCEPTS: Mutex<&str> = Mutex::new("new");
+        static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+        let (store, rotation) = setup(quick()).await;
+        let connector = Connector::new(rotation.clone(), None);
+        // A refusal an hour ago (a blip), then nothing: not the start of today's burst.
+        rotation.credentials().report_refused(Generation::FIRST);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let lagging_store = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                store.set(Credential::new("app", "new"));
+            })
+        };
+        let connected = connector
+            .connect(|e: &DriverError| e.0, server(&ACCEPTS, &ATTEMPTS))
+            .await
+            .expect("waits its whole deadline for the store, as a first refusal does");
+        lagging_store.await.unwrap();
+        assert_eq!(connected.connection, Generation::new(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_queued_behind_a_long_burst_fails_as_fast_as_a_plain_pool() {
+        static ACCEPTS: Mutex<&str> = Mutex::new("never");
+        static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+        let (store, rotation) = setup(quick()).await;
+        let connector = Connector::new(rotation.clone(), Some(Duration::from_secs(2)));
+        let started = Instant::now();
+        connector
+            .connect(|e: &DriverError| e.0, server(&ACCEPTS, &ATTEMPTS))
+            .await
+            .expect_err("nothing works");
+        assert!(started.elapsed() >= Duration::from_millis(1800));
+        // Queued behind it: waits at most once for the store's next answer, not a new deadline.
+        store.fail_with(crate::SourceError::unavailable("down"));
+        let _ = rotation.credentials().refresh().await;
+        let queued = Instant::now();
+        connector
+            .connect(|e: &DriverError| e.0, server(&ACCEPTS, &ATTEMPTS))
+            .await
+            .expect_err("nothing works");
+        assert!(
+            queued.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            queued.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -59,9 +59,17 @@ enum PendingWhy {
 #[derive(Debug, Clone, Copy)]
 struct Refusal {
     generation: Generation,
+    /// The first refusal of the current burst (see [`REFUSAL_BURST_QUIET`]).
     since: Instant,
+    /// The latest refusal.
+    last: Instant,
     count: u64,
 }
+
+/// Refusals of one generation this far apart are separate bursts: a connect's wait for a
+/// working credential is measured from the first refusal of its own burst, not from an isolated
+/// refusal long before.
+const REFUSAL_BURST_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Default)]
 struct Counters {
@@ -86,9 +94,10 @@ struct Status {
     /// gap doubles while refusals of the same generation go on (see `auth_gap`), and a store
     /// that answered `unavailable` is given a jittered backoff.
     next_auth_fetch: Option<Instant>,
-    /// Fetches made in the current burst of refusals (reset by a new generation or a login
-    /// the database accepts).
+    /// Fetches made in the current burst of refusals, of the generation `auth_burst_of`
+    /// (reset by a refusal of another generation, or a login the database accepts).
     auth_burst: u32,
+    auth_burst_of: Option<Generation>,
     /// The database refuses this generation (adapters report it), since when, how often.
     refused: Option<Refusal>,
     warned_refused: Option<Generation>,
@@ -296,6 +305,7 @@ impl RotatingCredentialsBuilder {
                 last_auth_fetch: None,
                 next_auth_fetch: None,
                 auth_burst: 0,
+                auth_burst_of: None,
                 refused: None,
                 warned_refused: None,
                 last_error: None,
@@ -465,11 +475,14 @@ impl RotatingCredentials {
     /// failure (SQLSTATE `28P01` or `28000`), and returns the snapshot to retry with.
     ///
     /// If the generation has already moved on, nothing is fetched (another report, or the
-    /// refresher, got there first): the current snapshot is returned. If a fetch caused by an
-    /// authentication failure started less than the policy's `auth_refresh_interval` ago,
-    /// nothing is fetched either, and the current snapshot (possibly the refused one) is
-    /// returned: callers wait for [`subscribe`](Self::subscribe) or retry later. Otherwise this
-    /// is a [`refresh`](Self::refresh), shared with any concurrent callers.
+    /// refresher, got there first): the current snapshot is returned. The fetches of one burst
+    /// of refusals are coalesced: the first comes at once, the next `auth_refresh_interval`
+    /// later, the gap doubling up to [`AUTH_REFRESH_MAX`]; after a fetch the store answered
+    /// `unavailable` (or that timed out) the next waits the policy's backoff with full jitter.
+    /// A report inside a gap fetches nothing and returns the current snapshot (possibly the
+    /// refused one): callers wait for [`subscribe`](Self::subscribe) or retry later. Otherwise
+    /// this is a [`refresh`](Self::refresh), shared with any concurrent callers, followed by a
+    /// read of the store's pending credential when the store still says the refused one.
     ///
     /// The refusal also counts toward [`health`](Self::health) (see
     /// [`report_refused`](Self::report_refused)).
@@ -489,6 +502,12 @@ impl RotatingCredentials {
         {
             let mut status = lock(&self.shared.status);
             let now = Instant::now();
+            if status.auth_burst_of != Some(generation) {
+                // A new generation's refusals start a burst of their own.
+                status.auth_burst_of = Some(generation);
+                status.auth_burst = 0;
+                status.next_auth_fetch = None;
+            }
             if status.next_auth_fetch.is_some_and(|at| now < at) {
                 drop(status);
                 self.shared
@@ -574,12 +593,20 @@ impl RotatingCredentials {
             .refusals
             .fetch_add(1, Ordering::Relaxed);
         let mut status = lock(&self.shared.status);
+        let now = Instant::now();
         match &mut status.refused {
-            Some(refusal) if refusal.generation == generation => refusal.count += 1,
+            Some(refusal) if refusal.generation == generation => {
+                if now.saturating_duration_since(refusal.last) > REFUSAL_BURST_QUIET {
+                    refusal.since = now;
+                }
+                refusal.last = now;
+                refusal.count += 1;
+            }
             slot => {
                 *slot = Some(Refusal {
                     generation,
-                    since: Instant::now(),
+                    since: now,
+                    last: now,
                     count: 1,
                 });
                 // Wake the adapters: one that tries a new login first may go back to the last
@@ -741,11 +768,11 @@ impl Shared {
     /// current), and the store has no other pending one: the rotation may have been reverted
     /// with its pending version left behind (the database has the store's current value
     /// again). The credential the adopted one replaced becomes the pending credential, under a
-    /// new generation number: connects try it after a refusal, trials try it, and once the
-    /// database accepts it, it is published like any pending credential, so the store's value
-    /// wins back, proven, even though it equals the credential it replaced. A late refusal from
-    /// before the adoption costs a few refused trials, never a publish. Call it holding the
-    /// single flight.
+    /// new generation number: connects try it after a refusal (and a trial whose current login
+    /// is refused), and once the database accepts it, it is published like any pending
+    /// credential, so the store's value wins back, proven, even though it equals the credential
+    /// it replaced. A late refusal from before the adoption publishes nothing: the database
+    /// refuses the candidate. Call it holding the single flight.
     fn offer_superseded(&self, refused: Generation) {
         let Some(superseded) = self.superseded.load_full() else {
             return;
@@ -760,8 +787,10 @@ impl Shared {
         {
             return;
         }
+        // Its age counts from now: the credential's own `issued_at` is the replaced version's,
+        // and would make the candidate look like a stuck rotation at once.
         let candidate = Snapshot::new(
-            (*superseded).clone(),
+            (*superseded).clone().without_issued_at(),
             self.allocate(),
             Instant::now(),
             &self.policy,
@@ -856,10 +885,18 @@ impl Shared {
     /// Publishes the pending snapshot of `generation` if it still follows the current one.
     /// Call it holding the single flight.
     fn adopt_pending(&self, generation: Generation) {
+        let current = self.current.load_full();
+        if current.generation() == generation && !current.is_proven() {
+            // The store finished meanwhile and the fetch published this very login (it keeps
+            // the pending number): the acceptance proves it.
+            current.mark_proven(generation);
+            self.last_proven.store(Some(Arc::clone(&current)));
+            self.generation_tx.send_replace(generation);
+            return;
+        }
         let Some(pending) = self.pending.load_full() else {
             return;
         };
-        let current = self.current.load_full();
         if pending.generation() != generation || current.generation() >= generation {
             return;
         }
@@ -912,6 +949,10 @@ impl Shared {
         let mut status = lock(&self.status);
         match outcome {
             Ok(snapshot) => {
+                if status.consecutive_failures > 0 {
+                    // The store answers again: no backoff left for refusal fetches.
+                    status.next_auth_fetch = None;
+                }
                 status.consecutive_failures = 0;
                 status.last_error = None;
                 Ok(snapshot)

@@ -339,10 +339,8 @@ where
                 "checkout refused: the login failed; waiting for a working credential"
             );
         }
-        let fresh =
-            tokio::time::timeout_at(until, credentials.report_auth_failure(tried.generation()))
-                .await;
-        if fresh.is_ok_and(|fresh| fresh.is_ok_and(|fresh| fresh.generation() != tried.generation())) {
+        let fresh = report_within(credentials, tried.generation(), until).await;
+        if fresh.is_some_and(|fresh| fresh.generation() != tried.generation()) {
             refused = Some(failed(error));
             continue;
         }
@@ -380,14 +378,26 @@ where
             _ = changes.changed() => {}
             () = tokio::time::sleep(wait) => {
                 // Ask the store again before retrying the refused login.
-                let _ = tokio::time::timeout_at(
-                    until,
-                    credentials.report_auth_failure(tried.generation()),
-                )
-                .await;
+                let _ = report_within(credentials, tried.generation(), until).await;
             }
         }
         refused = Some(failed(error));
+    }
+}
+
+/// Reports a refused login of `generation` and waits for the snapshot to retry with, but not
+/// past `until`: the report (and the store fetch it may start) runs in a task of its own, so
+/// a checkout that gives up does not cancel a fetch other checkouts share.
+async fn report_within(
+    credentials: &RotatingCredentials,
+    generation: credswap_core::Generation,
+    until: Instant,
+) -> Option<Arc<Snapshot>> {
+    let credentials = credentials.clone();
+    let report = tokio::spawn(async move { credentials.report_auth_failure(generation).await });
+    match tokio::time::timeout_at(until, report).await {
+        Ok(Ok(Ok(snapshot))) => Some(snapshot),
+        _ => None,
     }
 }
 
