@@ -52,6 +52,12 @@ pub trait CredentialSource: Send + Sync + 'static {
     /// was refused, and after every refresh while [`rotation_pending`](Self::rotation_pending)
     /// says a rotation is under way; it publishes it as soon as the database accepts it,
     /// without waiting for the store. The default has none.
+    ///
+    /// A source that implements this must also implement
+    /// [`rotation_pending`](Self::rotation_pending): once the provider has published a pending
+    /// credential, it takes the store's lagging current value for "not finished yet" only while
+    /// `rotation_pending` says yes; when it says no, the store's current value is what the
+    /// database has (a finished, abandoned or reverted rotation).
     async fn fetch_pending(&self) -> Result<Option<Credential>, SourceError> {
         Ok(None)
     }
