@@ -27,7 +27,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// | `fetch_timeout` | 30 s | a fetch that takes longer fails (an unreachable store must not hang the refresher) |
 /// | `validation_timeout` | 10 s | a validator that takes longer rejects the credential (a stalled database must not hold the refresh) |
 /// | `connect_deadline` | 30 s | how long an adapter's connect keeps retrying refused logins and transient errors, where the pool has no timeout of its own |
-/// | `auth_refresh_interval` | 200 ms | at most one store fetch per this interval is caused by authentication failures (the gap doubles while one burst of refusals goes on, up to 2 s, and a store answering `unavailable` gets a jittered backoff) |
+/// | `auth_refresh_interval` | 200 ms | at most one store fetch per this interval is caused by authentication failures (the gap doubles while one burst of refusals goes on, up to 1 s, and a store answering `unavailable` gets a jittered backoff) |
 /// | `pending_trial_window` | 30 s | how long the pools try a store's pending credential on their own; an older pending version is a stuck rotation, left alone and reported by `health()` |
 ///
 /// With no overlap declared (single-user rotation, where `ALTER ROLE ... PASSWORD` kills the old

@@ -350,7 +350,7 @@ async fn validate_bounded(
 
 /// The longest gap between two store fetches caused by refusals of one generation: a store
 /// that has been fixed is seen this soon by a pool whose logins it refused.
-pub const AUTH_REFRESH_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+pub const AUTH_REFRESH_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The gap after the `burst`-th store fetch of one burst of refusals: `auth_refresh_interval`,
 /// doubling with each fetch that did not end the refusals, up to [`AUTH_REFRESH_MAX`] (never

@@ -1050,8 +1050,8 @@ async fn refusal_fetches_back_off_within_a_burst_and_on_an_unavailable_store() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let fetches = store.fetch_count() - start;
-    // 200 ms doubling to 2 s: about 12 fetches in 20 s, not 100 (one per 200 ms).
-    assert!((8..=14).contains(&fetches), "{fetches} fetches in 20 s");
+    // 200 ms doubling to 1 s: about 21 fetches in 20 s, not 100 (one per 200 ms).
+    assert!((15..=25).contains(&fetches), "{fetches} fetches in 20 s");
     let stats = creds.stats();
     assert!(stats.auth_fetches_coalesced > 900, "{stats:?}");
     assert!(stats.store_calls >= fetches, "{stats:?}");

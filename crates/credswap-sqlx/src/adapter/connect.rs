@@ -320,7 +320,10 @@ where
             None => attempt(pool.clone()).await,
             Some(before) => match tokio::time::timeout_at(until, attempt(pool.clone())).await {
                 Ok(outcome) => outcome,
-                Err(_) => return Err(before),
+                Err(_) => {
+                    Counters::bump(&counters.connect_failures);
+                    return Err(before);
+                }
             },
         };
         let error = match outcome {
@@ -372,7 +375,9 @@ where
             );
             return Err(failed(error));
         }
-        let wait = backoff.min(until - now);
+        // Wake often enough to meet the store's next answer (refusal fetches are coalesced up
+        // to `AUTH_REFRESH_MAX` apart; a report inside the gap costs nothing).
+        let wait = backoff.min(until - now).min(REPORT_EVERY);
         backoff = (backoff * 2).min(RETRY_MAX);
         tokio::select! {
             _ = changes.changed() => {}
@@ -384,6 +389,9 @@ where
         refused = Some(failed(error));
     }
 }
+
+/// The longest a checkout waiting for a working credential sleeps between two reports.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
 
 /// Reports a refused login of `generation` and waits for the snapshot to retry with, but not
 /// past `until`: the report (and the store fetch it may start) runs in a task of its own, so

