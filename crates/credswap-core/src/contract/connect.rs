@@ -23,9 +23,11 @@ pub const RETRY_INITIAL: Duration = Duration::from_millis(20);
 /// The longest wait between two connect attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// How long a connect in a burst of refusals that has outlived its deadline waits for the
-/// store's next answer once it is asked (the fetch itself).
-const NEXT_ANSWER_GRACE: Duration = Duration::from_secs(1);
+/// How long a connect in a burst of refusals that has outlived its deadline keeps going after
+/// the store's next answer is due: the fetch itself, and the answer after it (one
+/// [`AUTH_REFRESH_MAX`] later), so that a secret fixed just after an answer is still seen by
+/// the connect a pool is waiting on (bb8 starts no other connect for its waiters meanwhile).
+const NEXT_ANSWER_GRACE: Duration = AUTH_REFRESH_MAX.saturating_add(Duration::from_millis(500));
 
 /// The most a connector's deadline stays short of the pool's own timeout.
 pub const POOL_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
