@@ -283,8 +283,9 @@ impl Connector {
                             next_answer
                                 .map_or(burst_until, |at| burst_until.max(at + NEXT_ANSWER_GRACE)),
                         );
-                    } else {
-                        // The first refusal of this generation: a burst of its own begins.
+                    } else if generation == credentials.generation() {
+                        // The first refusal of the current generation: a burst of its own
+                        // begins. (A refused pending or fallback login changes nothing here.)
                         until = own_until;
                         next_answer = None;
                     }
