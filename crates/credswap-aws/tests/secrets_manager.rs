@@ -135,7 +135,7 @@ async fn reads_json_secret_and_refreshes_with_describe_only() {
     // Unchanged: DescribeSecret only.
     for _ in 0..3 {
         let again = source.fetch().await.unwrap();
-        assert!(again.same_login(c));
+        assert!(again.is_same_login(c));
         assert_eq!(again.version(), Some(v1.as_str()));
     }
     let s = source.stats();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credswap_core::RotatingCredentials;
-use credswap_core::contract::{Connector, Rotation};
+use credswap_core::contract::{Adapter, Connector, Rotation};
+use credswap_tokio_postgres::PgDriver;
 
 use crate::tag::Shared;
 use crate::{Error, RotatingConnection};
@@ -49,8 +50,8 @@ const BB8_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Take the [`rotation`](Self::rotation) handle before moving the manager into the pool.
 pub struct RotatingConnectionManager<Tls> {
-    pub(crate) config: tokio_postgres::Config,
-    pub(crate) tls: Tls,
+    /// Hosts, ports, database, options and TLS; no login.
+    pub(crate) driver: Arc<PgDriver<Tls>>,
     pub(crate) connector: Connector,
     pub(crate) shared: Arc<Shared>,
 }
@@ -71,12 +72,11 @@ impl<Tls> RotatingConnectionManager<Tls> {
     ) -> Self {
         // The provider's login overrides the config's; keep no password in the manager.
         config.password(Vec::<u8>::new());
-        let rotation = Rotation::new(credentials);
+        let adapter = Adapter::new(credentials);
         Self {
-            config,
-            tls,
-            shared: Arc::new(Shared::new(rotation.clone())),
-            connector: Connector::new(rotation, deadline),
+            driver: Arc::new(PgDriver::new(config, tls)),
+            shared: Arc::new(Shared::new(adapter.clone())),
+            connector: adapter.connector(deadline),
         }
     }
 
@@ -101,12 +101,12 @@ impl<Tls> RotatingConnectionManager<Tls> {
     /// The handle with the adapter's counters and the provider. Clone it before
     /// `bb8::Pool::builder().build(manager)` takes the manager.
     pub fn rotation(&self) -> Rotation {
-        self.connector.rotation().clone()
+        self.connector.adapter().rotation()
     }
 
     /// The provider the manager follows.
     pub fn credentials(&self) -> &RotatingCredentials {
-        self.connector.rotation().credentials()
+        self.connector.adapter().credentials()
     }
 }
 
@@ -118,12 +118,13 @@ fn parse(params: &str) -> Result<tokio_postgres::Config, Error> {
 impl<Tls> fmt::Debug for RotatingConnectionManager<Tls> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // tokio_postgres::Config's Debug prints its password: print only what is safe.
+        let config = self.driver.config();
         f.debug_struct("RotatingConnectionManager")
-            .field("hosts", &self.config.get_hosts())
-            .field("ports", &self.config.get_ports())
-            .field("dbname", &self.config.get_dbname())
+            .field("hosts", &config.get_hosts())
+            .field("ports", &config.get_ports())
+            .field("dbname", &config.get_dbname())
             .field("connector", &self.connector)
-            .field("rotation", self.connector.rotation())
+            .field("rotation", &self.rotation())
             .finish_non_exhaustive()
     }
 }
@@ -188,7 +189,7 @@ where
     /// # Errors
     ///
     /// [`Error::is_config`] when the string does not parse.
-    pub fn from_stringlike(
+    pub fn new_from_stringlike(
         params: impl ToString,
         tls: Tls,
         credentials: RotatingCredentials,
@@ -245,9 +246,8 @@ where
         );
         let rotation = manager.rotation();
         if let Some(max_size) = self.max_size {
-            manager.shared.set_max_size(max_size as usize);
             // The pool's connections and the probes share its size.
-            rotation.limit_sessions(max_size as usize);
+            manager.shared.adapter().limit_sessions(max_size as usize);
         }
         let pool = self.pool.connection_timeout(timeout).build(manager).await?;
         Ok((pool, rotation))

@@ -16,7 +16,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use credswap_core::contract::{ConnectionTag, Counters, Rotation};
+use credswap_core::contract::{Adapter, ConnectionTag, Counters, Event};
 use credswap_core::{Generation, RotatingCredentials};
 use tokio::time::Instant;
 use tokio_postgres::Client;
@@ -126,7 +126,7 @@ pub(crate) struct Tag {
 /// What the manager shares with its connections' tasks: the handle (provider and counters), and
 /// whether bb8 validates checkouts.
 pub(crate) struct Shared {
-    rotation: Rotation,
+    adapter: Adapter,
     /// Set by the first `is_valid` call: proof that bb8 validates every checkout
     /// (`test_on_check_out`, bb8's default), so a connection not marked busy is really idle and
     /// may be closed by its own task.
@@ -134,47 +134,43 @@ pub(crate) struct Shared {
     warned_unvalidated: AtomicBool,
     /// Connections checked out now.
     busy: AtomicUsize,
-    /// The pool's `max_size` when the [`Builder`](crate::Builder) built it (0: unknown).
-    max_size: AtomicUsize,
 }
 
 impl Shared {
-    pub(crate) fn new(rotation: Rotation) -> Self {
+    pub(crate) fn new(adapter: Adapter) -> Self {
         Self {
-            rotation,
+            adapter,
             checkouts_validated: AtomicBool::new(false),
             warned_unvalidated: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
-            max_size: AtomicUsize::new(0),
         }
     }
 
-    /// Records the pool's `max_size`.
-    pub(crate) fn set_max_size(&self, max_size: usize) {
-        self.max_size.store(max_size, Ordering::Release);
+    /// The adapter's state.
+    pub(crate) fn adapter(&self) -> &Adapter {
+        &self.adapter
     }
 
     /// Whether a probe (one connection outside the pool) may run after an idle canary without
-    /// the pool and the probe together passing `max_size`: nothing is checked out, or the pool
-    /// has room.
+    /// the pool and the probe together passing `max_size` ([`Adapter::probe_fits`]; bb8 does
+    /// not say whether anyone waits, so a connection checked out counts as contention).
     fn quiet(&self) -> bool {
-        let max = self.max_size.load(Ordering::Acquire);
-        self.busy.load(Ordering::Acquire) == 0
-            || (max > 0 && self.rotation.counters().live_total() < max)
+        self.adapter
+            .probe_fits(self.busy.load(Ordering::Acquire) > 0)
     }
 
     pub(crate) fn credentials(&self) -> &RotatingCredentials {
-        self.rotation.credentials()
+        self.adapter.credentials()
     }
 
     /// Whether the pools are trying the store's pending credential now (see
-    /// [`Rotation::is_trying_pending`]).
+    /// [`Adapter::is_trying_pending`]).
     pub(crate) fn is_trying_pending(&self) -> bool {
-        self.rotation.is_trying_pending()
+        self.adapter.is_trying_pending()
     }
 
     fn counters(&self) -> &Counters {
-        self.rotation.counters()
+        self.adapter.counters()
     }
 
     fn checkouts_validated(&self) -> bool {
@@ -197,9 +193,9 @@ impl Shared {
 
     /// Counts a connection retired as stale.
     fn retired(&self, idle: bool) {
-        Counters::bump(&self.counters().stale_closed);
+        self.counters().bump(Event::StaleClosed);
         if idle {
-            Counters::bump(&self.counters().stale_closed_idle);
+            self.counters().bump(Event::StaleClosedIdle);
         }
     }
 }
@@ -231,7 +227,7 @@ impl Tag {
         if *phase == Phase::Retired {
             return Err(stale());
         }
-        if shared.rotation.should_close(&self.tag, &current, false) {
+        if shared.adapter.should_close(&self.tag, &current, false) {
             *phase = Phase::Retired;
             shared.retired(false);
             return Err(stale());
@@ -260,7 +256,7 @@ impl Tag {
             }
         }
         if shared
-            .rotation
+            .adapter
             .should_close(&self.tag, &shared.credentials().load(), false)
         {
             *phase = Phase::Retired;
@@ -286,7 +282,7 @@ impl Tag {
         if *phase != Phase::Idle
             || !shared.checkouts_validated()
             || !shared
-                .rotation
+                .adapter
                 .should_close(&self.tag, &shared.credentials().load(), quiet)
         {
             return false;
@@ -301,6 +297,7 @@ impl Tag {
 mod tests {
     use std::time::Duration;
 
+    use credswap_core::contract::Feedback;
     use credswap_core::{Credential, MemorySource, Policy};
 
     use super::*;
@@ -317,7 +314,7 @@ mod tests {
         let credentials = RotatingCredentials::new(store.clone(), Policy::default())
             .await
             .unwrap();
-        let shared = Arc::new(Shared::new(Rotation::new(credentials.clone())));
+        let shared = Arc::new(Shared::new(Adapter::new(credentials.clone())));
         let tag = Arc::new(Tag::new(ConnectionTag::new(&credentials.current())));
         tag.check_out(&shared).unwrap();
 
@@ -331,7 +328,7 @@ mod tests {
         store.set(Credential::new("app", "second"));
         let second = credentials.refresh().await.unwrap();
         // A connection with it opened elsewhere: the new login is proven.
-        credentials.report_accepted(second.generation());
+        Feedback::new(&credentials).report_accepted(second.generation());
         drop(held);
 
         assert!(
@@ -339,7 +336,7 @@ mod tests {
             "a connection of generation 1 returned after generation 2 was published was kept"
         );
         assert_eq!(*tag.phase(), Phase::Retired);
-        assert_eq!(shared.counters().stale_closed.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.adapter.stats().stale_closed, 1);
     }
 
     #[tokio::test]
@@ -348,7 +345,7 @@ mod tests {
         let credentials = RotatingCredentials::new(store.clone(), Policy::default())
             .await
             .unwrap();
-        let shared = Shared::new(Rotation::new(credentials.clone()));
+        let shared = Shared::new(Adapter::new(credentials.clone()));
         let (busy, idle) = (
             Tag::new(ConnectionTag::new(&credentials.current())),
             Tag::new(ConnectionTag::new(&credentials.current())),
@@ -359,7 +356,7 @@ mod tests {
             async move {
                 store.set(Credential::new("app", password));
                 let next = credentials.refresh().await.unwrap();
-                credentials.report_accepted(next.generation());
+                Feedback::new(&credentials).report_accepted(next.generation());
             }
         };
         // Nothing is retired before a checkout has shown that bb8 validates checkouts.
@@ -374,7 +371,7 @@ mod tests {
         assert!(idle.retire_if_idle(&shared));
         assert!(fresh.check_in(false, &shared), "stale on return");
         assert!(idle.check_out(&shared).unwrap_err().is_stale());
-        let stats = shared.rotation.stats();
+        let stats = shared.adapter.stats();
         assert_eq!((stats.stale_closed, stats.stale_closed_idle), (3, 1));
     }
 }

@@ -213,7 +213,7 @@ async fn naive_rebuild(
                 let Ok(fetched) = store.fetch().await else {
                     continue;
                 };
-                if fetched.same_login(&known) {
+                if fetched.is_same_login(&known) {
                     continue;
                 }
                 let mut config = pg_config.clone();

@@ -1,4 +1,4 @@
-//! The drain's verdict at every checkout and return (`Rotation::should_close`): a current
+//! The drain's verdict at every checkout and return (`Adapter::should_close`): a current
 //! connection with no rotation under way (the steady state), and the same while the store is
 //! rotating (a pending credential the canaries try now and then). Both side by side with
 //! `current()` alone, the floor.
@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 
-use credswap_core::contract::{ConnectionTag, Rotation};
+use credswap_core::contract::{Adapter, ConnectionTag, Feedback};
 use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -28,9 +28,9 @@ fn bench(c: &mut Criterion) {
             .await
             .expect("provider")
     });
-    let rotation = Rotation::new(creds.clone());
+    let rotation = Adapter::new(creds.clone());
     let tag = ConnectionTag::new(&creds.current());
-    creds.report_accepted(creds.generation());
+    Feedback::new(&creds).report_accepted(creds.generation());
 
     let mut group = c.benchmark_group("verdict");
     group.bench_function("current() alone", |b| b.iter(|| black_box(creds.current())));
@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     // due (the schedule's clock is checked), one in a while takes one.
     store.set_pending(Some(Credential::new("app", "next")));
     rt.block_on(creds.refresh()).expect("refresh");
-    assert!(creds.pending().is_some());
+    assert!(Feedback::new(&creds).pending().is_some());
     let _ = rotation.should_close(&tag, &creds.load(), false);
     group.bench_function("should_close, store rotating", |b| {
         b.iter(|| black_box(rotation.should_close(&tag, &creds.load(), false)))

@@ -129,7 +129,7 @@ impl Credential {
     ///
     /// Metadata (version, issue and expiry times) is ignored: a lease renewal that extends
     /// `expires_at` is not a rotation and must not churn the pools.
-    pub fn same_login(&self, other: &Credential) -> bool {
+    pub fn is_same_login(&self, other: &Credential) -> bool {
         self.username == other.username
             && constant_time_eq(
                 self.password.expose_secret().as_bytes(),
@@ -216,10 +216,10 @@ mod tests {
         let b = Credential::new("app", "pw").with_version("2");
         let c = Credential::new("app", "pw2");
         let d = Credential::new("other", "pw");
-        assert!(a.same_login(&b));
-        assert!(!a.same_login(&c));
-        assert!(!a.same_login(&d));
-        assert!(!a.same_login(&Credential::new("app", "p")));
+        assert!(a.is_same_login(&b));
+        assert!(!a.is_same_login(&c));
+        assert!(!a.is_same_login(&d));
+        assert!(!a.is_same_login(&Credential::new("app", "p")));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub use policy::{Policy, PolicyBuilder, PolicyError};
 pub use provider::{RotatingCredentials, RotatingCredentialsBuilder, Stats};
 pub use snapshot::{CurrentGuard, Snapshot};
 pub use source::{CredentialSource, MemorySource, StaticSource};
-pub use validate::{Validate, validate_fn};
+pub use validate::Validate;
 
 /// Re-exported so users name the same `SecretString` the provider holds.
 pub use secrecy;

@@ -391,7 +391,7 @@ mod tests {
         );
         credentials.refresh().await.unwrap();
         credentials.report_refused(credentials.generation());
-        let rotation = Rotation::new(credentials.clone());
+        let rotation = crate::contract::Adapter::new(credentials.clone()).rotation();
         let reporter = Reporter::new()
             .provider("main", &credentials)
             .pool("api", &rotation);

@@ -19,7 +19,7 @@ pub trait Validate: Send + Sync + 'static {
     async fn validate(&self, credential: &Credential) -> Result<(), BoxError>;
 }
 
-/// A validator from an async closure; see [`validate_fn`].
+/// A validator from an async closure; see [`from_fn`].
 pub struct FnValidator<F> {
     f: F,
 }
@@ -33,9 +33,10 @@ impl<F> fmt::Debug for FnValidator<F> {
 /// A validator that calls `f` with a clone of the candidate credential.
 ///
 /// ```
-/// use credswap_core::{validate_fn, BoxError, Credential};
+/// use credswap_core::validate;
+/// use credswap_core::{BoxError, Credential};
 ///
-/// let no_admins = validate_fn(|credential: Credential| async move {
+/// let no_admins = validate::from_fn(|credential: Credential| async move {
 ///     if credential.username() == "postgres" {
 ///         return Err::<(), BoxError>("refusing to run the application as a superuser".into());
 ///     }
@@ -43,7 +44,7 @@ impl<F> fmt::Debug for FnValidator<F> {
 /// });
 /// # let _ = no_admins;
 /// ```
-pub fn validate_fn<F, Fut>(f: F) -> FnValidator<F>
+pub fn from_fn<F, Fut>(f: F) -> FnValidator<F>
 where
     F: Fn(Credential) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,

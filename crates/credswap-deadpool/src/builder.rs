@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use credswap_core::RotatingCredentials;
-use credswap_core::contract::{Connector, Rotation};
+use credswap_core::contract::{Adapter, Rotation};
+use credswap_tokio_postgres::PgDriver;
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, PoolConfig, Runtime};
 use tokio::sync::oneshot;
 use tokio_postgres::Socket;
@@ -151,27 +152,24 @@ where
     pub(crate) fn build_tagged(self) -> Result<(Pool, Rotation, Arc<Tags>), Error> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::no_runtime("its watcher and its connection tasks"))?;
-        let rotation = Rotation::new(self.credentials);
+        let adapter = Adapter::new(self.credentials);
         // The pool's connections and the probes share its size.
-        rotation.limit_sessions(self.pool_config.max_size);
+        adapter.limit_sessions(self.pool_config.max_size);
         let tags = Arc::new(Tags::default());
         let (alive, alive_rx) = oneshot::channel();
         let mut base = self.pg_config;
         // The provider's login is used; keep no password in the manager.
         base.password(Vec::<u8>::new());
-        rotation.set_probe(credswap_tokio_postgres::probe(
-            base.clone(),
-            self.tls.clone(),
-        ));
+        let driver = Arc::new(PgDriver::new(base.clone(), self.tls));
+        adapter.set_driver(Arc::clone(&driver));
         let connect = RotatingConnect {
-            base: base.clone(),
-            tls: self.tls,
-            connector: Connector::new(rotation.clone(), deadline(&self.pool_config.timeouts)),
+            driver,
+            connector: adapter.connector(deadline(&self.pool_config.timeouts)),
             _alive: alive,
         };
         let manager = Manager::from_connect(base, connect, self.manager_config);
         let (on_create, on_recycle) = (Arc::clone(&tags), Arc::clone(&tags));
-        let (counters, recycling) = (Arc::clone(rotation.counters()), rotation.clone());
+        let (counters, recycling) = (Arc::clone(adapter.counters()), adapter.clone());
         let mut builder = Pool::builder(manager)
             .config(self.pool_config)
             .runtime(Runtime::Tokio1)
@@ -198,10 +196,10 @@ where
         runtime.spawn(drain::watch(
             pool.weak(),
             Arc::clone(&tags),
-            rotation.clone(),
+            adapter.clone(),
             alive_rx,
         ));
-        Ok((pool, rotation, tags))
+        Ok((pool, adapter.rotation(), tags))
     }
 }
 

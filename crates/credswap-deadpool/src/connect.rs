@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use credswap_core::contract::{Connected, Connector};
+use credswap_tokio_postgres::PgDriver;
 use deadpool_postgres::{Connect, Timeouts};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -27,9 +29,8 @@ pub(crate) fn deadline(timeouts: &Timeouts) -> Option<Duration> {
 
 /// Opens every connection with the credential current at that moment.
 pub(crate) struct RotatingConnect<T> {
-    /// Host, port, database, options; no login.
-    pub(crate) base: Config,
-    pub(crate) tls: T,
+    /// Host, port, database, options and TLS; no login.
+    pub(crate) driver: Arc<PgDriver<T>>,
     pub(crate) connector: Connector,
     /// Dropped with the pool's manager: tells the watcher the pool is gone.
     pub(crate) _alive: oneshot::Sender<()>,
@@ -51,32 +52,16 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     async fn open(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
-        let opened = self
-            .connector
-            .connect(credswap_tokio_postgres::classify, |snapshot| {
-                let (base, tls) = (&self.base, self.tls.clone());
-                async move { credswap_tokio_postgres::open(base, snapshot.credential(), tls).await }
-            })
-            .await;
+        // A connect that fails for good is logged by the connector.
         let Connected {
             connection: (client, connection),
             tag,
             live,
-        } = match opened {
-            Ok(connected) => connected,
-            Err(refused) => {
-                tracing::warn!(
-                    username = refused.username(),
-                    generation = refused.generation().get(),
-                    code = credswap_tokio_postgres::code(refused.error()).unwrap_or("none"),
-                    failure = refused.failure().as_str(),
-                    attempts = refused.attempts(),
-                    error = %refused.error(),
-                    "connect failed"
-                );
-                return Err(refused.into_inner());
-            }
-        };
+        } = self
+            .connector
+            .connect(&*self.driver)
+            .await
+            .map_err(|refused| refused.into_inner())?;
         // The live guard ends with the task: when the connection closes, or when deadpool
         // drops the client (which aborts the task).
         let task = tokio::spawn(async move {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use credswap_core::contract::{Counters, Rotation, drain};
+use credswap_core::contract::{Adapter, Event, drain};
 use deadpool_postgres::{ClientWrapper, HookError, WeakPool};
 use tokio::sync::oneshot;
 
@@ -12,11 +12,11 @@ use crate::tag::Tags;
 /// The `pre_recycle` hook: a stale connection is closed instead of handed out.
 pub(crate) fn refuse_stale(
     tags: &Tags,
-    rotation: &Rotation,
+    adapter: &Adapter,
     client: &ClientWrapper,
 ) -> Result<(), HookError> {
-    if tags.should_close(client, rotation, &rotation.credentials().load(), false) {
-        Counters::bump(&rotation.counters().stale_closed);
+    if tags.should_close(client, adapter, &adapter.credentials().load(), false) {
+        adapter.counters().bump(Event::StaleClosed);
         return Err(HookError::message(
             "connection authenticated with a stale credential",
         ));
@@ -31,11 +31,11 @@ pub(crate) fn refuse_stale(
 pub(crate) async fn watch(
     pool: WeakPool,
     tags: Arc<Tags>,
-    rotation: Rotation,
+    adapter: Adapter,
     mut alive: oneshot::Receiver<()>,
 ) {
-    let credentials = rotation.credentials().clone();
-    let counters = Arc::clone(rotation.counters());
+    let credentials = adapter.credentials().clone();
+    let counters = Arc::clone(adapter.counters());
     let mut changes = credentials.subscribe();
     loop {
         let current = credentials.current();
@@ -48,19 +48,16 @@ pub(crate) async fn watch(
                 return;
             }
             // A canary taken for an idle connection is followed by a probe (one connection
-            // outside the pool) only when the two cannot pass `max_size`: the pool has room, or
-            // nobody waits to fill the canary's slot.
-            let status = pool.status();
-            let quiet = status.size < status.max_size || status.waiting == 0;
+            // outside the pool) only when the two fit in `max_size`.
+            let quiet = adapter.probe_fits(pool.status().waiting > 0);
             let removed =
-                pool.retain(|client, _| !tags.should_close(client, &rotation, &current, quiet));
+                pool.retain(|client, _| !tags.should_close(client, &adapter, &current, quiet));
             let closed = removed.removed.len() as u64;
             // Dropping the clients closes the connections.
             drop(removed);
             if closed > 0 {
-                for counter in [&counters.stale_closed, &counters.stale_closed_idle] {
-                    counter.fetch_add(closed, std::sync::atomic::Ordering::Relaxed);
-                }
+                counters.add(Event::StaleClosed, closed);
+                counters.add(Event::StaleClosedIdle, closed);
                 tracing::debug!(
                     closed,
                     generation = current.generation().get(),

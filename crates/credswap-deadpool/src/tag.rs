@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
-use credswap_core::contract::{ConnectionTag, Counters, Rotation};
+use credswap_core::contract::{Adapter, ConnectionTag, Counters, Event};
 use credswap_core::{Generation, Snapshot};
 use deadpool_postgres::{ClientWrapper, StatementCache};
 
@@ -59,7 +59,7 @@ impl Tags {
     /// The `post_create` hook: takes the handed-off tag and attaches it to `client`.
     pub(crate) fn attach(&self, client: &ClientWrapper, counters: &Counters) {
         let tag = HANDOFF.with(Cell::take).unwrap_or_else(|| {
-            Counters::bump(&counters.untagged);
+            counters.bump(Event::Untagged);
             tracing::warn!(
                 "a new connection could not be tagged with its generation; it will be closed when returned"
             );
@@ -79,17 +79,17 @@ impl Tags {
         }
     }
 
-    /// The drain's verdict on `client` ([`Rotation::should_close`]); a connection without a tag
+    /// The drain's verdict on `client` ([`Adapter::should_close`]); a connection without a tag
     /// is closed.
     pub(crate) fn should_close(
         &self,
         client: &ClientWrapper,
-        rotation: &Rotation,
+        adapter: &Adapter,
         current: &Snapshot,
         idle: bool,
     ) -> bool {
         self.get(client)
-            .is_none_or(|tag| rotation.should_close(&tag, current, idle))
+            .is_none_or(|tag| adapter.should_close(&tag, current, idle))
     }
 
     /// Forgets the tags of connections that no longer exist.

@@ -1,6 +1,6 @@
-//! tokio-postgres glue shared by the credswap adapters for deadpool-postgres and bb8: open a
-//! connection with a [`Credential`], classify a connect error for the adapter contract's
-//! [`Connector`](credswap_core::contract::Connector), and a validate-before-swap check.
+//! tokio-postgres glue shared by the credswap adapters for deadpool-postgres and bb8:
+//! [`PgDriver`], the contract's [`Driver`] for tokio-postgres (open a session with a
+//! [`Credential`], classify a connect error, close), and a validate-before-swap check.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,12 +23,13 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
-use credswap_core::contract::Failure;
-use credswap_core::contract::proof::ProbeFuture;
-use credswap_core::{BoxError, Credential, Snapshot, Validate};
+pub use credswap_core::contract::driver::VALIDATION_TIMEOUT;
+use credswap_core::contract::{Driver, Failure};
+use credswap_core::{Credential, Validate};
 use secrecy::ExposeSecret;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, Connection, Socket};
@@ -76,49 +77,84 @@ pub fn is_auth_failure(error: &tokio_postgres::Error) -> bool {
     classify(error) == Failure::Auth
 }
 
-/// The adapter's probe for prove-before-drain
-/// ([`Rotation::set_probe`](credswap_core::contract::Rotation::set_probe)): opens one connection
-/// with the snapshot's login and closes it at once, bounded like [`connection_validator`].
-pub fn probe<T>(
-    base: Config,
+/// tokio-postgres as the contract's [`Driver`]: opens sessions with `config` (hosts, ports,
+/// database, options, TLS mode) and a credential's login, over `tls`. The deadpool and bb8
+/// adapters connect, probe and validate through it.
+#[derive(Clone)]
+pub struct PgDriver<T> {
+    config: Config,
     tls: T,
-) -> impl Fn(Arc<Snapshot>) -> ProbeFuture + Send + Sync + 'static
+}
+
+impl<T> fmt::Debug for PgDriver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Config`'s own Debug would print a password set on it.
+        f.debug_struct("PgDriver")
+            .field("hosts", &self.config.get_hosts().len())
+            .field("dbname", &self.config.get_dbname())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> PgDriver<T> {
+    /// A driver for `config` (its user and password are replaced by each credential's) over
+    /// `tls`.
+    pub fn new(config: Config, tls: T) -> Self {
+        Self { config, tls }
+    }
+
+    /// The connection settings, without a login.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl<T> Driver for PgDriver<T>
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
     T::Stream: Send + Sync,
     T::TlsConnect: Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    move |snapshot| {
-        let (base, tls) = (base.clone(), tls.clone());
-        Box::pin(async move {
-            let limit = base
-                .get_connect_timeout()
-                .copied()
-                .unwrap_or(VALIDATION_TIMEOUT);
-            match tokio::time::timeout(limit, open(&base, snapshot.credential(), tls)).await {
-                Ok(Ok((client, connection))) => {
-                    drop(client);
-                    let _ = connection.await;
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(classify(&e)),
-                Err(_) => Err(Failure::Transient),
-            }
-        })
+    type Connection = (Client, Connection<Socket, T::Stream>);
+    type Error = tokio_postgres::Error;
+
+    fn open(
+        &self,
+        credential: &Credential,
+    ) -> impl Future<Output = Result<Self::Connection, tokio_postgres::Error>> + Send {
+        open(&self.config, credential, self.tls.clone())
+    }
+
+    fn classify(&self, error: &tokio_postgres::Error) -> Failure {
+        classify(error)
+    }
+
+    async fn close(&self, (client, connection): Self::Connection) {
+        drop(client);
+        let _ = connection.await;
+    }
+
+    fn code(&self, error: &tokio_postgres::Error) -> Option<String> {
+        code(error).map(str::to_owned)
+    }
+
+    /// The config's `connect_timeout`, else [`VALIDATION_TIMEOUT`].
+    fn open_timeout(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(VALIDATION_TIMEOUT)
     }
 }
 
-/// The longest a [`connection_validator`] waits for its connection and its `SELECT 1` when
-/// the config sets no `connect_timeout`.
-pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A validate-before-swap check that opens one real connection with the candidate credential
-/// and runs `SELECT 1`; pass it to
+/// A validate-before-swap check that logs in with the candidate credential and closes the
+/// session (the contract's [`validator`](credswap_core::contract::validator) over
+/// [`PgDriver`]); pass it to
 /// [`RotatingCredentialsBuilder::validator`](credswap_core::RotatingCredentialsBuilder::validator).
 ///
 /// Bounded: it gives up after the config's `connect_timeout` (or [`VALIDATION_TIMEOUT`]), so a
-/// database that accepts and then stalls cannot hold the provider's refresh.
+/// database that stalls cannot hold the provider's refresh.
 pub fn connection_validator<T>(config: Config, tls: T) -> impl Validate
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -126,42 +162,5 @@ where
     T::TlsConnect: Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
-    ConnectionValidator { config, tls }
-}
-
-struct ConnectionValidator<T> {
-    config: Config,
-    tls: T,
-}
-
-#[async_trait::async_trait]
-impl<T> Validate for ConnectionValidator<T>
-where
-    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
-    T::Stream: Send + Sync,
-    T::TlsConnect: Send,
-    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
-{
-    async fn validate(&self, credential: &Credential) -> Result<(), BoxError> {
-        let limit = self
-            .config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(VALIDATION_TIMEOUT);
-        let check = async {
-            let (client, connection) = open(&self.config, credential, self.tls.clone()).await?;
-            let task = tokio::spawn(connection);
-            client.simple_query("SELECT 1").await?;
-            drop(client);
-            let _ = task.await;
-            Ok::<(), BoxError>(())
-        };
-        match tokio::time::timeout(limit, check).await {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "the database did not complete a login and SELECT 1 within {limit:?}"
-            )
-            .into()),
-        }
-    }
+    credswap_core::contract::validator(PgDriver::new(config, tls))
 }

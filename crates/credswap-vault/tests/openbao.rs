@@ -291,7 +291,7 @@ async fn a_dynamic_role_renews_its_lease_then_issues_a_new_user_before_max_ttl()
     let replaced = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let next = source.fetch().await.unwrap();
-        if !next.same_login(&first) {
+        if !next.is_same_login(&first) {
             break next;
         }
         let until = next.expires_at().unwrap();
@@ -324,7 +324,7 @@ async fn a_dynamic_role_renews_its_lease_then_issues_a_new_user_before_max_ttl()
         tokio::time::sleep(Duration::from_millis(250)).await;
         let c = source.fetch().await.unwrap();
         assert!(
-            c.same_login(&replaced),
+            c.is_same_login(&replaced),
             "{:?} {:?} {:?} {:?}",
             issued.elapsed(),
             c,
@@ -396,7 +396,7 @@ async fn a_static_role_carries_its_rotation_schedule() {
     let second = source.fetch().await.unwrap();
     assert_eq!(second.username(), user);
     assert!(
-        !second.same_login(&first),
+        !second.is_same_login(&first),
         "a rotation changes the password"
     );
     assert_ne!(second.version(), first.version());
@@ -572,7 +572,7 @@ async fn a_lease_that_cannot_be_renewed_is_an_error_while_it_lasts_then_a_new_us
     let health = credentials.health();
     assert!(health.is_degraded(), "{health:?}");
     assert!(
-        credentials.current().credential().same_login(&first),
+        credentials.current().credential().is_same_login(&first),
         "the last good credential is served"
     );
     assert!(source.stats().lease_renewal_failures >= 1);
@@ -580,7 +580,7 @@ async fn a_lease_that_cannot_be_renewed_is_an_error_while_it_lasts_then_a_new_us
     tokio::time::sleep(Duration::from_millis(1100)).await;
     credentials.refresh().await.unwrap();
     let second = credentials.current().credential().clone();
-    assert!(!second.same_login(&first));
+    assert!(!second.is_same_login(&first));
     assert_eq!(login_works(&pg, &second).await.unwrap(), second.username());
     assert!(
         credentials.health().is_healthy(),
@@ -629,14 +629,14 @@ async fn a_sealed_or_unreachable_vault_keeps_the_last_good_credential_and_turns_
         matches!(source_error(&err), Some(e) if e.is_unavailable()),
         "{err:?}"
     );
-    assert!(credentials.current().credential().same_login(&first));
+    assert!(credentials.current().credential().is_same_login(&first));
     assert!(credentials.health().is_degraded());
     // Within the margin of the lease's end: health says the credential is expiring.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(credentials.refresh().await.is_err());
     let health = credentials.health();
     assert!(health.is_expiring() && !health.is_healthy(), "{health:?}");
-    assert!(credentials.current().credential().same_login(&first));
+    assert!(credentials.current().credential().is_same_login(&first));
 
     // Unsealed: the lease, still alive, is renewed (or a new user issued).
     bao.unseal().await.unwrap();
@@ -660,7 +660,7 @@ async fn a_sealed_or_unreachable_vault_keeps_the_last_good_credential_and_turns_
         matches!(source_error(&err), Some(e) if e.is_unavailable()),
         "{err:?}"
     );
-    assert!(credentials.current().credential().same_login(&second));
+    assert!(credentials.current().credential().is_same_login(&second));
     proxy.heal().await;
     credentials.refresh().await.unwrap();
     assert!(
@@ -761,13 +761,13 @@ async fn a_lease_revoked_from_outside_is_replaced_after_a_refused_login() {
     assert!(!role_exists(&pg, first.username()).await);
     assert_eq!(login_works(&pg, &first).await.unwrap_err(), "28P01");
     // Without the hint the source serves its cached lease (it is nowhere near its renewal).
-    assert!(source.fetch().await.unwrap().same_login(&first));
+    assert!(source.fetch().await.unwrap().is_same_login(&first));
     assert_eq!(source.stats().lease_lookups, 0);
 
     // A refused login: the lease is looked up, found gone, and a new user issued.
     source.login_refused(&first);
     let second = source.fetch().await.unwrap();
-    assert!(!second.same_login(&first), "{second:?}");
+    assert!(!second.is_same_login(&first), "{second:?}");
     assert_ne!(second.username(), first.username());
     assert_eq!(login_works(&pg, &second).await.unwrap(), second.username());
     let stats = source.stats();
@@ -787,19 +787,19 @@ async fn a_lease_revoked_from_outside_is_replaced_after_a_refused_login() {
     revoke_from_outside(&bao, "app").await;
     source.login_refused(&second);
     let third = source.fetch().await.unwrap();
-    assert!(!third.same_login(&second) && !third.same_login(&first));
+    assert!(!third.is_same_login(&second) && !third.is_same_login(&first));
     assert_eq!(login_works(&pg, &third).await.unwrap(), third.username());
     assert_eq!(source.stats().leases_lost, 2);
 
     // A refusal of an older lease's user changes nothing: the source has moved on.
     source.login_refused(&first);
-    assert!(source.fetch().await.unwrap().same_login(&third));
+    assert!(source.fetch().await.unwrap().is_same_login(&third));
     assert_eq!(source.stats().lease_lookups, 2);
 
     // A spurious refusal (the lease alive): looked up, and the working lease kept.
     source.login_refused(&third);
     let again = source.fetch().await.unwrap();
-    assert!(again.same_login(&third), "{again:?}");
+    assert!(again.is_same_login(&third), "{again:?}");
     let stats = source.stats();
     assert_eq!(
         (stats.lease_lookups, stats.leases_lost, stats.leases_issued),
@@ -843,7 +843,7 @@ async fn a_lease_vault_keeps_whose_user_the_database_keeps_refusing_is_replaced_
     for _ in 0..10 {
         source.login_refused(&first);
         let c = source.fetch().await.unwrap();
-        if !c.same_login(&first) {
+        if !c.is_same_login(&first) {
             replaced = Some(c);
             break;
         }
@@ -870,7 +870,7 @@ async fn a_lease_vault_keeps_whose_user_the_database_keeps_refusing_is_replaced_
     // A refusal long after the last one starts a new grace: the new lease is kept.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     source.login_refused(&replaced);
-    assert!(source.fetch().await.unwrap().same_login(&replaced));
+    assert!(source.fetch().await.unwrap().is_same_login(&replaced));
 
     // refused_lease_grace(0): every refused login replaces the lease, alive or not.
     let eager = dynamic(&bao)
@@ -880,7 +880,7 @@ async fn a_lease_vault_keeps_whose_user_the_database_keeps_refusing_is_replaced_
     let a = eager.fetch().await.unwrap();
     eager.login_refused(&a);
     let b = eager.fetch().await.unwrap();
-    assert!(!b.same_login(&a));
+    assert!(!b.is_same_login(&a));
     assert_eq!(eager.stats().refused_leases_replaced, 1);
     assert_eq!(login_works(&pg, &b).await.unwrap(), b.username());
 }
@@ -909,13 +909,13 @@ async fn a_token_that_may_not_look_leases_up_finds_a_revoked_lease_by_renewing_i
     let first = source.fetch().await.unwrap();
     // Alive: the renewal says so, and the lease is kept.
     source.login_refused(&first);
-    assert!(source.fetch().await.unwrap().same_login(&first));
+    assert!(source.fetch().await.unwrap().is_same_login(&first));
     assert_eq!(source.stats().lease_renewals, 1);
     // Revoked: the renewal says it is gone.
     revoke_from_outside(&bao, "app").await;
     source.login_refused(&first);
     let second = source.fetch().await.unwrap();
-    assert!(!second.same_login(&first));
+    assert!(!second.is_same_login(&first));
     assert_eq!(login_works(&pg, &second).await.unwrap(), second.username());
     let stats = source.stats();
     assert_eq!(
@@ -1318,7 +1318,7 @@ async fn the_logs_of_a_replaced_lease_and_a_renewed_token_hold_no_secret() {
     source.login_refused(&first);
     let second = source.fetch().await.unwrap();
     source.login_refused(&second);
-    assert!(source.fetch().await.unwrap().same_login(&second));
+    assert!(source.fetch().await.unwrap().is_same_login(&second));
     tokio::time::sleep(Duration::from_millis(4500)).await;
     assert!(source.stats().token_renewals >= 2, "{:?}", source.stats());
     assert_eq!(login_works(&pg, &second).await.unwrap(), second.username());

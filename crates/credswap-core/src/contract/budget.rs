@@ -67,6 +67,17 @@ impl Budget {
         }
     }
 
+    /// A slot if one is free now, without waiting; an empty one without a limit.
+    pub(crate) fn try_slot(&self) -> Option<Slot> {
+        let Some((_, semaphore)) = self.slots.get() else {
+            return Some(Slot(None));
+        };
+        Arc::clone(semaphore)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Slot(Some(permit)))
+    }
+
     /// Slots free now (the limit when there is none).
     pub(crate) fn available(&self) -> Option<usize> {
         self.slots.get().map(|(_, s)| s.available_permits())

@@ -59,10 +59,10 @@ pub const PENDING_TRIAL_FIRST_INTERVAL: Duration = Duration::from_millis(250);
 pub const PENDING_TRIAL_MAX: Duration = Duration::from_secs(8);
 
 /// What a probe returns: `Ok(())` when the database accepted the login.
-pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
+pub(crate) type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
 
 /// Opens one connection with the snapshot's login and closes it.
-pub type Probe = Arc<dyn Fn(Arc<Snapshot>) -> ProbeFuture + Send + Sync>;
+pub(crate) type Probe = Arc<dyn Fn(Arc<Snapshot>) -> ProbeFuture + Send + Sync>;
 
 /// The proof state of one adapter: its canary schedule and its probe.
 #[derive(Default)]

@@ -21,42 +21,58 @@ pub fn is_stale_generation(generation: Generation, current: &Snapshot) -> bool {
 /// rotations a long-running process sees.
 pub const GENERATIONS_KEPT: usize = 8;
 
+/// What an adapter counts: one variant per [`AdapterStats`] counter, named after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection closed because its credential was stale or its lease was ending
+    /// ([`AdapterStats::stale_closed`]).
+    StaleClosed,
+    /// Of those, one closed while idle ([`AdapterStats::stale_closed_idle`]).
+    StaleClosedIdle,
+    /// A connect attempt refused as an authentication failure ([`AdapterStats::auth_failures`]).
+    AuthFailure,
+    /// A connect attempt made again after a refused login ([`AdapterStats::auth_retries`]).
+    AuthRetry,
+    /// A connect attempt made again after a transient failure
+    /// ([`AdapterStats::connect_retries`]).
+    ConnectRetry,
+    /// A connect that failed for good ([`AdapterStats::connect_failures`]).
+    ConnectFailure,
+    /// A connect that began under one credential and finished after a rotation
+    /// ([`AdapterStats::raced_connects`]).
+    RacedConnect,
+    /// A connection whose generation could not be recorded ([`AdapterStats::untagged`]).
+    Untagged,
+    /// A connection let go as a canary ([`AdapterStats::canaries`]).
+    Canary,
+    /// A connect that fell back to the last proven login ([`AdapterStats::fallback_connects`]).
+    FallbackConnect,
+    /// A connection or probe opened with the store's pending credential
+    /// ([`AdapterStats::pending_connects`]).
+    PendingConnect,
+    /// A connect that opened beyond the session budget ([`AdapterStats::over_budget`]).
+    OverBudget,
+    /// A probe skipped for want of a budget slot ([`AdapterStats::probes_deferred`]).
+    ProbeDeferred,
+}
+
+impl Event {
+    const ALL: usize = 13;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The counters of one adapter (one pool). Shared by the adapter's connector, hooks and
-/// watcher; read through [`Rotation::stats`](super::Rotation::stats).
+/// watcher; written with [`add`](Self::add), read through
+/// [`Rotation::stats`](super::Rotation::stats).
 #[derive(Default)]
 pub struct Counters {
     opened: AtomicU64,
     per_generation: Mutex<BTreeMap<Generation, PerGeneration>>,
-    /// Connections closed because their credential was stale or their lease was ending.
-    pub stale_closed: AtomicU64,
-    /// Of those, connections closed while idle (by a sweep rather than at checkout or return).
-    pub stale_closed_idle: AtomicU64,
-    /// Connect attempts refused as an authentication failure.
-    pub auth_failures: AtomicU64,
-    /// Connect attempts made after a refused login, with a newer credential or once the store
-    /// was asked again.
-    pub auth_retries: AtomicU64,
-    /// Connect attempts repeated after a transient failure.
-    pub connect_retries: AtomicU64,
-    /// Connects that failed for good: the error reached the pool (and usually the caller).
-    pub connect_failures: AtomicU64,
-    /// Connects that began under one credential and finished after a rotation.
-    pub raced_connects: AtomicU64,
-    /// Connections whose generation could not be recorded (treated as stale; expected 0).
-    pub untagged: AtomicU64,
-    /// Connections of the last proven login let go while a new login was unproven (canaries).
-    pub canaries: AtomicU64,
-    /// Connects that fell back to the last proven login after the new one was refused.
-    pub fallback_connects: AtomicU64,
-    /// Connections (and probes) opened with the store's pending credential before the store
-    /// made it current: after the current one was refused, or as a pending trial (see
-    /// [`CredentialSource::fetch_pending`](crate::CredentialSource::fetch_pending)).
-    pub pending_connects: AtomicU64,
-    /// Connects that found no slot of the session budget within its wait and opened anyway
-    /// (expected 0; see [`budget`](super::budget)).
-    pub over_budget: AtomicU64,
-    /// Probes skipped because the session budget had no slot for them.
-    pub probes_deferred: AtomicU64,
+    events: [AtomicU64; Event::ALL],
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -70,9 +86,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Counters {
-    /// Adds one to a counter.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Counts one `event`.
+    pub fn bump(&self, event: Event) {
+        self.add(event, 1);
+    }
+
+    /// Counts `n` of `event`.
+    pub fn add(&self, event: Event, n: u64) {
+        self.events[event.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self, event: Event) -> u64 {
+        self.events[event.index()].load(Ordering::Relaxed)
     }
 
     /// Records a physical connection opened with `generation`; it counts as live until the
@@ -128,7 +153,6 @@ impl Counters {
         is_stale: impl Fn(Generation) -> bool,
     ) -> AdapterStats {
         let map = lock(&self.per_generation);
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         AdapterStats {
             generation,
             stale_live: map
@@ -136,26 +160,26 @@ impl Counters {
                 .filter(|(g, _)| is_stale(**g))
                 .map(|(_, c)| c.live)
                 .sum(),
-            opened: load(&self.opened),
+            opened: self.opened.load(Ordering::Relaxed),
             opened_per_generation: map.iter().map(|(g, c)| (*g, c.opened)).collect(),
             live_per_generation: map
                 .iter()
                 .filter(|(_, c)| c.live > 0)
                 .map(|(g, c)| (*g, c.live))
                 .collect(),
-            stale_closed: load(&self.stale_closed),
-            stale_closed_idle: load(&self.stale_closed_idle),
-            auth_failures: load(&self.auth_failures),
-            auth_retries: load(&self.auth_retries),
-            connect_retries: load(&self.connect_retries),
-            connect_failures: load(&self.connect_failures),
-            raced_connects: load(&self.raced_connects),
-            untagged: load(&self.untagged),
-            canaries: load(&self.canaries),
-            fallback_connects: load(&self.fallback_connects),
-            pending_connects: load(&self.pending_connects),
-            over_budget: load(&self.over_budget),
-            probes_deferred: load(&self.probes_deferred),
+            stale_closed: self.get(Event::StaleClosed),
+            stale_closed_idle: self.get(Event::StaleClosedIdle),
+            auth_failures: self.get(Event::AuthFailure),
+            auth_retries: self.get(Event::AuthRetry),
+            connect_retries: self.get(Event::ConnectRetry),
+            connect_failures: self.get(Event::ConnectFailure),
+            raced_connects: self.get(Event::RacedConnect),
+            untagged: self.get(Event::Untagged),
+            canaries: self.get(Event::Canary),
+            fallback_connects: self.get(Event::FallbackConnect),
+            pending_connects: self.get(Event::PendingConnect),
+            over_budget: self.get(Event::OverBudget),
+            probes_deferred: self.get(Event::ProbeDeferred),
         }
     }
 }

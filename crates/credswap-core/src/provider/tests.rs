@@ -3,7 +3,8 @@ use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::source::from_fn;
-use crate::{BoxError, MemorySource, SourceError, validate_fn};
+use crate::validate::from_fn as validate_fn;
+use crate::{BoxError, MemorySource, SourceError};
 use std::time::Duration;
 
 const SECRET: &str = "pw-must-never-print-0xC0FFEE";
@@ -672,7 +673,7 @@ async fn a_refused_login_fetches_the_pending_credential_and_its_acceptance_publi
     assert!(
         pending
             .credential()
-            .same_login(&Credential::new("app", "new"))
+            .is_same_login(&Credential::new("app", "new"))
     );
     assert_eq!(
         creds.generation(),
@@ -696,7 +697,7 @@ async fn a_refused_login_fetches_the_pending_credential_and_its_acceptance_publi
         creds
             .current()
             .credential()
-            .same_login(&Credential::new("app", "new"))
+            .is_same_login(&Credential::new("app", "new"))
     );
 
     // finishSecret: the store's current becomes it; the same login is not a new generation.
@@ -735,7 +736,7 @@ async fn a_pending_credential_is_dropped_when_the_store_publishes_another() {
         creds
             .current()
             .credential()
-            .same_login(&Credential::new("app", "other"))
+            .is_same_login(&Credential::new("app", "other"))
     );
     assert!(!creds.current().is_proven());
 }
@@ -881,7 +882,7 @@ fn login(password: &str) -> Credential {
 }
 
 fn is(snapshot: &Snapshot, password: &str) -> bool {
-    snapshot.credential().same_login(&login(password))
+    snapshot.credential().is_same_login(&login(password))
 }
 
 #[tokio::test(start_paused = true)]

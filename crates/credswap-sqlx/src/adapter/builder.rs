@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use credswap_core::{RotatingCredentials, Snapshot};
-use credswap_core::contract::Rotation;
+use credswap_core::contract::{Adapter, Rotation};
 
 use super::connect::{self, Login};
+use super::driver::SqlxDriver;
 use super::drain;
 use super::error::Error;
 use super::sqlx;
@@ -45,7 +46,7 @@ pub(crate) type CheckHook = Arc<
 /// What the adapter's hooks and watcher share. It holds no pool handle: the pool's hooks hold
 /// it.
 pub(crate) struct Shared {
-    pub(crate) rotation: Rotation,
+    pub(crate) adapter: Adapter,
     pub(crate) login: Login,
     pub(crate) tags: Tags,
     /// Connections the watcher's sweep popped whose return has not been judged yet.
@@ -193,14 +194,18 @@ impl Builder {
     pub fn build(self) -> Result<(PgPool, Rotation), Error> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| Error::no_runtime("its watcher"))?;
-        let rotation = Rotation::new(self.credentials);
+        let adapter = Adapter::new(self.credentials);
+        // The pool's connections (admitted in `after_connect`) and the probes share its size.
+        adapter.limit_sessions(self.pool_options.get_max_connections() as usize);
+        adapter.set_driver(Arc::new(SqlxDriver::new(self.connect_options.clone())));
         let (login, first_options) = Login::new(
             self.connect_options,
-            &rotation.credentials().current(),
+            &adapter.credentials().current(),
             self.pool_options.get_acquire_timeout(),
         );
+        let rotation = adapter.rotation();
         let shared = Arc::new(Shared {
-            rotation: rotation.clone(),
+            adapter,
             login,
             tags: Tags::new(self.pool_options.get_max_lifetime()),
             swept: AtomicUsize::new(0),
@@ -224,7 +229,7 @@ impl Builder {
                         user(conn, meta).await?;
                     }
                     // Last: sqlx stamps the connection's creation right after.
-                    shared.login.admit(&shared.tags, &shared.rotation)
+                    shared.login.admit(&shared.tags, &shared.adapter)
                 })
             })
             .before_acquire(move |conn, meta| {
@@ -248,7 +253,8 @@ impl Builder {
     /// closed.
     pub async fn connect(self) -> Result<(PgPool, Rotation), Error> {
         let (pool, rotation) = self.build()?;
-        match connect::following(&rotation, &pool, |pool| async move { pool.acquire().await }).await
+        let adapter = Adapter::of(&rotation);
+        match connect::following(adapter, &pool, |pool| async move { pool.acquire().await }).await
         {
             Ok(conn) => {
                 drop(conn);

@@ -21,17 +21,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use credswap_core::contract::connect::{RETRY_INITIAL, RETRY_MAX};
-use credswap_core::contract::{ConnectionTag, Counters, Failure, Rotation};
-use credswap_core::{Credential, Generation, RotatingCredentials, Snapshot, Validate, validate_fn};
+use credswap_core::contract::{Adapter, Connected, ConnectionTag, Driver, Event, Feedback};
+use credswap_core::{Credential, Generation, RotatingCredentials, Snapshot};
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::error::{Error, classify, code, is_auth_failure};
 use super::sqlx;
-use super::sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
-use super::sqlx::{Connection, Executor};
+use super::driver::SqlxDriver;
+use super::sqlx::postgres::{PgConnectOptions, PgPool};
 use super::tag::Tags;
 
 /// The pool's connect options, following the provider.
@@ -138,9 +137,9 @@ impl Login {
     /// options it may have used do not carry the login the pool should use ([`wanted`]: the
     /// watcher has not swapped them yet, or swapped them during the connect); otherwise its tag
     /// is recorded.
-    pub(crate) fn admit(&self, tags: &Tags, rotation: &Rotation) -> Result<(), sqlx::Error> {
+    pub(crate) fn admit(&self, tags: &Tags, adapter: &Adapter) -> Result<(), sqlx::Error> {
         let options = self.generation();
-        let wanted = wanted(rotation.credentials());
+        let wanted = wanted(adapter.credentials());
         if !wanted.is_same_login(options) {
             return Err(refused(format!(
                 "the pool's connect options carry credential generation {options} while \
@@ -162,11 +161,10 @@ impl Login {
                 .filter(|g| !wanted.is_same_login(*g))
                 .min()
         };
-        let counters = rotation.counters();
+        let counters = adapter.counters();
         if let Some(older) = raced {
-            for counter in [&counters.raced_connects, &counters.stale_closed] {
-                Counters::bump(counter);
-            }
+            counters.bump(Event::RacedConnect);
+            counters.bump(Event::StaleClosed);
             drop(counters.opened(older));
             return Err(refused(format!(
                 "a connect that may have read credential generation {older} finished after the \
@@ -175,11 +173,11 @@ impl Login {
         }
         let tag = ConnectionTag::new(&wanted);
         let generation = wanted.generation();
-        if generation != rotation.credentials().generation() {
-            Counters::bump(&counters.fallback_connects);
+        if generation != adapter.credentials().generation() {
+            counters.bump(Event::FallbackConnect);
         }
-        rotation.credentials().report_accepted(generation);
-        tags.admitted(tag, counters.opened(generation));
+        adapter.feedback().report_accepted(generation);
+        tags.admitted(tag, adapter.opened(generation));
         Ok(())
     }
 }
@@ -191,10 +189,11 @@ impl Login {
 /// the login that works).
 pub(crate) fn wanted(credentials: &RotatingCredentials) -> Arc<Snapshot> {
     let current = credentials.current();
-    if current.is_proven() || !credentials.is_refused(current.generation()) {
+    let feedback = Feedback::new(credentials);
+    if current.is_proven() || !feedback.is_refused(current.generation()) {
         return current;
     }
-    match credentials.proven() {
+    match feedback.proven() {
         Some(proven)
             if proven.generation() < current.generation()
                 && proven.retire_at().is_none_or(|at| Instant::now() < at) =>
@@ -202,45 +201,6 @@ pub(crate) fn wanted(credentials: &RotatingCredentials) -> Arc<Snapshot> {
             proven
         }
         _ => current,
-    }
-}
-
-/// Opens one connection with `snapshot`'s login outside the pool, runs nothing, and closes it:
-/// the adapter's probe (see [`credswap_core::contract::proof`]), within [`VALIDATION_TIMEOUT`].
-///
-/// It runs on a thread of its own. sqlx 0.9 yields to the scheduler every 5 of SCRAM's 4096
-/// rounds; on a runtime busy with the application's requests each yield waits for every other
-/// ready task, and one connect was measured taking 1–3 s (16 workers on 2 cores). A login must
-/// be proven quickly, so that the old connections are retired within the drain's grace.
-pub(crate) async fn probe(base: &PgConnectOptions, snapshot: &Snapshot) -> Result<(), Failure> {
-    let options = with_login(base, snapshot.credential());
-    let (done, result) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("credswap-sqlx-probe".into())
-        .spawn(move || {
-            let outcome = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(open_and_close(options)),
-                Err(_) => Err(Failure::Transient),
-            };
-            let _ = done.send(outcome);
-        });
-    if spawned.is_err() {
-        return Err(Failure::Transient);
-    }
-    result.await.unwrap_or(Err(Failure::Transient))
-}
-
-async fn open_and_close(options: PgConnectOptions) -> Result<(), Failure> {
-    match tokio::time::timeout(VALIDATION_TIMEOUT, PgConnection::connect_with(&options)).await {
-        Ok(Ok(conn)) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
-            Ok(())
-        }
-        Ok(Err(error)) => Err(classify(&error)),
-        Err(_) => Err(Failure::Transient),
     }
 }
 
@@ -253,7 +213,7 @@ impl fmt::Debug for Login {
     }
 }
 
-/// A retrying checkout that gave up: the last error, and what was tried.
+/// A checkout that gave up: the pool's error, and the login it was refused with.
 pub(crate) struct Failed {
     pub(crate) error: sqlx::Error,
     tried: Arc<Snapshot>,
@@ -276,15 +236,16 @@ impl Failed {
     }
 }
 
-/// A checkout (`attempt`: `acquire` or `begin`) that follows the credential through refused
-/// logins, until the pool's `acquire_timeout`: a refused login is reported to the provider,
-/// and the checkout tries again at once if the provider has a newer credential (the pool's
-/// options follow it, `after_connect` refuses connects until they do), otherwise after a
-/// change or a backoff step, asking the provider again (as the contract's
-/// [`Connector`](credswap_core::contract::Connector) does). Other errors are returned as they
-/// are.
+/// A checkout (`attempt`: `acquire` or `begin`) that follows the credential through a refused
+/// login, until the pool's `acquire_timeout`: the thin sqlx side of the contract's
+/// [`Connector`](credswap_core::contract::Connector). sqlx connects by itself, so the refusal
+/// reaches here; the connector reports it and finds the login that works (a newer credential,
+/// the store's pending one, or the last accepted one), proving it with one session of the
+/// adapter's [`SqlxDriver`]; the pool's options follow the provider (`after_connect` refuses
+/// connects until they do), and the checkout is tried once more. Other errors are returned as
+/// they are.
 pub(crate) async fn following<T, F, Fut>(
-    rotation: &Rotation,
+    adapter: &Adapter,
     pool: &PgPool,
     mut attempt: F,
 ) -> Result<T, Failed>
@@ -292,147 +253,53 @@ where
     F: FnMut(PgPool) -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
-    let credentials = rotation.credentials();
-    let counters = rotation.counters();
     let started = Instant::now();
     let until = started + pool.options().get_acquire_timeout();
-    let mut changes = credentials.subscribe();
-    let mut backoff = RETRY_INITIAL;
-    let mut attempts = 0;
-    let mut tried_pending_for = None;
-    // The refused login of the attempt before: what the caller gets when the next attempt does
-    // not finish before the pool's `acquire_timeout` (every await here ends by then).
-    let mut refused: Option<Failed> = None;
-    loop {
-        changes.borrow_and_update();
-        let tried = credentials.current();
-        if attempts > 0 {
-            Counters::bump(&counters.auth_retries);
+    let tried = adapter.credentials().current();
+    let error = match attempt(pool.clone()).await {
+        Ok(value) => return Ok(value),
+        Err(error) if is_auth_failure(&error) => error,
+        Err(error) => {
+            return Err(Failed {
+                error,
+                tried,
+                attempts: 1,
+                waited: started.elapsed(),
+            });
         }
-        attempts += 1;
-        let failed = |error| Failed {
-            error,
-            tried: Arc::clone(&tried),
-            attempts,
-            waited: started.elapsed(),
-        };
-        let outcome = match refused.take() {
-            None => attempt(pool.clone()).await,
-            Some(before) => match tokio::time::timeout_at(until, attempt(pool.clone())).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    Counters::bump(&counters.connect_failures);
-                    return Err(before);
-                }
-            },
-        };
-        let error = match outcome {
-            Ok(value) => return Ok(value),
-            Err(error) if is_auth_failure(&error) => error,
-            Err(error) => return Err(failed(error)),
-        };
-        Counters::bump(&counters.auth_failures);
-        if attempts == 1 {
-            let database = error.as_database_error();
-            tracing::warn!(
-                username = %tried.credential().username(),
-                generation = tried.generation().get(),
-                sqlstate = database.and_then(|e| e.code()).as_deref().unwrap_or(""),
-                message = database.map_or("", |e| e.message()),
-                "checkout refused: the login failed; waiting for a working credential"
-            );
-        }
-        let fresh = report_within(credentials, tried.generation(), until).await;
-        if fresh.is_some_and(|fresh| fresh.generation() != tried.generation()) {
-            refused = Some(failed(error));
-            continue;
-        }
-        // The store may be mid-rotation with the database already on its pending credential:
-        // try it outside the pool (this checkout's slot is free); once it opens, the provider
-        // publishes it and the pool's options follow.
-        if tried_pending_for != Some(tried.generation())
-            && let Some(pending) = credentials.pending()
-        {
-            tried_pending_for = Some(tried.generation());
-            let probed =
-                tokio::time::timeout_at(until, probe(&pool.connect_options(), &pending)).await;
-            if probed.is_ok_and(|probed| probed.is_ok()) {
-                Counters::bump(&counters.pending_connects);
-                credentials.report_accepted(pending.generation());
-                refused = Some(failed(error));
-                continue;
+    };
+    // A copy of the pool's options (host, TLS...): holding the pool's own `Arc` would make the
+    // adapter count connects finishing meanwhile as raced.
+    let driver = SqlxDriver::new(PgConnectOptions::clone(&pool.connect_options()));
+    let connector = adapter.connector(Some(until.saturating_duration_since(Instant::now())));
+    let (error, attempts) = match connector
+        .connect_after_refusal(&driver, tried.generation())
+        .await
+    {
+        Ok(proof) => {
+            let attempts = 2;
+            // The login that works is proven and published; its session is not the pool's.
+            let Connected { connection, live, .. } = proof;
+            drop(live);
+            tokio::spawn(async move { driver.close(connection).await });
+            match tokio::time::timeout_at(until, attempt(pool.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) => (error, attempts + 1),
+                Err(_) => (error, attempts),
             }
         }
-        let now = Instant::now();
-        if now >= until {
-            Counters::bump(&counters.connect_failures);
-            tracing::warn!(
-                username = %tried.credential().username(),
-                generation = tried.generation().get(),
-                sqlstate = code(&error).as_deref().unwrap_or(""),
-                attempts,
-                "checkout refused until the pool's acquire_timeout"
-            );
-            return Err(failed(error));
-        }
-        // Wake often enough to meet the store's next answer (refusal fetches are coalesced up
-        // to `AUTH_REFRESH_MAX` apart; a report inside the gap costs nothing).
-        let wait = backoff.min(until - now).min(REPORT_EVERY);
-        backoff = (backoff * 2).min(RETRY_MAX);
-        tokio::select! {
-            _ = changes.changed() => {}
-            () = tokio::time::sleep(wait) => {
-                // Ask the store again before retrying the refused login.
-                let _ = report_within(credentials, tried.generation(), until).await;
+        Err(refused) => match refused {
+            Some(refused) => {
+                let attempts = refused.attempts();
+                (refused.into_inner(), attempts)
             }
-        }
-        refused = Some(failed(error));
-    }
-}
-
-/// The longest a checkout waiting for a working credential sleeps between two reports.
-const REPORT_EVERY: Duration = Duration::from_millis(250);
-
-/// Reports a refused login of `generation` and waits for the snapshot to retry with, but not
-/// past `until`: the report (and the store fetch it may start) runs in a task of its own, so
-/// a checkout that gives up does not cancel a fetch other checkouts share.
-async fn report_within(
-    credentials: &RotatingCredentials,
-    generation: credswap_core::Generation,
-    until: Instant,
-) -> Option<Arc<Snapshot>> {
-    let credentials = credentials.clone();
-    let report = tokio::spawn(async move { credentials.report_auth_failure(generation).await });
-    match tokio::time::timeout_at(until, report).await {
-        Ok(Ok(Ok(snapshot))) => Some(snapshot),
-        _ => None,
-    }
-}
-
-/// The longest a [`connection_validator`] waits for its connection and its `SELECT 1`.
-pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A validate-before-swap check that opens one real connection with the candidate credential
-/// and runs `SELECT 1`, within [`VALIDATION_TIMEOUT`]; pass it to
-/// [`RotatingCredentialsBuilder::validator`](credswap_core::RotatingCredentialsBuilder::validator).
-///
-/// The connection is opened outside any pool, and closed at once.
-pub fn connection_validator(connect_options: PgConnectOptions) -> impl Validate {
-    let base = Arc::new(connect_options);
-    validate_fn(move |credential: Credential| {
-        let base = Arc::clone(&base);
-        async move {
-            let check = async {
-                let mut conn = PgConnection::connect_with(&with_login(&base, &credential)).await?;
-                conn.execute("SELECT 1").await?;
-                conn.close().await
-            };
-            match tokio::time::timeout(VALIDATION_TIMEOUT, check).await {
-                Ok(result) => Ok(result?),
-                Err(_) => {
-                    Err(format!("no connection and SELECT 1 within {VALIDATION_TIMEOUT:?}").into())
-                }
-            }
-        }
+            None => (error, 1),
+        },
+    };
+    Err(Failed {
+        error,
+        tried,
+        attempts,
+        waited: started.elapsed(),
     })
 }

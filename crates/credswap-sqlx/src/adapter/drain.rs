@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use credswap_core::Snapshot;
-use credswap_core::contract::{Counters, Failure, drain};
+use credswap_core::contract::{Event, drain};
 use tokio::time::Instant;
 
 use super::builder::{BoxFuture, CheckHook, Shared};
@@ -47,15 +47,15 @@ pub(crate) fn check<'c>(
     conn: &'c mut PgConnection,
     meta: PoolConnectionMetadata,
 ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
-    let counters = shared.rotation.counters();
+    let counters = shared.adapter.counters();
     // A return the watcher's sweep caused (approximately: the sweep's returns and the
     // application's are not told apart, only counted).
     let swept = returned && shared.take_swept();
-    let current = shared.rotation.credentials().load();
+    let current = shared.adapter.credentials().load();
     match shared.tags.judge(meta.age, &current) {
         Verdict::Current if returned => {
             if let Some(login) = shared.take_canary()
-                && shared.rotation.is_canary_login(&login)
+                && shared.adapter.is_canary_login(&login)
             {
                 return Box::pin(prove_in_slot(Arc::clone(shared), conn, meta, login, swept));
             }
@@ -64,14 +64,14 @@ pub(crate) fn check<'c>(
         Verdict::Expired => return Box::pin(ready(Ok(false))),
         verdict => {
             if verdict == Verdict::Untagged {
-                Counters::bump(&counters.untagged);
+                counters.bump(Event::Untagged);
             }
-            Counters::bump(&counters.stale_closed);
+            counters.bump(Event::StaleClosed);
             if swept {
-                Counters::bump(&counters.stale_closed_idle);
+                counters.bump(Event::StaleClosedIdle);
             }
             drop(current);
-            let wanted = connect::wanted(shared.rotation.credentials());
+            let wanted = connect::wanted(shared.adapter.credentials());
             if wanted.is_same_login(shared.login.generation()) {
                 return Box::pin(ready(Ok(false)));
             }
@@ -114,13 +114,12 @@ async fn prove_in_slot(
     login: Arc<Snapshot>,
     swept: bool,
 ) -> Result<bool, sqlx::Error> {
-    let credentials = shared.rotation.credentials();
     shared.tags.closed(meta.age);
-    let counters = shared.rotation.counters();
-    Counters::bump(&counters.canaries);
-    Counters::bump(&counters.stale_closed);
+    let counters = shared.adapter.counters();
+    counters.bump(Event::Canary);
+    counters.bump(Event::StaleClosed);
     if swept {
-        Counters::bump(&counters.stale_closed_idle);
+        counters.bump(Event::StaleClosedIdle);
     }
     // Straight to the server (the port it answers on is the one connected to), the session
     // ends itself first. Behind a pooler it must not: the pooler would log in again with the
@@ -135,104 +134,21 @@ async fn prove_in_slot(
             .execute("SELECT pg_terminate_backend(pg_backend_pid())")
             .await;
     }
-    let generation = login.generation();
-    if !current_refused(&shared, &login).await {
-        return Ok(false);
-    }
-    match connect::probe(shared.login.base(), &login).await {
-        Ok(()) => {
-            count_pending(&shared, generation);
-            credentials.report_accepted(generation);
-            shared.login.swapped(&login, drain::IDLE).await;
-        }
-        Err(Failure::Auth) => {
-            count_refused(&shared, generation);
-            credentials.report_refused(generation);
-            // The slot's replacement opens with the login that works.
-            let back = connect::wanted(credentials);
-            shared.login.swapped(&back, drain::IDLE).await;
-        }
-        Err(failure) => tracing::debug!(
-            generation = generation.get(),
-            failure = failure.as_str(),
-            "proving the new credential failed; the next canary tries again"
-        ),
+    if shared.adapter.prove(&login).await {
+        shared.login.swapped(&login, drain::IDLE).await;
+    } else {
+        // Refused (or not reached): the slot's replacement opens with the login that works.
+        let back = connect::wanted(shared.adapter.credentials());
+        shared.login.swapped(&back, drain::IDLE).await;
     }
     Ok(false)
-}
-
-/// A probe beside the pool, when no connection came back to give its slot.
-async fn prove_beside(shared: Arc<Shared>, login: Arc<Snapshot>) {
-    let credentials = shared.rotation.credentials();
-    let generation = login.generation();
-    if !current_refused(&shared, &login).await {
-        return;
-    }
-    match connect::probe(shared.login.base(), &login).await {
-        Ok(()) => {
-            count_pending(&shared, generation);
-            credentials.report_accepted(generation);
-        }
-        Err(Failure::Auth) => {
-            count_refused(&shared, generation);
-            credentials.report_refused(generation);
-        }
-        Err(_) => {}
-    }
-}
-
-/// For a pending trial (`login` newer than the current credential), logs in with the current
-/// login first and says whether the database refused it: only then is the pending login tried,
-/// so a pending version the database never got (a stuck rotation) costs no refused login, and
-/// after setSecret a trial costs the one refusal a plain pool's next connect would meet.
-/// Always true for the current login itself (it is what is being proven).
-async fn current_refused(shared: &Shared, login: &Snapshot) -> bool {
-    let credentials = shared.rotation.credentials();
-    let current = credentials.current();
-    if login.generation() <= current.generation() {
-        return true;
-    }
-    match connect::probe(shared.login.base(), &current).await {
-        Ok(()) => {
-            credentials.report_accepted(current.generation());
-            false
-        }
-        Err(Failure::Auth) => {
-            count_refused(shared, current.generation());
-            credentials.report_refused(current.generation());
-            true
-        }
-        Err(failure) => {
-            tracing::debug!(
-                generation = current.generation().get(),
-                failure = failure.as_str(),
-                "a pending trial's login with the current credential failed; the next canary tries again"
-            );
-            false
-        }
-    }
-}
-
-/// Counts a probe the database refused with the current login (a pending login refused before
-/// the store's setSecret is no failure).
-fn count_refused(shared: &Shared, generation: credswap_core::Generation) {
-    if generation == shared.rotation.credentials().generation() {
-        Counters::bump(&shared.rotation.counters().auth_failures);
-    }
-}
-
-/// Counts a probe the database accepted with the store's pending login (newer than the current).
-fn count_pending(shared: &Shared, generation: credswap_core::Generation) {
-    if generation > shared.rotation.credentials().generation() {
-        Counters::bump(&shared.rotation.counters().pending_connects);
-    }
 }
 
 /// Follows the provider: swaps the pool's connect options on every new generation and sweeps
 /// idle connections at once, and again at a lease's retirement point. Ends when the pool is
 /// closed.
 pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
-    let credentials = shared.rotation.credentials().clone();
+    let credentials = shared.adapter.credentials().clone();
     let mut changes = credentials.subscribe();
     let closed = pool.close_event();
     tokio::pin!(closed);
@@ -256,8 +172,8 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
         // Prove before drain: until the database accepts the current login, the connections of
         // the last accepted one stay, and a probe tries the current one on the canary schedule.
         // While the store is rotating, the probe tries its pending login the same way.
-        let trying = !current.is_proven() || shared.rotation.is_trying_pending();
-        if trying && let Some(login) = shared.rotation.take_canary(&current) {
+        let trying = !current.is_proven() || shared.adapter.is_trying_pending();
+        if trying && let Some(login) = shared.adapter.take_canary(&current) {
             shared.request_canary(login);
             canary_asked = Some(now);
             // An idle connection makes room at once; otherwise the next return does.
@@ -273,9 +189,10 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
             // connects): probe beside it.
             canary_asked = None;
             if let Some(login) = shared.take_canary()
-                && shared.rotation.is_canary_login(&login)
+                && shared.adapter.is_canary_login(&login)
             {
-                tokio::spawn(prove_beside(Arc::clone(&shared), login));
+                // A probe beside the pool, in a slot of its session budget.
+                shared.adapter.spawn_probe(login, Duration::ZERO);
             }
         }
         if let Some(at) = current.retire_at()

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use credswap_core::contract::Adapter;
 pub use credswap_core::contract::{AdapterStats, Rotation};
 
 use super::connect::following;
@@ -61,7 +62,7 @@ impl RotationExt for Rotation {
     ) -> impl Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + Send + 'static {
         let (rotation, pool) = (self.clone(), pool.clone());
         async move {
-            following(&rotation, &pool, |pool| async move { pool.acquire().await })
+            following(Adapter::of(&rotation), &pool, |pool| async move { pool.acquire().await })
                 .await
                 .map_err(|failed| failed.error)
         }
@@ -74,7 +75,7 @@ impl RotationExt for Rotation {
     {
         let (rotation, pool) = (self.clone(), pool.clone());
         async move {
-            following(&rotation, &pool, |pool| async move { pool.begin().await })
+            following(Adapter::of(&rotation), &pool, |pool| async move { pool.begin().await })
                 .await
                 .map_err(|failed| failed.error)
         }

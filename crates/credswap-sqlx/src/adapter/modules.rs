@@ -5,6 +5,8 @@
 mod builder;
 #[path = "connect.rs"]
 mod connect;
+#[path = "driver.rs"]
+mod driver;
 #[path = "drain.rs"]
 mod drain;
 #[path = "error.rs"]
@@ -15,6 +17,7 @@ mod handle;
 mod tag;
 
 pub use builder::{Builder, connect, connect_lazy_with, connect_with};
-pub use connect::{VALIDATION_TIMEOUT, connection_validator};
+pub use credswap_core::contract::driver::VALIDATION_TIMEOUT;
+pub use driver::connection_validator;
 pub use error::{Error, is_auth_failure};
 pub use handle::{AdapterStats, Rotation, RotationExt};

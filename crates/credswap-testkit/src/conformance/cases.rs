@@ -759,7 +759,9 @@ pub async fn a_full_pool_moves_to_the_pending_credential_before_the_store_finish
         store.set_pending(Some(Credential::new(role.clone(), password.clone())));
         credentials.refresh().await.expect("refresh");
         assert!(
-            credentials.pending().is_some(),
+            credswap_core::contract::Feedback::new(&credentials)
+                .pending()
+                .is_some(),
             "the provider reads the pending credential while the store rotates"
         );
         // Before setSecret the database refuses it: the trials fail quietly, nothing moves.
@@ -802,7 +804,11 @@ pub async fn a_full_pool_moves_to_the_pending_credential_before_the_store_finish
         store.set_pending(None);
         credentials.refresh().await.expect("refresh");
         assert_eq!(credentials.generation(), published);
-        assert!(credentials.pending().is_none());
+        assert!(
+            credswap_core::contract::Feedback::new(&credentials)
+                .pending()
+                .is_none()
+        );
         assert_eq!(whoami::<A>(&pool).await.user, role);
     }
     stop.store(true, Ordering::Relaxed);
@@ -1200,7 +1206,7 @@ pub async fn dropping_the_pool_stops_every_task<A: Adapter, R: Route>() {
     rotate_single(&pg, &role, &store, &credentials).await;
     drop(busy);
     assert_eq!(whoami::<A>(&pool).await.user, role);
-    let counters = Arc::clone(rotation.counters());
+    let counters = Arc::clone(credswap_core::contract::Adapter::of(&rotation).counters());
 
     let before = store.fetch_count();
     tokio::time::sleep(Duration::from_millis(350)).await;

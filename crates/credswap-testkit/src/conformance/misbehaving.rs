@@ -252,7 +252,7 @@ async fn reverted<A: Adapter>(
         assert!(
             current
                 .credential()
-                .same_login(&Credential::new(role.clone(), old_password.clone()))
+                .is_same_login(&Credential::new(role.clone(), old_password.clone()))
                 && current.is_proven(),
             "the provider serves the store's value again: {summary}"
         );
@@ -312,7 +312,7 @@ pub async fn a_pending_version_moved_mid_trial_is_never_published_unproven<A: Ad
         while Instant::now() < watch_until {
             let current = credentials.current();
             assert!(
-                !current.credential().same_login(&moved),
+                !current.credential().is_same_login(&moved),
                 "{} (round {round}): the moved pending login was published though the \
                  database never accepted it; {:?}",
                 A::NAME,
@@ -331,7 +331,7 @@ pub async fn a_pending_version_moved_mid_trial_is_never_published_unproven<A: Ad
             POOL_TIMEOUT,
             || {
                 let current = credentials.current();
-                current.credential().same_login(&moved) && current.is_proven()
+                current.credential().is_same_login(&moved) && current.is_proven()
             },
         )
         .await;

@@ -1,0 +1,272 @@
+//! The connector against a scripted driver, on paused time.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use std::future::Future;
+
+use super::*;
+use crate::{Credential, MemorySource, Policy, RotatingCredentials};
+
+#[derive(Debug)]
+struct DriverError(Failure);
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "driver error: {}", self.0.as_str())
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+async fn setup(policy: Policy) -> (MemorySource, Adapter) {
+    let store = MemorySource::new(Credential::new("app", "old"));
+    let credentials = RotatingCredentials::builder(store.clone())
+        .policy(policy)
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    (store, Adapter::new(credentials))
+}
+
+fn quick() -> Policy {
+    Policy::builder()
+        .auth_refresh_interval(Duration::from_millis(50))
+        .connect_deadline(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A driver answering each open with `F`.
+struct Scripted<F>(F);
+
+impl<F> Driver for Scripted<F>
+where
+    F: Fn(&Credential) -> Result<(), DriverError> + Send + Sync + 'static,
+{
+    type Connection = ();
+    type Error = DriverError;
+
+    fn open(
+        &self,
+        credential: &Credential,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send {
+        std::future::ready((self.0)(credential))
+    }
+
+    fn classify(&self, error: &DriverError) -> Failure {
+        error.0
+    }
+
+    fn close(&self, (): ()) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    fn code(&self, error: &DriverError) -> Option<String> {
+        (error.0 == Failure::Auth).then(|| "28P01".to_owned())
+    }
+}
+
+/// A server that accepts only `accepts` as the password.
+fn server(
+    accepts: &'static Mutex<&'static str>,
+    attempts: &'static AtomicU32,
+) -> Scripted<impl Fn(&Credential) -> Result<(), DriverError> + Send + Sync + 'static> {
+    use secrecy::ExposeSecret;
+    Scripted(move |credential: &Credential| {
+        attempts.fetch_add(1, Ordering::SeqCst);
+        if credential.password().expose_secret() == *accepts.lock().unwrap() {
+            Ok(())
+        } else {
+            Err(DriverError(Failure::Auth))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_waits_for_the_store_then_connects() {
+    static ACCEPTS: Mutex<&str> = Mutex::new("new");
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+    let (store, adapter) = setup(quick()).await;
+    let connector = Connector::new(adapter.clone(), None);
+    let lagging_store = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            store.set(Credential::new("app", "new"));
+        })
+    };
+    let started = Instant::now();
+    let connected = connector
+        .connect(&server(&ACCEPTS, &ATTEMPTS))
+        .await
+        .expect("connects once the store has the new password");
+    lagging_store.await.unwrap();
+    assert_eq!(connected.tag.generation(), Generation::new(2));
+    assert_eq!(connected.tag.generation(), Generation::new(2));
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(
+        started.elapsed() < Duration::from_millis(1700),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = adapter.stats();
+    assert!(
+        stats.auth_failures >= 1 && stats.auth_retries >= 1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.connect_failures, 0);
+    assert_eq!(stats.live_per_generation.get(&Generation::new(2)), Some(&1));
+    // The store was asked at most once per auth_refresh_interval, not once per attempt.
+    let fetches = store.fetch_count();
+    assert!(fetches <= 1 + 700 / 50 + 2, "{fetches} fetches");
+    assert!(!adapter.credentials().health().is_refused());
+    drop(connected);
+    assert_eq!(adapter.stats().live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_fails_at_the_deadline_naming_role_and_generation() {
+    static ACCEPTS: Mutex<&str> = Mutex::new("never");
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+    let (_store, adapter) = setup(quick()).await;
+    let connector = Connector::new(adapter.clone(), Some(Duration::from_secs(2)));
+    let started = Instant::now();
+    let refused = connector
+        .connect(&server(&ACCEPTS, &ATTEMPTS))
+        .await
+        .expect_err("nothing works");
+    let waited = started.elapsed();
+    // The pool's 2 s timeout, less the margin (a tenth): the connector gives up at 1.8 s.
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_millis(2900),
+        "{waited:?}"
+    );
+    assert_eq!(refused.failure(), Failure::Auth);
+    assert_eq!(refused.username(), "app");
+    assert!(
+        refused.attempts() > 2 && refused.attempts() < 20,
+        "{}",
+        refused.attempts()
+    );
+    let error = refused.into_error();
+    assert!(error.is_auth_failure() && error.code() == Some("28P01"));
+    assert_eq!(error.generation(), Some(Generation::FIRST));
+    let health = adapter.credentials().health();
+    assert!(health.is_refused() && !health.is_healthy(), "{health:?}");
+    assert_eq!(adapter.stats().connect_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_and_fatal_ones_are_not() {
+    let (_store, adapter) = setup(quick()).await;
+    let connector = Connector::new(adapter.clone(), None);
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let connected = connector
+        .connect(&Scripted(move |_: &Credential| {
+            if counted.fetch_add(1, Ordering::SeqCst) < 5 {
+                Err(DriverError(Failure::Transient))
+            } else {
+                Ok(())
+            }
+        }))
+        .await;
+    assert!(connected.is_ok());
+    assert_eq!(adapter.stats().connect_retries, 5);
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let refused = connector
+        .connect(&Scripted(move |_: &Credential| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Err(DriverError(Failure::Fatal))
+        }))
+        .await
+        .expect_err("fatal");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(refused.failure(), Failure::Fatal);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_isolated_refusal_does_not_shorten_a_later_wait() {
+    static ACCEPTS: Mutex<&str> = Mutex::new("new");
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+    let (store, adapter) = setup(quick()).await;
+    let connector = Connector::new(adapter.clone(), None);
+    // A refusal an hour ago (a blip), then nothing: not the start of today's burst.
+    adapter.feedback().report_refused(Generation::FIRST);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let lagging_store = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            store.set(Credential::new("app", "new"));
+        })
+    };
+    let connected = connector
+        .connect(&server(&ACCEPTS, &ATTEMPTS))
+        .await
+        .expect("waits its whole deadline for the store, as a first refusal does");
+    lagging_store.await.unwrap();
+    assert_eq!(connected.tag.generation(), Generation::new(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_queued_behind_a_long_burst_fails_as_fast_as_a_plain_pool() {
+    static ACCEPTS: Mutex<&str> = Mutex::new("never");
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+    let (store, adapter) = setup(quick()).await;
+    let connector = Connector::new(adapter.clone(), Some(Duration::from_secs(2)));
+    let started = Instant::now();
+    connector
+        .connect(&server(&ACCEPTS, &ATTEMPTS))
+        .await
+        .expect_err("nothing works");
+    assert!(started.elapsed() >= Duration::from_millis(1800));
+    // Queued behind it: waits at most once for the store's next answer, not a new deadline.
+    store.fail_with(crate::SourceError::unavailable("down"));
+    let _ = adapter.credentials().refresh().await;
+    let queued = Instant::now();
+    connector
+        .connect(&server(&ACCEPTS, &ATTEMPTS))
+        .await
+        .expect_err("nothing works");
+    assert!(
+        queued.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        queued.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_refused_connects_share_few_fetches() {
+    static ACCEPTS: Mutex<&str> = Mutex::new("new");
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+    let (store, adapter) = setup(quick()).await;
+    let connector = Connector::new(adapter.clone(), None);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let connector = connector.clone();
+            tokio::spawn(async move {
+                connector
+                    .connect(&server(&ACCEPTS, &ATTEMPTS))
+                    .await
+                    .map(|c| c.tag.generation())
+                    .map_err(|r| r.attempts())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.set(Credential::new("app", "new"));
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), Generation::new(2));
+    }
+    // 200 refused connects over ~300 ms: fetches bounded by the rate limit, not by 200.
+    let fetches = store.fetch_count();
+    assert!(
+        fetches <= 1 + 300 / 50 + 3,
+        "{fetches} fetches for 200 refused connects"
+    );
+}
