@@ -23,7 +23,24 @@ pub struct Snapshot {
     /// An earlier generation with the same login (the store flipped back to it).
     equivalent: Option<Generation>,
     /// The newest generation the database accepted; shared by every snapshot of a provider.
-    proven: Arc<AtomicU64>,
+    proven: Arc<Proven>,
+}
+
+/// What the database has accepted, shared by every snapshot of a provider: the newest
+/// generation, and the earlier generation with the same login, if that snapshot had one.
+#[derive(Debug, Default)]
+pub(crate) struct Proven {
+    generation: AtomicU64,
+    equivalent: AtomicU64,
+}
+
+impl Proven {
+    #[cfg(test)]
+    pub(crate) fn at(generation: Generation) -> Arc<Self> {
+        let proven = Arc::new(Self::default());
+        proven.generation.store(generation.get(), Ordering::Release);
+        proven
+    }
 }
 
 impl Snapshot {
@@ -32,7 +49,7 @@ impl Snapshot {
         generation: Generation,
         effective_since: Instant,
         policy: &Policy,
-        proven: &Arc<AtomicU64>,
+        proven: &Arc<Proven>,
     ) -> Self {
         let now = Instant::now();
         let expires_deadline = credential.expires_at().map(|at| {
@@ -76,7 +93,15 @@ impl Snapshot {
     /// The newest generation the database has accepted (a connection opened with it, or the
     /// validator passed); [`Generation`] 0 before any.
     pub fn proven_generation(&self) -> Generation {
-        Generation::new(self.proven.load(Ordering::Acquire))
+        Generation::new(self.proven.generation.load(Ordering::Acquire))
+    }
+
+    /// Whether a connection authenticated with `generation` logged in with the login the
+    /// database accepted last: the proven generation, or an earlier one with the same login.
+    pub fn is_proven_login(&self, generation: Generation) -> bool {
+        let equivalent = self.proven.equivalent.load(Ordering::Acquire);
+        generation == self.proven_generation()
+            || (equivalent != 0 && generation.get() == equivalent)
     }
 
     /// Whether the database has accepted this snapshot's credential (or an equivalent one).
@@ -86,7 +111,18 @@ impl Snapshot {
     }
 
     pub(crate) fn mark_proven(&self, generation: Generation) {
-        self.proven.fetch_max(generation.get(), Ordering::AcqRel);
+        let before = self
+            .proven
+            .generation
+            .fetch_max(generation.get(), Ordering::AcqRel);
+        if before < generation.get() {
+            let equivalent = if generation == self.generation {
+                self.equivalent.map_or(0, Generation::get)
+            } else {
+                0
+            };
+            self.proven.equivalent.store(equivalent, Ordering::Release);
+        }
     }
 
     /// The credential.

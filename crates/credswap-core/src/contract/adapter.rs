@@ -13,7 +13,9 @@ use super::handle::Rotation;
 use super::proof::{Probe, Proof};
 use super::stats::{AdapterStats, Counters, Event, LiveConnection};
 use super::tag::ConnectionTag;
-use crate::{RotatingCredentials, Snapshot};
+use tokio::sync::watch;
+
+use crate::{Generation, RotatingCredentials, Snapshot};
 
 /// After a canary taken at a checkout or a return, how long the pool has to prove the new login
 /// with its own connect before the adapter probes.
@@ -43,17 +45,35 @@ pub struct Adapter {
     counters: Arc<Counters>,
     proof: Arc<Proof>,
     budget: Arc<Budget>,
+    /// The generation the pool's own connect options carry, for a pool that connects by itself.
+    pool_login: Arc<watch::Sender<Generation>>,
 }
 
 impl Adapter {
     /// An adapter's state over `credentials`, with zeroed counters.
     pub fn new(credentials: RotatingCredentials) -> Self {
+        let generation = credentials.generation();
         Self {
             credentials,
             counters: Arc::default(),
             proof: Arc::default(),
             budget: Arc::default(),
+            pool_login: Arc::new(watch::Sender::new(generation)),
         }
+    }
+
+    /// For a pool that connects by itself with options the adapter points at a login (sqlx):
+    /// records that its options carry `generation`'s login from now on.
+    pub fn set_pool_login(&self, generation: Generation) {
+        self.pool_login.send_replace(generation);
+    }
+
+    /// Waits until the pool's options carry `login`'s login (see
+    /// [`set_pool_login`](Self::set_pool_login)), for at most `limit`; returns whether they do.
+    pub async fn wait_pool_login(&self, login: &Snapshot, limit: Duration) -> bool {
+        let mut carried = self.pool_login.subscribe();
+        let wait = carried.wait_for(|g| login.is_same_login(*g));
+        matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(_)))
     }
 
     /// The adapter behind a [`Rotation`] handle (for adapter code given the handle back, such
@@ -119,7 +139,7 @@ impl Adapter {
     /// Records a session the pool opened by itself (not through the [`Connector`]) with
     /// `generation`: counted as live until the returned guard is dropped, holding a slot of
     /// the session budget if one is free (so that a probe beside the pool waits for room).
-    pub fn opened(&self, generation: crate::Generation) -> LiveConnection {
+    pub fn opened(&self, generation: Generation) -> LiveConnection {
         let live = self.counters.opened(generation);
         match self.budget.try_slot() {
             Some(slot) => live.holding(slot),

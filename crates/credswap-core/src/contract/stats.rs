@@ -13,7 +13,9 @@ use crate::{Generation, Snapshot};
 /// [`ConnectionTag::is_stale`](super::ConnectionTag::is_stale)): an older login than the
 /// current one, once a newer login has been proven.
 pub fn is_stale_generation(generation: Generation, current: &Snapshot) -> bool {
-    !current.is_same_login(generation) && generation < current.proven_generation()
+    !current.is_same_login(generation)
+        && generation < current.proven_generation()
+        && !current.is_proven_login(generation)
 }
 
 /// Per-generation counts are kept for this many of the newest generations (and for any
@@ -322,7 +324,7 @@ mod tests {
             guards.pop();
         }
         // Generation 40, proven: every older login is stale.
-        let proven = Arc::new(AtomicU64::new(40));
+        let proven = crate::snapshot::Proven::at(Generation::new(40));
         let current = Snapshot::new(
             crate::Credential::new("app", "pw"),
             Generation::new(40),

@@ -103,7 +103,7 @@ impl ConnectionTag {
             return true;
         }
         // Prove before drain: retired once a newer login has been accepted by the database.
-        self.generation < current.proven_generation()
+        self.generation < current.proven_generation() && !current.is_proven_login(self.generation)
     }
 }
 

@@ -113,7 +113,7 @@ struct Shared {
     validator: Option<Arc<dyn Validate>>,
     current: ArcSwap<Snapshot>,
     /// The newest generation the database accepted (shared with every snapshot).
-    proven: Arc<AtomicU64>,
+    proven: Arc<crate::snapshot::Proven>,
     /// The snapshot of that generation, while it is known.
     last_proven: ArcSwapOption<Snapshot>,
     /// The store's pending credential, as the generation after the current one, fetched after
@@ -266,7 +266,7 @@ impl RotatingCredentialsBuilder {
         if let Some(validator) = &self.validator {
             validate_bounded(&**validator, &credential, &self.policy).await?;
         }
-        let proven = Arc::new(AtomicU64::new(0));
+        let proven = Arc::new(crate::snapshot::Proven::default());
         let snapshot = Arc::new(Snapshot::new(
             credential,
             Generation::FIRST,

@@ -200,7 +200,7 @@ impl Builder {
         adapter.set_driver(Arc::new(SqlxDriver::new(self.connect_options.clone())));
         let (login, first_options) = Login::new(
             self.connect_options,
-            &adapter.credentials().current(),
+            &adapter,
             self.pool_options.get_acquire_timeout(),
         );
         let rotation = adapter.rotation();

@@ -24,7 +24,6 @@ use std::time::Duration;
 use credswap_core::contract::{Adapter, Connected, ConnectionTag, Driver, Event, Feedback};
 use credswap_core::{Credential, Generation, RotatingCredentials, Snapshot};
 use secrecy::ExposeSecret;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::error::{Error, classify, code, is_auth_failure};
@@ -45,7 +44,8 @@ pub(crate) struct Login {
     /// How long a connect attempt can last: the pool's `acquire_timeout`.
     attempt_max: Duration,
     /// The generation the options carry, for hooks waiting for a swap.
-    swapped: watch::Sender<Generation>,
+    /// Told of every swap, for hooks and checkouts waiting for one.
+    adapter: Adapter,
 }
 
 struct Replaced {
@@ -75,16 +75,18 @@ impl Login {
     /// Follows the provider from `first`; returns the pool's first options too.
     pub(crate) fn new(
         base: PgConnectOptions,
-        first: &Snapshot,
+        adapter: &Adapter,
         attempt_max: Duration,
     ) -> (Self, PgConnectOptions) {
+        let first = adapter.credentials().current();
+        adapter.set_pool_login(first.generation());
         let options = with_login(&base, first.credential());
         let login = Self {
             base,
             generation: AtomicU64::new(first.generation().get()),
             replaced: Mutex::default(),
             attempt_max,
-            swapped: watch::Sender::new(first.generation()),
+            adapter: adapter.clone(),
         };
         (login, options)
     }
@@ -117,7 +119,7 @@ impl Login {
         });
         self.generation.store(generation.get(), Ordering::SeqCst);
         pool.set_connect_options(with_login(&self.base, snapshot.credential()));
-        self.swapped.send_replace(generation);
+        self.adapter.set_pool_login(generation);
         tracing::debug!(
             generation = generation.get(),
             username = %snapshot.credential().username(),
@@ -128,9 +130,7 @@ impl Login {
 
     /// Waits until the options carry `snapshot`'s login, for at most `limit`.
     pub(crate) async fn swapped(&self, snapshot: &Snapshot, limit: Duration) {
-        let mut swapped = self.swapped.subscribe();
-        let carried = swapped.wait_for(|g| snapshot.is_same_login(*g));
-        let _ = tokio::time::timeout(limit, carried).await;
+        self.adapter.wait_pool_login(snapshot, limit).await;
     }
 
     /// Judges a connection that has just connected, last in `after_connect`: refused if the
@@ -182,18 +182,18 @@ impl Login {
     }
 }
 
-/// The login the pool's connect options should carry: the current credential, unless the
-/// database has refused it, never accepted it, and an older login it did accept is still within
-/// its lease (**prove before drain**: a mistyped secret is tried once by the adapter's probe,
-/// and then the pool's own connects, which sqlx returns to the caller as they fail, go back to
-/// the login that works).
+/// The login the pool's connect options should carry: the current credential once the database
+/// has accepted it, and until then the last login it did accept, while that one is within its
+/// lease (**prove before drain**, for the pool's own connects too: sqlx returns a refused login
+/// to the caller, so the pool never connects with a login that has not been proven while one
+/// that works is known). The adapter's probe proves the current login on the canary schedule;
+/// a mistyped secret is then refused by the probe alone, never by a checkout.
 pub(crate) fn wanted(credentials: &RotatingCredentials) -> Arc<Snapshot> {
     let current = credentials.current();
-    let feedback = Feedback::new(credentials);
-    if current.is_proven() || !feedback.is_refused(current.generation()) {
+    if current.is_proven() {
         return current;
     }
-    match feedback.proven() {
+    match Feedback::new(credentials).proven() {
         Some(proven)
             if proven.generation() < current.generation()
                 && proven.retire_at().is_none_or(|at| Instant::now() < at) =>
@@ -279,9 +279,16 @@ where
         Ok(proof) => {
             let attempts = 2;
             // The login that works is proven and published; its session is not the pool's.
-            let Connected { connection, live, .. } = proof;
+            let Connected {
+                connection, live, ..
+            } = proof;
             drop(live);
             tokio::spawn(async move { driver.close(connection).await });
+            // The pool connects with its own options: once they carry the login that works.
+            let wanted = wanted(adapter.credentials());
+            adapter
+                .wait_pool_login(&wanted, until.saturating_duration_since(Instant::now()))
+                .await;
             match tokio::time::timeout_at(until, attempt(pool.clone())).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => (error, attempts + 1),
