@@ -36,7 +36,7 @@
 //! - `connect` reads the provider's current credential (the manager keeps no copy) and tags
 //!   the connection with the generation it read *before* connecting. A login refused with
 //!   SQLSTATE `28P01` or `28000` is reported to
-//!   [`RotatingCredentials::report_auth_failure`] and the connect waits for a working
+//!   [`Feedback::report_auth_failure`](credswap_core::contract::Feedback::report_auth_failure) and the connect waits for a working
 //!   credential; transient failures (connection refused, `57P03`, `53300`) are retried with
 //!   backoff. Both up to the connect deadline: the pool's `connection_timeout` when the pool is
 //!   built by [`Builder`], otherwise the policy's `connect_deadline`.

@@ -75,8 +75,8 @@ pub use builder::{Builder, create_pool, create_pool_from_pg_config};
 pub use error::{Error, is_auth_failure};
 pub use handle::{AdapterStats, Rotation};
 
-/// A validate-before-swap check that opens one real connection with the candidate credential
-/// and runs `SELECT 1`, bounded by the config's `connect_timeout`; pass it to
+/// A validate-before-swap check that logs in with the candidate credential and closes the
+/// session, bounded by the config's `connect_timeout`; pass it to
 /// [`RotatingCredentialsBuilder::validator`](credswap_core::RotatingCredentialsBuilder::validator).
 pub use credswap_tokio_postgres::connection_validator;
 

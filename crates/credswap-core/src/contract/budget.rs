@@ -6,7 +6,7 @@
 //! `max_size + 1` sessions of the pool: a limit someone sized against `max_connections`, a
 //! pooler's `pool_size` or a cloud plan.
 //!
-//! So an adapter that knows its pool's size gives it ([`Rotation::limit_sessions`]), and every
+//! So an adapter that knows its pool's size gives it ([`Adapter::limit_sessions`]), and every
 //! session then holds a [`Slot`] of that budget: each connection the
 //! [`Connector`](super::Connector) opens keeps one until it ends (in its
 //! [`LiveConnection`](super::LiveConnection)), and each probe holds one while it runs. The pool
@@ -21,7 +21,7 @@
 //! counts it in `AdapterStats::over_budget`. A probe that finds no slot within
 //! [`SLOT_WAIT_MAX`] does not run; the next canary tries again.
 //!
-//! [`Rotation::limit_sessions`]: super::Rotation::limit_sessions
+//! [`Adapter::limit_sessions`]: super::Adapter::limit_sessions
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};

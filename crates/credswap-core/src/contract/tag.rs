@@ -85,7 +85,7 @@ impl ConnectionTag {
     ///   connection opened with it, or the validator passed): **prove before drain**. Until then
     ///   the old connections keep serving, so a store that publishes a password the database
     ///   does not have (a mistyped secret) cannot take a working pool down; the drain lets one go
-    ///   now and then as a canary ([`Rotation::should_close`](super::Rotation::should_close)) so
+    ///   now and then as a canary ([`Adapter::should_close`](super::Adapter::should_close)) so
     ///   that the new login gets tried.
     pub fn is_stale(&self, current: &Snapshot) -> bool {
         self.is_stale_at(current, Instant::now())

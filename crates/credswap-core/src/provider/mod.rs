@@ -161,7 +161,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///   refresher is doing. Pools call it at every connect.
 /// - [`refresh`](Self::refresh) is single-flight: any number of concurrent callers cause one
 ///   fetch and all get its result, so an auth-failure storm cannot stampede the secret store.
-/// - [`report_auth_failure`](Self::report_auth_failure) refreshes only if the generation that
+/// - An adapter's report of a refused login ([`contract::Feedback::report_auth_failure`](crate::contract::Feedback::report_auth_failure)) refreshes only if the generation that
 ///   failed is still current.
 /// - A background refresher fetches every `refresh_interval` (shortened by jitter), earlier when
 ///   `expires_at - expiry_margin` comes first, backs off on errors while serving the last good
