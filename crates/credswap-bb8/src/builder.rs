@@ -1,6 +1,7 @@
 //! Building a bb8 pool that follows the credential: [`Builder`], or the drop-in
 //! [`RotatingConnectionManager`] for code that builds its own `bb8::Pool`.
 
+use std::any::Any;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -148,18 +149,17 @@ impl<Tls> fmt::Debug for RotatingConnectionManager<Tls> {
 ///
 /// The pool's `connection_timeout` is also the connect deadline: how long a connect keeps
 /// retrying a refused login or a transient failure before it fails. Set it with
-/// [`connection_timeout`](Self::connection_timeout), not on a bb8 builder given to
-/// [`pool_builder`](Self::pool_builder), which the deadline cannot see (it then stays at bb8's
-/// default, 30 s).
-pub struct Builder<Tls>
-where
-    RotatingConnectionManager<Tls>:
-        bb8::ManageConnection<Connection = RotatingConnection, Error = Error>,
-{
+/// [`connection_timeout`](Self::connection_timeout): a timeout set on a bb8 builder given to
+/// [`pool_builder`](Self::pool_builder) cannot be read back, so with a bb8 builder,
+/// `connection_timeout` is required ([`build`](Self::build) says so) and overrides the bb8
+/// builder's.
+pub struct Builder<Tls> {
     config: tokio_postgres::Config,
     tls: Tls,
     credentials: RotatingCredentials,
-    pool: bb8::Builder<RotatingConnectionManager<Tls>>,
+    /// The application's `bb8::Builder<RotatingConnectionManager<Tls>>`, if it gave one: held
+    /// without naming its type so that this struct needs no bound on `Tls`.
+    pool: Option<Box<dyn Any + Send>>,
     connection_timeout: Option<Duration>,
     /// The pool's `max_size` as far as this builder knows it (`None` after `pool_builder`).
     max_size: Option<u32>,
@@ -177,7 +177,7 @@ where
             config,
             tls,
             credentials,
-            pool: bb8::Pool::builder(),
+            pool: None,
             connection_timeout: None,
             max_size: Some(BB8_MAX_SIZE),
         }
@@ -197,14 +197,28 @@ where
         Ok(Self::new(parse(&params.to_string())?, tls, credentials))
     }
 
-    /// Replaces the bb8 builder (queue strategy, `min_idle`, timeouts, error sink...). Call
-    /// [`max_size`](Self::max_size) and [`connection_timeout`](Self::connection_timeout) after
-    /// it, or set `max_size` on it directly.
+    /// Replaces the bb8 builder (queue strategy, `min_idle`, error sink...). Call
+    /// [`connection_timeout`](Self::connection_timeout) too (required with a bb8 builder), and
+    /// [`max_size`](Self::max_size) after it or set `max_size` on it directly.
     #[must_use]
-    pub fn pool_builder(mut self, pool: bb8::Builder<RotatingConnectionManager<Tls>>) -> Self {
-        self.pool = pool;
+    pub fn pool_builder(mut self, pool: bb8::Builder<RotatingConnectionManager<Tls>>) -> Self
+    where
+        Tls: Send + 'static,
+    {
+        self.pool = Some(Box::new(pool));
         self.max_size = None;
         self
+    }
+
+    /// The application's bb8 builder, or bb8's default one.
+    fn take_pool(&mut self) -> bb8::Builder<RotatingConnectionManager<Tls>>
+    where
+        Tls: 'static,
+    {
+        self.pool
+            .take()
+            .and_then(|pool| pool.downcast().ok())
+            .map_or_else(bb8::Pool::builder, |pool| *pool)
     }
 
     /// The most connections the pool opens (bb8's `max_size`).
@@ -214,7 +228,11 @@ where
     /// When `max_size` is 0, as bb8 does.
     #[must_use]
     pub fn max_size(mut self, max_size: u32) -> Self {
-        self.pool = self.pool.max_size(max_size);
+        assert!(max_size > 0, "max_size must be greater than zero!");
+        if self.pool.is_some() {
+            let pool = self.take_pool().max_size(max_size);
+            self.pool = Some(Box::new(pool));
+        }
         self.max_size = Some(max_size);
         self
     }
@@ -231,12 +249,23 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::is_no_runtime`] outside a Tokio runtime; the connect error when a `min_idle`
-    /// connection cannot be opened.
-    pub async fn build(self) -> Result<(Pool<Tls>, Rotation), Error> {
+    /// [`Error::is_no_runtime`] outside a Tokio runtime; [`Error::is_config`] when a bb8
+    /// builder was given without [`connection_timeout`](Self::connection_timeout); the connect
+    /// error when a `min_idle` connection cannot be opened.
+    pub async fn build(mut self) -> Result<(Pool<Tls>, Rotation), Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::no_runtime("a task per connection"));
         }
+        if self.pool.is_some() && self.connection_timeout.is_none() {
+            return Err(Error::config(
+                "a bb8 builder was given with `pool_builder`: set the connection timeout with                  `credswap_bb8::Builder::connection_timeout` (the connect deadline follows it,                  and one set on the bb8 builder cannot be read back)",
+                None,
+            ));
+        }
+        let pool = match self.max_size {
+            Some(max_size) => self.take_pool().max_size(max_size),
+            None => self.take_pool(),
+        };
         let timeout = self.connection_timeout.unwrap_or(BB8_CONNECTION_TIMEOUT);
         let manager = RotatingConnectionManager::with_deadline(
             self.config,
@@ -249,22 +278,19 @@ where
             // The pool's connections and the probes share its size.
             manager.shared.adapter().limit_sessions(max_size as usize);
         }
-        let pool = self.pool.connection_timeout(timeout).build(manager).await?;
+        let pool = pool.connection_timeout(timeout).build(manager).await?;
         Ok((pool, rotation))
     }
 }
 
-impl<Tls> fmt::Debug for Builder<Tls>
-where
-    RotatingConnectionManager<Tls>:
-        bb8::ManageConnection<Connection = RotatingConnection, Error = Error>,
-{
+impl<Tls> fmt::Debug for Builder<Tls> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("hosts", &self.config.get_hosts())
             .field("dbname", &self.config.get_dbname())
             .field("credentials", &self.credentials)
-            .field("pool", &self.pool)
+            .field("pool_builder", &self.pool.is_some())
+            .field("max_size", &self.max_size)
             .field("connection_timeout", &self.connection_timeout)
             .finish_non_exhaustive()
     }
