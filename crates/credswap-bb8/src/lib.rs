@@ -57,6 +57,29 @@
 //! `Pool::dedicated_connection` looks idle to the manager and is closed at the next rotation
 //! unless its owner calls [`RotatingConnection::keep_open_on_rotation`].
 //!
+//! # Design
+//!
+//! How this adapter leans on bb8's behaviour (the contract itself is
+//! [`credswap_core::contract`]):
+//!
+//! - bb8 0.9 has no drain API: from outside, a `Pool` offers `get`, `get_owned`, `add`,
+//!   `dedicated_connection`, `state` and `config`; its reaper closes idle connections only by
+//!   `idle_timeout`/`max_lifetime`. Rejected: a watcher that checks connections out (bb8 has no
+//!   weak pool handle, so the pool would never drop; it competes with the application; with
+//!   LIFO it keeps drawing the same fresh connection), and short timeouts (blind to
+//!   generations).
+//! - Chosen: each connection's driver task (every bb8 manager spawns one to drive the
+//!   tokio-postgres `Connection`) also watches the provider and drops the `Connection` when the
+//!   connection is idle and stale; the socket closes and the server ends the backend.
+//! - "Idle" is known from `is_valid` (checkout marks busy) and `has_broken` (return marks idle),
+//!   exact only while bb8 validates checkouts. Every phase change and every decision to retire
+//!   happens under the connection's phase lock, reading the current snapshot inside it (reading
+//!   it before the lock let a rotation in between leave an idle stale connection).
+//! - bb8 does not say whether anyone waits for a connection: a connection checked out counts
+//!   as contention for [`Adapter::probe_fits`](credswap_core::contract::Adapter::probe_fits).
+//! - A closed connection stays in bb8's count until the next `get` pops it and `is_valid`
+//!   refuses it; physical connections never exceed bb8's count.
+//!
 //! # When connecting fails
 //!
 //! bb8 does not show `Pool::get` why a connect failed: after `connection_timeout` (30 s by

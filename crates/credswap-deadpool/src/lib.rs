@@ -56,6 +56,30 @@
 //! same thread, which relies on deadpool running the two in one poll. The workspace pins
 //! `deadpool-postgres` and `deadpool` to the releases a test of this crate proves that on.
 //!
+//! # Design
+//!
+//! How this adapter leans on deadpool's behaviour (the contract itself is
+//! [`credswap_core::contract`]):
+//!
+//! - deadpool's `Connect` returns only the client; the `ConnectionTag` reaches the
+//!   `post_create` hook through a thread-local set at the end of the connect and taken by the
+//!   hook. deadpool runs `Manager::create` and then the `post_create` hooks in one future with
+//!   no suspension point between them: both run within one poll, on one thread, so no other
+//!   connect on that thread can interleave. A unit test on a one-worker runtime runs dozens of
+//!   concurrent creates during rotations and checks every connection's tag against
+//!   `current_user` (it fails if a yield is put between the two).
+//! - Tags are kept in a map keyed by the address of the connection's statement cache (the one
+//!   `Arc` a `ClientWrapper` owns for its whole life); the map holds a `Weak` to it, so the
+//!   address cannot be reused while the entry exists. The map lives in the adapter's values,
+//!   not in a global.
+//! - The tag is taken before connecting, not from `Metrics::created`: a connect that began
+//!   under the old credential can finish after the rotation.
+//! - Drain: `pre_recycle` refuses a stale connection at checkout; a watcher task (holding a
+//!   `WeakPool`) closes idle ones with `Pool::retain` and ends when the pool's manager is
+//!   dropped. A canary taken there is followed by a probe when
+//!   [`Adapter::probe_fits`](credswap_core::contract::Adapter::probe_fits) (`Status::waiting`
+//!   says whether anyone waits).
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |

@@ -55,6 +55,35 @@
 //! - Your own hooks: [`Builder::after_connect`], [`Builder::before_acquire`] and
 //!   [`Builder::after_release`].
 //!
+//! # Design
+//!
+//! How this adapter leans on sqlx's behaviour (the contract itself is
+//! `credswap_core::contract`):
+//!
+//! - sqlx 0.8/0.9 have no connect hook (launchbadge/sqlx#3117) and no weak pool handle. New
+//!   connections get the credential through `PgPool::set_connect_options`, called by a watcher
+//!   task.
+//! - The tag needs no server round trip and sends nothing to the server (sending
+//!   `options=-c credswap.generation=N` was tried: PgBouncer and RDS Proxy refuse it): sqlx
+//!   reads its options `Arc` when a connect attempt starts and holds it until that attempt's
+//!   `after_connect` returns, so `after_connect` refuses a connection while an `Arc` replaced by
+//!   a swap is still held, and sqlx connects again with the new options (it retries
+//!   `after_connect` errors with backoff, re-reading the options). A test proves this on 0.8.6
+//!   and 0.9.0.
+//! - **Prove before drain, through the options**: they carry the last proven login until the
+//!   current one is proven. While it is unproven, the watcher asks for a canary on the
+//!   contract's schedule: the next connection returned (or an idle one it pops) gives its slot
+//!   to the adapter's probe, *inside* the slot (sqlx lets a slot go only after the connection
+//!   in it is closed, and a waiting task takes it at once): straight to the server the session
+//!   first ends itself (`pg_terminate_backend(pg_backend_pid())`); behind a pooler it does not,
+//!   since the pooler would log in again with the replaced password's keys and refuse logins
+//!   for `server_login_retry`. When no connection comes back within 500 ms the probe runs
+//!   beside the pool, in a slot of its session budget (the pool's own sessions hold one each).
+//! - The adapter's own sessions (probes, the validator, the proof after a refused checkout) go
+//!   through the contract's `Driver`, on a thread of their own: sqlx 0.9 yields to the
+//!   scheduler every 5 of SCRAM's 4096 rounds, and on a runtime busy with 16 workers on 2 cores
+//!   one login took 1–3 s.
+//!
 //! # Lifetime
 //!
 //! sqlx has no weak pool handle, and swapping the connect options needs a `PgPool`: the
