@@ -223,7 +223,7 @@ impl Connector {
                     generation = generation.get(),
                     code = driver.code(error).unwrap_or_default(),
                     failure = failure.as_str(),
-                    %error,
+                    error = %chain(error),
                     "opening a connection failed"
                 );
             }
@@ -334,8 +334,27 @@ impl Connector {
     }
 }
 
+/// An error and its sources, `a: b: c` (tokio-postgres displays a server error as "db error"
+/// and keeps the server's message in its source).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Logs a connect that failed for good: the one log line of it.
-fn log_failure<E: fmt::Display>(refused: Option<&Refused<E>>, message: &'static str) {
+fn log_failure<E: std::error::Error + 'static>(
+    refused: Option<&Refused<E>>,
+    message: &'static str,
+) {
     let Some(refused) = refused else {
         return;
     };
@@ -345,7 +364,7 @@ fn log_failure<E: fmt::Display>(refused: Option<&Refused<E>>, message: &'static 
         code = refused.code().unwrap_or_default(),
         failure = refused.failure().as_str(),
         attempts = refused.attempts(),
-        error = %refused.error(),
+        error = %chain(refused.error()),
         "{message}"
     );
 }
