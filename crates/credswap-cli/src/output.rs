@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use credswap_core::contract::AdapterStats;
@@ -48,9 +47,9 @@ impl ProgressDisplay {
                     "{:>5.1}s/{}s  requests {:>8}  failed {:>5}  rotations {:>3}  generation {:>3}",
                     started.elapsed().as_secs_f64(),
                     duration.as_secs(),
-                    progress.ok.load(Ordering::Relaxed),
-                    progress.failed.load(Ordering::Relaxed),
-                    progress.rotations.load(Ordering::Relaxed),
+                    progress.ok(),
+                    progress.failed(),
+                    progress.rotations(),
                     generation(),
                 )
             }
@@ -152,12 +151,12 @@ impl RotationLines {
 
     /// The line for the rotations done since the last call, if any.
     fn poll(&mut self, progress: &Progress) -> Option<String> {
-        let done = progress.rotations.load(Ordering::Relaxed);
+        let done = progress.rotations();
         if done == self.seen {
             return None;
         }
         self.seen = done;
-        let failed = progress.failed.load(Ordering::Relaxed);
+        let failed = progress.failed();
         let (drained, connects) = match &self.stats {
             Some(stats) => {
                 let s = stats();

@@ -425,7 +425,7 @@ impl Monitor {
                                 drained_at: None,
                                 stale_at_grace: None,
                             });
-                            progress.rotations.fetch_add(1, Ordering::Relaxed);
+                            progress.count_rotation();
                         }
                     }
                     let rows = client
@@ -457,7 +457,7 @@ impl Monitor {
                                         drained_at: None,
                                         stale_at_grace: None,
                                     });
-                                    progress.rotations.fetch_add(1, Ordering::Relaxed);
+                                    progress.count_rotation();
                                 }
                                 sessions.push((Some(name), started));
                             }

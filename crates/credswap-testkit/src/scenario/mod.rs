@@ -145,12 +145,32 @@ impl Timeline {
 /// Live counters a caller can read while a scenario runs (for progress display).
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Requests that succeeded.
-    pub ok: AtomicU64,
-    /// Requests that failed.
-    pub failed: AtomicU64,
-    /// Rotations done.
-    pub rotations: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    rotations: AtomicU64,
+}
+
+impl Progress {
+    /// Requests that succeeded so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Requests that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Rotations done so far.
+    pub fn rotations(&self) -> u64 {
+        self.rotations.load(Ordering::Relaxed)
+    }
+
+    /// Counts a rotation (the scenario's rotator does; a caller whose store rotates by itself,
+    /// such as Vault, counts the ones it sees).
+    pub fn count_rotation(&self) {
+        self.rotations.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What a scenario measured.

@@ -126,7 +126,7 @@ pub(super) async fn drive<R: Rotate>(
             marks.mark();
         }
         rotations += 1;
-        progress.rotations.fetch_add(1, Ordering::Relaxed);
+        progress.count_rotation();
         next = (next + every).max(Instant::now());
     }
     Ok((rotations, starts))
