@@ -13,7 +13,7 @@ use crate::{Generation, Snapshot};
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use credswap_core::contract::ConnectionTag;
+/// use credswap_core::contract::{ConnectionTag, Feedback};
 /// use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
 ///
 /// let store = MemorySource::new(Credential::new("app", "first"));
@@ -26,7 +26,7 @@ use crate::{Generation, Snapshot};
 /// // Prove before drain: kept until the database has accepted the new login...
 /// assert!(!tag.is_stale(&credentials.current()));
 /// // ...as an adapter reports when a connection with it opens.
-/// credentials.report_accepted(second.generation());
+/// Feedback::new(&credentials).report_accepted(second.generation());
 /// assert!(tag.is_stale(&credentials.current()));
 /// # Ok(()) }
 /// ```
