@@ -12,7 +12,7 @@
 //! for bad arguments.
 //!
 //! `--connect` uses TLS as `--sslmode` (libpq's names, default `prefer`) and `--ca-file` say,
-//! through `credswap_rotate::Connector::rustls`.
+//! through `credswap_rotate::Database::rustls`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -340,15 +340,15 @@ async fn run(args: &CheckArgs) -> Report {
                 "--connect needs --database-url (the secret names no host)".into(),
             );
         };
-        let connector =
-            match credswap_rotate::Connector::rustls(args.sslmode, args.ca_file.as_deref()) {
-                Ok(connector) => connector,
+        let database =
+            match credswap_rotate::Database::rustls(args.sslmode, args.ca_file.as_deref()) {
+                Ok(database) => database,
                 Err(e) => {
                     let reason = format!("--sslmode {}: {e}", args.sslmode);
                     return fail(report, Verdict::Config, reason);
                 }
             };
-        match tokio::time::timeout(args.timeout, connect(&connector, &base, credential)).await {
+        match tokio::time::timeout(args.timeout, connect(&database, &base, credential)).await {
             Ok(Ok(())) => report.connected = Some(true),
             Ok(Err((failure, message))) => {
                 report.connected = Some(false);
@@ -602,7 +602,7 @@ enum Failed {
 }
 
 async fn connect(
-    connector: &credswap_rotate::Connector,
+    database: &credswap_rotate::Database,
     base: &tokio_postgres::Config,
     credential: &Credential,
 ) -> Result<(), (Failed, String)> {
@@ -625,7 +625,7 @@ async fn connect(
         };
         (failure, message)
     };
-    let opened = connector.connect(config).await;
+    let opened = database.connect(config).await;
     let (client, connection) = opened.map_err(|e| describe_error(&e))?;
     let driver = tokio::spawn(connection);
     let result = client
