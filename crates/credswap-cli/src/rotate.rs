@@ -8,13 +8,13 @@
 //! connection (a configuration problem such as TLS required: see `--sslmode`).
 //!
 //! Database connections use `--sslmode` (libpq's names, default `prefer`) and `--ca-file`
-//! through `credswap_rotate::Connector::rustls`.
+//! through `credswap_rotate::Database::rustls`.
 
 use std::process::ExitCode;
 
 use credswap_aws::aws_sdk_secretsmanager::Client;
 use credswap_rotate::{
-    Connector, Error, Master, Outcome, RotationReport, Rotator, SessionPolicy, SessionsFound,
+    Database, Error, Master, Outcome, RotationReport, Rotator, SessionPolicy, SessionsFound,
     StepReport, Strategy,
 };
 
@@ -40,8 +40,8 @@ pub async fn main(args: RotateArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let connector = match Connector::rustls(args.sslmode, args.ca_file.as_deref()) {
-        Ok(connector) => connector,
+    let database = match Database::rustls(args.sslmode, args.ca_file.as_deref()) {
+        Ok(database) => database,
         Err(e) => {
             eprintln!("error: --sslmode {}: {e}", args.sslmode);
             return ExitCode::from(EXIT_USAGE);
@@ -58,7 +58,7 @@ pub async fn main(args: RotateArgs) -> ExitCode {
     let rotator = Rotator::new(Client::new(&config), &args.secret_id, strategy)
         .session_policy(args.sessions)
         .pause_before_finish(args.pause_before_finish)
-        .connector(connector)
+        .database(database)
         .takeover(args.takeover);
     let result = match (args.step, &args.token) {
         (Some(step), Some(token)) => rotator.run_step(step, token).await.map(|report| {
@@ -226,7 +226,7 @@ fn sessions(found: &SessionsFound) -> String {
     };
     let mut text = format!(
         "{} logged in as {} (policy {policy})",
-        found.found, found.role
+        found.found, found.username
     );
     if found.terminated > 0 {
         text.push_str(&format!(", {} terminated", found.terminated));
@@ -291,14 +291,14 @@ fn hint(e: &Error, args: &RotateArgs) -> Option<String> {
             "{} session(s) still use role {}; let them finish with --sessions wait=30s, or end \
              them with --sessions terminate",
             e.sessions().unwrap_or(0),
-            e.role().unwrap_or("?")
+            e.username().unwrap_or("?")
         ));
     }
-    if e.is_login_refused() {
+    if e.is_auth_failure() {
         return Some(format!(
             "the database refused the login of role {}{}: the secret's password does not match \
              the database (for alternating users, check the master login)",
-            e.role().unwrap_or("?"),
+            e.username().unwrap_or("?"),
             e.code()
                 .map(|c| format!(" (SQLSTATE {c})"))
                 .unwrap_or_default()

@@ -542,13 +542,13 @@ async fn rotates_over_verify_full_tls_and_a_pg_hba_rejection_exits_5() {
     let logs_in_over_tls = |password: String| {
         let mut config = w.pg.tls_base_config();
         config.user(&role).password(password);
-        let connector = credswap_rotate::Connector::rustls(
+        let database = credswap_rotate::Database::rustls(
             credswap_rotate::SslMode::VerifyFull,
             Some(tls.ca_cert_path()),
         )
-        .expect("a connector");
+        .expect("a database");
         async move {
-            match connector.connect(config).await {
+            match database.connect(config).await {
                 Ok((client, connection)) => {
                     drop(client);
                     let _ = connection.await;

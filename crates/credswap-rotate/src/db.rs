@@ -1,6 +1,6 @@
 //! Database sessions without spawning: the driver's connection future is polled together with
-//! each request, so the steps run on whatever executor awaits them. Also SQL quoting and the
-//! [`Connector`] (TLS or not).
+//! each request, so the steps run on whatever executor awaits them. Also SQL quoting and
+//! [`Database`], how the rotator reaches the database (TLS or not).
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -15,7 +15,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
 use crate::Error;
-use crate::secret::DbSecret;
+use crate::secret::SecretValue;
 
 /// A driver connection, type-erased over its TLS stream.
 type Connection = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
@@ -23,34 +23,40 @@ type Connection = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>>
 type Connecting =
     Pin<Box<dyn Future<Output = Result<(Client, Connection), tokio_postgres::Error>> + Send>>;
 
-/// How the rotation opens database connections: without TLS ([`Connector::no_tls`], the
-/// default), with libpq's `sslmode` and a CA file ([`Connector::rustls`], feature `rustls`, on
-/// by default), or with any tokio-postgres TLS connector ([`Connector::tls`], for instance
+/// How the rotator reaches the database: it opens the rotator's own connections (the logins of
+/// setSecret and testSecret, the master login) without TLS ([`Database::no_tls`], the
+/// default), with libpq's `sslmode` and a CA file ([`Database::rustls`], feature `rustls`, on
+/// by default), or with any tokio-postgres TLS connector ([`Database::tls`], for instance
 /// `postgres-native-tls`). RDS with `rds.force_ssl` needs TLS.
+///
+/// Where the database is (host, port, dbname) and who logs in come from the secret
+/// ([`SecretValue`](crate::SecretValue)); this says how its connections are opened. One
+/// connect, no retry: not the adapters' `credswap_core::contract::Connector`, which waits for
+/// a working credential.
 #[derive(Clone)]
-pub struct Connector {
+pub struct Database {
     open: Arc<dyn Fn(Config) -> Connecting + Send + Sync>,
     /// What `Debug` says: the mode.
     describe: &'static str,
 }
 
-impl Connector {
+impl Database {
     /// Plain TCP (or a unix socket).
-    pub fn no_tls() -> Connector {
-        Connector::with(NoTls, Some(SslMode::Disable), "no TLS")
+    pub fn no_tls() -> Database {
+        Database::with(NoTls, Some(SslMode::Disable), "no TLS")
     }
 
     /// Connections through `tls`, which is required (`sslmode=require`): a server, or anything
     /// in between, that declines TLS is refused instead of getting the rotation's logins and
     /// `ALTER ROLE` in plaintext. `tls` verifies the certificate as it is configured to.
-    pub fn tls<T>(tls: T) -> Connector
+    pub fn tls<T>(tls: T) -> Database
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
         T::Stream: Send + 'static,
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        Connector::with(tls, Some(SslMode::Require), "TLS required")
+        Database::with(tls, Some(SslMode::Require), "TLS required")
     }
 
     /// Connections as libpq's `sslmode` and `sslrootcert` say, with rustls (the aws-lc-rs
@@ -65,7 +71,7 @@ impl Connector {
     pub fn rustls(
         mode: crate::SslMode,
         ca_file: Option<&std::path::Path>,
-    ) -> Result<Connector, Error> {
+    ) -> Result<Database, Error> {
         use crate::SslMode as Mode;
         if mode == Mode::Disable {
             if let Some(path) = ca_file {
@@ -74,7 +80,7 @@ impl Connector {
                     path.display()
                 )));
             }
-            return Ok(Connector::no_tls());
+            return Ok(Database::no_tls());
         }
         let config = crate::tls::client_config(mode, ca_file)?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
@@ -86,10 +92,10 @@ impl Connector {
             (Mode::VerifyCa, _) => (SslMode::Require, "sslmode verify-ca"),
             _ => (SslMode::Require, "sslmode verify-full"),
         };
-        Ok(Connector::with(tls, Some(ssl_mode), describe))
+        Ok(Database::with(tls, Some(ssl_mode), describe))
     }
 
-    fn with<T>(tls: T, mode: Option<SslMode>, describe: &'static str) -> Connector
+    fn with<T>(tls: T, mode: Option<SslMode>, describe: &'static str) -> Database
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
         T::Stream: Send + 'static,
@@ -106,11 +112,11 @@ impl Connector {
                 Ok((client, Box::pin(connection) as Connection))
             }) as Connecting
         });
-        Connector { open, describe }
+        Database { open, describe }
     }
 
     /// Opens one connection with `config` (its user, password, host, ...) as the rotation
-    /// does: the connector's TLS and `sslmode` replace the config's. The caller drives the
+    /// does: its TLS and `sslmode` replace the config's. The caller drives the
     /// returned connection future (for instance with `tokio::spawn`) while using the client.
     ///
     /// # Errors
@@ -131,15 +137,15 @@ impl Connector {
     }
 }
 
-impl Default for Connector {
+impl Default for Database {
     fn default() -> Self {
-        Connector::no_tls()
+        Database::no_tls()
     }
 }
 
-impl fmt::Debug for Connector {
+impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Connector").field(&self.describe).finish()
+        f.debug_tuple("Database").field(&self.describe).finish()
     }
 }
 
@@ -202,11 +208,11 @@ pub(crate) enum Login {
 ///
 /// [`Error::is_database`] when the server cannot be reached or fails otherwise.
 pub(crate) async fn login(
-    connector: &Connector,
-    secret: &DbSecret,
+    database: &Database,
+    secret: &SecretValue,
     connect_timeout: Duration,
 ) -> Result<Login, Error> {
-    match (connector.open)(secret.config(connect_timeout)).await {
+    match (database.open)(secret.config(connect_timeout)).await {
         Ok((client, connection)) => Ok(Login::Accepted(Session {
             client,
             driver: Driver(Some(connection)),

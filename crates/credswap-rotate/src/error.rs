@@ -9,7 +9,7 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a rotation step failed.
 ///
-/// Opaque: ask it with the `is_*` methods, [`step`](Self::step), [`role`](Self::role),
+/// Opaque: ask it with the `is_*` methods, [`step`](Self::step), [`username`](Self::username),
 /// [`sessions`](Self::sessions) and [`code`](Self::code). Neither `Display` nor `Debug` ever
 /// contains a password or a secret's value: messages name secrets by id, roles by name, and the
 /// JSON of a malformed secret only by the field that is wrong.
@@ -70,15 +70,15 @@ enum Kind {
     #[error("database: {what}")]
     Database {
         what: String,
-        role: Option<String>,
+        username: Option<String>,
         #[source]
         source: Option<tokio_postgres::Error>,
     },
     /// The database refused a login the step needed.
     #[error("database: {what}")]
-    LoginRefused {
+    AuthFailure {
         what: String,
-        role: String,
+        username: String,
         #[source]
         source: Option<tokio_postgres::Error>,
     },
@@ -87,17 +87,17 @@ enum Kind {
     #[error("database: {what}")]
     Rejected {
         what: String,
-        role: String,
+        username: String,
         #[source]
         source: tokio_postgres::Error,
     },
     /// Sessions are still logged in as the user about to get a new password.
     #[error(
-        "{count} session(s) still logged in as role {role} ({policy}); \
+        "{count} session(s) still logged in as role {username} ({policy}); \
          its password was not changed"
     )]
     SessionsInUse {
-        role: String,
+        username: String,
         count: usize,
         policy: String,
     },
@@ -173,36 +173,36 @@ impl Error {
 
     pub(crate) fn database(
         what: impl Into<String>,
-        role: Option<&str>,
+        username: Option<&str>,
         source: Option<tokio_postgres::Error>,
     ) -> Error {
         Error::new(Kind::Database {
             what: what.into(),
-            role: role.map(str::to_owned),
+            username: username.map(str::to_owned),
             source,
         })
     }
 
-    pub(crate) fn login_refused(
+    pub(crate) fn auth_failure(
         what: impl Into<String>,
-        role: &str,
+        username: &str,
         source: Option<tokio_postgres::Error>,
     ) -> Error {
-        Error::new(Kind::LoginRefused {
+        Error::new(Kind::AuthFailure {
             what: what.into(),
-            role: role.to_owned(),
+            username: username.to_owned(),
             source,
         })
     }
 
     pub(crate) fn rejected(
         what: impl Into<String>,
-        role: &str,
+        username: &str,
         source: tokio_postgres::Error,
     ) -> Error {
         Error::new(Kind::Rejected {
             what: what.into(),
-            role: role.to_owned(),
+            username: username.to_owned(),
             source,
         })
     }
@@ -229,9 +229,13 @@ impl Error {
         })
     }
 
-    pub(crate) fn sessions_in_use(role: &str, count: usize, policy: impl Into<String>) -> Error {
+    pub(crate) fn sessions_in_use(
+        username: &str,
+        count: usize,
+        policy: impl Into<String>,
+    ) -> Error {
         Error::new(Kind::SessionsInUse {
-            role: role.to_owned(),
+            username: username.to_owned(),
             count,
             policy: policy.into(),
         })
@@ -299,13 +303,13 @@ impl Error {
     }
 
     /// The database failed: it could not be reached, refused a login
-    /// ([`is_login_refused`](Self::is_login_refused)), rejected the connection by its
+    /// ([`is_auth_failure`](Self::is_auth_failure)), rejected the connection by its
     /// configuration ([`is_connection_rejected`](Self::is_connection_rejected)), or a statement
     /// failed.
     pub fn is_database(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Database { .. } | Kind::LoginRefused { .. } | Kind::Rejected { .. }
+            Kind::Database { .. } | Kind::AuthFailure { .. } | Kind::Rejected { .. }
         )
     }
 
@@ -314,15 +318,17 @@ impl Error {
     /// ..."), which is also how RDS's `rds.force_ssl` turns plaintext away. A configuration
     /// problem (the client's address, the database, TLS: see [`crate::SslMode`]), not a wrong
     /// password, so the step fails at once without trying other credentials. Not
-    /// [`is_login_refused`](Self::is_login_refused).
+    /// [`is_auth_failure`](Self::is_auth_failure).
     pub fn is_connection_rejected(&self) -> bool {
         matches!(self.kind, Kind::Rejected { .. })
     }
 
     /// The database refused a login the step needed (the current credential in setSecret, the
-    /// pending one in testSecret, the master credential).
-    pub fn is_login_refused(&self) -> bool {
-        matches!(self.kind, Kind::LoginRefused { .. })
+    /// pending one in testSecret, the master credential): a wrong password or no such role
+    /// (SQLSTATE `28P01`, or `28000` other than a `pg_hba.conf` rejection). Named as the
+    /// adapters' `AdapterError::is_auth_failure` (`credswap_core::contract`).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self.kind, Kind::AuthFailure { .. })
     }
 
     /// Sessions were still logged in as the inactive user and the
@@ -344,13 +350,15 @@ impl Error {
         self.step
     }
 
-    /// The database role the error is about, when there is one.
-    pub fn role(&self) -> Option<&str> {
+    /// The database user (role) the error is about, when there is one: the login that was
+    /// refused or rejected, the role a statement changed, the user whose sessions are still
+    /// logged in. Named as the adapters' `AdapterError::username` (`credswap_core::contract`).
+    pub fn username(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Database { role, .. } => role.as_deref(),
-            Kind::LoginRefused { role, .. }
-            | Kind::Rejected { role, .. }
-            | Kind::SessionsInUse { role, .. } => Some(role),
+            Kind::Database { username, .. } => username.as_deref(),
+            Kind::AuthFailure { username, .. }
+            | Kind::Rejected { username, .. }
+            | Kind::SessionsInUse { username, .. } => Some(username),
             _ => None,
         }
     }
@@ -380,7 +388,7 @@ impl Error {
         match &self.kind {
             Kind::Store { code, .. } => code.as_deref(),
             Kind::NotFound { .. } => Some("ResourceNotFoundException"),
-            Kind::Database { source, .. } | Kind::LoginRefused { source, .. } => {
+            Kind::Database { source, .. } | Kind::AuthFailure { source, .. } => {
                 source.as_ref().and_then(|e| e.code()).map(|c| c.code())
             }
             Kind::Rejected { source, .. } => source.code().map(|c| c.code()),
@@ -417,7 +425,7 @@ impl fmt::Debug for Error {
             Kind::TokenFinished { .. } => "TokenFinished",
             Kind::Rejected { .. } => "Rejected",
             Kind::Database { .. } => "Database",
-            Kind::LoginRefused { .. } => "LoginRefused",
+            Kind::AuthFailure { .. } => "AuthFailure",
             Kind::SessionsInUse { .. } => "SessionsInUse",
             Kind::Config { .. } => "Config",
         };
@@ -447,11 +455,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_names_the_step_and_the_role() {
+    fn display_names_the_step_and_the_username() {
         let e = Error::sessions_in_use("app_clone", 3, "policy Fail").in_step(Step::SetSecret);
         assert!(e.is_sessions_in_use());
         assert_eq!(e.sessions(), Some(3));
-        assert_eq!(e.role(), Some("app_clone"));
+        assert_eq!(e.username(), Some("app_clone"));
         assert_eq!(e.step(), Some(Step::SetSecret));
         let text = e.to_string();
         assert!(text.starts_with("setSecret: 3 session(s)"), "{text}");

@@ -42,14 +42,15 @@
 //!
 //! # TLS and the server's configuration
 //!
-//! `Connector::rustls` (feature `rustls`, on by default) takes libpq's `sslmode`
+//! The rotator opens its connections as its [`Database`] says ([`Rotator::database`]; no TLS
+//! by default). `Database::rustls` (feature `rustls`, on by default) takes libpq's `sslmode`
 //! ([`SslMode`]: `disable`, `prefer`, `require`, `verify-ca`, `verify-full`) and a CA file:
 //! `verify-full` checks the certificate's chain and that it names the secret's `host`. Any
-//! other tokio-postgres TLS connector fits [`Connector::tls`]. A login the server turns away
+//! other tokio-postgres TLS connector fits [`Database::tls`]. A login the server turns away
 //! by its `pg_hba.conf` (SQLSTATE `28000` "no pg_hba.conf entry ...", which is also what RDS's
 //! `rds.force_ssl` answers a plaintext login) fails the step at once with
 //! [`Error::is_connection_rejected`]: a configuration problem, not a wrong password, so no
-//! other credential is tried. A wrong password (`28P01`) stays [`Error::is_login_refused`].
+//! other credential is tried. A wrong password (`28P01`) stays [`Error::is_auth_failure`].
 //!
 //! # Strategies
 //!
@@ -158,11 +159,11 @@ mod store;
 mod strategy;
 mod tls;
 
-pub use db::Connector;
+pub use db::Database;
 pub use error::Error;
 pub use password::{DEFAULT_EXCLUDED, DEFAULT_LENGTH, PasswordPolicy};
 pub use rotator::{DEFAULT_CONNECT_TIMEOUT, RotationReport, Rotator, new_token};
-pub use secret::DbSecret;
+pub use secret::SecretValue;
 pub use sessions::{SessionPolicy, SessionsFound};
 pub use step::{Outcome, Step, StepReport, UnknownStep};
 pub use strategy::{CLONE_SUFFIX, Master, Strategy, alternate_username};

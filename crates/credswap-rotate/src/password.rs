@@ -26,8 +26,10 @@ pub const DEFAULT_LENGTH: usize = 32;
 /// ```
 /// use credswap_rotate::PasswordPolicy;
 ///
-/// let policy = PasswordPolicy::new().length(40).exclude_characters("\"'\\/@:");
-/// assert_eq!(policy.get_length(), 40);
+/// let policy = PasswordPolicy::new()
+///     .with_length(40)
+///     .with_excluded_characters("\"'\\/@:");
+/// assert_eq!(policy.length(), 40);
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordPolicy {
@@ -52,26 +54,27 @@ impl PasswordPolicy {
         }
     }
 
-    /// Sets the length (8 to 4096 characters; checked when a password is generated).
-    pub fn length(mut self, length: usize) -> PasswordPolicy {
+    /// With another length (8 to 4096 characters; checked when a password is generated).
+    pub fn with_length(mut self, length: usize) -> PasswordPolicy {
         self.length = length;
         self
     }
 
-    /// Replaces the excluded characters (AWS's `ExcludeCharacters`).
-    pub fn exclude_characters(mut self, excluded: impl Into<String>) -> PasswordPolicy {
+    /// With other excluded characters, replacing [`DEFAULT_EXCLUDED`] (AWS's
+    /// `ExcludeCharacters`).
+    pub fn with_excluded_characters(mut self, excluded: impl Into<String>) -> PasswordPolicy {
         self.excluded = excluded.into();
         self
     }
 
-    /// Whether punctuation is used at all (AWS's `ExcludePunctuation`, inverted). Default true.
-    pub fn punctuation(mut self, punctuation: bool) -> PasswordPolicy {
+    /// With punctuation used or not at all (AWS's `ExcludePunctuation`, inverted). Default true.
+    pub fn with_punctuation(mut self, punctuation: bool) -> PasswordPolicy {
         self.punctuation = punctuation;
         self
     }
 
     /// The length.
-    pub fn get_length(&self) -> usize {
+    pub fn length(&self) -> usize {
         self.length
     }
 
@@ -165,20 +168,20 @@ mod tests {
     fn policies_are_checked() {
         assert!(
             PasswordPolicy::new()
-                .length(4)
+                .with_length(4)
                 .generate()
                 .unwrap_err()
                 .is_config()
         );
         let nothing: String = ('!'..='~').collect();
         let err = PasswordPolicy::new()
-            .exclude_characters(nothing)
+            .with_excluded_characters(nothing)
             .generate()
             .unwrap_err();
         assert!(err.is_config());
         let alnum = PasswordPolicy::new()
-            .punctuation(false)
-            .length(64)
+            .with_punctuation(false)
+            .with_length(64)
             .generate()
             .unwrap();
         assert!(

@@ -1,4 +1,5 @@
-//! [`DbSecret`]: the JSON value of a database secret, as AWS's rotation templates define it.
+//! [`SecretValue`]: the whole JSON value of one version of a database secret, as AWS's
+//! rotation templates define it, kept field for field so the rotation can write it back.
 //!
 //! ```json
 //! {"engine": "postgres", "host": "db.example", "port": 5432, "dbname": "app",
@@ -21,10 +22,20 @@ use serde_json::{Map, Value};
 
 use crate::Error;
 
-/// A parsed database secret. `Debug` never prints the password (nor any field's value but
-/// the username, host, port, dbname and engine).
+/// The value of one version of a database secret in Secrets Manager (its `SecretString`),
+/// parsed, with every field kept: the rotation reads the `AWSCURRENT` value and writes the
+/// `AWSPENDING` one as the same object with another login ([`with_login`](Self::with_login)).
+///
+/// Not [`credswap_core::database_secret::DatabaseSecret`], which is what a source reads for an
+/// application to connect with (a `Credential` with its version and times, and the known
+/// `SecretDetails`; other fields dropped): a `SecretValue` is what the rotation rewrites, so
+/// it keeps every field, requires `host` and applies the templates' defaults (port 5432, dbname
+/// `postgres`). Both are read by the same parser.
+///
+/// `Debug` never prints the password (nor any field's value but the username, host, port,
+/// dbname, engine and masterarn).
 #[derive(Clone)]
-pub struct DbSecret {
+pub struct SecretValue {
     /// Every field of the JSON object, as it was (the password included).
     fields: Map<String, Value>,
     username: String,
@@ -34,7 +45,7 @@ pub struct DbSecret {
     dbname: Option<String>,
 }
 
-impl DbSecret {
+impl SecretValue {
     /// Parses a secret's value. `what` names it in errors (for instance
     /// `the AWSCURRENT value of secret app/db`); errors never quote the value.
     ///
@@ -42,18 +53,18 @@ impl DbSecret {
     ///
     /// [`Error::is_malformed`]: not JSON, not an object, `username`/`password`/`host` missing
     /// or not strings, `port` not a port number, `engine` not PostgreSQL.
-    pub fn parse(value: &str, what: &str) -> Result<DbSecret, Error> {
-        DbSecret::parse_inner(value, what, true)
+    pub fn parse(value: &str, what: &str) -> Result<SecretValue, Error> {
+        SecretValue::parse_inner(value, what, true)
     }
 
     /// Parses a master secret: only `username` and `password` are required (an RDS-managed
     /// master secret has nothing else); it is used against the database of the secret being
     /// rotated.
-    pub(crate) fn parse_login(value: &str, what: &str) -> Result<DbSecret, Error> {
-        DbSecret::parse_inner(value, what, false)
+    pub(crate) fn parse_login(value: &str, what: &str) -> Result<SecretValue, Error> {
+        SecretValue::parse_inner(value, what, false)
     }
 
-    fn parse_inner(value: &str, what: &str, host_required: bool) -> Result<DbSecret, Error> {
+    fn parse_inner(value: &str, what: &str, host_required: bool) -> Result<SecretValue, Error> {
         // The fields, the engine check and the wording are the ones every source uses; the
         // rotation adds that the host is required and keeps every field for the pending value.
         let (credential, details) = database_secret::parse_json(value, None)
@@ -73,7 +84,7 @@ impl DbSecret {
             }
             None => String::new(),
         };
-        Ok(DbSecret {
+        Ok(SecretValue {
             username: credential.username().to_owned(),
             password: credential.password().clone(),
             host,
@@ -112,8 +123,9 @@ impl DbSecret {
     }
 
     /// The `masterarn` field: the secret holding the credential that may create roles and
-    /// change passwords (alternating users).
-    pub fn master_arn(&self) -> Option<&str> {
+    /// change passwords (alternating users). Named as
+    /// [`SecretDetails::masterarn`](credswap_core::database_secret::SecretDetails::masterarn).
+    pub fn masterarn(&self) -> Option<&str> {
         self.fields
             .get("masterarn")
             .and_then(Value::as_str)
@@ -126,14 +138,14 @@ impl DbSecret {
     }
 
     /// The same secret with another username and password; every other field is kept.
-    pub fn with_login(&self, username: &str, password: SecretString) -> DbSecret {
+    pub fn with_login(&self, username: &str, password: SecretString) -> SecretValue {
         let mut fields = self.fields.clone();
         fields.insert("username".to_owned(), Value::String(username.to_owned()));
         fields.insert(
             "password".to_owned(),
             Value::String(password.expose_secret().to_owned()),
         );
-        DbSecret {
+        SecretValue {
             fields,
             username: username.to_owned(),
             password,
@@ -145,7 +157,7 @@ impl DbSecret {
 
     /// The same secret with the host, port and dbname of `other` (the master credential is
     /// used against the database of the secret being rotated).
-    pub(crate) fn at_database_of(&self, other: &DbSecret) -> DbSecret {
+    pub(crate) fn at_database_of(&self, other: &SecretValue) -> SecretValue {
         let mut secret = self.clone();
         secret.host = other.host.clone();
         secret.port = other.port;
@@ -173,16 +185,16 @@ impl DbSecret {
     }
 }
 
-impl fmt::Debug for DbSecret {
+impl fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DbSecret")
+        f.debug_struct("SecretValue")
             .field("username", &self.username)
             .field("password", &"[redacted]")
             .field("host", &self.host)
             .field("port", &self.port)
             .field("dbname", &self.dbname)
             .field("engine", &self.fields.get("engine").and_then(Value::as_str))
-            .field("masterarn", &self.master_arn())
+            .field("masterarn", &self.masterarn())
             .finish()
     }
 }
@@ -196,11 +208,11 @@ mod tests {
 
     #[test]
     fn parses_the_aws_layout_and_keeps_other_fields() {
-        let secret = DbSecret::parse(SECRET, "test").unwrap();
+        let secret = SecretValue::parse(SECRET, "test").unwrap();
         assert_eq!(secret.username(), "app");
         assert_eq!(secret.port(), 6432);
         assert_eq!(secret.dbname(), "app");
-        assert_eq!(secret.master_arn(), Some("arn:master"));
+        assert_eq!(secret.masterarn(), Some("arn:master"));
         let pending = secret.with_login("app_clone", SecretString::from("new-pw".to_owned()));
         let json: Value = serde_json::from_str(pending.to_json().expose_secret()).unwrap();
         assert_eq!(json["username"], "app_clone");
@@ -209,7 +221,7 @@ mod tests {
         assert_eq!(json["masterarn"], "arn:master");
         assert_eq!(json["port"], "6432");
         // The engines the applications' sources accept, in any case.
-        let secret = DbSecret::parse(&SECRET.replace("\"postgres\"", "\"PostgreSQL\""), "test");
+        let secret = SecretValue::parse(&SECRET.replace("\"postgres\"", "\"PostgreSQL\""), "test");
         assert!(secret.is_ok(), "{secret:?}");
         let credential = pending.credential();
         assert_eq!(credential.username(), "app_clone");
@@ -218,7 +230,7 @@ mod tests {
 
     #[test]
     fn debug_redacts_the_password() {
-        let secret = DbSecret::parse(SECRET, "test").unwrap();
+        let secret = SecretValue::parse(SECRET, "test").unwrap();
         let text = format!("{secret:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("[redacted]"));
@@ -238,7 +250,7 @@ mod tests {
             r#"{"username":"app","password":"hunter2","host":""}"#,
             r#"{"username":"","password":"hunter2","host":"db"}"#,
         ] {
-            let err = DbSecret::parse(value, "the AWSCURRENT value of secret s").unwrap_err();
+            let err = SecretValue::parse(value, "the AWSCURRENT value of secret s").unwrap_err();
             assert!(err.is_malformed(), "{err:?}");
             let text = format!("{err} {err:?}");
             assert!(!text.contains("hunter2"), "{text}");

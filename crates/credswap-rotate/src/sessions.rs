@@ -47,8 +47,8 @@ impl SessionPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionsFound {
-    /// The role checked.
-    pub role: String,
+    /// The user (role) whose sessions were checked: the inactive one.
+    pub username: String,
     /// The policy applied.
     pub policy: SessionPolicy,
     /// Sessions logged in as the role when first checked.
@@ -69,7 +69,7 @@ pub(crate) async fn check(
     let started = Instant::now();
     let found = count(session, role).await?;
     let mut report = SessionsFound {
-        role: role.to_owned(),
+        username: role.to_owned(),
         policy,
         found,
         terminated: 0,

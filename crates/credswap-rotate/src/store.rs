@@ -8,7 +8,7 @@ use aws_smithy_types::DateTime;
 use secrecy::ExposeSecret;
 
 use crate::Error;
-use crate::secret::DbSecret;
+use crate::secret::SecretValue;
 
 /// The stage of the version in use.
 pub(crate) const CURRENT: &str = "AWSCURRENT";
@@ -81,7 +81,7 @@ pub(crate) async fn get(
     secret_id: &str,
     stage: Option<&str>,
     version_id: Option<&str>,
-) -> Result<DbSecret, Error> {
+) -> Result<SecretValue, Error> {
     Ok(get_dated(client, secret_id, stage, version_id).await?.0)
 }
 
@@ -91,17 +91,17 @@ pub(crate) async fn get_dated(
     secret_id: &str,
     stage: Option<&str>,
     version_id: Option<&str>,
-) -> Result<(DbSecret, Option<DateTime>), Error> {
+) -> Result<(SecretValue, Option<DateTime>), Error> {
     let (value, what, created) = get_string(client, secret_id, stage, version_id).await?;
-    Ok((DbSecret::parse(value.expose_secret(), &what)?, created))
+    Ok((SecretValue::parse(value.expose_secret(), &what)?, created))
 }
 
 /// GetSecretValue of a master secret (`AWSCURRENT`), parsed as a login.
-pub(crate) async fn get_master(client: &Client, secret_id: &str) -> Result<DbSecret, Error> {
+pub(crate) async fn get_master(client: &Client, secret_id: &str) -> Result<SecretValue, Error> {
     let (value, what, _) = get_string(client, secret_id, Some(CURRENT), None)
         .await
         .map_err(Error::of_master)?;
-    DbSecret::parse_login(
+    SecretValue::parse_login(
         value.expose_secret(),
         &what.replacen("secret", "master secret", 1),
     )
@@ -148,7 +148,7 @@ pub(crate) async fn put_pending(
     client: &Client,
     secret_id: &str,
     token: &str,
-    secret: &DbSecret,
+    secret: &SecretValue,
 ) -> Result<(), Error> {
     client
         .put_secret_value()

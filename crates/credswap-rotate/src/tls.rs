@@ -1,12 +1,12 @@
 //! [`SslMode`]: libpq's `sslmode`, and (feature `rustls`) the rustls client configurations
-//! behind [`Connector::rustls`](crate::Connector::rustls).
+//! behind [`Database::rustls`](crate::Database::rustls).
 
 use std::fmt;
 use std::str::FromStr;
 
 /// How a connection uses TLS, as libpq's `sslmode` names it.
 ///
-/// With [`Connector::rustls`](crate::Connector::rustls) and no CA file, `prefer` and `require`
+/// With [`Database::rustls`](crate::Database::rustls) and no CA file, `prefer` and `require`
 /// encrypt without verifying the server's certificate (as libpq does without a root
 /// certificate); with a CA file they verify its chain, as `verify-ca` does (as libpq does when
 /// a root certificate exists). `verify-ca` and `verify-full` need a CA file; `verify-full` also

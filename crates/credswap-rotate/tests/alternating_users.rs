@@ -227,7 +227,7 @@ async fn sessions_of_the_inactive_user_fail_wait_or_are_terminated() {
     let err = rotator(&w, &secret).rotate().await.unwrap_err();
     assert!(err.is_sessions_in_use(), "{err:?}");
     assert_eq!(err.step(), Some(Step::SetSecret));
-    assert_eq!(err.role(), Some(app.as_str()));
+    assert_eq!(err.username(), Some(app.as_str()));
     assert_eq!(err.sessions(), Some(1));
     assert!(err.to_string().contains(&app), "{err}");
     assert!(
@@ -258,7 +258,7 @@ async fn sessions_of_the_inactive_user_fail_wait_or_are_terminated() {
     leaves.await.unwrap();
     let found = waited.sessions.unwrap();
     assert_eq!(
-        (found.role.as_str(), found.found, found.terminated),
+        (found.username.as_str(), found.found, found.terminated),
         (app.as_str(), 1, 0)
     );
     assert!(found.waited >= Duration::from_millis(100), "{found:?}");
@@ -273,7 +273,7 @@ async fn sessions_of_the_inactive_user_fail_wait_or_are_terminated() {
         .unwrap_err();
     assert!(err.is_sessions_in_use(), "{err:?}");
     assert_eq!(
-        (err.role(), err.sessions()),
+        (err.username(), err.sessions()),
         (Some(clone.as_str()), Some(1))
     );
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{login, world};
-use credswap_rotate::{DbSecret, Master, Rotator, Step, Strategy, new_token};
+use credswap_rotate::{Master, Rotator, SecretValue, Step, Strategy, new_token};
 use credswap_testkit::{random_password, unique_name};
 use serde_json::json;
 
@@ -151,9 +151,9 @@ async fn no_password_appears_in_errors_or_debug() {
         .await;
     let rotator = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser);
     let err = rotator.rotate().await.unwrap_err();
-    assert!(err.is_login_refused() && err.is_database(), "{err:?}");
+    assert!(err.is_auth_failure() && err.is_database(), "{err:?}");
     assert_eq!(err.step(), Some(Step::SetSecret));
-    assert_eq!(err.role(), Some(role.as_str()));
+    assert_eq!(err.username(), Some(role.as_str()));
     assert_eq!(err.code(), Some("28P01"));
     let (_, pending_password) = login(&w.value(&secret, "AWSPENDING").await);
     for secret in [&real, &wrong, &pending_password] {
@@ -163,7 +163,7 @@ async fn no_password_appears_in_errors_or_debug() {
     // testSecret with a pending password the database does not know.
     let token = err_token(&w, &secret).await;
     let err = rotator.test_secret(&token).await.unwrap_err();
-    assert!(err.is_login_refused(), "{err:?}");
+    assert!(err.is_auth_failure(), "{err:?}");
     assert_hidden(format!("{err} {err:?}"), &pending_password);
 
     // Debug of the rotator (with a master password), of a report and of a parsed secret.
@@ -177,7 +177,7 @@ async fn no_password_appears_in_errors_or_debug() {
         }),
     );
     assert_hidden(format!("{with_master:?}"), &master_password);
-    let parsed = DbSecret::parse(&w.secret_json(&role, &real).to_string(), "test").unwrap();
+    let parsed = SecretValue::parse(&w.secret_json(&role, &real).to_string(), "test").unwrap();
     assert_hidden(format!("{parsed:?}"), &real);
 
     w.pg.set_password(&role, &wrong).await.unwrap();

@@ -156,7 +156,7 @@ async fn a_rotation_interrupted_after_set_secret_is_not_taken_over_and_resumes_w
     // A new rotation must not take AWSPENDING from it: it would orphan that password.
     let err = rotator.rotate().await.unwrap_err();
     assert!(err.is_takeover_refused() && err.is_version(), "{err:?}");
-    assert!(!err.is_login_refused(), "{err:?}");
+    assert!(!err.is_auth_failure(), "{err:?}");
     assert_eq!(err.step(), Some(Step::CreateSecret));
     assert_eq!(err.version_id(), Some(abandoned.as_str()));
     let text = format!("{err} {err:?}");

@@ -1,11 +1,11 @@
-//! A single-user rotation through `Connector::tls` (tokio-postgres-rustls, verify-full against a
+//! A single-user rotation through `Database::tls` (tokio-postgres-rustls, verify-full against a
 //! CA made at test time) on a cluster that takes the role's logins only over TLS, with a real
 //! moto as the store.
 
 use aws_sdk_secretsmanager::Client;
 use std::time::{Duration, Instant};
 
-use credswap_rotate::{Connector, Outcome, Rotator, SslMode, Step, Strategy};
+use credswap_rotate::{Database, Outcome, Rotator, SslMode, Step, Strategy};
 use credswap_testkit::harness::error_chain;
 use credswap_testkit::tls::TestCa;
 use credswap_testkit::{TestMoto, TestPostgres, random_password, unique_name};
@@ -107,8 +107,8 @@ impl World {
     }
 }
 
-fn verify_full(ca: &rustls::ClientConfig) -> Connector {
-    Connector::tls(MakeRustlsConnect::new(ca.clone()))
+fn verify_full(ca: &rustls::ClientConfig) -> Database {
+    Database::tls(MakeRustlsConnect::new(ca.clone()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +119,7 @@ async fn a_single_user_rotation_runs_over_verify_full() {
     let (role, old_password, secret) = w.single_user(tls.server_name()).await;
 
     let report = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
-        .connector(verify_full(&tls.client_config()))
+        .database(verify_full(&tls.client_config()))
         .rotate()
         .await
         .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
@@ -139,9 +139,9 @@ async fn a_single_user_rotation_runs_over_verify_full() {
     assert_eq!(w.logs_in(&role, &old_password).await, None);
 
     // The same rotation without TLS is refused by the server (no pg_hba entry without
-    // encryption): the connector above really used TLS.
+    // encryption): the connection above really used TLS.
     let err = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
-        .connector(Connector::no_tls())
+        .database(Database::no_tls())
         .rotate()
         .await
         .expect_err("a plaintext login is refused");
@@ -159,7 +159,7 @@ async fn an_untrusted_ca_fails_the_rotation_before_any_change() {
     let other = TestCa::generate("not the server's CA").expect("a CA");
 
     let err = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
-        .connector(verify_full(&other.client_config()))
+        .database(verify_full(&other.client_config()))
         .rotate()
         .await
         .expect_err("the CA is not trusted");
@@ -170,7 +170,7 @@ async fn an_untrusted_ca_fails_the_rotation_before_any_change() {
     assert_eq!(w.logs_in(&role, &old_password).await, Some(true));
 }
 
-/// tokio-postgres connects with `sslmode=prefer` unless told otherwise; `Connector::tls`
+/// tokio-postgres connects with `sslmode=prefer` unless told otherwise; `Database::tls`
 /// requires TLS, so a server (or anything in between) that declines it gets no plaintext
 /// rotation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +179,7 @@ async fn a_tls_connector_refuses_a_server_without_tls() {
     let (_role, _, secret) = w.single_user(w.pg.host()).await;
     let ca = TestCa::generate("any CA").expect("a CA");
     let rotated = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
-        .connector(verify_full(&ca.client_config()))
+        .database(verify_full(&ca.client_config()))
         .rotate()
         .await;
     assert!(
@@ -188,7 +188,7 @@ async fn a_tls_connector_refuses_a_server_without_tls() {
     );
 }
 
-/// libpq's sslmode through `Connector::rustls`: verify-full with the cluster's CA file rotates
+/// libpq's sslmode through `Database::rustls`: verify-full with the cluster's CA file rotates
 /// (on a cluster that turns every plaintext login of the role away), `require` without a CA
 /// encrypts without verifying, a CA file of another CA fails before any change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,10 +204,10 @@ async fn sslmodes_with_a_ca_file_rotate_over_tls() {
         (SslMode::Require, None),
         (SslMode::Prefer, None),
     ] {
-        let connector = Connector::rustls(mode, ca).expect("a connector");
+        let database = Database::rustls(mode, ca).expect("a database");
         let before = w.current(&secret).await["password"].clone();
         let report = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
-            .connector(connector)
+            .database(database)
             .rotate()
             .await
             .unwrap_or_else(|e| panic!("{mode}: {}", error_chain(&e)));
@@ -228,13 +228,13 @@ async fn sslmodes_with_a_ca_file_rotate_over_tls() {
         .to_owned();
     for mode in [SslMode::VerifyFull, SslMode::VerifyCa, SslMode::Require] {
         let err = Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
-            .connector(Connector::rustls(mode, Some(&other_file)).expect("a connector"))
+            .database(Database::rustls(mode, Some(&other_file)).expect("a database"))
             .rotate_with_token(&credswap_rotate::new_token())
             .await;
         // The failed rotation leaves its pending version: take it over on the next try.
         let err = err.expect_err("the CA is not the server's");
         assert!(
-            err.is_database() && !err.is_login_refused(),
+            err.is_database() && !err.is_auth_failure(),
             "{mode}: {err:?}"
         );
         assert!(error_chain(&err).contains("UnknownIssuer"), "{mode}: {err}");
@@ -257,7 +257,7 @@ async fn sslmodes_with_a_ca_file_rotate_over_tls() {
         (SslMode::VerifyCa, None),
         (SslMode::Disable, Some(ca_file.as_path())),
     ] {
-        let err = Connector::rustls(mode, ca).expect_err("a bad combination");
+        let err = Database::rustls(mode, ca).expect_err("a bad combination");
         assert!(err.is_config(), "{mode}: {err:?}");
     }
 }
@@ -280,7 +280,7 @@ async fn a_pg_hba_rejection_fails_fast_as_a_configuration_error() {
     ] {
         let began = Instant::now();
         let err = Rotator::new(w.client.clone(), &secret, strategy.clone())
-            .connector(Connector::rustls(SslMode::Disable, None).expect("a connector"))
+            .database(Database::rustls(SslMode::Disable, None).expect("a database"))
             .takeover(true)
             .rotate()
             .await
@@ -288,10 +288,13 @@ async fn a_pg_hba_rejection_fails_fast_as_a_configuration_error() {
         let took = began.elapsed();
         let text = error_chain(&err);
         assert!(err.is_connection_rejected() && err.is_database(), "{text}");
-        assert!(!err.is_login_refused(), "{text}");
+        assert!(!err.is_auth_failure(), "{text}");
         assert_eq!(err.code(), Some("28000"), "{text}");
         // setSecret's first login: the pending user (`<role>_clone` for alternating users).
-        assert!(err.role().is_some_and(|r| r.starts_with(&role)), "{text}");
+        assert!(
+            err.username().is_some_and(|r| r.starts_with(&role)),
+            "{text}"
+        );
         assert_eq!(err.step(), Some(Step::SetSecret), "{text}");
         assert!(text.contains("pg_hba.conf"), "{text}");
         assert!(text.contains(&role), "{text}");
@@ -301,8 +304,8 @@ async fn a_pg_hba_rejection_fails_fast_as_a_configuration_error() {
     }
     // The same rotation over TLS goes through.
     Rotator::new(w.client.clone(), &secret, Strategy::SingleUser)
-        .connector(
-            Connector::rustls(SslMode::VerifyFull, Some(tls.ca_cert_path())).expect("a connector"),
+        .database(
+            Database::rustls(SslMode::VerifyFull, Some(tls.ca_cert_path())).expect("a database"),
         )
         .takeover(true)
         .rotate()

@@ -1,90 +1,12 @@
-//! Command-line arguments.
+//! `credswap drill`'s arguments: [`DrillArgs`], the checks clap cannot express, and the value
+//! types of its options (sources, scenarios, adapters, poolers, the rotation schedule).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
-use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use credswap_rotate::{SessionPolicy, SslMode, Step};
-use credswap_testkit::scenario::Strategy;
+use clap::{Args, ValueEnum};
 
-/// Zero-downtime database credential rotation for Rust connection pools.
-#[derive(Debug, Parser)]
-#[command(name = "credswap", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-impl Cli {
-    /// Parses the process's arguments, with the checks clap cannot express (which drill
-    /// scenarios go with which source and strategy); exits 2 with a usage error otherwise.
-    pub fn parse_checked() -> Cli {
-        Self::try_parse_checked_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
-    }
-
-    /// [`parse_checked`](Self::parse_checked) without exiting.
-    pub fn try_parse_checked_from<I, T>(args: I) -> Result<Cli, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let cli = Self::try_parse_from(args)?;
-        if let Command::Drill(drill) = &cli.command
-            && let Err(message) = drill.check()
-        {
-            let mut command = Cli::command();
-            // Built, so that the usage names the subcommand as `credswap drill`.
-            command.build();
-            let error = match command.find_subcommand_mut("drill") {
-                Some(drill) => drill.error(ErrorKind::ArgumentConflict, message),
-                None => command.error(ErrorKind::ArgumentConflict, message),
-            };
-            return Err(error);
-        }
-        Ok(cli)
-    }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Rotate credentials under load and measure every pool, side by side.
-    ///
-    /// Starts an embedded PostgreSQL (scram-sha-256) unless --database-url is given, then for
-    /// each adapter and strategy: N workers loop `SELECT current_user` through the pool while the
-    /// credential rotates on a schedule. Exit status 1 when a credswap adapter failed a request
-    /// or left a stale session after the drain (with --scenario stuck-pending|revert: when it
-    /// failed more requests, or had more logins refused at the server, than the static peer);
-    /// 2 for bad arguments.
-    Drill(DrillArgs),
-
-    /// Rotate a database secret in AWS Secrets Manager now, with Secrets Manager's four-step
-    /// rotation protocol (createSecret, setSecret, testSecret, finishSecret).
-    ///
-    /// The secret is an RDS/Aurora-style JSON secret (host, port, dbname, username, password;
-    /// engine postgres). Region, credentials and endpoint come from the usual AWS environment
-    /// (AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...). Connections to the
-    /// database use TLS as --sslmode and --ca-file say (default prefer). Prints what happened,
-    /// never a password.
-    ///
-    /// Exit status: 0 done; 1 the rotation failed; 2 bad arguments; 3 another rotation's
-    /// version is AWSPENDING (finish it with --token ID, or give --takeover; nothing changed);
-    /// 4 the --token's rotation already finished (its version is AWSCURRENT or AWSPREVIOUS;
-    /// nothing changed); 5 the server's pg_hba.conf rejected the connection (e.g. TLS
-    /// required: see --sslmode).
-    Rotate(RotateArgs),
-
-    /// Check a credential for cron jobs and Kubernetes probes: read it through a source,
-    /// optionally open one connection with it, and exit non-zero with a one-line reason.
-    ///
-    /// Exit status: 0 fresh (and accepted, with --connect); 3 the store cannot be read
-    /// (unreachable, denied, missing, malformed); 4 the database refuses it; 5 it expires within
-    /// --expiry-margin (or has expired); 6 it is older than its rotation interval; 7 the
-    /// database cannot be reached; 8 a bad source configuration; 9 a rotation is stuck (with
-    /// --source aws: an AWSPENDING version older than --stuck-after; a younger one is reported
-    /// as rotating, exit 0); 2 bad arguments. Never prints the secret.
-    Check(crate::check::CheckArgs),
-}
+use super::{StrategyName, parse_duration, parse_pause};
 
 /// Where the drill's applications read the credential and how it is rotated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
@@ -277,76 +199,6 @@ impl ScenarioName {
         }
     }
 }
-
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("master").args(["master_secret", "master_from_secret"])))]
-pub struct RotateArgs {
-    /// The secret to rotate (name or ARN).
-    #[arg(long)]
-    pub secret_id: String,
-
-    /// single-user: `ALTER ROLE CURRENT_USER PASSWORD`, logged in as the user. alternating-users:
-    /// the user and `<user>_clone` take turns (the first rotation creates the clone), changed by
-    /// the master login (--master-secret or --master-from-secret).
-    #[arg(long, value_enum, default_value = "single-user")]
-    pub strategy: StrategyName,
-
-    /// Alternating users: the secret (name or ARN) holding the master login (a JSON object with
-    /// username and password).
-    #[arg(long)]
-    pub master_secret: Option<String>,
-
-    /// Alternating users: the master login is the secret named by the rotated secret's
-    /// `masterarn` field (AWS's layout).
-    #[arg(long)]
-    pub master_from_secret: bool,
-
-    /// Alternating users: what to do about sessions still logged in as the inactive user before
-    /// its password changes: `fail`, `wait=30s` (wait up to that long for them to go), or
-    /// `terminate`.
-    #[arg(long, default_value = "fail", value_parser = parse_sessions)]
-    pub sessions: SessionPolicy,
-
-    /// Pause between testSecret and finishSecret (e.g. 1s): the window in which the database
-    /// already has the new password and AWSCURRENT still holds the old one.
-    #[arg(long, default_value = "0s", value_parser = parse_pause)]
-    pub pause_before_finish: Duration,
-
-    /// Run only this step (createSecret, setSecret, testSecret, finishSecret), as a rotation
-    /// function does for one event; needs --token.
-    #[arg(long, value_parser = parse_step, requires = "token")]
-    pub step: Option<Step>,
-
-    /// The ClientRequestToken (32 to 64 characters): the version id of the new secret version.
-    /// Without --step: the whole rotation with this token (resumes one that failed part way);
-    /// by default a new random token.
-    #[arg(long, value_parser = parse_token)]
-    pub token: Option<String>,
-
-    /// Send Secrets Manager requests here (moto, LocalStack, a VPC endpoint) instead of the
-    /// endpoint of the AWS environment.
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    /// Take AWSPENDING over from a version another ClientRequestToken created (a rotation in
-    /// progress, or one whose function died). Without it the rotation stops (exit 3) and
-    /// changes nothing: a rotation that died between setSecret and finishSecret left the
-    /// database with the password only its version holds; finish it with --token ID instead.
-    #[arg(long)]
-    pub takeover: bool,
-
-    /// TLS for the database connections, as libpq names it: disable, prefer (TLS when the
-    /// server offers it), require, verify-ca (the certificate's chain must lead to --ca-file),
-    /// verify-full (and name the secret's host). prefer and require verify the chain too when
-    /// --ca-file is given.
-    #[arg(long, default_value = "prefer", value_parser = parse_sslmode)]
-    pub sslmode: SslMode,
-
-    /// A PEM file of the CA certificate(s) the server's certificate must lead to (libpq's
-    /// sslrootcert; for RDS the region's bundle). Needed by verify-ca and verify-full.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-}
-
 /// The rotation schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotateEvery {
@@ -401,43 +253,6 @@ pub enum PoolerName {
     /// PgBouncer (Debian package `pgbouncer`), started for the drill.
     Pgbouncer,
 }
-
-/// A rotation strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
-pub enum StrategyName {
-    /// Two roles take turns, with an overlap.
-    AlternatingUsers,
-    /// One role, zero overlap.
-    SingleUser,
-}
-
-impl StrategyName {
-    pub fn as_str(self) -> &'static str {
-        Strategy::from(self).as_str()
-    }
-}
-
-impl From<StrategyName> for Strategy {
-    fn from(s: StrategyName) -> Self {
-        match s {
-            StrategyName::AlternatingUsers => Strategy::AlternatingUsers,
-            StrategyName::SingleUser => Strategy::SingleUser,
-        }
-    }
-}
-
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 15s, 500ms or 1m"))?;
-    if d.is_zero() {
-        return Err("the duration must be greater than zero".into());
-    }
-    if d > Duration::from_secs(24 * 3600) {
-        return Err(format!("`{text}` is longer than a day; is the unit right?"));
-    }
-    Ok(d)
-}
-
 fn parse_lease(text: &str) -> Result<Duration, String> {
     let d = parse_duration(text)?;
     if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
@@ -457,51 +272,6 @@ fn parse_rotation_period(text: &str) -> Result<Duration, String> {
     }
     Ok(d)
 }
-
-fn parse_pause(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 1s or 500ms"))?;
-    if d > Duration::from_secs(15 * 60) {
-        return Err(format!(
-            "`{text}` is longer than 15 minutes (a rotation function's limit); is the unit right?"
-        ));
-    }
-    Ok(d)
-}
-
-fn parse_sessions(text: &str) -> Result<SessionPolicy, String> {
-    match text {
-        "fail" => Ok(SessionPolicy::Fail),
-        "terminate" => Ok(SessionPolicy::Terminate),
-        "wait" => Ok(SessionPolicy::Wait(Duration::from_secs(30))),
-        _ => match text.strip_prefix("wait=") {
-            Some(timeout) => Ok(SessionPolicy::Wait(parse_duration(timeout)?)),
-            None => Err(format!(
-                "`{text}` is not a session policy; use fail, wait=30s or terminate"
-            )),
-        },
-    }
-}
-
-pub(crate) fn parse_sslmode(text: &str) -> Result<SslMode, String> {
-    text.parse::<SslMode>().map_err(|e| e.to_string())
-}
-
-fn parse_step(text: &str) -> Result<Step, String> {
-    text.parse::<Step>().map_err(|e| e.to_string())
-}
-
-fn parse_token(text: &str) -> Result<String, String> {
-    if (32..=64).contains(&text.len()) && text.chars().all(|c| c.is_ascii_graphic()) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "a ClientRequestToken is 32 to 64 printable ASCII characters (this one has {})",
-            text.chars().count()
-        ))
-    }
-}
-
 fn parse_rotate_every(text: &str) -> Result<RotateEvery, String> {
     if text.eq_ignore_ascii_case("off") {
         return Ok(RotateEvery::Off);
@@ -517,11 +287,11 @@ fn parse_rotate_every(text: &str) -> Result<RotateEvery, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("credswap").chain(args.iter().copied()))
-    }
+    use super::super::tests::parse;
+    use super::super::{Cli, Command};
+    use super::*;
 
     fn drill(args: &[&str]) -> DrillArgs {
         match parse(args).unwrap().command {
@@ -529,14 +299,6 @@ mod tests {
             other => panic!("not a drill: {other:?}"),
         }
     }
-
-    fn rotate(args: &[&str]) -> Result<RotateArgs, clap::Error> {
-        match parse(args)?.command {
-            Command::Rotate(r) => Ok(r),
-            other => panic!("not a rotate: {other:?}"),
-        }
-    }
-
     #[test]
     fn defaults() {
         let d = drill(&["drill"]);
@@ -658,89 +420,6 @@ mod tests {
             [StrategyName::AlternatingUsers, StrategyName::SingleUser]
         );
     }
-
-    #[test]
-    fn rotate_arguments() {
-        let r = rotate(&["rotate", "--secret-id", "prod/db"]).unwrap();
-        assert_eq!(r.strategy, StrategyName::SingleUser);
-        assert_eq!(r.sessions, SessionPolicy::Fail);
-        assert_eq!(r.pause_before_finish, Duration::ZERO);
-        assert!(r.step.is_none() && r.token.is_none() && r.endpoint_url.is_none());
-        let token = "0123456789abcdef0123456789abcdef";
-        let r = rotate(&[
-            "rotate",
-            "--secret-id",
-            "prod/db",
-            "--strategy",
-            "alternating-users",
-            "--master-secret",
-            "prod/master",
-            "--sessions",
-            "wait=5s",
-            "--pause-before-finish",
-            "1s",
-            "--step",
-            "setSecret",
-            "--token",
-            token,
-            "--endpoint-url",
-            "http://127.0.0.1:5000",
-        ])
-        .unwrap();
-        assert_eq!(r.strategy, StrategyName::AlternatingUsers);
-        assert_eq!(r.master_secret.as_deref(), Some("prod/master"));
-        assert_eq!(r.sessions, SessionPolicy::Wait(Duration::from_secs(5)));
-        assert_eq!(r.step, Some(Step::SetSecret));
-        assert_eq!(r.token.as_deref(), Some(token));
-        let r = rotate(&["rotate", "--secret-id", "s", "--sessions", "terminate"]).unwrap();
-        assert_eq!(r.sessions, SessionPolicy::Terminate);
-        assert_eq!(
-            (r.sslmode, r.ca_file.as_deref(), r.takeover),
-            (SslMode::Prefer, None, false)
-        );
-        let r = rotate(&[
-            "rotate",
-            "--secret-id",
-            "s",
-            "--sslmode",
-            "verify-full",
-            "--ca-file",
-            "/etc/ca.pem",
-            "--takeover",
-        ])
-        .unwrap();
-        assert_eq!(r.sslmode, SslMode::VerifyFull);
-        assert_eq!(r.ca_file, Some(PathBuf::from("/etc/ca.pem")));
-        assert!(r.takeover);
-    }
-
-    #[test]
-    fn bad_rotate_arguments_are_usage_errors() {
-        for args in [
-            &["rotate"][..],
-            &["rotate", "--secret-id", "s", "--strategy", "both"],
-            &["rotate", "--secret-id", "s", "--sessions", "kill"],
-            &["rotate", "--secret-id", "s", "--sessions", "wait=soon"],
-            &["rotate", "--secret-id", "s", "--step", "rotateSecret"],
-            &["rotate", "--secret-id", "s", "--step", "createSecret"],
-            &["rotate", "--secret-id", "s", "--token", "short"],
-            &["rotate", "--secret-id", "s", "--pause-before-finish", "2h"],
-            &["rotate", "--secret-id", "s", "--sslmode", "allow"],
-            &["rotate", "--secret-id", "s", "--sslmode", "verify_full"],
-            &[
-                "rotate",
-                "--secret-id",
-                "s",
-                "--master-secret",
-                "m",
-                "--master-from-secret",
-            ],
-        ] {
-            let err = rotate(args).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
-        }
-    }
-
     #[test]
     fn lists_and_off() {
         let d = drill(&[
