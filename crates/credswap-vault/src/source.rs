@@ -25,6 +25,7 @@ use crate::auth::{Auth, Session, TokenEvents};
 use crate::builder::VaultSourceBuilder;
 use crate::client::{Client, encode_path};
 use crate::error::classify;
+use crate::kind::{DynamicRole, Kv2, StaticRole};
 use crate::renewer;
 use lease::Lease;
 
@@ -191,34 +192,28 @@ struct State {
 impl VaultSource {
     /// A KV version 2 secret at `path` of the engine mounted at `mount` (for example `secret`
     /// and `app/db`), with the fields `username` and `password` unless
-    /// [`fields`](VaultSourceBuilder::fields) says otherwise.
-    pub fn kv2(mount: impl Into<String>, path: impl Into<String>) -> VaultSourceBuilder {
-        VaultSourceBuilder::new(Kind::Kv2 {
-            mount: mount.into(),
-            path: path.into(),
-            username_field: "username".to_owned(),
-            password_field: "password".to_owned(),
-            username: None,
-            version: None,
-        })
+    /// [`username_field`](VaultSourceBuilder::username_field) and
+    /// [`password_field`](VaultSourceBuilder::password_field) say otherwise.
+    pub fn kv2(mount: impl Into<String>, path: impl Into<String>) -> VaultSourceBuilder<Kv2> {
+        VaultSourceBuilder::new(Kv2::new(mount.into(), path.into()))
     }
 
     /// A database secrets engine's dynamic role: `<mount>/creds/<role>` (mount usually
     /// `database`). Every credential is a new database user with a lease.
-    pub fn dynamic_role(mount: impl Into<String>, role: impl Into<String>) -> VaultSourceBuilder {
-        VaultSourceBuilder::new(Kind::Dynamic {
-            mount: mount.into(),
-            role: role.into(),
-        })
+    pub fn dynamic_role(
+        mount: impl Into<String>,
+        role: impl Into<String>,
+    ) -> VaultSourceBuilder<DynamicRole> {
+        VaultSourceBuilder::new(DynamicRole::new(mount.into(), role.into()))
     }
 
     /// A database secrets engine's static role: `<mount>/static-creds/<role>`. One database user
     /// whose password Vault rotates every `rotation_period`.
-    pub fn static_role(mount: impl Into<String>, role: impl Into<String>) -> VaultSourceBuilder {
-        VaultSourceBuilder::new(Kind::Static {
-            mount: mount.into(),
-            role: role.into(),
-        })
+    pub fn static_role(
+        mount: impl Into<String>,
+        role: impl Into<String>,
+    ) -> VaultSourceBuilder<StaticRole> {
+        VaultSourceBuilder::new(StaticRole::new(mount.into(), role.into()))
     }
 
     pub(crate) fn new(
