@@ -206,9 +206,9 @@ impl VaultSourceBuilder<Kv2> {
 
 /// The options of a database dynamic role ([`VaultSource::dynamic_role`]).
 impl VaultSourceBuilder<DynamicRole> {
-    /// A new user is issued when the lease in use ends within this margin and
-    /// cannot be renewed past it (default 90 s, and at most half the lease's first duration, so a
-    /// short lease is not replaced as soon as it is issued). The provider's
+    /// A new user is issued when the lease in use ends within this margin and cannot be renewed
+    /// past it (default 90 s, and at most half the lease's first duration, so a short lease is
+    /// not replaced as soon as it is issued). The provider's
     /// `Policy::expiry_margin` must be at or below it: the provider refreshes at `expires_at -
     /// expiry_margin`, and the new user must be there by then, so `RotatingCredentials`
     /// refuses a longer `expiry_margin` with an error naming both
@@ -218,8 +218,8 @@ impl VaultSourceBuilder<DynamicRole> {
         self
     }
 
-    /// How long the database may keep refusing the lease's user, while Vault
-    /// says the lease is alive, before the source issues a new user anyway (default 10 s).
+    /// How long the database may keep refusing the lease's user, while Vault says the lease is
+    /// alive, before the source issues a new user anyway (default 10 s).
     ///
     /// After a refused login of the lease's user
     /// ([`CredentialSource::login_refused`](credswap_core::CredentialSource::login_refused)),
@@ -237,8 +237,8 @@ impl VaultSourceBuilder<DynamicRole> {
         self
     }
 
-    /// Revokes the leases still running when the source is dropped (with the last
-    /// provider handle), on the current Tokio runtime. Off by default: the leases end at their
+    /// Revokes the leases still running when the source is dropped (with the last provider
+    /// handle), on the current Tokio runtime. Off by default: the leases end at their
     /// TTL. [`VaultSource::revoke_leases`] does it awaited.
     pub fn revoke_on_drop(mut self, revoke: bool) -> Self {
         self.kind.revoke_on_drop = revoke;
