@@ -28,9 +28,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`approle`](Self::approle) or [`auth`](Self::auth)), or take them from the environment with
 /// [`from_env`](Self::from_env). [`build`](Self::build) makes no request: the first fetch logs in.
 ///
-/// `K` is what it builds ([`Kv2`], [`DynamicRole`], [`StaticRole`]): each has the options that
-/// apply to it and no others, so an option of another kind (a KV [`version`](Self::version) on
-/// a dynamic role) does not compile; see [`kind`](crate::kind).
+/// `K` is what it builds ([`Kv2`], [`DynamicRole`], [`StaticRole`](crate::kind::StaticRole)):
+/// each has the options that apply to it and no others, so an option of another kind (a KV
+/// [`version`](Self::version) on a dynamic role) does not compile; see [`kind`](crate::kind).
 #[must_use]
 pub struct VaultSourceBuilder<K> {
     kind: K,
