@@ -5,13 +5,13 @@ use std::fmt;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::Client;
 
-use crate::error::BuildError;
 use crate::source::SecretsManagerSource;
+use credswap_core::source::BuildError;
 
 /// Builds a [`SecretsManagerSource`]; see [`SecretsManagerSource::builder`].
 ///
 /// Give it a client ([`client`](Self::client)) or a shared config
-/// ([`sdk_config`](Self::sdk_config)) and call [`build`](Self::build), or call
+/// ([`sdk_config`](Self::sdk_config)), not both, and call [`build`](Self::build), or call
 /// [`build_from_env`](Self::build_from_env) to load the usual AWS configuration chain.
 #[must_use]
 pub struct SecretsManagerSourceBuilder {
@@ -33,13 +33,14 @@ impl SecretsManagerSourceBuilder {
         }
     }
 
-    /// Uses this client (it wins over [`sdk_config`](Self::sdk_config)).
+    /// Uses this client. Not with [`sdk_config`](Self::sdk_config): the build fails.
     pub fn client(mut self, client: Client) -> Self {
         self.client = Some(client);
         self
     }
 
-    /// Builds the client from this shared configuration (region, credentials, retries, timeouts).
+    /// Builds the client from this shared configuration (region, credentials, retries,
+    /// timeouts). Not with [`client`](Self::client): the build fails.
     pub fn sdk_config(mut self, config: &SdkConfig) -> Self {
         self.sdk_config = Some(config.clone());
         self
@@ -61,13 +62,19 @@ impl SecretsManagerSourceBuilder {
 
     /// Builds the source from the client or the config given.
     ///
-    /// Fails when the secret id is empty or neither [`client`](Self::client) nor
-    /// [`sdk_config`](Self::sdk_config) was given (use [`build_from_env`](Self::build_from_env)
-    /// then).
+    /// Fails when the secret id is empty, when both [`client`](Self::client) and
+    /// [`sdk_config`](Self::sdk_config) were given, or neither (use
+    /// [`build_from_env`](Self::build_from_env) then).
     pub fn build(self) -> Result<SecretsManagerSource, BuildError> {
         self.check()?;
         let client = match (&self.client, &self.sdk_config) {
-            (Some(client), _) => match &self.endpoint_url {
+            (Some(_), Some(_)) => {
+                return Err(BuildError::new(
+                    "both `client(..)` and `sdk_config(..)` were given: the client would ignore \
+                     the config; give one",
+                ));
+            }
+            (Some(client), None) => match &self.endpoint_url {
                 Some(url) => {
                     Client::from_conf(client.config().to_builder().endpoint_url(url).build())
                 }
@@ -81,7 +88,7 @@ impl SecretsManagerSourceBuilder {
                 Client::from_conf(builder.build())
             }
             (None, None) => {
-                return Err(BuildError(
+                return Err(BuildError::new(
                     "no AWS client: call `client(..)` or `sdk_config(..)` before `build()`, \
                      or use `build_from_env().await`",
                 ));
@@ -112,7 +119,7 @@ impl SecretsManagerSourceBuilder {
 
     fn check(&self) -> Result<(), BuildError> {
         if self.secret_id.trim().is_empty() {
-            return Err(BuildError("the secret id is empty"));
+            return Err(BuildError::new("the secret id is empty"));
         }
         Ok(())
     }
@@ -146,6 +153,13 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("secret id"), "{err}");
+        let client = Client::new(&config);
+        let err = SecretsManagerSource::builder("db")
+            .client(client)
+            .sdk_config(&config)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("give one"), "{err}");
         let source = SecretsManagerSource::builder("db")
             .sdk_config(&config)
             .endpoint_url("http://127.0.0.1:1")

@@ -1,4 +1,4 @@
-//! How failures of the Secrets Manager API become [`SourceError`]s, and the builder's error.
+//! How failures of the Secrets Manager API become [`SourceError`]s.
 //!
 //! | what happened | kind |
 //! |---|---|
@@ -124,11 +124,6 @@ impl fmt::Display for Context {
 }
 
 impl StdError for Context {}
-
-/// Why [`SecretsManagerSourceBuilder::build`](crate::SecretsManagerSourceBuilder::build) failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub(crate) &'static str);
 
 #[cfg(test)]
 mod tests {

@@ -94,7 +94,7 @@ mod source;
 
 pub use builder::SecretsManagerSourceBuilder;
 pub use credswap_core::database_secret::{DatabaseSecret, POSTGRES_ENGINES, SecretDetails};
-pub use error::BuildError;
+pub use credswap_core::source::BuildError;
 pub use source::{AWSCURRENT, AWSPENDING, SecretsManagerSource, Stats};
 
 /// Re-exported so users name the SDK types this crate takes (`Client`, `Config`).

@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use credswap_core::{BoxError, CredentialSource, Policy};
 use credswap_testkit::scenario::{self, Progress, Rotate, RotationMarks, ScenarioConfig, Strategy};
 use credswap_testkit::{TestBao, TestPostgres, random_password, unique_name};
-use credswap_vault::VaultSource;
+use credswap_vault::kind::SourceKind;
+use credswap_vault::{BuildError, VaultSource, VaultSourceBuilder};
 
 use crate::adapters::{self, App};
 use crate::cli::{AdapterName, ScenarioName, SourceName};
@@ -129,27 +130,25 @@ impl World {
         // Vault's default username template keeps 8 characters of the role name
         // (`v-token-<role:8>-<random>-<time>`): make them unique.
         let name = unique_name("d");
-        let builder = match self.kind {
+        let source = match self.kind {
             Kind::Dynamic => {
                 self.bao
                     .create_dynamic_role(&name, self.timings.lease_ttl, self.timings.lease_max_ttl)
                     .await?;
-                VaultSource::dynamic_role("database", &name).lease_margin(self.timings.margin())
+                self.as_root(
+                    VaultSource::dynamic_role("database", &name)
+                        .lease_margin(self.timings.margin()),
+                )?
             }
             Kind::Static => {
                 pg.create_login_role(&name, &random_password()).await?;
                 self.bao
                     .create_static_role(&name, &name, self.timings.rotation_period)
                     .await?;
-                VaultSource::static_role("database", &name)
+                self.as_root(VaultSource::static_role("database", &name))?
             }
         };
-        let source = Arc::new(
-            builder
-                .address(self.bao.address())
-                .token(self.bao.root_token().to_owned())
-                .build()?,
-        );
+        let source = Arc::new(source);
         let initial = source.fetch().await?;
         Ok(Prepared {
             app: App {
@@ -159,6 +158,17 @@ impl World {
             source,
             role: name,
         })
+    }
+
+    /// The source of `builder` on the test server, as root.
+    fn as_root<K: SourceKind>(
+        &self,
+        builder: VaultSourceBuilder<K>,
+    ) -> Result<VaultSource, BuildError> {
+        builder
+            .address(self.bao.address())
+            .token(self.bao.root_token().to_owned())
+            .build()
     }
 
     /// `last_vault_rotation` of a static role.

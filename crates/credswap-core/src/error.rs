@@ -250,6 +250,56 @@ impl StdError for Error {
     }
 }
 
+/// Why a credential source's builder refused its settings: a setting that is missing, out of
+/// range, or that does not apply to the kind of source being built.
+///
+/// One type for every source crate (`credswap-aws`, `credswap-file`, `credswap-vault` re-export
+/// it as their `BuildError`). Opaque: the message says which setting and why. A builder must
+/// keep secret values (a password, a token) out of the message; `Display` and `Debug` print
+/// the message only.
+///
+/// ```
+/// use credswap_core::source::BuildError;
+///
+/// let err = BuildError::new("the secret id is empty");
+/// assert_eq!(err.to_string(), "the secret id is empty");
+/// assert_eq!(err.message(), "the secret id is empty");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct BuildError {
+    message: Cow<'static, str>,
+}
+
+impl BuildError {
+    /// An error with this message, which must not contain a secret value.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildError")
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for BuildError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

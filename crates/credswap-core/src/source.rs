@@ -10,6 +10,9 @@ use async_trait::async_trait;
 
 use crate::{Credential, SourceError};
 
+/// The error of a source's builder (re-exported by the source crates).
+pub use crate::error::BuildError;
+
 /// Fetches the current credential from a secret store.
 ///
 /// Object-safe: the provider holds an `Arc<dyn CredentialSource>`. `fetch` is called by the

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use credswap_core::{Credential, CredentialSource, SourceError};
 
-use crate::error::BuildError;
 use crate::secret::{
     DatabaseSecret, Fingerprint, SecretDetails, looks_like_json, malformed_is, parse_json,
 };
+use credswap_core::source::BuildError;
 
 /// libpq's variable for the username, read by default.
 pub const PGUSER: &str = "PGUSER";
@@ -33,7 +33,7 @@ pub const PGPASSWORD: &str = "PGPASSWORD";
 /// use credswap_file::EnvSource;
 ///
 /// let source = EnvSource::new(); // PGUSER, PGPASSWORD
-/// let source = EnvSource::builder().username("app").password_var("APP_DB_PASSWORD").build()?;
+/// let source = EnvSource::builder().username("app").password_field("APP_DB_PASSWORD").build()?;
 /// let source = EnvSource::builder().json_var("APP_DB_SECRET").build()?;
 /// # let _ = source;
 /// # Ok::<(), credswap_file::BuildError>(())
@@ -77,9 +77,9 @@ impl EnvSource {
     /// A builder, starting from `PGUSER` and `PGPASSWORD`.
     pub fn builder() -> EnvSourceBuilder {
         EnvSourceBuilder {
-            username_var: Some(PGUSER.to_owned()),
+            username_field: None,
             username: None,
-            password_var: PGPASSWORD.to_owned(),
+            password_field: None,
             json_var: None,
         }
     }
@@ -173,10 +173,10 @@ impl fmt::Debug for EnvSource {
             EnvConfig::Pair { username, password } => {
                 let mut d = f.debug_struct("EnvSource");
                 match username {
-                    Username::Var(var) => d.field("username_var", var),
+                    Username::Var(var) => d.field("username_field", var),
                     Username::Fixed(name) => d.field("username", name),
                 };
-                d.field("password_var", password).finish()
+                d.field("password_field", password).finish()
             }
             EnvConfig::Json { var, username } => f
                 .debug_struct("EnvSource")
@@ -188,35 +188,43 @@ impl fmt::Debug for EnvSource {
 }
 
 /// Builds an [`EnvSource`]; see [`EnvSource::builder`].
+///
+/// The username comes from a variable ([`username_field`](Self::username_field), `PGUSER` by
+/// default) or is fixed ([`username`](Self::username)); the password from a variable
+/// ([`password_field`](Self::password_field), `PGPASSWORD` by default). Or one variable holds
+/// RDS/Aurora-style JSON ([`json_var`](Self::json_var)), with the JSON's own field names.
+/// Settings that contradict each other are a [`build`](Self::build) error, never ignored: a
+/// fixed username and a username variable, or a username or password variable with
+/// `json_var`.
 #[must_use]
 #[derive(Debug, Clone)]
 pub struct EnvSourceBuilder {
-    username_var: Option<String>,
+    username_field: Option<String>,
     username: Option<String>,
-    password_var: String,
+    password_field: Option<String>,
     json_var: Option<String>,
 }
 
 impl EnvSourceBuilder {
-    /// The variable holding the username (`PGUSER` by default); replaces a fixed
-    /// [`username`](Self::username).
-    pub fn username_var(mut self, name: impl Into<String>) -> Self {
-        self.username_var = Some(name.into());
-        self.username = None;
+    /// The variable holding the username (`PGUSER` by default). Not with a fixed
+    /// [`username`](Self::username) or with [`json_var`](Self::json_var).
+    pub fn username_field(mut self, name: impl Into<String>) -> Self {
+        self.username_field = Some(name.into());
         self
     }
 
-    /// A fixed username instead of a username variable. With [`json_var`](Self::json_var): the
+    /// A fixed username instead of a username variable (not with
+    /// [`username_field`](Self::username_field)). With [`json_var`](Self::json_var): the
     /// username when the JSON has no `username` field.
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
-        self.username_var = None;
         self
     }
 
-    /// The variable holding the password (`PGPASSWORD` by default).
-    pub fn password_var(mut self, name: impl Into<String>) -> Self {
-        self.password_var = name.into();
+    /// The variable holding the password (`PGPASSWORD` by default). Not with
+    /// [`json_var`](Self::json_var).
+    pub fn password_field(mut self, name: impl Into<String>) -> Self {
+        self.password_field = Some(name.into());
         self
     }
 
@@ -229,12 +237,14 @@ impl EnvSourceBuilder {
 
     /// Builds the source. The variables need not be set yet: they are read at each fetch.
     ///
-    /// Fails when a variable name is empty or holds `=` or NUL, when the username is empty, or
-    /// when the username and password variables are the same.
+    /// Fails when a variable name is empty or holds `=` or NUL, when the username is empty,
+    /// when the username and password variables are the same, when both a fixed username and
+    /// a username variable are given, or when a username or password variable is given with
+    /// [`json_var`](Self::json_var).
     pub fn build(self) -> Result<EnvSource, BuildError> {
         let check = |what: &str, name: &str| {
             if name.is_empty() || name.contains('=') || name.contains('\0') {
-                Err(BuildError(format!(
+                Err(BuildError::new(format!(
                     "{what} \"{name}\" is not an environment variable name"
                 )))
             } else {
@@ -242,35 +252,49 @@ impl EnvSourceBuilder {
             }
         };
         if self.username.as_deref().is_some_and(str::is_empty) {
-            return Err(BuildError("the username is empty".into()));
+            return Err(BuildError::new("the username is empty"));
+        }
+        if self.username.is_some() && self.username_field.is_some() {
+            return Err(BuildError::new(
+                "both a fixed username and username_field are set: give one",
+            ));
         }
         let config = match self.json_var {
             Some(var) => {
                 check("json_var", &var)?;
+                for (what, set) in [
+                    ("username_field", self.username_field.is_some()),
+                    ("password_field", self.password_field.is_some()),
+                ] {
+                    if set {
+                        return Err(BuildError::new(format!(
+                            "{what} names a variable of its own, but json_var reads the \
+                             username and the password from the JSON"
+                        )));
+                    }
+                }
                 EnvConfig::Json {
                     var,
                     username: self.username,
                 }
             }
             None => {
-                check("password_var", &self.password_var)?;
-                let username = match (self.username_var, self.username) {
-                    (_, Some(name)) => Username::Fixed(name),
-                    (Some(var), None) => {
-                        check("username_var", &var)?;
-                        if var == self.password_var {
-                            return Err(BuildError(
-                                "username_var and password_var name the same variable".into(),
+                let password = self.password_field.unwrap_or_else(|| PGPASSWORD.to_owned());
+                check("password_field", &password)?;
+                let username = match self.username {
+                    Some(name) => Username::Fixed(name),
+                    None => {
+                        let var = self.username_field.unwrap_or_else(|| PGUSER.to_owned());
+                        check("username_field", &var)?;
+                        if var == password {
+                            return Err(BuildError::new(
+                                "username_field and password_field name the same variable",
                             ));
                         }
                         Username::Var(var)
                     }
-                    (None, None) => Username::Var(PGUSER.to_owned()),
                 };
-                EnvConfig::Pair {
-                    username,
-                    password: self.password_var,
-                }
+                EnvConfig::Pair { username, password }
             }
         };
         Ok(EnvSource {
@@ -334,7 +358,7 @@ mod tests {
     fn configured_names_and_a_fixed_username() {
         let source = EnvSource::builder()
             .username("app")
-            .password_var("APP_DB_PASSWORD")
+            .password_field("APP_DB_PASSWORD")
             .build()
             .unwrap();
         assert_eq!(source.variables(), ["APP_DB_PASSWORD"]);
@@ -343,8 +367,8 @@ mod tests {
             .unwrap();
         assert_eq!(secret.credential().username(), "app");
         let source = EnvSource::builder()
-            .username_var("APP_DB_USER")
-            .password_var("APP_DB_PASSWORD")
+            .username_field("APP_DB_USER")
+            .password_field("APP_DB_PASSWORD")
             .build()
             .unwrap();
         let m = malformed_message(&source, &[("APP_DB_PASSWORD", PW)]);
@@ -381,11 +405,27 @@ mod tests {
     #[test]
     fn build_checks_names() {
         let err = |b: EnvSourceBuilder| b.build().unwrap_err().to_string();
-        assert!(err(EnvSource::builder().password_var("")).contains("password_var"));
-        assert!(err(EnvSource::builder().password_var("A=B")).contains("password_var"));
+        assert!(err(EnvSource::builder().password_field("")).contains("password_field"));
+        assert!(err(EnvSource::builder().password_field("A=B")).contains("password_field"));
         assert!(err(EnvSource::builder().json_var("")).contains("json_var"));
         assert!(err(EnvSource::builder().username("")).contains("username"));
-        assert!(err(EnvSource::builder().username_var("X").password_var("X")).contains("same"));
+        assert!(err(EnvSource::builder().username_field("X").password_field("X")).contains("same"));
+        assert!(err(EnvSource::builder().password_field("PGUSER")).contains("same"));
+        // Contradicting settings are errors, not a silent last-one-wins.
+        assert!(
+            err(EnvSource::builder()
+                .username("app")
+                .username_field("APP_USER"))
+            .contains("both a fixed username and username_field")
+        );
+        assert!(
+            err(EnvSource::builder().json_var("S").password_field("P"))
+                .contains("password_field names a variable")
+        );
+        assert!(
+            err(EnvSource::builder().json_var("S").username_field("U"))
+                .contains("username_field names a variable")
+        );
         let debug = format!(
             "{:?}",
             EnvSource::builder().username("app").build().unwrap()

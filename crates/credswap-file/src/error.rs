@@ -14,12 +14,6 @@ use std::path::Path;
 
 use credswap_core::SourceError;
 
-/// Why a [`FileSourceBuilder`](crate::FileSourceBuilder) or an
-/// [`EnvSourceBuilder`](crate::EnvSourceBuilder) refused its settings. The message says which.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub(crate) String);
-
 /// Why watching a [`FileSource`](crate::FileSource) could not start.
 ///
 /// A native watch that cannot be set up (no such directory yet, the inotify watch limit) is not

@@ -28,7 +28,7 @@
 //!
 //! | [`Layout`] | the path is | the credential |
 //! |---|---|---|
-//! | `Directory` | a directory of key files (a Kubernetes secret volume, a CSI mount) | the `password` file (required) and the `username` file (else the configured username); optional `host`, `port`, `dbname` files give the [`SecretDetails`]. The login's key names are configurable ([`username_key`](FileSourceBuilder::username_key), [`password_key`](FileSourceBuilder::password_key)) |
+//! | `Directory` | a directory of key files (a Kubernetes secret volume, a CSI mount) | the `password` file (required) and the `username` file (else the configured username); optional `host`, `port`, `dbname` files give the [`SecretDetails`]. The login's file names are configurable ([`username_field`](FileSourceBuilder::username_field), [`password_field`](FileSourceBuilder::password_field)) |
 //! | `PasswordFile` | a file holding only the password | the configured [`username`](FileSourceBuilder::username) |
 //! | `Json` | a file holding RDS/Aurora-style JSON (what `credswap-aws` reads): `username`, `password`, optional `engine` (PostgreSQL only), `host`, `port`, `dbname` | the JSON's `username` (else the configured one) and `password` |
 //! | `Auto` (default) | decided at each read: a directory, a file starting with `{` (JSON), another file (a password) | as above |
@@ -81,8 +81,16 @@
 //! [`layout`](FileSourceBuilder::layout) (`Layout` parses from `auto`, `dir`, `password`,
 //! `json`) and [`username`](FileSourceBuilder::username), then
 //! [`fetch_secret`](FileSource::fetch_secret) for the credential and the [`SecretDetails`];
-//! `EnvSource::builder()` with [`username_var`](EnvSourceBuilder::username_var),
-//! [`password_var`](EnvSourceBuilder::password_var) or [`json_var`](EnvSourceBuilder::json_var).
+//! `EnvSource::builder()` with [`username_field`](EnvSourceBuilder::username_field),
+//! [`password_field`](EnvSourceBuilder::password_field) or
+//! [`json_var`](EnvSourceBuilder::json_var). An option that does not apply to what was chosen
+//! (a directory's [`password_field`](FileSourceBuilder::password_field) with
+//! [`Layout::Json`], a password variable with `json_var`) is a build error, never ignored.
+//!
+//! The same word names the same idea in every source: `username_field` and `password_field`
+//! say where the secret holds the username and the password (a key file of a directory here,
+//! an environment variable for [`EnvSource`], a KV field for `credswap-vault`), `username` a
+//! fixed username for a secret that has none.
 //!
 //! # Features
 //!
@@ -99,7 +107,8 @@ mod watch;
 
 pub use builder::{FileSourceBuilder, Layout};
 pub use credswap_core::database_secret::{DatabaseSecret, POSTGRES_ENGINES, SecretDetails};
+pub use credswap_core::source::BuildError;
 pub use env::{EnvSource, EnvSourceBuilder, PGPASSWORD, PGUSER};
-pub use error::{BuildError, WatchError};
+pub use error::WatchError;
 pub use source::{DATA_LINK, FileSource, Stats};
 pub use watch::{Changes, FileWatch, WatchClosed, WatchStats};

@@ -265,8 +265,8 @@ impl Inner {
         // Named as the application sees them (`dir/password`), not through `..data`.
         let shown = |key: &str| c.path.join(key);
         let read = |key: &str| read_optional(&dir.join(key), &shown(key));
-        let password = read(&c.password_key)?;
-        let username = read(&c.username_key)?;
+        let password = read(&c.password_field)?;
+        let username = read(&c.username_field)?;
         let host = read("host")?;
         let port = read("port")?;
         let dbname = read("dbname")?;
@@ -275,10 +275,10 @@ impl Inner {
             let what = if username.is_some() {
                 format!(
                     "has a \"{}\" file but no \"{}\" file",
-                    c.username_key, c.password_key
+                    c.username_field, c.password_field
                 )
             } else {
-                format!("has no \"{}\" file", c.password_key)
+                format!("has no \"{}\" file", c.password_field)
             };
             return Err(malformed_is(&directory, what));
         };
@@ -290,20 +290,20 @@ impl Inner {
             dbname.as_ref().map(|d| &d.bytes[..]),
         ]);
         let username = match username {
-            Some(u) => self.text(&shown(&c.username_key), u.bytes)?,
+            Some(u) => self.text(&shown(&c.username_field), u.bytes)?,
             None => c.username.clone().ok_or_else(|| {
                 malformed_is(
                     &directory,
                     format_args!(
                         "has no \"{}\" file; set the username with \
                          `FileSource::builder(..).username(..)`",
-                        c.username_key
+                        c.username_field
                     ),
                 )
             })?,
         };
         let modified = password.modified;
-        let password = self.text(&shown(&c.password_key), password.bytes)?;
+        let password = self.text(&shown(&c.password_field), password.bytes)?;
         let optional =
             |key: &str, content: Option<Content>| -> Result<Option<String>, SourceError> {
                 match content {
@@ -495,8 +495,8 @@ impl fmt::Debug for FileSource {
             .field("path", &c.path)
             .field("layout", &c.layout)
             .field("username", &c.username)
-            .field("username_key", &c.username_key)
-            .field("password_key", &c.password_key)
+            .field("username_field", &c.username_field)
+            .field("password_field", &c.password_field)
             .field("poll_interval", &c.poll_interval)
             .field("stats", &self.stats())
             .finish()

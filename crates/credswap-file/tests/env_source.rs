@@ -65,7 +65,7 @@ fn child() {
 
         let missing = EnvSource::builder()
             .username("app")
-            .password_var("CREDSWAP_FILE_TEST_UNSET")
+            .password_field("CREDSWAP_FILE_TEST_UNSET")
             .build()
             .unwrap();
         let err = missing.fetch().await.unwrap_err();

@@ -117,14 +117,14 @@ async fn directory_key_names_and_the_configured_username() {
     fs::write(dir.path().join("pass"), PW).unwrap();
     let source = FileSource::builder(dir.path())
         .layout(Layout::Directory)
-        .password_key("pass")
-        .username_key("user")
+        .password_field("pass")
+        .username_field("user")
         .build()
         .unwrap();
     let err = source.fetch().await.unwrap_err();
     assert_malformed(&err, "no \"user\" file");
     let source = FileSource::builder(dir.path())
-        .password_key("pass")
+        .password_field("pass")
         .username("fallback")
         .build()
         .unwrap();

@@ -7,8 +7,9 @@ use secrecy::SecretString;
 
 use crate::auth::Auth;
 use crate::client::Client;
-use crate::error::BuildError;
+use crate::kind::{DynamicRole, Kv2, SourceKind};
 use crate::source::{Kind, VaultSource};
+use credswap_core::source::BuildError;
 
 /// The default [`lease_margin`](VaultSourceBuilder::lease_margin): the provider's default
 /// `expiry_margin` (one minute) and a refresh of slack.
@@ -26,21 +27,22 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Give it an address ([`address`](Self::address)) and an auth method ([`token`](Self::token),
 /// [`approle`](Self::approle) or [`auth`](Self::auth)), or take them from the environment with
 /// [`from_env`](Self::from_env). [`build`](Self::build) makes no request: the first fetch logs in.
+///
+/// `K` is what it builds ([`Kv2`], [`DynamicRole`], [`StaticRole`](crate::kind::StaticRole)):
+/// each has the options that apply to it and no others, so an option of another kind (a KV
+/// [`version`](Self::version) on a dynamic role) does not compile; see [`kind`](crate::kind).
 #[must_use]
-pub struct VaultSourceBuilder {
-    kind: Kind,
+pub struct VaultSourceBuilder<K> {
+    kind: K,
     address: Option<String>,
     auth: Option<Auth>,
     namespace: Option<String>,
     timeout: Duration,
     http: Option<reqwest::Client>,
-    lease_margin: Duration,
-    refused_lease_grace: Duration,
-    revoke_on_drop: bool,
 }
 
-impl VaultSourceBuilder {
-    pub(crate) fn new(kind: Kind) -> Self {
+impl<K: SourceKind> VaultSourceBuilder<K> {
+    pub(crate) fn new(kind: K) -> Self {
         Self {
             kind,
             address: None,
@@ -48,9 +50,6 @@ impl VaultSourceBuilder {
             namespace: None,
             timeout: DEFAULT_TIMEOUT,
             http: None,
-            lease_margin: DEFAULT_LEASE_MARGIN,
-            refused_lease_grace: DEFAULT_REFUSED_LEASE_GRACE,
-            revoke_on_drop: false,
         }
     }
 
@@ -116,97 +115,27 @@ impl VaultSourceBuilder {
         self
     }
 
-    /// KV v2: the names of the username and password fields (default `username`, `password`).
-    pub fn fields(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        if let Kind::Kv2 {
-            username_field,
-            password_field,
-            ..
-        } = &mut self.kind
-        {
-            *username_field = username.into();
-            *password_field = password.into();
-        }
-        self
-    }
-
-    /// KV v2: the login role for a secret without a username field (the secret's own field wins).
-    pub fn username(mut self, name: impl Into<String>) -> Self {
-        if let Kind::Kv2 { username, .. } = &mut self.kind {
-            *username = Some(name.into());
-        }
-        self
-    }
-
-    /// KV v2: always read this version instead of the latest.
-    pub fn version(mut self, number: u64) -> Self {
-        if let Kind::Kv2 { version, .. } = &mut self.kind {
-            *version = Some(number);
-        }
-        self
-    }
-
-    /// Dynamic roles: a new user is issued when the lease in use ends within this margin and
-    /// cannot be renewed past it (default 90 s, and at most half the lease's first duration, so a
-    /// short lease is not replaced as soon as it is issued). The provider's
-    /// `Policy::expiry_margin` must be at or below it: the provider refreshes at `expires_at -
-    /// expiry_margin`, and the new user must be there by then, so `RotatingCredentials`
-    /// refuses a longer `expiry_margin` with an error naming both
-    /// (`CredentialSource::replaces_before_expiry`).
-    pub fn lease_margin(mut self, margin: Duration) -> Self {
-        self.lease_margin = margin;
-        self
-    }
-
-    /// Dynamic roles: how long the database may keep refusing the lease's user, while Vault
-    /// says the lease is alive, before the source issues a new user anyway (default 10 s).
-    ///
-    /// After a refused login of the lease's user
-    /// ([`CredentialSource::login_refused`](credswap_core::CredentialSource::login_refused)),
-    /// the next fetch looks the lease up (`sys/leases/lookup`) instead of serving it from the
-    /// source's cache. A lease Vault no longer has (revoked from outside, expired, a restore of
-    /// Vault) is replaced at once. A lease Vault still has is served again: the refusal may
-    /// have another cause that a new user would not cure (a replica or a pooler that has not
-    /// seen the new user yet, a `pg_hba.conf` rule), and a new user per refusal would churn
-    /// roles. Only when refusals go on for this long (each within this long of the last) is
-    /// the user taken to be gone from the database (restored from a backup older than it)
-    /// and replaced. `Duration::ZERO` replaces the lease on every refused login, without
-    /// waiting.
-    pub fn refused_lease_grace(mut self, grace: Duration) -> Self {
-        self.refused_lease_grace = grace;
-        self
-    }
-
-    /// Dynamic roles: revoke the leases still running when the source is dropped (with the last
-    /// provider handle), on the current Tokio runtime. Off by default: the leases end at their
-    /// TTL. [`VaultSource::revoke_leases`] does it awaited.
-    pub fn revoke_on_drop(mut self, revoke: bool) -> Self {
-        self.revoke_on_drop = revoke;
-        self
-    }
-
     /// Builds the source. Fails without an address or an auth method, with an address that is
     /// not `http(s)://`, or with an empty path or role.
     pub fn build(self) -> Result<VaultSource, BuildError> {
         let address = self.address.ok_or_else(|| {
-            BuildError(
-                "no Vault address: call `address(..)` or set VAULT_ADDR and call `from_env()`"
-                    .into(),
+            BuildError::new(
+                "no Vault address: call `address(..)` or set VAULT_ADDR and call `from_env()`",
             )
         })?;
         let trimmed = address.trim();
         if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
-            return Err(BuildError(format!(
+            return Err(BuildError::new(format!(
                 "the Vault address \"{trimmed}\" must start with http:// or https://"
             )));
         }
         let auth = self.auth.ok_or_else(|| {
-            BuildError(
-                "no Vault auth method: call `token(..)`, `approle(..)` or `auth(..)`, or set VAULT_TOKEN and call `from_env()`"
-                    .into(),
+            BuildError::new(
+                "no Vault auth method: call `token(..)`, `approle(..)` or `auth(..)`, or set VAULT_TOKEN and call `from_env()`",
             )
         })?;
-        let empty = match &self.kind {
+        let parts = self.kind.parts();
+        let empty = match &parts.kind {
             Kind::Kv2 {
                 mount,
                 path,
@@ -221,9 +150,9 @@ impl VaultSourceBuilder {
             }
         };
         if empty {
-            return Err(BuildError(format!(
+            return Err(BuildError::new(format!(
                 "the mount, path, role or field names of {:?} are empty",
-                self.kind
+                parts.kind
             )));
         }
         let http = match self.http {
@@ -232,21 +161,92 @@ impl VaultSourceBuilder {
                 .timeout(self.timeout)
                 .connect_timeout(self.timeout.min(Duration::from_secs(5)))
                 .build()
-                .map_err(|e| BuildError(format!("cannot build the HTTP client: {e}")))?,
+                .map_err(|e| BuildError::new(format!("cannot build the HTTP client: {e}")))?,
         };
         let client = Client::new(http, trimmed, self.namespace);
         Ok(VaultSource::new(
             client,
-            self.kind,
+            parts.kind,
             auth,
-            self.lease_margin,
-            self.refused_lease_grace,
-            self.revoke_on_drop,
+            parts.lease_margin,
+            parts.refused_lease_grace,
+            parts.revoke_on_drop,
         ))
     }
 }
 
-impl fmt::Debug for VaultSourceBuilder {
+/// The options of a KV v2 secret ([`VaultSource::kv2`]).
+impl VaultSourceBuilder<Kv2> {
+    /// The secret's field holding the username (default `username`). A secret without it uses
+    /// the [`username`](Self::username) given, if any.
+    pub fn username_field(mut self, name: impl Into<String>) -> Self {
+        self.kind.username_field = name.into();
+        self
+    }
+
+    /// The secret's field holding the password (default `password`).
+    pub fn password_field(mut self, name: impl Into<String>) -> Self {
+        self.kind.password_field = name.into();
+        self
+    }
+
+    /// The login role for a secret without a [`username_field`](Self::username_field) (the
+    /// secret's own field wins).
+    pub fn username(mut self, name: impl Into<String>) -> Self {
+        self.kind.username = Some(name.into());
+        self
+    }
+
+    /// Always read this version instead of the latest.
+    pub fn version(mut self, number: u64) -> Self {
+        self.kind.version = Some(number);
+        self
+    }
+}
+
+/// The options of a database dynamic role ([`VaultSource::dynamic_role`]).
+impl VaultSourceBuilder<DynamicRole> {
+    /// A new user is issued when the lease in use ends within this margin and cannot be renewed
+    /// past it (default 90 s, and at most half the lease's first duration, so a short lease is
+    /// not replaced as soon as it is issued). The provider's
+    /// `Policy::expiry_margin` must be at or below it: the provider refreshes at `expires_at -
+    /// expiry_margin`, and the new user must be there by then, so `RotatingCredentials`
+    /// refuses a longer `expiry_margin` with an error naming both
+    /// (`CredentialSource::replaces_before_expiry`).
+    pub fn lease_margin(mut self, margin: Duration) -> Self {
+        self.kind.lease_margin = margin;
+        self
+    }
+
+    /// How long the database may keep refusing the lease's user, while Vault says the lease is
+    /// alive, before the source issues a new user anyway (default 10 s).
+    ///
+    /// After a refused login of the lease's user
+    /// ([`CredentialSource::login_refused`](credswap_core::CredentialSource::login_refused)),
+    /// the next fetch looks the lease up (`sys/leases/lookup`) instead of serving it from the
+    /// source's cache. A lease Vault no longer has (revoked from outside, expired, a restore of
+    /// Vault) is replaced at once. A lease Vault still has is served again: the refusal may
+    /// have another cause that a new user would not cure (a replica or a pooler that has not
+    /// seen the new user yet, a `pg_hba.conf` rule), and a new user per refusal would churn
+    /// roles. Only when refusals go on for this long (each within this long of the last) is
+    /// the user taken to be gone from the database (restored from a backup older than it)
+    /// and replaced. `Duration::ZERO` replaces the lease on every refused login, without
+    /// waiting.
+    pub fn refused_lease_grace(mut self, grace: Duration) -> Self {
+        self.kind.refused_lease_grace = grace;
+        self
+    }
+
+    /// Revokes the leases still running when the source is dropped (with the last provider
+    /// handle), on the current Tokio runtime. Off by default: the leases end at their
+    /// TTL. [`VaultSource::revoke_leases`] does it awaited.
+    pub fn revoke_on_drop(mut self, revoke: bool) -> Self {
+        self.kind.revoke_on_drop = revoke;
+        self
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for VaultSourceBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VaultSourceBuilder")
             .field("kind", &self.kind)
@@ -254,9 +254,6 @@ impl fmt::Debug for VaultSourceBuilder {
             .field("auth", &self.auth)
             .field("namespace", &self.namespace)
             .field("timeout", &self.timeout)
-            .field("lease_margin", &self.lease_margin)
-            .field("refused_lease_grace", &self.refused_lease_grace)
-            .field("revoke_on_drop", &self.revoke_on_drop)
             .finish_non_exhaustive()
     }
 }
@@ -292,7 +289,8 @@ mod tests {
         let source = VaultSource::kv2("secret", "app/db")
             .address("http://127.0.0.1:8200/")
             .token("t".to_owned())
-            .fields("user", "pass")
+            .username_field("user")
+            .password_field("pass")
             .build()
             .unwrap();
         assert_eq!(source.address(), "http://127.0.0.1:8200");

@@ -1,4 +1,4 @@
-//! How failures of the Vault API become [`SourceError`]s, and the builder's error.
+//! How failures of the Vault API become [`SourceError`]s.
 //!
 //! | what happened | kind |
 //! |---|---|
@@ -56,11 +56,6 @@ fn default_message(status: u16) -> &'static str {
         _ => "(no message)",
     }
 }
-
-/// Why [`VaultSourceBuilder::build`](crate::VaultSourceBuilder::build) failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub(crate) String);
 
 #[cfg(test)]
 mod tests {

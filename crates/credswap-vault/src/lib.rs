@@ -29,8 +29,9 @@
 //! # What it reads
 //!
 //! - **KV v2** ([`VaultSource::kv2`]): `GET <mount>/data/<path>`; the fields `username` and
-//!   `password` (or those named with [`fields`](VaultSourceBuilder::fields); a secret holding
-//!   only a password uses [`username`](VaultSourceBuilder::username)). The secret's version
+//!   `password` (or those named with [`username_field`](VaultSourceBuilder::username_field) and
+//!   [`password_field`](VaultSourceBuilder::password_field); a secret holding only a password
+//!   uses [`username`](VaultSourceBuilder::username)). The secret's version
 //!   number becomes the credential's version, its `created_time` the issue time. Who writes a
 //!   new version (a rotation job, a person) is outside credswap; the provider's
 //!   `refresh_interval` says how soon the pools follow.
@@ -57,6 +58,11 @@
 //!   rotation: in between, a refused login makes the adapters ask again and retry (the
 //!   contract's single-user path), and the open sessions keep serving until the new password
 //!   is proven.
+//!
+//! Each kind has a builder of its own type ([`VaultSourceBuilder<K>`](VaultSourceBuilder), with
+//! `K` one of [`kind::Kv2`], [`kind::DynamicRole`], [`kind::StaticRole`]) that has only the
+//! options that apply to it: an option of another kind (a KV field name on a dynamic role, a
+//! lease margin on a KV secret) does not compile.
 //!
 //! # A lease revoked from outside
 //!
@@ -140,6 +146,7 @@ mod auth;
 mod builder;
 mod client;
 mod error;
+pub mod kind;
 mod renewer;
 mod source;
 
@@ -147,7 +154,7 @@ pub use auth::Auth;
 pub use builder::{
     DEFAULT_LEASE_MARGIN, DEFAULT_REFUSED_LEASE_GRACE, DEFAULT_TIMEOUT, VaultSourceBuilder,
 };
-pub use error::BuildError;
+pub use credswap_core::source::BuildError;
 pub use source::{LeaseInfo, Stats, VaultSource};
 
 /// Re-exported for [`VaultSourceBuilder::http_client`].

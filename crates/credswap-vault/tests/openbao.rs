@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use credswap_core::secrecy::ExposeSecret;
 use credswap_core::{Credential, CredentialSource, Policy, RotatingCredentials, SourceError};
 use credswap_testkit::{TestBao, TestPostgres, random_password, unique_name};
-use credswap_vault::{Auth, VaultSource};
+use credswap_vault::kind::{DynamicRole, SourceKind};
+use credswap_vault::{Auth, VaultSource, VaultSourceBuilder};
 use serde_json::json;
 use tokio_postgres::NoTls;
 
@@ -36,7 +37,7 @@ async fn database() -> (TestPostgres, TestBao) {
     (pg, bao)
 }
 
-fn root(bao: &TestBao, builder: credswap_vault::VaultSourceBuilder) -> VaultSource {
+fn root<K: SourceKind>(bao: &TestBao, builder: VaultSourceBuilder<K>) -> VaultSource {
     builder
         .address(bao.address())
         .token(bao.root_token().to_owned())
@@ -125,7 +126,9 @@ async fn kv2_reads_the_version_and_its_created_time() {
     .unwrap();
     let custom = root(
         &bao,
-        VaultSource::kv2("secret", "app/custom").fields("login", "secret"),
+        VaultSource::kv2("secret", "app/custom")
+            .username_field("login")
+            .password_field("secret"),
     );
     assert_eq!(custom.fetch().await.unwrap().username(), "svc");
     bao.request(
@@ -181,7 +184,9 @@ async fn bad_paths_fields_and_tokens_are_clear_errors() {
 
     let wrong_type = root(
         &bao,
-        VaultSource::kv2("secret", "app/db").fields("user", "n"),
+        VaultSource::kv2("secret", "app/db")
+            .username_field("user")
+            .password_field("n"),
     )
     .fetch()
     .await
@@ -201,7 +206,9 @@ async fn bad_paths_fields_and_tokens_are_clear_errors() {
     .unwrap();
     let deleted = root(
         &bao,
-        VaultSource::kv2("secret", "app/db").fields("user", "password"),
+        VaultSource::kv2("secret", "app/db")
+            .username_field("user")
+            .password_field("password"),
     )
     .fetch()
     .await
@@ -740,7 +747,7 @@ async fn revoke_from_outside(bao: &TestBao, role: &str) {
 }
 
 /// A source for the dynamic role `app` as root.
-fn dynamic(bao: &TestBao) -> credswap_vault::VaultSourceBuilder {
+fn dynamic(bao: &TestBao) -> VaultSourceBuilder<DynamicRole> {
     VaultSource::dynamic_role("database", "app")
         .address(bao.address())
         .token(bao.root_token().to_owned())

@@ -55,29 +55,42 @@ pub(super) async fn build_source(args: &CheckArgs) -> Result<Built, String> {
         }
         CheckSource::VaultKv | CheckSource::VaultDynamic | CheckSource::VaultStatic => {
             use credswap_vault::VaultSource;
-            let builder = match args.source {
-                CheckSource::VaultKv => VaultSource::kv2(
-                    args.mount.clone().unwrap_or_else(|| "secret".into()),
-                    args.path.clone().ok_or("--path is required")?,
-                ),
+            if args.username.is_some() && args.source != CheckSource::VaultKv {
+                return Err(
+                    "--username applies to vault-kv only (a database role's credential names its user)"
+                        .into(),
+                );
+            }
+            let source = match args.source {
+                CheckSource::VaultKv => {
+                    let mut builder = VaultSource::kv2(
+                        args.mount.clone().unwrap_or_else(|| "secret".into()),
+                        args.path.clone().ok_or("--path is required")?,
+                    );
+                    if let Some(user) = &args.username {
+                        builder = builder.username(user.clone());
+                    }
+                    vault_source(builder, args)?
+                }
                 // One read, no pool: the lease margin only has to admit --expiry-margin,
                 // which here is the alert's threshold (the provider refuses a longer one).
-                CheckSource::VaultDynamic => VaultSource::dynamic_role(
-                    args.mount.clone().unwrap_or_else(|| "database".into()),
-                    args.role.clone().ok_or("--role is required")?,
-                )
-                .lease_margin(args.expiry_margin.max(credswap_vault::DEFAULT_LEASE_MARGIN))
-                .revoke_on_drop(true),
-                _ => VaultSource::static_role(
-                    args.mount.clone().unwrap_or_else(|| "database".into()),
-                    args.role.clone().ok_or("--role is required")?,
-                ),
+                CheckSource::VaultDynamic => vault_source(
+                    VaultSource::dynamic_role(
+                        args.mount.clone().unwrap_or_else(|| "database".into()),
+                        args.role.clone().ok_or("--role is required")?,
+                    )
+                    .lease_margin(args.expiry_margin.max(credswap_vault::DEFAULT_LEASE_MARGIN))
+                    .revoke_on_drop(true),
+                    args,
+                )?,
+                _ => vault_source(
+                    VaultSource::static_role(
+                        args.mount.clone().unwrap_or_else(|| "database".into()),
+                        args.role.clone().ok_or("--role is required")?,
+                    ),
+                    args,
+                )?,
             };
-            let mut builder = builder.from_env().timeout(args.timeout);
-            if let Some(user) = &args.username {
-                builder = builder.username(user.clone());
-            }
-            let source = builder.build().map_err(|e| e.to_string())?;
             Ok(Built {
                 source: Arc::new(source),
                 details: no_details(),
@@ -109,13 +122,13 @@ pub(super) async fn build_source(args: &CheckArgs) -> Result<Built, String> {
         CheckSource::Env => {
             let mut builder = credswap_file::EnvSource::builder();
             if let Some(var) = &args.username_var {
-                builder = builder.username_var(var.clone());
+                builder = builder.username_field(var.clone());
             }
             if let Some(user) = &args.username {
                 builder = builder.username(user.clone());
             }
             if let Some(var) = &args.password_var {
-                builder = builder.password_var(var.clone());
+                builder = builder.password_field(var.clone());
             }
             if let Some(var) = &args.json_var {
                 builder = builder.json_var(var.clone());
@@ -128,4 +141,16 @@ pub(super) async fn build_source(args: &CheckArgs) -> Result<Built, String> {
             })
         }
     }
+}
+
+/// A Vault source of any kind, with the address and token from the environment.
+fn vault_source<K: credswap_vault::kind::SourceKind>(
+    builder: credswap_vault::VaultSourceBuilder<K>,
+    args: &CheckArgs,
+) -> Result<credswap_vault::VaultSource, String> {
+    builder
+        .from_env()
+        .timeout(args.timeout)
+        .build()
+        .map_err(|e| e.to_string())
 }
