@@ -97,6 +97,15 @@
 //! static roles read Vault on every fetch, so there is no cache to distrust: the provider's
 //! fetch after a refusal already reads the store's current value.
 //!
+//! # Design
+//!
+//! A thin client on `reqwest` (rustls): the source needs six endpoints (a secret read,
+//! `sys/leases/renew`, `lookup` and `revoke`, the token's `lookup-self`/`renew-self`, AppRole's
+//! `login`). `vaultrs` was weighed and not taken: it has no `sys/leases` renew or revoke, and
+//! its `VaultClientSettings` derives `Debug` over the token as a plain `String`. The token is
+//! renewed at half its TTL by a task of the source's own (holding only a `Weak`), not only
+//! inside a fetch, so a short token TTL cannot expire between fetches.
+//!
 //! # Auth
 //!
 //! [`Auth::token`] (renewed with `auth/token/renew-self` at half its TTL, while it is
