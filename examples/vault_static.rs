@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use credswap::sqlx::RotationExt;
+use credswap::sqlx::PoolExt;
 use credswap::vault::VaultSource;
 use credswap::{Policy, RotatingCredentials};
 use credswap_testkit::{TestBao, TestPostgres, random_password};
@@ -70,7 +70,7 @@ async fn main() -> Result<(), BoxError> {
                 let end = tokio::time::Instant::now() + Duration::from_secs(16);
                 while tokio::time::Instant::now() < end {
                     let result = async {
-                        let mut conn = rotation.acquire(&pool).await?;
+                        let mut conn = pool.acquire_with(&rotation).await?;
                         sqlx::query_scalar::<_, String>("SELECT current_user::text")
                             .fetch_one(&mut *conn)
                             .await?;

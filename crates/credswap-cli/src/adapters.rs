@@ -270,15 +270,15 @@ impl Workload for Bb8Select {
     }
 }
 
-/// `SELECT current_user` through sqlx's path that follows refused logins, the handle's
-/// `acquire` (sqlx has no per-connect hook).
+/// `SELECT current_user` through sqlx's checkout that follows refused logins,
+/// `acquire_with` (sqlx has no per-connect hook).
 struct SqlxSelect(sqlx::PgPool, credswap_sqlx::Rotation, Query);
 
 #[async_trait::async_trait]
 impl Workload for SqlxSelect {
     async fn request(&self) -> Result<(), BoxError> {
-        use credswap_sqlx::RotationExt;
-        let mut conn = self.1.acquire(&self.0).await?;
+        use credswap_sqlx::PoolExt;
+        let mut conn = self.0.acquire_with(&self.1).await?;
         let _user: String = sqlx::query_scalar(&self.2.sql)
             .fetch_one(&mut *conn)
             .await?;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use credswap::contract::Rotation;
-use credswap::sqlx::RotationExt;
+use credswap::sqlx::PoolExt;
 use credswap::{BoxError, RotatingCredentials};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_postgres::NoTls;
@@ -214,9 +214,9 @@ impl Database {
                 (row.try_get(0)?, row.try_get(1)?)
             }
             Database::Sqlx(pool, rotation) => {
-                // `Rotation::acquire`, not `pool.acquire()`: it follows the credential through
+                // `pool.acquire_with(rotation)`, not `pool.acquire()`: it follows the credential through
                 // refused logins (a single-user rotation's window) instead of failing.
-                let mut conn = rotation.acquire(pool).await?;
+                let mut conn = pool.acquire_with(rotation).await?;
                 sqlx::query_as::<_, (String, i32)>(WHOAMI)
                     .bind(seconds)
                     .fetch_one(&mut *conn)

@@ -16,8 +16,8 @@
 //!
 //! `pool` is still a `sqlx::PgPool`: every `query(...).fetch_one(&pool)` and every function
 //! taking `&PgPool` compiles unchanged. Paths that may open connections during a zero-overlap
-//! (single-user) rotation check out with `rotation.acquire(&pool)` / `rotation.begin(&pool)`
-//! (`credswap_sqlx::RotationExt`), which wait for the new password instead of failing.
+//! (single-user) rotation check out with `pool.acquire_with(&rotation)` / `pool.begin_with(&rotation)`
+//! (`credswap_sqlx::PoolExt`), which wait for the new password instead of failing.
 //!
 //! Runs against an embedded PostgreSQL (or `CREDSWAP_TEST_ADMIN_URL`):
 //!
@@ -28,7 +28,7 @@
 use std::time::Duration;
 
 use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
-use credswap_sqlx::RotationExt;
+use credswap_sqlx::PoolExt;
 use credswap_testkit::{TestPostgres, random_password, unique_name};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..10 {
         let mut held = Vec::new();
         for _ in 0..4 {
-            let mut conn = rotation.acquire(&pool).await?;
+            let mut conn = pool.acquire_with(&rotation).await?;
             let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
             assert_eq!(one, 1);
             held.push(conn);

@@ -6,13 +6,13 @@
 //! ```no_run
 //! # async fn example(credentials: credswap_core::RotatingCredentials) -> Result<(), Box<dyn std::error::Error>> {
 //! # use sqlx09 as sqlx;
-//! use credswap_sqlx::v0_9::{self as rotating, RotationExt};
+//! use credswap_sqlx::v0_9::{self as rotating, PoolExt};
 //! use sqlx::postgres::PgPoolOptions;
 //!
 //! let url = "postgres://db.internal/app";
 //! let (pool, rotation) = rotating::connect(PgPoolOptions::new().max_connections(8), url, credentials).await?;
 //! let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
-//! let mut conn = rotation.acquire(&pool).await?;
+//! let mut conn = pool.acquire_with(&rotation).await?;
 //! sqlx::query("SELECT 1").execute(&mut *conn).await?;
 //! # let _ = one;
 //! # Ok(()) }

@@ -20,4 +20,4 @@ pub use builder::{Builder, connect, connect_lazy_with, connect_with};
 pub use credswap_core::contract::driver::VALIDATION_TIMEOUT;
 pub use driver::connection_validator;
 pub use error::{Error, is_auth_failure};
-pub use handle::{AdapterStats, Rotation, RotationExt};
+pub use handle::{AdapterStats, PoolExt, Rotation};
