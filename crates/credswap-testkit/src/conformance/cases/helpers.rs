@@ -10,7 +10,7 @@ use credswap_core::contract::Rotation;
 use credswap_core::{BoxError, Credential, MemorySource, RotatingCredentials};
 use tokio::time::Instant;
 
-use super::super::{Adapter, Session, Whoami};
+use super::super::{Adapter, Session, TlsConnect, Whoami};
 use crate::harness::{error_chain, session_pids};
 use crate::scenario::Workload;
 use crate::{TestPostgres, random_password};
@@ -24,6 +24,23 @@ pub(crate) async fn build<A: Adapter>(
         Ok(built) => built,
         Err(e) => panic!(
             "{}: building the pool failed: {}",
+            A::NAME,
+            error_chain(&*e)
+        ),
+    }
+}
+
+/// [`Adapter::build_tls`], panicking with the adapter's name and the error.
+pub(crate) async fn build_tls<A: Adapter>(
+    pg: &TestPostgres,
+    tls: &TlsConnect,
+    credentials: RotatingCredentials,
+    max_size: usize,
+) -> (A::Pool, Rotation) {
+    match A::build_tls(pg, tls, credentials, max_size).await {
+        Ok(built) => built,
+        Err(e) => panic!(
+            "{}: building the pool over {tls:?} failed: {}",
             A::NAME,
             error_chain(&*e)
         ),

@@ -3,8 +3,11 @@
 //!
 //! Light cases share the machine ([`Route::postgres`](super::Route::postgres)); the load scenarios run alone
 //! ([`Route::postgres_alone`](super::Route::postgres_alone)). Each case runs straight to the server ([`Direct`](super::Direct))
-//! and, where it applies, through PgBouncer ([`ThroughPgBouncer`](super::ThroughPgBouncer)).
+//! and, where it applies, through PgBouncer ([`ThroughPgBouncer`](super::ThroughPgBouncer)); the TLS
+//! cases start a TLS cluster of their own and the building cases need no server, so they take no
+//! route.
 
+mod builder;
 mod capture;
 mod draining;
 mod helpers;
@@ -12,7 +15,11 @@ mod lifecycle;
 mod pending;
 mod refused;
 mod scenarios;
+mod tls;
 
+pub use builder::{
+    building_outside_a_runtime_is_a_clear_error, the_builder_and_the_pool_print_no_secret,
+};
 pub use draining::{
     busy_connection_commits_across_rotation_then_closes_on_return,
     idle_stale_connections_close_after_a_change, never_more_connections_than_max_size,
@@ -33,6 +40,11 @@ pub use refused::{
 };
 pub use scenarios::{
     alternating_users_rotation_loses_no_request, single_user_rotation_loses_no_request,
+};
+pub use tls::{
+    rotations_over_verify_full_lose_no_request, the_server_refuses_a_login_without_tls,
+    the_validator_connects_over_verify_full, verify_full_refuses_a_wrong_host_name_at_once,
+    verify_full_refuses_an_untrusted_ca_at_once,
 };
 
 #[cfg(feature = "vault")]
