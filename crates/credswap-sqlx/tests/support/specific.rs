@@ -242,31 +242,12 @@ async fn fixed_provider() -> RotatingCredentials {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_pool_is_a_plain_sqlx_pg_pool() {
-    fn takes_pool(_: &sqlx::PgPool) {}
-    fn returns_pool(p: (sqlx::PgPool, adapter::Rotation)) -> sqlx::PgPool {
-        p.0
-    }
-    let options = PgConnectOptions::new_without_pgpass()
-        .host("127.0.0.1")
-        .database("postgres");
-    let built = adapter::connect_lazy_with(PgPoolOptions::new(), options, fixed_provider().await);
-    let pool = returns_pool(built.unwrap());
-    takes_pool(&pool);
-    pool.close().await;
-}
-
-#[test]
-fn building_outside_a_runtime_is_a_clear_error() {
-    let credentials = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(fixed_provider());
-    let options = PgConnectOptions::new_without_pgpass().host("127.0.0.1");
-    let err = adapter::connect_lazy_with(PgPoolOptions::new(), options, credentials).unwrap_err();
-    assert!(err.is_no_runtime(), "{err}");
-    assert!(err.to_string().contains("inside a Tokio runtime"), "{err}");
-}
+// The pool is a plain `sqlx::PgPool`, with the adapter's `Rotation` beside it.
+const _: () = {
+    type Built = Result<(sqlx::PgPool, adapter::Rotation), adapter::Error>;
+    let _: fn(PgPoolOptions, PgConnectOptions, RotatingCredentials) -> Built =
+        adapter::connect_lazy_with;
+};
 
 /// A URL that does not parse: a configuration error that does not repeat the URL.
 #[tokio::test]
