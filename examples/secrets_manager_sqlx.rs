@@ -1,5 +1,5 @@
 //! A sqlx `PgPool` whose credential lives in AWS Secrets Manager, rotated by Secrets Manager's
-//! four steps while it serves. Checkouts go through `pool.acquire_with(&rotation)`, which waits for
+//! four steps while it serves. Checkouts go through `pool.acquire_following(&rotation)`, which waits for
 //! (or tries the pending) credential when a login is refused in the single-user window.
 //!
 //! Runs against a local moto server and an embedded PostgreSQL (`scripts/test` installs both
@@ -38,7 +38,7 @@ async fn main() -> Result<(), support::BoxError> {
         demo.rotate_under_load(move || {
             let (pool, rotation) = (pool.clone(), rotation.clone());
             async move {
-                let mut conn = pool.acquire_with(&rotation).await?;
+                let mut conn = pool.acquire_following(&rotation).await?;
                 sqlx::query("SELECT current_user")
                     .execute(&mut *conn)
                     .await?;

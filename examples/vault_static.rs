@@ -70,7 +70,7 @@ async fn main() -> Result<(), BoxError> {
                 let end = tokio::time::Instant::now() + Duration::from_secs(16);
                 while tokio::time::Instant::now() < end {
                     let result = async {
-                        let mut conn = pool.acquire_with(&rotation).await?;
+                        let mut conn = pool.acquire_following(&rotation).await?;
                         sqlx::query_scalar::<_, String>("SELECT current_user::text")
                             .fetch_one(&mut *conn)
                             .await?;

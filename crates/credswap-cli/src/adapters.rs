@@ -271,14 +271,14 @@ impl Workload for Bb8Select {
 }
 
 /// `SELECT current_user` through sqlx's checkout that follows refused logins,
-/// `acquire_with` (sqlx has no per-connect hook).
+/// `acquire_following` (sqlx has no per-connect hook).
 struct SqlxSelect(sqlx::PgPool, credswap_sqlx::Rotation, Query);
 
 #[async_trait::async_trait]
 impl Workload for SqlxSelect {
     async fn request(&self) -> Result<(), BoxError> {
         use credswap_sqlx::PoolExt;
-        let mut conn = self.0.acquire_with(&self.1).await?;
+        let mut conn = self.0.acquire_following(&self.1).await?;
         let _user: String = sqlx::query_scalar(&self.2.sql)
             .fetch_one(&mut *conn)
             .await?;

@@ -5,9 +5,10 @@ use std::time::Duration;
 use credswap_core::contract::Rotation;
 use credswap_core::{BoxError, RotatingCredentials, Validate};
 use credswap_testkit::TestPostgres;
-use credswap_testkit::conformance::{Adapter, Session, Whoami};
+use credswap_testkit::conformance::{Adapter, Session, TlsConnect, Whoami};
 use deadpool_postgres::{Pool, PoolConfig};
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 struct Deadpool;
 
@@ -45,13 +46,24 @@ impl Adapter for Deadpool {
         credentials: RotatingCredentials,
         max_size: usize,
     ) -> Result<(Pool, Rotation), BoxError> {
-        let mut config = PoolConfig::new(max_size);
-        config.timeouts.wait = Some(Duration::from_secs(10));
-        config.timeouts.create = Some(Duration::from_secs(10));
         Ok(credswap_deadpool::create_pool_from_pg_config(
             pg.base_config(),
-            config,
+            pool_config(max_size),
             NoTls,
+            credentials,
+        )?)
+    }
+
+    async fn build_tls(
+        pg: &TestPostgres,
+        tls: &TlsConnect,
+        credentials: RotatingCredentials,
+        max_size: usize,
+    ) -> Result<(Pool, Rotation), BoxError> {
+        Ok(credswap_deadpool::create_pool_from_pg_config(
+            tls.tokio_postgres_config(pg),
+            pool_config(max_size),
+            MakeRustlsConnect::new(tls.client_config()),
             credentials,
         )?)
     }
@@ -67,9 +79,48 @@ impl Adapter for Deadpool {
         ))
     }
 
+    fn validator_tls(pg: &TestPostgres, tls: &TlsConnect) -> Box<dyn Validate> {
+        Box::new(credswap_deadpool::connection_validator(
+            tls.tokio_postgres_config(pg),
+            MakeRustlsConnect::new(tls.client_config()),
+        ))
+    }
+
     fn size(pool: &Pool) -> usize {
         pool.status().size
     }
+
+    fn build_outside_runtime(credentials: RotatingCredentials) -> Result<(), BoxError> {
+        credswap_deadpool::Builder::new(tokio_postgres::Config::new(), NoTls, credentials)
+            .build()?;
+        Ok(())
+    }
+
+    async fn printed(
+        credentials: RotatingCredentials,
+        secret: &str,
+    ) -> Result<Vec<(&'static str, String)>, BoxError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .user("config-user")
+            .password(secret);
+        let builder = credswap_deadpool::Builder::new(config, NoTls, credentials);
+        let builder_debug = format!("{builder:?}");
+        let (pool, rotation) = builder.build()?;
+        Ok(vec![
+            ("the builder", builder_debug),
+            ("the pool", format!("{pool:?}")),
+            ("the Rotation", format!("{rotation:?}")),
+        ])
+    }
+}
+
+fn pool_config(max_size: usize) -> PoolConfig {
+    let mut config = PoolConfig::new(max_size);
+    config.timeouts.wait = Some(Duration::from_secs(10));
+    config.timeouts.create = Some(Duration::from_secs(10));
+    config
 }
 
 credswap_testkit::conformance_suite!(Deadpool);

@@ -1,6 +1,7 @@
 //! What only the deadpool adapter does: a plain `deadpool_postgres::Pool` from a
-//! `deadpool_postgres::Config`, the application's own hooks beside the adapter's, and what its
-//! builder and pool print. The adapter contract is in `conformance.rs`.
+//! `deadpool_postgres::Config`, and the application's own hooks beside the adapter's. The
+//! adapter contract (TLS, building outside a runtime and what the pool prints included) is in
+//! `conformance.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,16 +22,19 @@ async fn provider(password: &str) -> RotatingCredentials {
     .expect("provider")
 }
 
-#[tokio::test]
-async fn the_pool_is_a_plain_deadpool_postgres_pool() {
-    fn takes_pool(_: &Pool) {}
-    let mut cfg = deadpool_postgres::Config::new();
-    cfg.host = Some("127.0.0.1".into());
-    cfg.dbname = Some("postgres".into());
-    let (pool, _rotation): (Pool, credswap_deadpool::Rotation) =
-        credswap_deadpool::create_pool(&cfg, NoTls, provider("x").await).expect("pool");
-    takes_pool(&pool);
-}
+// The pool is a plain `deadpool_postgres::Pool` (with the adapter's `Rotation` beside it), for
+// a `deadpool_postgres::Config` as for a `tokio_postgres::Config`.
+const _: () = {
+    type Built = Result<(Pool, credswap_deadpool::Rotation), credswap_deadpool::Error>;
+    let _: fn(&deadpool_postgres::Config, NoTls, RotatingCredentials) -> Built =
+        credswap_deadpool::create_pool::<NoTls>;
+    let _: fn(
+        tokio_postgres::Config,
+        deadpool_postgres::PoolConfig,
+        NoTls,
+        RotatingCredentials,
+    ) -> Built = credswap_deadpool::create_pool_from_pg_config::<NoTls>;
+};
 
 #[tokio::test]
 async fn a_bad_deadpool_config_is_a_clear_error() {
@@ -41,34 +45,6 @@ async fn a_bad_deadpool_config_is_a_clear_error() {
     let text = error_chain(&err);
     assert!(text.contains("deadpool_postgres::Config"), "{text}");
     assert!(text.contains("\"url\" is invalid"), "{text}");
-}
-
-#[test]
-fn building_outside_a_runtime_is_a_clear_error() {
-    let credentials = tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(provider("pw"));
-    let err = credswap_deadpool::Builder::new(tokio_postgres::Config::new(), NoTls, credentials)
-        .build()
-        .unwrap_err();
-    assert!(err.is_no_runtime(), "{err}");
-}
-
-#[tokio::test]
-async fn the_builder_and_the_pool_print_no_secret() {
-    let secret = "Pa55-in-debug-would-be-a-bug";
-    let credentials = provider(secret).await;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .user("config-user")
-        .password(secret);
-    let builder = credswap_deadpool::Builder::new(config, NoTls, credentials);
-    let builder_debug = format!("{builder:?}");
-    let (pool, rotation) = builder.build().expect("pool");
-    for text in [builder_debug, format!("{pool:?}"), format!("{rotation:?}")] {
-        assert!(!text.contains(secret), "secret printed: {text}");
-    }
 }
 
 /// The application's hooks run after the adapter's: `post_create` on a tagged connection,

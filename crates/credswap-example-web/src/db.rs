@@ -214,9 +214,9 @@ impl Database {
                 (row.try_get(0)?, row.try_get(1)?)
             }
             Database::Sqlx(pool, rotation) => {
-                // `pool.acquire_with(rotation)`, not `pool.acquire()`: it follows the credential through
+                // `pool.acquire_following(rotation)`, not `pool.acquire()`: it follows the credential through
                 // refused logins (a single-user rotation's window) instead of failing.
-                let mut conn = pool.acquire_with(rotation).await?;
+                let mut conn = pool.acquire_following(rotation).await?;
                 sqlx::query_as::<_, (String, i32)>(WHOAMI)
                     .bind(seconds)
                     .fetch_one(&mut *conn)

@@ -16,7 +16,7 @@
 //!
 //! `pool` is still a `sqlx::PgPool`: every `query(...).fetch_one(&pool)` and every function
 //! taking `&PgPool` compiles unchanged. Paths that may open connections during a zero-overlap
-//! (single-user) rotation check out with `pool.acquire_with(&rotation)` / `pool.begin_with(&rotation)`
+//! (single-user) rotation check out with `pool.acquire_following(&rotation)` / `pool.begin_following(&rotation)`
 //! (`credswap_sqlx::PoolExt`), which wait for the new password instead of failing.
 //!
 //! Runs against an embedded PostgreSQL (or `CREDSWAP_TEST_ADMIN_URL`):
@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..10 {
         let mut held = Vec::new();
         for _ in 0..4 {
-            let mut conn = pool.acquire_with(&rotation).await?;
+            let mut conn = pool.acquire_following(&rotation).await?;
             let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
             assert_eq!(one, 1);
             held.push(conn);

@@ -19,7 +19,7 @@
 //! // Unchanged application code:
 //! let user: String = sqlx::query_scalar("SELECT current_user").fetch_one(&pool).await?;
 //! // A checkout that waits for a working credential when a new login is refused:
-//! let mut conn = pool.acquire_with(&rotation).await?;
+//! let mut conn = pool.acquire_following(&rotation).await?;
 //! sqlx::query("SELECT 1").execute(&mut *conn).await?;
 //! println!("{user}; {:?}", rotation.stats());
 //! # Ok(()) }
@@ -50,7 +50,7 @@
 //! - **Refused logins**: sqlx has no connect hook, so a connect refused inside
 //!   `PgPool::acquire` (SQLSTATE `28P01`, e.g. a single-user rotation's password changed in the
 //!   database before the provider knows the new one) reaches the caller, and nothing reports it
-//!   to the provider. [`PoolExt::acquire_with`] and [`PoolExt::begin_with`] are the checkouts that
+//!   to the provider. [`PoolExt::acquire_following`] and [`PoolExt::begin_following`] are the checkouts that
 //!   follow the contract there: they report the refusal and wait for a working credential.
 //! - Your own hooks: [`Builder::after_connect`], [`Builder::before_acquire`] and
 //!   [`Builder::after_release`].
@@ -125,8 +125,8 @@
     doc = "\n\n[`Rotation`]: v0_9::Rotation\n[`Builder::after_connect`]: v0_9::Builder::after_connect\n\
            [`Builder::before_acquire`]: v0_9::Builder::before_acquire\n\
            [`Builder::after_release`]: v0_9::Builder::after_release\n\
-           [`PoolExt::acquire_with`]: v0_9::PoolExt::acquire_with\n\
-           [`PoolExt::begin_with`]: v0_9::PoolExt::begin_with\n\
+           [`PoolExt::acquire_following`]: v0_9::PoolExt::acquire_following\n\
+           [`PoolExt::begin_following`]: v0_9::PoolExt::begin_following\n\
            [`AdapterStats`]: v0_9::AdapterStats"
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -12,7 +12,7 @@
 //! let url = "postgres://db.internal/app";
 //! let (pool, rotation) = rotating::connect(PgPoolOptions::new().max_connections(8), url, credentials).await?;
 //! let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
-//! let mut conn = pool.acquire_with(&rotation).await?;
+//! let mut conn = pool.acquire_following(&rotation).await?;
 //! sqlx::query("SELECT 1").execute(&mut *conn).await?;
 //! # let _ = one;
 //! # Ok(()) }

@@ -452,3 +452,100 @@ pub fn assert_refused_at_once(
     assert!(!text.contains(password), "{text}");
     text
 }
+
+/// How a pool of the conformance suite's TLS cases connects to a TLS cluster: `sslmode=verify-full`
+/// trusting one CA under one host name, or without TLS at all. An adapter's
+/// [`Adapter::build_tls`](crate::conformance::Adapter::build_tls) turns it into its own
+/// settings: [`tokio_postgres_config`](Self::tokio_postgres_config) with a connector on
+/// [`client_config`](Self::client_config) (tokio-postgres-rustls), or [`host`](Self::host),
+/// [`ca_cert_pem`](Self::ca_cert_pem) and [`is_tls`](Self::is_tls) (sqlx's
+/// `ssl_root_cert_from_pem` and `PgSslMode::VerifyFull`, else `PgSslMode::Disable`).
+#[derive(Clone)]
+pub struct TlsConnect {
+    host: &'static str,
+    /// The trusted CA (PEM, DER); `None` without TLS.
+    root: Option<(String, CertificateDer<'static>)>,
+}
+
+impl TlsConnect {
+    /// `verify-full` trusting the cluster's CA, under the certificate's name: connects.
+    pub fn verify_full(cluster: &ClusterTls) -> TlsConnect {
+        TlsConnect {
+            host: SERVER_NAME,
+            root: Some((cluster.ca_pem.clone(), cluster.ca_der.clone())),
+        }
+    }
+
+    /// `verify-full` trusting `ca` only (not the cluster's): the handshake is refused with
+    /// `UnknownIssuer`.
+    pub fn trusting(ca: &TestCa) -> TlsConnect {
+        TlsConnect {
+            host: SERVER_NAME,
+            root: Some((ca.cert_pem.clone(), ca.cert_der.clone())),
+        }
+    }
+
+    /// `verify-full` trusting the cluster's CA, connecting to its address under [`WRONG_NAME`]
+    /// ([`wrong_name_config`]): the handshake is refused, the certificate is not for that name.
+    pub fn wrong_name(cluster: &ClusterTls) -> TlsConnect {
+        TlsConnect {
+            host: WRONG_NAME,
+            ..TlsConnect::verify_full(cluster)
+        }
+    }
+
+    /// No TLS (`sslmode=disable`): the TLS cluster refuses the login in `pg_hba.conf`
+    /// ("no encryption").
+    pub fn plaintext() -> TlsConnect {
+        TlsConnect {
+            host: SERVER_NAME,
+            root: None,
+        }
+    }
+
+    /// Whether the pool uses TLS at all.
+    pub fn is_tls(&self) -> bool {
+        self.root.is_some()
+    }
+
+    /// The host name to connect to and check the certificate against.
+    pub fn host(&self) -> &'static str {
+        self.host
+    }
+
+    /// The one trusted CA certificate, PEM; `None` without TLS.
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.root.as_ref().map(|(pem, _)| pem.as_str())
+    }
+
+    /// A rustls client config trusting the one CA (no root at all without TLS, where it is
+    /// never used).
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        client_config(self.root.iter().map(|(_, der)| der.clone()))
+    }
+
+    /// The tokio-postgres config to connect with (no user and no password): the cluster's
+    /// [`TestPostgres::tls_base_config`], or [`wrong_name_config`], or without TLS the same
+    /// with `sslmode=disable`. With a connector on [`client_config`](Self::client_config),
+    /// `sslmode=require` checks the chain and the name as `verify-full` does.
+    pub fn tokio_postgres_config(&self, pg: &TestPostgres) -> tokio_postgres::Config {
+        let mut config = if self.host == WRONG_NAME {
+            wrong_name_config(pg)
+        } else {
+            pg.tls_base_config()
+        };
+        if !self.is_tls() {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        config
+    }
+}
+
+impl fmt::Debug for TlsConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnect")
+            .field("host", &self.host)
+            .field("tls", &self.is_tls())
+            .finish_non_exhaustive()
+    }
+}

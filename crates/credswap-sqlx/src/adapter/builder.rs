@@ -249,7 +249,7 @@ impl Builder {
 
     /// Builds the pool and opens its first connection (like `PgPoolOptions::connect_with`),
     /// following the credential through refused logins as
-    /// [`PoolExt::acquire_with`](super::PoolExt::acquire_with) does. On failure the pool is
+    /// [`PoolExt::acquire_following`](super::PoolExt::acquire_following) does. On failure the pool is
     /// closed.
     pub async fn connect(self) -> Result<(PgPool, Rotation), Error> {
         let (pool, rotation) = self.build()?;

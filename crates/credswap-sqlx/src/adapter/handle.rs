@@ -18,7 +18,7 @@ mod sealed {
 }
 
 /// Checkouts that wait for a working credential when a new connection's login is refused:
-/// `pool.acquire_with(&rotation)` and `pool.begin_with(&rotation)`.
+/// `pool.acquire_following(&rotation)` and `pool.begin_following(&rotation)`.
 ///
 /// sqlx has no connect hook: a connect that fails inside `PgPool::acquire` reaches the caller
 /// as it is (launchbadge/sqlx#3117). With zero-overlap (single-user) rotation the database
@@ -39,26 +39,26 @@ mod sealed {
 /// # async fn example(pool: sqlx::PgPool, rotation: credswap_sqlx::Rotation) -> Result<(), sqlx::Error> {
 /// use credswap_sqlx::PoolExt;
 ///
-/// let mut conn = pool.acquire_with(&rotation).await?;
+/// let mut conn = pool.acquire_following(&rotation).await?;
 /// sqlx::query("SELECT 1").execute(&mut *conn).await?;
 /// # Ok(()) }
 /// ```
 pub trait PoolExt: sealed::Sealed {
     /// `pool.acquire()`, following the credential of `rotation` through refused logins.
-    fn acquire_with(
+    fn acquire_following(
         &self,
         rotation: &Rotation,
     ) -> impl Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + Send + 'static;
 
     /// `pool.begin()`, following the credential of `rotation` through refused logins.
-    fn begin_with(
+    fn begin_following(
         &self,
         rotation: &Rotation,
     ) -> impl Future<Output = Result<sqlx::Transaction<'static, Postgres>, sqlx::Error>> + Send + 'static;
 }
 
 impl PoolExt for PgPool {
-    fn acquire_with(
+    fn acquire_following(
         &self,
         rotation: &Rotation,
     ) -> impl Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + Send + 'static {
@@ -70,7 +70,7 @@ impl PoolExt for PgPool {
         }
     }
 
-    fn begin_with(
+    fn begin_following(
         &self,
         rotation: &Rotation,
     ) -> impl Future<Output = Result<sqlx::Transaction<'static, Postgres>, sqlx::Error>> + Send + 'static

@@ -4,41 +4,78 @@
 //
 // Two ways to check out: `plain` is `PgPool::acquire`, what unchanged application code does;
 // `following` is `Rotation::acquire`, the checkout that follows the credential through
-// refused logins. Each runs the cases its path is meant to pass; the others are here too,
-// ignored, with the reason (run them with `--ignored` to see them fail).
-
-/// One ignored test per case, with the reason.
-macro_rules! ignored_cases {
-    ($adapter:ty, $route:ty, $reason:literal; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = $reason]
-            async fn $case() {
-                credswap_testkit::conformance::cases::$case::<$adapter, $route>().await;
-            }
-        )*
-    };
-}
+// refused logins. Each has every case of the suite; those its path is not meant to pass (or
+// that the other path runs) are ignored through `skip`, with the reason (run them with
+// `--ignored` to see them fail).
 
 use credswap_core::contract::Rotation;
 use credswap_core::{BoxError, RotatingCredentials, Validate};
 use credswap_testkit::TestPostgres;
-use credswap_testkit::conformance::{Adapter, Direct, Session, ThroughPgBouncer, Whoami};
+use credswap_testkit::conformance::{Adapter, Session, TlsConnect, Whoami};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode, Postgres};
 
-use adapter::RotationExt;
+use adapter::PoolExt;
 
 fn build_pool(
     pg: &TestPostgres,
     credentials: RotatingCredentials,
     max_size: usize,
 ) -> Result<(PgPool, Rotation), BoxError> {
-    let pool_options = sqlx::postgres::PgPoolOptions::new()
+    let base = crate::support::base_options!(sqlx, pg);
+    build_pool_with(base, credentials, max_size)
+}
+
+fn build_pool_with(
+    options: PgConnectOptions,
+    credentials: RotatingCredentials,
+    max_size: usize,
+) -> Result<(PgPool, Rotation), BoxError> {
+    let pool_options = PgPoolOptions::new()
         .max_connections(max_size as u32)
         .acquire_timeout(std::time::Duration::from_secs(10));
-    let base = crate::support::base_options!(sqlx, pg);
-    Ok(adapter::connect_lazy_with(pool_options, base, credentials)?)
+    Ok(adapter::connect_lazy_with(pool_options, options, credentials)?)
+}
+
+/// The TLS cluster's port and database under `tls`'s host: `sslmode=verify-full` trusting its
+/// one CA, or `sslmode=disable`; no user and no password.
+fn tls_options(pg: &TestPostgres, tls: &TlsConnect) -> PgConnectOptions {
+    let options = PgConnectOptions::new_without_pgpass()
+        .host(tls.host())
+        .port(pg.port())
+        .database(pg.database());
+    match tls.ca_cert_pem() {
+        Some(pem) => options
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert_from_pem(pem.as_bytes().to_vec()),
+        None => options.ssl_mode(PgSslMode::Disable),
+    }
+}
+
+fn build_outside_runtime(credentials: RotatingCredentials) -> Result<(), BoxError> {
+    let options = PgConnectOptions::new_without_pgpass().host("127.0.0.1");
+    adapter::connect_lazy_with(PgPoolOptions::new(), options, credentials)?;
+    Ok(())
+}
+
+async fn printed(
+    credentials: RotatingCredentials,
+    secret: &str,
+) -> Result<Vec<(&'static str, String)>, BoxError> {
+    let options = PgConnectOptions::new_without_pgpass()
+        .host("127.0.0.1")
+        .database("postgres")
+        .password(secret);
+    let builder = adapter::Builder::new(options, credentials).pool_options(PgPoolOptions::new());
+    let builder_debug = format!("{builder:?}");
+    let (pool, rotation) = builder.build()?;
+    let printed = vec![
+        ("the builder", builder_debug),
+        ("the pool", format!("{pool:?}")),
+        ("the Rotation", format!("{rotation:?}")),
+    ];
+    pool.close().await;
+    Ok(printed)
 }
 
 struct Checkout(PoolConnection<Postgres>);
@@ -79,6 +116,15 @@ mod plain {
             build_pool(pg, credentials, max_size)
         }
 
+        async fn build_tls(
+            pg: &TestPostgres,
+            tls: &TlsConnect,
+            credentials: RotatingCredentials,
+            max_size: usize,
+        ) -> Result<(PgPool, Rotation), BoxError> {
+            build_pool_with(tls_options(pg, tls), credentials, max_size)
+        }
+
         async fn checkout(pool: &PgPool) -> Result<Box<dyn Session>, BoxError> {
             Ok(Box::new(Checkout(pool.acquire().await?)))
         }
@@ -87,91 +133,61 @@ mod plain {
             Box::new(adapter::connection_validator(crate::support::base_options!(sqlx, pg)))
         }
 
+        fn validator_tls(pg: &TestPostgres, tls: &TlsConnect) -> Box<dyn Validate> {
+            Box::new(adapter::connection_validator(tls_options(pg, tls)))
+        }
+
         fn size(pool: &PgPool) -> usize {
             pool.size() as usize
         }
+
+        fn build_outside_runtime(credentials: RotatingCredentials) -> Result<(), BoxError> {
+            build_outside_runtime(credentials)
+        }
+
+        async fn printed(
+            credentials: RotatingCredentials,
+            secret: &str,
+        ) -> Result<Vec<(&'static str, String)>, BoxError> {
+            printed(credentials, secret).await
+        }
     }
 
-    credswap_testkit::conformance_suite!(@cases Sqlx, Direct;
-        alternating_users_rotation_loses_no_request,
-        single_user_rotation_loses_no_request,
-        idle_stale_connections_close_after_a_change,
-        busy_connection_commits_across_rotation_then_closes_on_return,
-        never_more_connections_than_max_size,
-        validate_before_swap_keeps_the_working_credential,
-        leased_credential_connections_retire_before_expiry,
-        a_server_restart_fails_only_requests_in_flight,
-        a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
-        a_stuck_pending_version_fails_nothing_and_stops_being_tried,
-        a_reverted_rotation_is_followed_back_without_a_restart,
-        a_pending_version_moved_mid_trial_is_never_published_unproven,
-        a_black_holed_store_bounds_every_checkout,
-        a_throttling_store_fails_no_request,
-        a_stuck_awspending_on_secrets_manager_fails_nothing,
-        a_reverted_rotation_on_secrets_manager_is_followed_back,
+    credswap_testkit::conformance_suite!(Sqlx,
+        skip {
+            auth_failure_at_connect_waits_for_the_new_credential => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
+             at once, and nothing reports it (`following` runs this case)",
+            the_pending_credential_bridges_a_single_user_rotation => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
+             at once, and nothing reports it (`following` runs this case)",
+            persistent_wrong_password_fails_clearly_without_the_secret => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
+             at once, and nothing reports it (`following` runs this case)",
+            a_mistyped_secret_keeps_the_pool_serving => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
+             at once, and nothing reports it (`following` runs this case)",
+            nothing_prints_the_password => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
+             at once, and nothing reports it (`following` runs this case)",
+            a_vault_lease_revoked_from_outside_is_replaced =>
+                "plain sqlx returns a refused login to the caller before any adapter code runs, \
+                 so nothing tells the Vault source its lease is gone until the next refresh \
+                 (`following` runs this case)",
+            dropping_the_pool_stops_every_task =>
+                "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close",
+            a_pg_hba_rejection_fails_fast_as_a_configuration_error =>
+                "sqlx connects with sslmode=prefer by default, so the TLS-only server of this \
+                 case accepts it and there is no pg_hba rejection to classify (the \
+                 classification is credswap_core::contract::Failure::classify_message, which \
+                 the sqlx adapter uses)",
+            verify_full_refuses_a_wrong_host_name_at_once =>
+                "sqlx's PgConnectOptions has no hostaddr: it cannot reach the server's address \
+                 under a name the certificate is not for",
+        },
+        skip through_pgbouncer {
+            a_full_pool_moves_to_the_pending_credential_before_the_store_finishes =>
+                "plain sqlx returns a refused login to the caller: behind PgBouncer, a slot \
+                 refilled while a pending trial proves the new login (the current login is \
+                 tried first) can connect with the password setSecret has just replaced (one \
+                 full run failed so)",
+        },
     );
-
-    ignored_cases!(Sqlx, Direct,
-        "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
-         at once, and nothing reports it (`following` runs this case)";
-        auth_failure_at_connect_waits_for_the_new_credential,
-        the_pending_credential_bridges_a_single_user_rotation,
-        persistent_wrong_password_fails_clearly_without_the_secret,
-        a_mistyped_secret_keeps_the_pool_serving,
-        nothing_prints_the_password,
-    );
-
-    ignored_cases!(Sqlx, Direct,
-        "plain sqlx returns a refused login to the caller before any adapter code runs, so \
-         nothing tells the Vault source its lease is gone until the next refresh (`following` \
-         runs this case)";
-        a_vault_lease_revoked_from_outside_is_replaced,
-    );
-
-    ignored_cases!(Sqlx, Direct,
-        "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close";
-        dropping_the_pool_stops_every_task,
-    );
-
-    ignored_cases!(Sqlx, Direct,
-        "sqlx connects with sslmode=prefer by default, so the TLS-only server of this case \
-         accepts it and there is no pg_hba rejection to classify (the classification is \
-         credswap_core::contract::Failure::classify_message, which the sqlx adapter uses)";
-        a_pg_hba_rejection_fails_fast_as_a_configuration_error,
-    );
-
-    /// The same through a real PgBouncer: the adapter sends no startup parameter.
-    mod through_pgbouncer {
-        use super::*;
-
-        credswap_testkit::conformance_suite!(@cases Sqlx, ThroughPgBouncer;
-            alternating_users_rotation_loses_no_request,
-            single_user_rotation_loses_no_request,
-            idle_stale_connections_close_after_a_change,
-            busy_connection_commits_across_rotation_then_closes_on_return,
-            never_more_connections_than_max_size,
-            leased_credential_connections_retire_before_expiry,
-            a_stuck_pending_version_fails_nothing_and_stops_being_tried,
-            a_reverted_rotation_is_followed_back_without_a_restart,
-            a_pending_version_moved_mid_trial_is_never_published_unproven,
-            a_black_holed_store_bounds_every_checkout,
-            a_throttling_store_fails_no_request,
-        );
-
-        ignored_cases!(Sqlx, ThroughPgBouncer,
-            "plain sqlx returns a refused login to the caller: behind PgBouncer, a slot refilled \
-             while a pending trial proves the new login (the current login is tried first) can \
-             connect with the password setSecret has just replaced (one full run failed so)";
-            a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
-        );
-
-        ignored_cases!(Sqlx, ThroughPgBouncer,
-            "plain sqlx returns a refused login to the caller before any adapter code runs, so \
-             nothing tells the Vault source its lease is gone until the next refresh (`following` \
-             runs this case)";
-            a_vault_lease_revoked_from_outside_is_replaced,
-        );
-    }
 }
 
 /// Checkouts through `Rotation::acquire`.
@@ -205,61 +221,106 @@ mod following {
             Ok((following, rotation))
         }
 
+        async fn build_tls(
+            pg: &TestPostgres,
+            tls: &TlsConnect,
+            credentials: RotatingCredentials,
+            max_size: usize,
+        ) -> Result<(Following, Rotation), BoxError> {
+            let (pool, rotation) = build_pool_with(tls_options(pg, tls), credentials, max_size)?;
+            let following = Following {
+                pool,
+                rotation: rotation.clone(),
+            };
+            Ok((following, rotation))
+        }
+
         async fn checkout(pool: &Following) -> Result<Box<dyn Session>, BoxError> {
-            Ok(Box::new(Checkout(pool.rotation.acquire(&pool.pool).await?)))
+            Ok(Box::new(Checkout(pool.pool.acquire_following(&pool.rotation).await?)))
         }
 
         fn validator(pg: &TestPostgres) -> Box<dyn Validate> {
             Box::new(adapter::connection_validator(crate::support::base_options!(sqlx, pg)))
         }
 
+        fn validator_tls(pg: &TestPostgres, tls: &TlsConnect) -> Box<dyn Validate> {
+            Box::new(adapter::connection_validator(tls_options(pg, tls)))
+        }
+
         fn size(pool: &Following) -> usize {
             pool.pool.size() as usize
         }
+
+        fn build_outside_runtime(credentials: RotatingCredentials) -> Result<(), BoxError> {
+            build_outside_runtime(credentials)
+        }
+
+        async fn printed(
+            credentials: RotatingCredentials,
+            secret: &str,
+        ) -> Result<Vec<(&'static str, String)>, BoxError> {
+            printed(credentials, secret).await
+        }
     }
 
-    // What differs from `plain`: the checkout after a refused login.
-    credswap_testkit::conformance_suite!(@cases SqlxFollowing, Direct;
-        single_user_rotation_loses_no_request,
-        auth_failure_at_connect_waits_for_the_new_credential,
-        the_pending_credential_bridges_a_single_user_rotation,
-        persistent_wrong_password_fails_clearly_without_the_secret,
-        nothing_prints_the_password,
-        a_stuck_awspending_on_secrets_manager_fails_nothing,
-        a_reverted_rotation_on_secrets_manager_is_followed_back,
-        a_vault_lease_revoked_from_outside_is_replaced,
-        a_stuck_pending_version_fails_nothing_and_stops_being_tried,
-        a_reverted_rotation_is_followed_back_without_a_restart,
-        a_pending_version_moved_mid_trial_is_never_published_unproven,
-        a_black_holed_store_bounds_every_checkout,
-        a_throttling_store_fails_no_request,
+    credswap_testkit::conformance_suite!(SqlxFollowing,
+        skip {
+            dropping_the_pool_stops_every_task =>
+                "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close",
+            a_pg_hba_rejection_fails_fast_as_a_configuration_error =>
+                "sqlx connects with sslmode=prefer by default, so the TLS-only server of this \
+                 case accepts it and there is no pg_hba rejection to classify",
+            a_mistyped_secret_keeps_the_pool_serving => "prove before drain is not built for sqlx yet: its pool cannot open a connection with \
+             the last accepted login while a new one is refused, so it drains on the change",
+            verify_full_refuses_a_wrong_host_name_at_once =>
+                "sqlx's PgConnectOptions has no hostaddr: it cannot reach the server's address \
+                 under a name the certificate is not for",
+        },
+        skip direct {
+            alternating_users_rotation_loses_no_request => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+            idle_stale_connections_close_after_a_change => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+            busy_connection_commits_across_rotation_then_closes_on_return => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+            never_more_connections_than_max_size => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+            validate_before_swap_keeps_the_working_credential => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+            leased_credential_connections_retire_before_expiry => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+            a_server_restart_fails_only_requests_in_flight => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+            a_full_pool_moves_to_the_pending_credential_before_the_store_finishes => "the same pool as `plain`, which runs this case: `following` runs the cases where \
+             the checkout after a refused login differs",
+        },
+        skip through_pgbouncer {
+            alternating_users_rotation_loses_no_request => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            single_user_rotation_loses_no_request => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            idle_stale_connections_close_after_a_change => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            busy_connection_commits_across_rotation_then_closes_on_return => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            never_more_connections_than_max_size => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            a_full_pool_moves_to_the_pending_credential_before_the_store_finishes => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            leased_credential_connections_retire_before_expiry => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            a_stuck_pending_version_fails_nothing_and_stops_being_tried => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            a_reverted_rotation_is_followed_back_without_a_restart => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            a_pending_version_moved_mid_trial_is_never_published_unproven => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            a_black_holed_store_bounds_every_checkout => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            a_throttling_store_fails_no_request => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+            a_vault_lease_revoked_from_outside_is_replaced => "through PgBouncer, `following` runs only the refused-login cases (PgBouncer refuses \
+             a login with 08P01), where its checkout differs from `plain`'s",
+        },
     );
-
-    ignored_cases!(SqlxFollowing, Direct,
-        "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close";
-        dropping_the_pool_stops_every_task,
-    );
-
-    ignored_cases!(SqlxFollowing, Direct,
-        "sqlx connects with sslmode=prefer by default, so the TLS-only server of this case \
-         accepts it and there is no pg_hba rejection to classify";
-        a_pg_hba_rejection_fails_fast_as_a_configuration_error,
-    );
-
-    ignored_cases!(SqlxFollowing, Direct,
-        "prove before drain is not built for sqlx yet: its pool cannot open a connection with \
-         the last accepted login while a new one is refused, so it drains on the change";
-        a_mistyped_secret_keeps_the_pool_serving,
-    );
-
-    /// The same through a real PgBouncer, which refuses a login with `08P01`.
-    mod through_pgbouncer {
-        use super::*;
-
-        credswap_testkit::conformance_suite!(@cases SqlxFollowing, ThroughPgBouncer;
-            auth_failure_at_connect_waits_for_the_new_credential,
-            the_pending_credential_bridges_a_single_user_rotation,
-            persistent_wrong_password_fails_clearly_without_the_secret,
-        );
-    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use adapter::RotationExt;
+use adapter::PoolExt;
 use credswap_core::{Credential, Generation, MemorySource, Policy, RotatingCredentials};
 use credswap_testkit::harness::{error_chain, manual_policy, postgres, session_pids, single_role};
 use credswap_testkit::{TestPostgres, random_password, unique_name};
@@ -209,7 +209,7 @@ async fn a_refused_login_fails_plain_acquire_and_the_rotation_checkouts_follow()
             store.set(Credential::new(role, password));
         }
     });
-    let mut transaction = rotation.begin(&pool).await.expect("begin after the refresh");
+    let mut transaction = pool.begin_following(&rotation).await.expect("begin after the refresh");
     transaction.execute("SELECT 1").await.unwrap();
     transaction.commit().await.unwrap();
     lagging.await.unwrap();
@@ -242,31 +242,12 @@ async fn fixed_provider() -> RotatingCredentials {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_pool_is_a_plain_sqlx_pg_pool() {
-    fn takes_pool(_: &sqlx::PgPool) {}
-    fn returns_pool(p: (sqlx::PgPool, adapter::Rotation)) -> sqlx::PgPool {
-        p.0
-    }
-    let options = PgConnectOptions::new_without_pgpass()
-        .host("127.0.0.1")
-        .database("postgres");
-    let built = adapter::connect_lazy_with(PgPoolOptions::new(), options, fixed_provider().await);
-    let pool = returns_pool(built.unwrap());
-    takes_pool(&pool);
-    pool.close().await;
-}
-
-#[test]
-fn building_outside_a_runtime_is_a_clear_error() {
-    let credentials = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(fixed_provider());
-    let options = PgConnectOptions::new_without_pgpass().host("127.0.0.1");
-    let err = adapter::connect_lazy_with(PgPoolOptions::new(), options, credentials).unwrap_err();
-    assert!(err.is_no_runtime(), "{err}");
-    assert!(err.to_string().contains("inside a Tokio runtime"), "{err}");
-}
+// The pool is a plain `sqlx::PgPool`, with the adapter's `Rotation` beside it.
+const _: () = {
+    type Built = Result<(sqlx::PgPool, adapter::Rotation), adapter::Error>;
+    let _: fn(PgPoolOptions, PgConnectOptions, RotatingCredentials) -> Built =
+        adapter::connect_lazy_with;
+};
 
 /// A URL that does not parse: a configuration error that does not repeat the URL.
 #[tokio::test]
@@ -303,7 +284,7 @@ async fn closing_the_pool_ends_the_watcher() {
     drop(credentials);
 
     pool.close().await;
-    assert!(matches!(rotation.acquire(&pool).await, Err(sqlx::Error::PoolClosed)));
+    assert!(matches!(pool.acquire_following(&rotation).await, Err(sqlx::Error::PoolClosed)));
     drop((pool, rotation));
     wait_no_sessions(&pg, &role).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -323,7 +304,7 @@ struct Churn {
 impl credswap_testkit::scenario::Workload for Churn {
     async fn request(&self) -> Result<(), credswap_core::BoxError> {
         let mut conn = match &self.following {
-            Some(rotation) => rotation.acquire(&self.pool).await?,
+            Some(rotation) => self.pool.acquire_following(rotation).await?,
             None => self.pool.acquire().await?,
         };
         conn.execute("SELECT 1").await?;
