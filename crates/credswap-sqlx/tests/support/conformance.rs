@@ -155,16 +155,22 @@ mod plain {
 
     credswap_testkit::conformance_suite!(Sqlx,
         skip {
-            auth_failure_at_connect_waits_for_the_new_credential => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
-             at once, and nothing reports it (`following` runs this case)",
-            the_pending_credential_bridges_a_single_user_rotation => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
-             at once, and nothing reports it (`following` runs this case)",
-            persistent_wrong_password_fails_clearly_without_the_secret => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
-             at once, and nothing reports it (`following` runs this case)",
-            a_mistyped_secret_keeps_the_pool_serving => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
-             at once, and nothing reports it (`following` runs this case)",
-            nothing_prints_the_password => "sqlx has no connect hook: a refused login inside PgPool::acquire reaches the caller \
-             at once, and nothing reports it (`following` runs this case)",
+            auth_failure_at_connect_waits_for_the_new_credential => 
+                "sqlx has no connect hook (launchbadge/sqlx#3117): a login the database refuses \
+                 inside PgPool::acquire reaches the caller before any adapter code runs \
+                 (`following`, through PoolExt::acquire_following, runs this case)",
+            the_pending_credential_bridges_a_single_user_rotation => 
+                "sqlx has no connect hook (launchbadge/sqlx#3117): a login the database refuses \
+                 inside PgPool::acquire reaches the caller before any adapter code runs \
+                 (`following`, through PoolExt::acquire_following, runs this case)",
+            persistent_wrong_password_fails_clearly_without_the_secret => 
+                "sqlx has no connect hook (launchbadge/sqlx#3117): a login the database refuses \
+                 inside PgPool::acquire reaches the caller before any adapter code runs \
+                 (`following`, through PoolExt::acquire_following, runs this case)",
+            nothing_prints_the_password => 
+                "sqlx has no connect hook (launchbadge/sqlx#3117): a login the database refuses \
+                 inside PgPool::acquire reaches the caller before any adapter code runs \
+                 (`following`, through PoolExt::acquire_following, runs this case)",
             a_vault_lease_revoked_from_outside_is_replaced =>
                 "plain sqlx returns a refused login to the caller before any adapter code runs, \
                  so nothing tells the Vault source its lease is gone until the next refresh \
@@ -270,8 +276,6 @@ mod following {
             a_pg_hba_rejection_fails_fast_as_a_configuration_error =>
                 "sqlx connects with sslmode=prefer by default, so the TLS-only server of this \
                  case accepts it and there is no pg_hba rejection to classify",
-            a_mistyped_secret_keeps_the_pool_serving => "prove before drain is not built for sqlx yet: its pool cannot open a connection with \
-             the last accepted login while a new one is refused, so it drains on the change",
             verify_full_refuses_a_wrong_host_name_at_once =>
                 "sqlx's PgConnectOptions has no hostaddr: it cannot reach the server's address \
                  under a name the certificate is not for",
