@@ -60,7 +60,10 @@ where
         // pending trials.
         let wake = {
             let current = shared.credentials().load();
-            if shared.is_trying_pending() {
+            // While a login still needs a canary's proof (the current one unproven, or the
+            // store's pending one), wake on the canary schedule: a canary is taken by a task
+            // that looks, and a probe skipped or deferred is tried again.
+            if shared.is_trying_pending() || !current.is_proven() {
                 Some(Instant::now() + PENDING_POLL)
             } else {
                 current

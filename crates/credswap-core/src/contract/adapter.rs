@@ -274,15 +274,16 @@ impl Adapter {
     /// proof then, unless a proof is already running or no driver was given. The probe takes a
     /// slot of the session budget first (or does not run). Call it after closing an idle canary.
     pub fn spawn_probe(&self, login: Arc<Snapshot>, delay: Duration) {
-        if !self.has_driver() || !self.proof.start_probing() {
+        if !self.has_driver() || (delay.is_zero() && !self.proof.start_probing()) {
             return;
         }
         let adapter = self.clone();
         tokio::spawn(async move {
             if !delay.is_zero() {
+                // The one-probe-at-a-time flag is taken after the delay: a delayed probe of a
+                // login that is superseded meanwhile must not keep the next login's out.
                 tokio::time::sleep(delay).await;
-                if !adapter.is_canary_login(&login) {
-                    adapter.proof.done_probing();
+                if !adapter.is_canary_login(&login) || !adapter.proof.start_probing() {
                     return;
                 }
             }

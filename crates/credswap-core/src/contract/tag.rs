@@ -179,3 +179,38 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod flip_back_tests {
+    use crate::contract::{ConnectionTag, Feedback};
+    use crate::{Credential, MemorySource, Policy, RotatingCredentials};
+
+    #[tokio::test]
+    async fn after_a_flip_back_the_old_login_is_stale_once_a_new_one_is_proven() {
+        let store = MemorySource::new(Credential::new("app", "good"));
+        let credentials = RotatingCredentials::builder(store.clone())
+            .policy(Policy::default())
+            .background_refresh(false)
+            .build()
+            .await
+            .unwrap();
+        let feedback = Feedback::new(&credentials);
+        feedback.report_accepted(credentials.generation());
+        let first = ConnectionTag::new(&credentials.current());
+        store.set(Credential::new("app", "wrong"));
+        credentials.refresh().await.unwrap();
+        store.set(Credential::new("app", "good"));
+        let third = credentials.refresh().await.unwrap();
+        assert!(third.is_proven());
+        assert!(!first.is_stale(&credentials.current()));
+        store.set(Credential::new("app", "next"));
+        let fourth = credentials.refresh().await.unwrap();
+        assert!(
+            !first.is_stale(&credentials.current()),
+            "kept until the new login is proven"
+        );
+        feedback.report_accepted(fourth.generation());
+        assert!(credentials.current().is_proven());
+        assert!(first.is_stale(&credentials.current()), "stale once it is");
+    }
+}
