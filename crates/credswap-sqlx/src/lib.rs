@@ -70,8 +70,9 @@
 //!   a swap is still held, and sqlx connects again with the new options (it retries
 //!   `after_connect` errors with backoff, re-reading the options). A test proves this on 0.8.6
 //!   and 0.9.0.
-//! - **Prove before drain, through the options**: they carry the last proven login until the
-//!   current one is proven. While it is unproven, the watcher asks for a canary on the
+//! - **Prove before drain, through the options**: they carry the current login unless the
+//!   database has refused it, never accepted it, and the last accepted login is still within its
+//!   lease; then they go back to that one. While the current login is unproven, the watcher asks for a canary on the
 //!   contract's schedule: the next connection returned (or an idle one it pops) gives its slot
 //!   to the adapter's probe, *inside* the slot (sqlx lets a slot go only after the connection
 //!   in it is closed, and a waiting task takes it at once): straight to the server the session

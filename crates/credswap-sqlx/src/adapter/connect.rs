@@ -182,18 +182,22 @@ impl Login {
     }
 }
 
-/// The login the pool's connect options should carry: the current credential once the database
-/// has accepted it, and until then the last login it did accept, while that one is within its
-/// lease (**prove before drain**, for the pool's own connects too: sqlx returns a refused login
-/// to the caller, so the pool never connects with a login that has not been proven while one
-/// that works is known). The adapter's probe proves the current login on the canary schedule;
-/// a mistyped secret is then refused by the probe alone, never by a checkout.
+/// The login the pool's connect options should carry: the current credential, unless the
+/// database has refused it, never accepted it, and an older login it did accept is still within
+/// its lease (**prove before drain**: a mistyped secret is tried by the adapter's probe, and
+/// then the pool's own connects go back to the login that works).
+///
+/// Holding the options on the last accepted login until the new one is proven was tried: it
+/// kept a mistyped secret from every plain checkout, but after a reverted rotation the last
+/// accepted login is the reverted one, which the database refuses, and a probe that finds no
+/// slot in a full pool left the pool's connects refused for seconds.
 pub(crate) fn wanted(credentials: &RotatingCredentials) -> Arc<Snapshot> {
     let current = credentials.current();
-    if current.is_proven() {
+    let feedback = Feedback::new(credentials);
+    if current.is_proven() || !feedback.is_refused(current.generation()) {
         return current;
     }
-    match Feedback::new(credentials).proven() {
+    match feedback.proven() {
         Some(proven)
             if proven.generation() < current.generation()
                 && proven.retire_at().is_none_or(|at| Instant::now() < at) =>
