@@ -166,11 +166,7 @@ impl Adapter for Bb8 {
         credentials: RotatingCredentials,
         secret: &str,
     ) -> Result<Vec<(&'static str, String)>, BoxError> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .user("config-user")
-            .password(secret);
+        let config = credswap_testkit::harness::config_with_password(secret);
         let builder = Builder::new(config, NoTls, credentials).max_size(1);
         let builder_debug = format!("{builder:?}");
         // No `min_idle`: building connects nothing.

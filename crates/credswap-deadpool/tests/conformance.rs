@@ -100,11 +100,7 @@ impl Adapter for Deadpool {
         credentials: RotatingCredentials,
         secret: &str,
     ) -> Result<Vec<(&'static str, String)>, BoxError> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .user("config-user")
-            .password(secret);
+        let config = credswap_testkit::harness::config_with_password(secret);
         let builder = credswap_deadpool::Builder::new(config, NoTls, credentials);
         let builder_debug = format!("{builder:?}");
         let (pool, rotation) = builder.build()?;

@@ -208,3 +208,15 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// A `tokio_postgres::Config` that carries a user and the password `secret` of its own, as an
+/// application's config might: for the building case that checks that neither is printed nor
+/// used (the provider's login replaces them).
+pub fn config_with_password(secret: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .user("config-user")
+        .password(secret);
+    config
+}
