@@ -28,6 +28,7 @@ pub struct Credential {
     expires_at: Option<SystemTime>,
     rotation_interval: Option<Duration>,
     next_rotation_at: Option<SystemTime>,
+    minted: bool,
 }
 
 impl Credential {
@@ -41,7 +42,46 @@ impl Credential {
             expires_at: None,
             rotation_interval: None,
             next_rotation_at: None,
+            minted: false,
         }
+    }
+
+    /// A *minted* credential: `token` is a short-lived password for a stable identity (an RDS
+    /// IAM or Aurora DSQL auth token, an Entra ID or Cloud SQL access token), needed only at
+    /// login. Give it the token's end with [`with_expires_at`](Self::with_expires_at), and
+    /// no later than the end of the credentials that signed it.
+    ///
+    /// The provider treats minted credentials differently from a rotated password:
+    ///
+    /// - A new token for the same username is **the same login** ([`is_same_login`](Self::is_same_login)):
+    ///   it keeps the [`Generation`], so the sessions opened with the previous token stay (the
+    ///   database keeps a session after the token that opened it expires). A change of
+    ///   username is still a rotation.
+    /// - The token's end does not retire sessions; it is when the next token is needed. The
+    ///   provider mints ahead of it (`expires_at - expiry_margin`, single flight), and a connect
+    ///   never logs in with a token within that margin: it waits for the next one.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use credswap_core::Credential;
+    ///
+    /// let at = SystemTime::now() + Duration::from_secs(900);
+    /// let first = Credential::minted("iam_app", "token-1").with_expires_at(at);
+    /// let second = Credential::minted("iam_app", "token-2").with_expires_at(at);
+    /// assert!(first.is_minted());
+    /// assert!(first.is_same_login(&second), "a new token is not a rotation");
+    /// assert!(!first.is_same_login(&Credential::minted("other", "token-2")));
+    /// ```
+    pub fn minted(username: impl Into<String>, token: impl Into<SecretString>) -> Self {
+        Self {
+            minted: true,
+            ..Self::new(username, token)
+        }
+    }
+
+    /// Whether this is a [minted](Self::minted) credential (a short-lived token).
+    pub fn is_minted(&self) -> bool {
+        self.minted
     }
 
     /// Records the store's version id (an AWS `VersionId`, a Vault lease id, a file's mtime).
@@ -125,16 +165,23 @@ impl Credential {
         self.next_rotation_at
     }
 
-    /// Whether `other` logs in the same way: same username and same password.
+    /// Whether `other` logs in the same way: same username and same password, or, for two
+    /// [minted](Self::minted) credentials, the same username (a new token for the same
+    /// identity).
     ///
     /// Metadata (version, issue and expiry times) is ignored: a lease renewal that extends
     /// `expires_at` is not a rotation and must not churn the pools.
     pub fn is_same_login(&self, other: &Credential) -> bool {
         self.username == other.username
-            && constant_time_eq(
-                self.password.expose_secret().as_bytes(),
-                other.password.expose_secret().as_bytes(),
-            )
+            && ((self.minted && other.minted) || self.is_same_secret(other))
+    }
+
+    /// Whether `other` has the same password (token), compared in constant time.
+    pub(crate) fn is_same_secret(&self, other: &Credential) -> bool {
+        constant_time_eq(
+            self.password.expose_secret().as_bytes(),
+            other.password.expose_secret().as_bytes(),
+        )
     }
 }
 
@@ -156,6 +203,7 @@ impl fmt::Debug for Credential {
             .field("expires_at", &self.expires_at)
             .field("rotation_interval", &self.rotation_interval)
             .field("next_rotation_at", &self.next_rotation_at)
+            .field("minted", &self.minted)
             .finish()
     }
 }
