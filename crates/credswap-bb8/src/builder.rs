@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credswap_core::RotatingCredentials;
+use credswap_core::contract::limits::SessionLimits;
 use credswap_core::contract::{Adapter, Connector, Rotation};
 use credswap_tokio_postgres::PgDriver;
 
@@ -163,6 +164,7 @@ pub struct Builder<Tls> {
     connection_timeout: Option<Duration>,
     /// The pool's `max_size` as far as this builder knows it (`None` after `pool_builder`).
     max_size: Option<u32>,
+    limits: SessionLimits,
 }
 
 impl<Tls> Builder<Tls>
@@ -180,6 +182,7 @@ where
             pool: None,
             connection_timeout: None,
             max_size: Some(BB8_MAX_SIZE),
+            limits: SessionLimits::default(),
         }
     }
 
@@ -245,6 +248,25 @@ where
         self
     }
 
+    /// Retires every connection at this age (less a jitter of up to a tenth), like a stale one:
+    /// idle at once, busy when returned, its replacement inside the pool's size. For a database
+    /// that ends sessions at a fixed age (Aurora DSQL: one hour), or to let a proxy or a
+    /// failover rebalance. See [`credswap_core::contract::limits`].
+    #[must_use]
+    pub fn max_session_age(mut self, max_age: Duration) -> Self {
+        self.limits = self.limits.max_session_age(max_age);
+        self
+    }
+
+    /// Paces the pool's logins to at most `per_second`, spaced evenly: a rotation's reconnects
+    /// are spread instead of burst (RDS IAM authentication throttles new connections; DSQL has
+    /// a connection rate quota). See [`credswap_core::contract::limits`].
+    #[must_use]
+    pub fn max_connects_per_second(mut self, per_second: u32) -> Self {
+        self.limits = self.limits.max_connects_per_second(per_second);
+        self
+    }
+
     /// Builds the pool (opening `min_idle` connections first, if set) and its handle.
     ///
     /// # Errors
@@ -274,6 +296,7 @@ where
             Some(timeout),
         );
         let rotation = manager.rotation();
+        manager.shared.adapter().apply_limits(self.limits)?;
         if let Some(max_size) = self.max_size {
             // The pool's connections and the probes share its size.
             manager.shared.adapter().limit_sessions(max_size as usize);
@@ -292,6 +315,7 @@ impl<Tls> fmt::Debug for Builder<Tls> {
             .field("pool_builder", &self.pool.is_some())
             .field("max_size", &self.max_size)
             .field("connection_timeout", &self.connection_timeout)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }

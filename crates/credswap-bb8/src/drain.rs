@@ -21,6 +21,10 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::tag::{Shared, Tag};
 
+/// How long after its age limit an idle connection's task looks again (it may have been busy
+/// at the limit, and is then retired at its return; idle, it is retired at once).
+const AGE_CHECK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Spawns the task that drives `connection` until it ends (closed by the server, or after its
 /// client was dropped) or is retired while idle.
 pub(crate) fn spawn<F>(connection: F, tag: Arc<Tag>, live: LiveConnection, shared: Arc<Shared>)
@@ -63,12 +67,23 @@ where
             // While a login still needs a canary's proof (the current one unproven, or the
             // store's pending one), wake on the canary schedule: a canary is taken by a task
             // that looks, and a probe skipped or deferred is tried again.
-            if shared.is_trying_pending() || !current.is_proven() {
+            let wake = if shared.is_trying_pending() || !current.is_proven() {
                 Some(Instant::now() + PENDING_POLL)
             } else {
                 current
                     .retire_at()
                     .map(|_| Instant::now() + next_sweep(&current, false))
+            };
+            // At the pool's session age, the connection retires itself when idle (and, when
+            // busy, at its return).
+            // (Past it, the connection is busy: its return retires it.)
+            let age = tag
+                .age_limit()
+                .filter(|at| *at > Instant::now())
+                .map(|at| at + AGE_CHECK);
+            match (wake, age) {
+                (Some(wake), Some(age)) => Some(wake.min(age)),
+                (wake, age) => wake.or(age),
             }
         };
         tokio::select! {

@@ -212,6 +212,11 @@ impl Tag {
         self.tag.generation()
     }
 
+    /// When the connection reaches the pool's maximum session age, if it has one.
+    pub(crate) fn age_limit(&self) -> Option<tokio::time::Instant> {
+        self.tag.age_limit()
+    }
+
     fn phase(&self) -> MutexGuard<'_, Phase> {
         self.phase.lock().unwrap_or_else(|p| p.into_inner())
     }

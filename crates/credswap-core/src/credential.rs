@@ -173,11 +173,12 @@ impl Credential {
     /// `expires_at` is not a rotation and must not churn the pools.
     pub fn is_same_login(&self, other: &Credential) -> bool {
         self.username == other.username
-            && ((self.minted && other.minted) || self.is_same_secret(other))
+            && ((self.minted && other.minted) || self.has_same_password(other))
     }
 
-    /// Whether `other` has the same password (token), compared in constant time.
-    pub(crate) fn is_same_secret(&self, other: &Credential) -> bool {
+    /// Whether `other` has the same password (for a [minted](Self::minted) credential: the
+    /// same token), compared in constant time.
+    pub fn has_same_password(&self, other: &Credential) -> bool {
         constant_time_eq(
             self.password.expose_secret().as_bytes(),
             other.password.expose_secret().as_bytes(),

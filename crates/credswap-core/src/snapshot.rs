@@ -19,6 +19,7 @@ pub struct Snapshot {
     fetched_at: Instant,
     effective_since: Instant,
     expires_deadline: Option<Instant>,
+    renew_at: Option<Instant>,
     retire_at: Option<Instant>,
     /// An earlier generation with the same login (the store flipped back to it).
     equivalent: Option<Generation>,
@@ -58,14 +59,18 @@ impl Snapshot {
                 .unwrap_or(Duration::ZERO);
             now + left
         });
-        let retire_at = expires_deadline
+        let renew_at = expires_deadline
             .map(|deadline| deadline.checked_sub(policy.expiry_margin()).unwrap_or(now));
+        // A minted token is needed only at login: the database keeps a session after the
+        // token that opened it expires, so its end retires no session.
+        let retire_at = renew_at.filter(|_| !credential.is_minted());
         Self {
             credential,
             generation,
             fetched_at: now,
             effective_since,
             expires_deadline,
+            renew_at,
             retire_at,
             equivalent: None,
             proven: Arc::clone(proven),
@@ -146,9 +151,31 @@ impl Snapshot {
     }
 
     /// When connections authenticated with this credential must be gone:
-    /// `expires_at - expiry_margin`, if the credential has an end.
+    /// `expires_at - expiry_margin`, if the credential has an end and is not
+    /// [minted](Credential::minted) (a token's end retires no session: the database keeps a
+    /// session after the token that opened it expires).
     pub fn retire_at(&self) -> Option<Instant> {
         self.retire_at
+    }
+
+    /// When the provider needs the next credential from the store: `expires_at -
+    /// expiry_margin`, if the credential has an end. For a [minted](Credential::minted)
+    /// credential this is when the next token is minted, and a connect never logs in with a
+    /// token past it: it waits for the next one (see
+    /// [`Connector`](crate::contract::Connector)).
+    pub fn renew_at(&self) -> Option<Instant> {
+        self.renew_at
+    }
+
+    /// Whether this is a minted token within its expiry margin at `now`: a connect must not log
+    /// in with it.
+    pub fn is_token_due(&self, now: Instant) -> bool {
+        self.credential.is_minted() && self.renew_at.is_some_and(|at| now >= at)
+    }
+
+    /// Whether `other` holds the same password (token) as this snapshot.
+    pub(crate) fn is_same_secret(&self, other: &Snapshot) -> bool {
+        self.credential.has_same_password(&other.credential)
     }
 
     /// When the credential itself ends, on the Tokio clock.

@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use credswap_core::RotatingCredentials;
+use credswap_core::contract::limits::SessionLimits;
 use credswap_core::contract::{Adapter, Rotation};
 use credswap_tokio_postgres::PgDriver;
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, PoolConfig, Runtime};
@@ -48,6 +50,7 @@ pub struct Builder<T> {
     post_create: Vec<Hook>,
     pre_recycle: Vec<Hook>,
     post_recycle: Vec<Hook>,
+    limits: SessionLimits,
 }
 
 impl<T> fmt::Debug for Builder<T> {
@@ -60,6 +63,7 @@ impl<T> fmt::Debug for Builder<T> {
             .field("credentials", &self.credentials)
             .field("manager_config", &self.manager_config)
             .field("pool_config", &self.pool_config)
+            .field("limits", &self.limits)
             .field(
                 "hooks",
                 &[
@@ -94,6 +98,7 @@ where
             post_create: Vec::new(),
             pre_recycle: Vec::new(),
             post_recycle: Vec::new(),
+            limits: SessionLimits::default(),
         }
     }
 
@@ -116,6 +121,25 @@ where
     /// Sets the pool's maximum number of connections.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.pool_config.max_size = max_size;
+        self
+    }
+
+    /// Retires every connection at this age (less a jitter of up to a tenth), like a stale one:
+    /// idle at once, busy when returned, its replacement inside the pool's size. For a database
+    /// that ends sessions at a fixed age (Aurora DSQL: one hour), or to let a proxy or a
+    /// failover rebalance. See [`credswap_core::contract::limits`].
+    #[must_use]
+    pub fn max_session_age(mut self, max_age: Duration) -> Self {
+        self.limits = self.limits.max_session_age(max_age);
+        self
+    }
+
+    /// Paces the pool's logins to at most `per_second`, spaced evenly: a rotation's reconnects
+    /// are spread instead of burst (RDS IAM authentication throttles new connections; DSQL has
+    /// a connection rate quota). See [`credswap_core::contract::limits`].
+    #[must_use]
+    pub fn max_connects_per_second(mut self, per_second: u32) -> Self {
+        self.limits = self.limits.max_connects_per_second(per_second);
         self
     }
 
@@ -155,6 +179,7 @@ where
         let adapter = Adapter::new(self.credentials);
         // The pool's connections and the probes share its size.
         adapter.limit_sessions(self.pool_config.max_size);
+        adapter.apply_limits(self.limits)?;
         let tags = Arc::new(Tags::default());
         let (alive, alive_rx) = oneshot::channel();
         let mut base = self.pg_config;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use credswap_core::contract::{Adapter, Event, drain};
+use credswap_core::contract::{Adapter, Event};
 use deadpool_postgres::{ClientWrapper, HookError, WeakPool};
 use tokio::sync::oneshot;
 
@@ -25,8 +25,8 @@ pub(crate) fn refuse_stale(
 }
 
 /// Closes idle stale connections: at once after a generation change, then on the
-/// [`drain::next_sweep`] schedule while stale connections are out (each is closed soon after it
-/// is returned) and at a lease's retirement point. Ends when the pool is dropped (`alive`
+/// [`Adapter::next_sweep`] schedule while stale connections are out (each is closed soon after it
+/// is returned), at a lease's retirement point, and often enough for the pool's session age. Ends when the pool is dropped (`alive`
 /// resolves) or closed.
 pub(crate) async fn watch(
     pool: WeakPool,
@@ -66,7 +66,7 @@ pub(crate) async fn watch(
             }
             tags.prune();
         }
-        let wait = drain::next_sweep(&current, counters.live_stale(&current) > 0);
+        let wait = adapter.next_sweep(&current, counters.live_stale(&current) > 0);
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {

@@ -10,6 +10,7 @@ use super::connect::Connector;
 use super::driver::{self, Driver};
 use super::feedback::Feedback;
 use super::handle::Rotation;
+use super::limits::{Limits, SessionLimits};
 use super::proof::{Probe, Proof};
 use super::stats::{AdapterStats, Counters, Event, LiveConnection};
 use super::tag::ConnectionTag;
@@ -45,6 +46,7 @@ pub struct Adapter {
     counters: Arc<Counters>,
     proof: Arc<Proof>,
     budget: Arc<Budget>,
+    limits: Arc<Limits>,
     /// The generation the pool's own connect options carry, for a pool that connects by itself.
     pool_login: Arc<watch::Sender<Generation>>,
 }
@@ -58,6 +60,7 @@ impl Adapter {
             counters: Arc::default(),
             proof: Arc::default(),
             budget: Arc::default(),
+            limits: Arc::default(),
             pool_login: Arc::new(watch::Sender::new(generation)),
         }
     }
@@ -147,6 +150,54 @@ impl Adapter {
         }
     }
 
+    /// Applies the pool's session age and connect pace, as its builder was given them (see
+    /// [`limits`](super::limits)). Set once, at build.
+    ///
+    /// # Errors
+    ///
+    /// The limits are refused ([`SessionLimits::check`]).
+    pub fn apply_limits(&self, limits: SessionLimits) -> Result<(), super::AdapterError> {
+        limits.check()?;
+        self.limits.apply(limits);
+        Ok(())
+    }
+
+    /// The pool's maximum session age, if it has one.
+    pub fn max_session_age(&self) -> Option<Duration> {
+        self.limits.max_session_age()
+    }
+
+    /// The pool's connect pace, in logins per second, if it has one.
+    pub fn connect_pacing(&self) -> Option<u32> {
+        self.limits.pacing()
+    }
+
+    /// Waits for a login's turn under connect pacing (at once without it). Every login the
+    /// adapter makes itself waits here: the [`Connector`]'s and the probe's.
+    pub async fn login_turn(&self) {
+        if !self.limits.login_turn().await.is_zero() {
+            self.counters.bump(Event::PacedLogin);
+        }
+    }
+
+    /// The tag of a connection about to be opened with `snapshot`, now: its generation, and
+    /// the pool's session age limit (see [`limits`](super::limits)).
+    pub fn tag(&self, snapshot: &Snapshot) -> ConnectionTag {
+        let tag = ConnectionTag::new(snapshot);
+        tag.with_age_limit(self.limits.age_limit_from(tag.opened_at()))
+    }
+
+    /// How long the adapter's watcher waits before its next sweep: [`drain::next_sweep`](super::drain::next_sweep),
+    /// and often enough that an idle connection is retired within a twentieth of the maximum
+    /// session age of its limit (never more often than [`drain::SWEEP`](super::drain::SWEEP)).
+    pub fn next_sweep(&self, current: &Snapshot, stale_left: bool) -> Duration {
+        let wait = super::drain::next_sweep(current, stale_left);
+        match self.max_session_age() {
+            Some(age) => wait.min((age / 20).max(super::drain::SWEEP)),
+            None => wait,
+        }
+    }
+
     /// A slot of the session budget, waiting up to `wait`: `None` when none came free.
     pub(crate) async fn slot(&self, wait: Duration) -> Option<Slot> {
         self.budget.slot(wait).await
@@ -213,7 +264,12 @@ impl Adapter {
     /// `idle` says whether the connection is idle and a probe fits beside the pool (see
     /// [`probe_fits`](Self::probe_fits)); a canary taken for it is followed by a probe.
     pub fn should_close(&self, tag: &ConnectionTag, current: &Snapshot, idle: bool) -> bool {
-        if tag.is_stale(current) {
+        let now = tokio::time::Instant::now();
+        if tag.is_aged_at(now) {
+            self.counters.bump(Event::AgedOut);
+            return true;
+        }
+        if tag.is_stale_at(current, now) {
             return true;
         }
         if !current.is_proven() {
@@ -328,6 +384,7 @@ impl Adapter {
         let current = self.credentials.current();
         if generation > current.generation() {
             // A pending trial: the current login first.
+            self.login_turn().await;
             match probe(Arc::clone(&current)).await {
                 Ok(()) => {
                     feedback.report_accepted(current.generation());
@@ -347,6 +404,7 @@ impl Adapter {
                 }
             }
         }
+        self.login_turn().await;
         match probe(Arc::clone(login)).await {
             Ok(()) => {
                 if generation > self.credentials.generation() {
@@ -379,6 +437,8 @@ impl fmt::Debug for Adapter {
         f.debug_struct("Adapter")
             .field("credentials", &self.credentials)
             .field("budget", &self.budget)
+            .field("limits", &self.limits)
+            .field("limits", &self.limits)
             .field("stats", &self.stats())
             .finish()
     }

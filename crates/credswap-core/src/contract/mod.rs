@@ -15,6 +15,7 @@
 //! | [`stats`] | [`AdapterStats`] and the counters behind them |
 //! | [`proof`] | prove before drain: canaries and the probe that prove a new login before old connections go |
 //! | [`budget`] | the session budget: the pool's connections and the adapter's probes share its `max_size` |
+//! | [`limits`] | the pool's other limits: a maximum session age (with jitter) and connect pacing |
 //! | [`adapter`] | [`Adapter`]: what an adapter holds beside its pool (provider, counters, proof, budget) |
 //! | [`feedback`] | [`Feedback`]: refused and accepted logins, told to the provider |
 //! | [`handle`] | [`Rotation`]: the handle every adapter returns beside its pool, for the application |
@@ -105,6 +106,7 @@ pub mod driver;
 pub mod error;
 pub mod feedback;
 pub mod handle;
+pub mod limits;
 pub mod proof;
 pub mod stats;
 pub mod tag;

@@ -57,10 +57,14 @@ pub enum Event {
     OverBudget,
     /// A probe skipped for want of a budget slot ([`AdapterStats::probes_deferred`]).
     ProbeDeferred,
+    /// A connection retired at the pool's maximum session age ([`AdapterStats::aged_out`]).
+    AgedOut,
+    /// A login that waited for its turn under connect pacing ([`AdapterStats::paced_logins`]).
+    PacedLogin,
 }
 
 impl Event {
-    const ALL: usize = 13;
+    const ALL: usize = 15;
 
     fn index(self) -> usize {
         self as usize
@@ -182,6 +186,8 @@ impl Counters {
             pending_connects: self.get(Event::PendingConnect),
             over_budget: self.get(Event::OverBudget),
             probes_deferred: self.get(Event::ProbeDeferred),
+            aged_out: self.get(Event::AgedOut),
+            paced_logins: self.get(Event::PacedLogin),
         }
     }
 }
@@ -288,6 +294,11 @@ pub struct AdapterStats {
     /// Probes that did not run because every slot of the budget was in use; the next canary
     /// tries again.
     pub probes_deferred: u64,
+    /// Of the connections closed as stale, those retired at the pool's maximum session age
+    /// (see [`limits`](super::limits)).
+    pub aged_out: u64,
+    /// Logins that waited for their turn under connect pacing (see [`limits`](super::limits)).
+    pub paced_logins: u64,
     /// Live connections the staleness rule retires (see [`live_stale`](Self::live_stale)).
     stale_live: usize,
 }

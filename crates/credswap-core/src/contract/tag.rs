@@ -35,6 +35,7 @@ pub struct ConnectionTag {
     generation: Generation,
     opened_at: Instant,
     retire_at: Option<Instant>,
+    age_limit: Option<Instant>,
 }
 
 impl ConnectionTag {
@@ -44,7 +45,26 @@ impl ConnectionTag {
             generation: snapshot.generation(),
             opened_at: Instant::now(),
             retire_at: snapshot.retire_at(),
+            age_limit: None,
         }
+    }
+
+    /// The same tag, retired at `at` whatever its login (a maximum session age; see
+    /// [`limits`](super::limits)). [`Adapter::tag`](super::Adapter::tag) sets it.
+    #[must_use]
+    pub fn with_age_limit(mut self, at: Option<Instant>) -> Self {
+        self.age_limit = at;
+        self
+    }
+
+    /// When the connection reaches the pool's maximum session age, if it has one.
+    pub fn age_limit(&self) -> Option<Instant> {
+        self.age_limit
+    }
+
+    /// Whether the connection has reached the pool's maximum session age at `now`.
+    pub fn is_aged_at(&self, now: Instant) -> bool {
+        self.age_limit.is_some_and(|at| now >= at)
     }
 
     /// A tag from its parts, for a credential without an end.
@@ -53,6 +73,7 @@ impl ConnectionTag {
             generation,
             opened_at,
             retire_at: None,
+            age_limit: None,
         }
     }
 
@@ -75,6 +96,8 @@ impl ConnectionTag {
     /// **The staleness rule**, the one every adapter applies. A connection must be closed rather
     /// than handed out or kept idle when:
     ///
+    /// - it has reached the pool's maximum session age, if the adapter has one (see
+    ///   [`limits`](super::limits)), whatever its login;
     /// - it logged in with the current login (this generation, or an earlier one with the same
     ///   login after the store flipped back) and the current credential has reached its
     ///   retirement point (`expires_at - expiry_margin`), and it was opened before that point (one
@@ -87,12 +110,19 @@ impl ConnectionTag {
     ///   does not have (a mistyped secret) cannot take a working pool down; the drain lets one go
     ///   now and then as a canary ([`Adapter::should_close`](super::Adapter::should_close)) so
     ///   that the new login gets tried.
+    ///
+    /// A new token of a [minted](crate::Credential::minted) credential keeps the generation,
+    /// and a token's end is no retirement point ([`Snapshot::retire_at`]): the sessions a token
+    /// opened stay until the login changes or they reach the session age.
     pub fn is_stale(&self, current: &Snapshot) -> bool {
         self.is_stale_at(current, Instant::now())
     }
 
     /// [`is_stale`](Self::is_stale) at a given instant.
     pub fn is_stale_at(&self, current: &Snapshot, now: Instant) -> bool {
+        if self.is_aged_at(now) {
+            return true;
+        }
         if current.is_same_login(self.generation) {
             return current
                 .retire_at()

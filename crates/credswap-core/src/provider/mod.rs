@@ -45,6 +45,9 @@ pub struct Stats {
     /// Fetches caused by refused logins that were coalesced into one already made (the same
     /// burst of refusals, or a store answering `unavailable` being given time).
     pub auth_fetches_coalesced: u64,
+    /// New tokens of a [minted](Credential::minted) credential published for the same
+    /// login: not rotations (the generation stays, and no session is closed for them).
+    pub token_refreshes: u64,
 }
 
 /// Why the provider asks the source for its pending credential.
@@ -84,6 +87,7 @@ struct Counters {
     refusals: AtomicU64,
     pending_fetches: AtomicU64,
     auth_coalesced: AtomicU64,
+    token_refreshes: AtomicU64,
 }
 
 struct Status {
@@ -338,6 +342,7 @@ impl RotatingCredentials {
             store_calls: c.fetches.load(Ordering::Relaxed)
                 + c.pending_fetches.load(Ordering::Relaxed),
             auth_fetches_coalesced: c.auth_coalesced.load(Ordering::Relaxed),
+            token_refreshes: c.token_refreshes.load(Ordering::Relaxed),
         }
     }
 
@@ -417,7 +422,10 @@ impl Shared {
             self.superseded.store(None);
         }
         if current.credential().is_same_login(&credential) {
-            // Same login: refresh metadata (version, expiry) without a new generation.
+            // Same login: refresh metadata (version, expiry) without a new generation. For a
+            // minted credential this may be a new token: published for the connects to come,
+            // while the sessions of the previous one stay.
+            let new_token = !current.credential().has_same_password(&credential);
             let snapshot = Arc::new(
                 Snapshot::new(
                     credential,
@@ -437,6 +445,19 @@ impl Shared {
                 self.last_proven.store(Some(Arc::clone(&snapshot)));
             }
             self.current.store(Arc::clone(&snapshot));
+            if new_token {
+                self.counters
+                    .token_refreshes
+                    .fetch_add(1, Ordering::Relaxed);
+                // Same generation: adapters whose pool carries the login in its options (sqlx)
+                // take the new token; the rest find nothing stale.
+                self.generation_tx.send_replace(snapshot.generation());
+                tracing::debug!(
+                    generation = snapshot.generation().get(),
+                    username = %snapshot.credential().username(),
+                    "new token minted for the same login"
+                );
+            }
             return Ok(snapshot);
         }
         if let Some(validator) = &self.validator

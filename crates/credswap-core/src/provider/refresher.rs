@@ -20,12 +20,13 @@ impl Shared {
             return jittered(backoff, policy.jitter());
         }
         let mut delay = jittered(policy.refresh_interval(), policy.jitter());
-        if let Some(retire_at) = self.current.load().retire_at() {
+        if let Some(renew_at) = self.current.load().renew_at() {
             let now = Instant::now();
-            // Refresh by the retirement point; if it has passed and the store still hands out
-            // the same credential, retry at the backoff pace instead of spinning.
-            let until = if retire_at > now {
-                retire_at - now
+            // Refresh by the renewal point (a lease's retirement, a token's next mint); if it
+            // has passed and the store still hands out the same credential, retry at the
+            // backoff pace instead of spinning.
+            let until = if renew_at > now {
+                renew_at - now
             } else {
                 policy.backoff_initial()
             };

@@ -7,8 +7,10 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use credswap_core::{RotatingCredentials, Snapshot};
+use credswap_core::contract::limits::SessionLimits;
 use credswap_core::contract::{Adapter, Rotation};
 
 use super::connect::{self, Login};
@@ -101,6 +103,7 @@ pub struct Builder {
     after_connect: Option<ConnectHook>,
     before_acquire: Option<CheckHook>,
     after_release: Option<CheckHook>,
+    limits: SessionLimits,
 }
 
 impl fmt::Debug for Builder {
@@ -118,6 +121,7 @@ impl fmt::Debug for Builder {
             .field("after_connect", &self.after_connect.is_some())
             .field("before_acquire", &self.before_acquire.is_some())
             .field("after_release", &self.after_release.is_some())
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +136,7 @@ impl Builder {
             after_connect: None,
             before_acquire: None,
             after_release: None,
+            limits: SessionLimits::default(),
         }
     }
 
@@ -189,6 +194,29 @@ impl Builder {
         self
     }
 
+    /// Retires every connection at this age (less a jitter of up to a tenth), like a stale one:
+    /// idle at once, busy when returned, its replacement inside the pool's size. For a database
+    /// that ends sessions at a fixed age (Aurora DSQL: one hour), or to let a proxy or a
+    /// failover rebalance. Unlike sqlx's `max_lifetime`, it is jittered per connection, so
+    /// connections opened together do not all reconnect at once. See
+    /// [`credswap_core::contract::limits`].
+    #[must_use]
+    pub fn max_session_age(mut self, max_age: Duration) -> Self {
+        self.limits = self.limits.max_session_age(max_age);
+        self
+    }
+
+    /// Paces the logins credswap causes to at most `per_second`, spaced evenly: a retired
+    /// connection (stale, aged, a canary) is let go only at its replacement's turn, and the
+    /// adapter's own logins (following checkouts, probes) wait for theirs. sqlx opens the
+    /// connections of a growing pool by itself, without a hook, so those are not paced. See
+    /// [`credswap_core::contract::limits`].
+    #[must_use]
+    pub fn max_connects_per_second(mut self, per_second: u32) -> Self {
+        self.limits = self.limits.max_connects_per_second(per_second);
+        self
+    }
+
     /// Builds the pool without connecting (like `PgPoolOptions::connect_lazy_with`) and starts
     /// its watcher. Must run inside a Tokio runtime.
     pub fn build(self) -> Result<(PgPool, Rotation), Error> {
@@ -197,6 +225,7 @@ impl Builder {
         let adapter = Adapter::new(self.credentials);
         // The pool's connections (admitted in `after_connect`) and the probes share its size.
         adapter.limit_sessions(self.pool_options.get_max_connections() as usize);
+        adapter.apply_limits(self.limits)?;
         adapter.set_driver(Arc::new(SqlxDriver::new(self.connect_options.clone())));
         let (login, first_options) = Login::new(
             self.connect_options,

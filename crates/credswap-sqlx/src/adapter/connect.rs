@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use credswap_core::contract::{Adapter, Connected, ConnectionTag, Driver, Event, Feedback};
+use credswap_core::contract::{Adapter, Connected, Driver, Event, Feedback};
 use credswap_core::{Credential, Generation, RotatingCredentials, Snapshot};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
@@ -43,7 +43,9 @@ pub(crate) struct Login {
     replaced: Mutex<Vec<Replaced>>,
     /// How long a connect attempt can last: the pool's `acquire_timeout`.
     attempt_max: Duration,
-    /// The generation the options carry, for hooks waiting for a swap.
+    /// The credential the options carry (for a minted login, its token changes without a
+    /// swap). Never printed.
+    carried: Mutex<Credential>,
     /// Told of every swap, for hooks and checkouts waiting for one.
     adapter: Adapter,
 }
@@ -85,6 +87,7 @@ impl Login {
             base,
             generation: AtomicU64::new(first.generation().get()),
             replaced: Mutex::default(),
+            carried: Mutex::new(first.credential().clone()),
             attempt_max,
             adapter: adapter.clone(),
         };
@@ -108,6 +111,7 @@ impl Login {
         let old = self.generation();
         let generation = snapshot.generation();
         if generation == old || (generation > old && snapshot.is_same_login(old)) {
+            self.retoken(pool, snapshot);
             return false;
         }
         // Recorded before the options change: a connect that read the old options and
@@ -119,6 +123,7 @@ impl Login {
         });
         self.generation.store(generation.get(), Ordering::SeqCst);
         pool.set_connect_options(with_login(&self.base, snapshot.credential()));
+        *lock(&self.carried) = snapshot.credential().clone();
         self.adapter.set_pool_login(generation);
         tracing::debug!(
             generation = generation.get(),
@@ -126,6 +131,23 @@ impl Login {
             "pool connect options now use the new credential"
         );
         true
+    }
+
+    /// A new token of the minted login the options carry (the same generation): the options
+    /// take it, so the pool's next connect logs in with it. The connections of the previous
+    /// token stay.
+    fn retoken(&self, pool: &PgPool, snapshot: &Snapshot) {
+        let credential = snapshot.credential();
+        let mut carried = lock(&self.carried);
+        if !credential.is_minted() || carried.has_same_password(credential) {
+            return;
+        }
+        pool.set_connect_options(with_login(&self.base, credential));
+        *carried = credential.clone();
+        tracing::debug!(
+            generation = snapshot.generation().get(),
+            "pool connect options now use the new token"
+        );
     }
 
     /// Waits until the options carry `snapshot`'s login, for at most `limit`.
@@ -171,7 +193,7 @@ impl Login {
                  swap to generation {options}"
             )));
         }
-        let tag = ConnectionTag::new(&wanted);
+        let tag = adapter.tag(&wanted);
         let generation = wanted.generation();
         if generation != adapter.credentials().generation() {
             counters.bump(Event::FallbackConnect);

@@ -66,20 +66,28 @@ pub(crate) fn check<'c>(
             if verdict == Verdict::Untagged {
                 counters.bump(Event::Untagged);
             }
+            if verdict == Verdict::Aged {
+                counters.bump(Event::AgedOut);
+            }
             counters.bump(Event::StaleClosed);
             if swept {
                 counters.bump(Event::StaleClosedIdle);
             }
             drop(current);
             let wanted = connect::wanted(shared.adapter.credentials());
-            if wanted.is_same_login(shared.login.generation()) {
+            let swapped = wanted.is_same_login(shared.login.generation());
+            if swapped && shared.adapter.connect_pacing().is_none() {
                 return Box::pin(ready(Ok(false)));
             }
             // The watcher has not swapped the options yet: the connect that replaces this
-            // one would use the options being replaced. Close it once they are swapped.
+            // one would use the options being replaced. Close it once they are swapped. Under
+            // connect pacing, the slot is let go at its replacement's login turn.
             let shared = Arc::clone(shared);
             return Box::pin(async move {
-                shared.login.swapped(&wanted, drain::IDLE).await;
+                if !swapped {
+                    shared.login.swapped(&wanted, drain::IDLE).await;
+                }
+                shared.adapter.login_turn().await;
                 Ok(false)
             });
         }
@@ -211,9 +219,13 @@ pub(crate) async fn watch(pool: PgPool, shared: Arc<Shared>) {
             if now >= until && (complete || now >= started + SETTLE_MAX) {
                 settle = None;
             }
+        } else if shared.tags.any_aged() {
+            // A connection reached the pool's session age: the idle ones go now, a busy one
+            // at its return.
+            sweep(&pool, &shared);
         }
         shared.tags.reconcile(pool.size() as usize);
-        let mut wait = drain::next_sweep(&current, settle.is_some());
+        let mut wait = shared.adapter.next_sweep(&current, settle.is_some());
         if trying {
             wait = wait.min(CANARY_POLL);
         } else {

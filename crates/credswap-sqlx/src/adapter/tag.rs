@@ -47,6 +47,8 @@ pub(crate) enum Verdict {
     Untagged,
     /// Close it: it is past the pool's `max_lifetime` (its tag was let go).
     Expired,
+    /// Close it: it reached the pool's maximum session age.
+    Aged,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +94,10 @@ impl Tags {
     pub(crate) fn judge(&self, age: Duration, current: &Snapshot) -> Verdict {
         let mut entries = lock(&self.live);
         match Self::find(&entries, age) {
+            Some(index) if entries[index].tag.is_aged_at(Instant::now()) => {
+                entries.remove(index);
+                Verdict::Aged
+            }
             Some(index) if entries[index].tag.is_stale(current) => {
                 entries.remove(index);
                 Verdict::Stale
@@ -100,6 +106,13 @@ impl Tags {
             None if self.max_lifetime.is_some_and(|max| age > max) => Verdict::Expired,
             None => Verdict::Untagged,
         }
+    }
+
+    /// Whether a live connection has reached the pool's maximum session age (the watcher sweeps
+    /// then).
+    pub(crate) fn any_aged(&self) -> bool {
+        let now = Instant::now();
+        lock(&self.live).iter().any(|e| e.tag.is_aged_at(now))
     }
 
     /// Lets go of the tag of a connection of this `age` that is being closed for another reason.

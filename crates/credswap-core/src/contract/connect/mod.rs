@@ -164,9 +164,15 @@ impl Connector {
         loop {
             changes.borrow_and_update();
             let is_fallback = fallback.is_some();
-            let snapshot = fallback.take().unwrap_or_else(|| credentials.current());
+            let mut snapshot = fallback.take().unwrap_or_else(|| credentials.current());
+            if snapshot.is_token_due(Instant::now()) {
+                // A minted token within its expiry margin: never logged in with. The next one
+                // is minted (single flight, shared with the refresher and other connects).
+                snapshot = fresh_token(credentials, snapshot, until).await;
+            }
             let generation = snapshot.generation();
-            let tag = ConnectionTag::new(&snapshot);
+            self.adapter.login_turn().await;
+            let tag = self.adapter.tag(&snapshot);
             attempts += 1;
             if attempts > 1 {
                 counters.bump(if refused_before {
@@ -237,6 +243,22 @@ impl Connector {
                 Failure::Auth => {
                     counters.bump(Event::AuthFailure);
                     refused_before = true;
+                    // A minted login whose token was replaced while this connect was under
+                    // way (a database that takes only the newest token): the new token, at once,
+                    // and no report (that would mint yet another and refuse the connects
+                    // already using this one).
+                    let now_current = credentials.current();
+                    if !is_fallback
+                        && snapshot.credential().is_minted()
+                        && now_current.generation() == generation
+                        && !now_current.is_same_secret(&snapshot)
+                    {
+                        tracing::debug!(
+                            generation = generation.get(),
+                            "login refused with a token replaced meanwhile; retrying with the new one"
+                        );
+                        continue;
+                    }
                     // A burst of refusals waits for a working credential for one deadline in
                     // all, not one per connect: the connects that come later (queued behind the
                     // first ones) fail as fast as a plain pool's would, with the same error, so
@@ -367,6 +389,31 @@ fn log_failure<E: std::error::Error + 'static>(
         error = %chain(refused.error()),
         "{message}"
     );
+}
+
+/// The next token of a minted `due` login that is within its expiry margin: waits for the
+/// provider's mint (single flight), but not past `until`. A mint that fails or is late leaves
+/// `due` in use while it has not expired (refusing to connect would fail the request a plain
+/// pool with that token would still serve), with a warning: the margin is there for clock
+/// skew and the connect's own time, and the token still works.
+async fn fresh_token(
+    credentials: &crate::RotatingCredentials,
+    due: Arc<Snapshot>,
+    until: Instant,
+) -> Arc<Snapshot> {
+    let minted = match tokio::time::timeout_at(until, credentials.refresh()).await {
+        Ok(Ok(fresh)) => fresh,
+        Ok(Err(_)) | Err(_) => credentials.current(),
+    };
+    if !minted.is_token_due(Instant::now()) {
+        return minted;
+    }
+    tracing::warn!(
+        username = %due.credential().username(),
+        generation = due.generation().get(),
+        "no new token could be minted; connecting with one within its expiry margin"
+    );
+    due
 }
 
 /// Reports a refused login of `generation` to the provider and waits for the snapshot to retry

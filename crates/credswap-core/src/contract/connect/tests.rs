@@ -270,3 +270,202 @@ async fn concurrent_refused_connects_share_few_fetches() {
         "{fetches} fetches for 200 refused connects"
     );
 }
+
+/// A token minter: each fetch returns a new token for `iam_app`, valid for `life`, and the
+/// server (`accepts`) takes only the newest, as the test kit's token gate does.
+fn minter(
+    life: Duration,
+    minted: &'static AtomicU32,
+    accepts: &'static Mutex<String>,
+) -> impl crate::CredentialSource {
+    crate::source::from_fn(move || {
+        let n = minted.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = format!("token-{n}");
+        *accepts.lock().unwrap() = token.clone();
+        std::future::ready(Ok(Credential::minted("iam_app", token)
+            .with_expires_at(std::time::SystemTime::now() + life)))
+    })
+}
+
+fn gate(
+    accepts: &'static Mutex<String>,
+    logins: &'static Mutex<Vec<String>>,
+) -> Scripted<impl Fn(&Credential) -> Result<(), DriverError> + Send + Sync + 'static> {
+    use secrecy::ExposeSecret;
+    Scripted(move |credential: &Credential| {
+        let token = credential.password().expose_secret().to_owned();
+        logins.lock().unwrap().push(token.clone());
+        if token == *accepts.lock().unwrap() {
+            Ok(())
+        } else {
+            Err(DriverError(Failure::Auth))
+        }
+    })
+}
+
+async fn minted_adapter(source: impl crate::CredentialSource, margin: Duration) -> Adapter {
+    let credentials = RotatingCredentials::builder(source)
+        .policy(
+            Policy::builder()
+                .expiry_margin(margin)
+                .refresh_interval(Duration::from_secs(600))
+                .auth_refresh_interval(Duration::from_millis(50))
+                .build()
+                .unwrap(),
+        )
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    Adapter::new(credentials)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_token_is_not_a_rotation_and_retires_no_session() {
+    static MINTED: AtomicU32 = AtomicU32::new(0);
+    static ACCEPTS: Mutex<String> = Mutex::new(String::new());
+    static LOGINS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let adapter = minted_adapter(
+        minter(Duration::from_secs(900), &MINTED, &ACCEPTS),
+        Duration::from_secs(60),
+    )
+    .await;
+    let credentials = adapter.credentials().clone();
+    let connector = adapter.connector(None);
+    let first = connector.connect(&gate(&ACCEPTS, &LOGINS)).await.unwrap();
+    let mut changes = credentials.subscribe();
+    changes.borrow_and_update();
+    for _ in 0..5 {
+        credentials.refresh().await.unwrap();
+    }
+    let current = credentials.current();
+    assert_eq!(
+        current.generation(),
+        Generation::FIRST,
+        "same login, same generation"
+    );
+    assert!(
+        changes.has_changed().unwrap(),
+        "subscribers hear of the new token"
+    );
+    assert_eq!(credentials.stats().token_refreshes, 5);
+    assert_eq!(credentials.stats().rotations, 0);
+    assert_eq!(
+        current.retire_at(),
+        None,
+        "a token's end retires no session"
+    );
+    assert!(current.renew_at().is_some());
+    assert!(
+        !first.tag.is_stale(&current),
+        "the first token's session stays"
+    );
+    assert!(!adapter.should_close(&first.tag, &current, true));
+    // The next connect logs in with the newest token.
+    let second = connector.connect(&gate(&ACCEPTS, &LOGINS)).await.unwrap();
+    assert_eq!(LOGINS.lock().unwrap().last().unwrap(), "token-6");
+    assert_eq!(adapter.stats().auth_failures, 0);
+    drop((first, second));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_never_logs_in_with_a_token_within_its_margin() {
+    static MINTED: AtomicU32 = AtomicU32::new(0);
+    static ACCEPTS: Mutex<String> = Mutex::new(String::new());
+    static LOGINS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let adapter = minted_adapter(
+        minter(Duration::from_secs(10), &MINTED, &ACCEPTS),
+        Duration::from_secs(3),
+    )
+    .await;
+    let connector = adapter.connector(None);
+    // Into the first token's margin (7 s of its 10), with no refresher running.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(adapter.credentials().current().is_token_due(Instant::now()));
+    connector.connect(&gate(&ACCEPTS, &LOGINS)).await.unwrap();
+    assert_eq!(
+        *LOGINS.lock().unwrap(),
+        ["token-2"],
+        "minted before the login"
+    );
+    assert_eq!(MINTED.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_replaced_during_a_connect_is_retried_with_the_new_one_without_another_mint() {
+    static MINTED: AtomicU32 = AtomicU32::new(0);
+    static ACCEPTS: Mutex<String> = Mutex::new(String::new());
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+    let adapter = minted_adapter(
+        minter(Duration::from_secs(900), &MINTED, &ACCEPTS),
+        Duration::from_secs(60),
+    )
+    .await;
+    let credentials = adapter.credentials().clone();
+    // The gate refuses the first attempt because a mint happens while it is under way.
+    let driver = Scripted(move |credential: &Credential| {
+        use secrecy::ExposeSecret;
+        if ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            let credentials = credentials.clone();
+            // Mint now (the token in hand is replaced at the server).
+            futures_lite_block_on(async move { credentials.refresh().await.unwrap() });
+        }
+        if credential.password().expose_secret() == *ACCEPTS.lock().unwrap() {
+            Ok(())
+        } else {
+            Err(DriverError(Failure::Auth))
+        }
+    });
+    adapter.connector(None).connect(&driver).await.unwrap();
+    assert_eq!(ATTEMPTS.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        MINTED.load(Ordering::SeqCst),
+        2,
+        "no extra mint for the refusal"
+    );
+    assert_eq!(adapter.credentials().stats().refusals, 0);
+}
+
+/// Runs a future to completion on the current (paused, single-threaded) runtime from inside a
+/// synchronous driver callback.
+fn futures_lite_block_on<F: Future + Send + 'static>(future: F) -> F::Output
+where
+    F::Output: Send + 'static,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(future)
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_refresher_mints_ahead_of_the_margin_never_past_it() {
+    static MINTED: AtomicU32 = AtomicU32::new(0);
+    static ACCEPTS: Mutex<String> = Mutex::new(String::new());
+    let credentials =
+        RotatingCredentials::builder(minter(Duration::from_secs(20), &MINTED, &ACCEPTS))
+            .policy(
+                Policy::builder()
+                    .expiry_margin(Duration::from_secs(5))
+                    .refresh_interval(Duration::from_secs(600))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .await
+            .unwrap();
+    // 20-s tokens, 5-s margin: a mint every 15 s, whatever the 10-minute refresh interval.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let minted = MINTED.load(Ordering::SeqCst);
+    assert!((5..=6).contains(&minted), "{minted} tokens in 61 s");
+    assert_eq!(credentials.generation(), Generation::FIRST);
+    assert!(!credentials.current().is_token_due(Instant::now()));
+}
