@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use credswap_bb8::{Builder, RotatingConnection, RotatingConnectionManager, Rotation};
+use credswap_core::contract::limits::SessionLimits;
 use credswap_core::{BoxError, RotatingCredentials, Validate};
 use credswap_testkit::TestPostgres;
 use credswap_testkit::conformance::{Adapter, Session, TlsConnect, Whoami, poll_once};
@@ -31,11 +32,30 @@ where
     RotatingConnectionManager<Tls>:
         bb8::ManageConnection<Connection = RotatingConnection, Error = credswap_bb8::Error>,
 {
-    Ok(Builder::new(config, tls, credentials)
+    build_limited(config, tls, credentials, max_size, SessionLimits::default()).await
+}
+
+async fn build_limited<Tls>(
+    config: tokio_postgres::Config,
+    tls: Tls,
+    credentials: RotatingCredentials,
+    max_size: usize,
+    limits: SessionLimits,
+) -> Result<(bb8::Pool<RotatingConnectionManager<Tls>>, Rotation), BoxError>
+where
+    RotatingConnectionManager<Tls>:
+        bb8::ManageConnection<Connection = RotatingConnection, Error = credswap_bb8::Error>,
+{
+    let mut builder = Builder::new(config, tls, credentials)
         .max_size(u32::try_from(max_size)?)
-        .connection_timeout(Duration::from_secs(10))
-        .build()
-        .await?)
+        .connection_timeout(Duration::from_secs(10));
+    if let Some(age) = limits.session_age() {
+        builder = builder.max_session_age(age);
+    }
+    if let Some(pace) = limits.connects_per_second() {
+        builder = builder.max_connects_per_second(pace);
+    }
+    Ok(builder.build().await?)
 }
 
 /// A checked-out connection; dropping it returns it to the pool.
@@ -98,6 +118,17 @@ impl Adapter for Bb8 {
         max_size: usize,
     ) -> Result<(Pool, Rotation), BoxError> {
         let (pool, rotation) = build(pg.base_config(), NoTls, credentials, max_size).await?;
+        Ok((Pool::Plain(pool), rotation))
+    }
+
+    async fn build_limited(
+        pg: &TestPostgres,
+        credentials: RotatingCredentials,
+        max_size: usize,
+        limits: SessionLimits,
+    ) -> Result<(Pool, Rotation), BoxError> {
+        let (pool, rotation) =
+            build_limited(pg.base_config(), NoTls, credentials, max_size, limits).await?;
         Ok((Pool::Plain(pool), rotation))
     }
 

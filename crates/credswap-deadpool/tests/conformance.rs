@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use credswap_core::contract::Rotation;
+use credswap_core::contract::limits::SessionLimits;
 use credswap_core::{BoxError, RotatingCredentials, Validate};
 use credswap_testkit::TestPostgres;
 use credswap_testkit::conformance::{Adapter, Session, TlsConnect, Whoami};
@@ -52,6 +53,23 @@ impl Adapter for Deadpool {
             NoTls,
             credentials,
         )?)
+    }
+
+    async fn build_limited(
+        pg: &TestPostgres,
+        credentials: RotatingCredentials,
+        max_size: usize,
+        limits: SessionLimits,
+    ) -> Result<(Pool, Rotation), BoxError> {
+        let mut builder = credswap_deadpool::Builder::new(pg.base_config(), NoTls, credentials)
+            .pool_config(pool_config(max_size));
+        if let Some(age) = limits.session_age() {
+            builder = builder.max_session_age(age);
+        }
+        if let Some(pace) = limits.connects_per_second() {
+            builder = builder.max_connects_per_second(pace);
+        }
+        Ok(builder.build()?)
     }
 
     async fn build_tls(

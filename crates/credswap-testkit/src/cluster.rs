@@ -316,6 +316,10 @@ impl Cluster {
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=300"])
             .args(["-c", "password_encryption=scram-sha-256"])
+            // Every login with its time (the pacing cases count them per second).
+            .args(["-c", "log_connections=on"])
+            .args(["-c", "log_timezone=UTC"])
+            .args(["-c", "log_line_prefix=%m [%p] "])
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
@@ -358,6 +362,28 @@ impl Cluster {
         std::fs::read_to_string(&self.log_path)
             .map(|log| log.lines().filter(|line| line.contains(&needle)).count())
             .unwrap_or(0)
+    }
+
+    /// Lines of the server log that record a refused login of `role` with an expired password
+    /// (`VALID UNTIL` passed).
+    pub(crate) fn expired_logins(&self, role: &str) -> usize {
+        let needle = format!("User \"{role}\" has an expired password");
+        std::fs::read_to_string(&self.log_path)
+            .map(|log| log.lines().filter(|line| line.contains(&needle)).count())
+            .unwrap_or(0)
+    }
+
+    /// When the server authorized each login of `role`, from the log (`log_connections`).
+    pub(crate) fn logins(&self, role: &str) -> Vec<std::time::SystemTime> {
+        let needle = format!("connection authorized: user={role} ");
+        std::fs::read_to_string(&self.log_path)
+            .map(|log| {
+                log.lines()
+                    .filter(|line| line.contains(&needle))
+                    .filter_map(crate::clock::parse_log_time)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The last lines of the server log, for error messages.

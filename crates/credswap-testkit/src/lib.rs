@@ -71,6 +71,7 @@
 
 mod bao;
 mod binaries;
+mod clock;
 mod cluster;
 pub mod conformance;
 mod daemon;
@@ -84,10 +85,13 @@ pub mod scenario;
 mod server;
 mod sessions;
 pub mod tls;
+mod token_gate;
 
 pub use bao::{BAO_DATABASE_CONNECTION, TestBao};
+pub use clock::most_in_any;
 pub use error::Error;
 pub use moto::{Fault, FaultProxy, FaultStats, TestMoto};
 pub use pgbouncer::TestPgBouncer;
 pub use roles::{AlternatingPair, random_password, unique_name};
 pub use server::TestPostgres;
+pub use token_gate::TokenGate;

@@ -89,7 +89,7 @@ pub(crate) async fn alter_password(
 }
 
 /// `PASSWORD '<scram verifier>'` for `password`; the password itself never leaves the process.
-fn password_clause(password: &str) -> String {
+pub(crate) fn password_clause(password: &str) -> String {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     format!("PASSWORD {}", quote_literal(&verifier))
 }

@@ -320,6 +320,20 @@ impl TestPostgres {
         Some(server + pooler)
     }
 
+    /// Logins of `role` the server refused because its password had expired (`VALID UNTIL`
+    /// passed; the [`TokenGate`](crate::TokenGate) sets it at each token's margin). `None` for a
+    /// server this kit did not start.
+    pub fn expired_logins(&self, role: &str) -> Option<usize> {
+        Some(self.cluster.as_ref()?.expired_logins(role))
+    }
+
+    /// When the server authorized each login of `role` (its log, `log_connections = on`): what
+    /// the connect pacing cases count per second. Behind a pooler these are the pooler's logins.
+    /// `None` for a server this kit did not start.
+    pub fn logins(&self, role: &str) -> Option<Vec<std::time::SystemTime>> {
+        Some(self.cluster.as_ref()?.logins(role))
+    }
+
     /// The pooler in front of this server, if [`through_pooler`](Self::through_pooler) set one.
     pub fn pooler(&self) -> Option<&TestPgBouncer> {
         self.pooler.as_ref()

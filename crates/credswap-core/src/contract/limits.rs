@@ -62,6 +62,16 @@ impl SessionLimits {
         self
     }
 
+    /// The session age given, if any.
+    pub fn session_age(&self) -> Option<Duration> {
+        self.max_session_age
+    }
+
+    /// The connect pace given, in logins per second, if any.
+    pub fn connects_per_second(&self) -> Option<u32> {
+        self.max_connects_per_second
+    }
+
     /// Refuses limits that would stop the pool: a zero session age, zero logins a second.
     ///
     /// # Errors

@@ -9,6 +9,7 @@
 // `--ignored` to see them fail).
 
 use credswap_core::contract::Rotation;
+use credswap_core::contract::limits::SessionLimits;
 use credswap_core::{BoxError, RotatingCredentials, Validate};
 use credswap_testkit::TestPostgres;
 use credswap_testkit::conformance::{Adapter, Session, TlsConnect, Whoami};
@@ -35,6 +36,26 @@ fn build_pool_with(
         .max_connections(max_size as u32)
         .acquire_timeout(std::time::Duration::from_secs(10));
     Ok(adapter::connect_lazy_with(pool_options, options, credentials)?)
+}
+
+fn build_pool_limited(
+    pg: &TestPostgres,
+    credentials: RotatingCredentials,
+    max_size: usize,
+    limits: SessionLimits,
+) -> Result<(PgPool, Rotation), BoxError> {
+    let pool_options = PgPoolOptions::new()
+        .max_connections(max_size as u32)
+        .acquire_timeout(std::time::Duration::from_secs(10));
+    let mut builder = adapter::Builder::new(crate::support::base_options!(sqlx, pg), credentials)
+        .pool_options(pool_options);
+    if let Some(age) = limits.session_age() {
+        builder = builder.max_session_age(age);
+    }
+    if let Some(pace) = limits.connects_per_second() {
+        builder = builder.max_connects_per_second(pace);
+    }
+    Ok(builder.build()?)
 }
 
 /// The TLS cluster's port and database under `tls`'s host: `sslmode=verify-full` trusting its
@@ -114,6 +135,15 @@ mod plain {
             max_size: usize,
         ) -> Result<(PgPool, Rotation), BoxError> {
             build_pool(pg, credentials, max_size)
+        }
+
+        async fn build_limited(
+            pg: &TestPostgres,
+            credentials: RotatingCredentials,
+            max_size: usize,
+            limits: SessionLimits,
+        ) -> Result<(PgPool, Rotation), BoxError> {
+            build_pool_limited(pg, credentials, max_size, limits)
         }
 
         async fn build_tls(
@@ -220,6 +250,20 @@ mod following {
             max_size: usize,
         ) -> Result<(Following, Rotation), BoxError> {
             let (pool, rotation) = build_pool(pg, credentials, max_size)?;
+            let following = Following {
+                pool,
+                rotation: rotation.clone(),
+            };
+            Ok((following, rotation))
+        }
+
+        async fn build_limited(
+            pg: &TestPostgres,
+            credentials: RotatingCredentials,
+            max_size: usize,
+            limits: SessionLimits,
+        ) -> Result<(Following, Rotation), BoxError> {
+            let (pool, rotation) = build_pool_limited(pg, credentials, max_size, limits)?;
             let following = Following {
                 pool,
                 rotation: rotation.clone(),

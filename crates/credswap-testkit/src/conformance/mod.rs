@@ -36,6 +36,7 @@ mod store;
 
 use async_trait::async_trait;
 use credswap_core::contract::Rotation;
+use credswap_core::contract::limits::SessionLimits;
 use credswap_core::{BoxError, RotatingCredentials, Validate};
 
 use crate::TestPostgres;
@@ -77,6 +78,15 @@ pub trait Adapter: Send + Sync + 'static {
         pg: &TestPostgres,
         credentials: RotatingCredentials,
         max_size: usize,
+    ) -> Result<(Self::Pool, Rotation), BoxError>;
+
+    /// Builds a pool as [`build`](Self::build) does, with the adapter builder's session age and
+    /// connect pace set from `limits` (`max_session_age`, `max_connects_per_second`).
+    async fn build_limited(
+        pg: &TestPostgres,
+        credentials: RotatingCredentials,
+        max_size: usize,
+        limits: SessionLimits,
     ) -> Result<(Self::Pool, Rotation), BoxError>;
 
     /// Checks a connection out through the pool's plain API.
@@ -224,8 +234,11 @@ macro_rules! conformance_suite {
                 a_black_holed_store_bounds_every_checkout,
                 a_throttling_store_fails_no_request,
                 a_vault_lease_revoked_from_outside_is_replaced,
+                minted_tokens_refresh_under_load_without_closing_a_session,
+                connect_pacing_caps_logins_per_second,
             ]
             direct_only [
+                max_session_age_retires_sessions_within_the_pool_size,
                 validate_before_swap_keeps_the_working_credential,
                 dropping_the_pool_stops_every_task,
                 nothing_prints_the_password,

@@ -12,6 +12,7 @@ mod capture;
 mod draining;
 mod helpers;
 mod lifecycle;
+mod minted;
 mod pending;
 mod refused;
 mod scenarios;
@@ -28,6 +29,10 @@ pub(crate) use helpers::{build, load, wait_for, whoami};
 pub use lifecycle::{
     a_server_restart_fails_only_requests_in_flight, dropping_the_pool_stops_every_task,
     leased_credential_connections_retire_before_expiry, nothing_prints_the_password,
+};
+pub use minted::{
+    connect_pacing_caps_logins_per_second, max_session_age_retires_sessions_within_the_pool_size,
+    minted_tokens_refresh_under_load_without_closing_a_session,
 };
 pub use pending::{
     a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
