@@ -38,6 +38,8 @@
 //! | `sqlx-0_9` | no | the sqlx adapter for sqlx 0.9 too, as `credswap::sqlx::v0_9` |
 //! | `metrics` | no | `credswap::metrics`: the providers' and pools' state through the `metrics` facade (names, units and labels in one table) |
 //! | `aws` | no | [`aws`]: AWS Secrets Manager as a credential source (`SecretsManagerSource`) |
+//! | `aws-rds-iam` | no | `aws` and `credswap::aws::RdsIamSource`: RDS and Aurora IAM authentication tokens as minted credentials |
+//! | `aws-dsql` | no | `aws` and `credswap::aws::DsqlTokenSource`: Aurora DSQL authentication tokens as minted credentials |
 //! | `rotate` | no | [`rotate`]: the Secrets Manager rotation protocol for PostgreSQL (`Rotator`), single user and alternating users |
 //! | `vault` | no | [`vault`]: HashiCorp Vault and OpenBao as a credential source (`VaultSource`): KV v2, database dynamic roles (leases), database static roles |
 //! | `file` | no | [`file`](mod@file): mounted secret files (Kubernetes secret volumes, Secrets Store CSI, Vault Agent), watched (`FileSource`), and environment variables (`EnvSource`) as credential sources |
@@ -78,7 +80,8 @@ pub mod sqlx {
     pub use credswap_sqlx::*;
 }
 
-/// AWS Secrets Manager as a credential source (`credswap-aws`).
+/// AWS Secrets Manager as a credential source, and (features `aws-rds-iam`, `aws-dsql`) RDS IAM
+/// and Aurora DSQL tokens as minted credentials (`credswap-aws`).
 #[cfg(feature = "aws")]
 #[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
 pub mod aws {

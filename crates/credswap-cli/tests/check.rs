@@ -618,3 +618,101 @@ async fn vault_sources_on_openbao() {
     assert_eq!(code, 3, "{report}");
     bao.stop();
 }
+
+/// `credswap check --source rds-iam|dsql` with static fake AWS credentials: no AWS, no
+/// database. The token is minted locally; the output names the user and the expiry, never the
+/// token (no `X-Amz-Signature`) or the secret key.
+#[test]
+fn minted_sources_report_the_user_and_expiry_never_the_token() {
+    const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let help = Command::new(env!("CARGO_BIN_EXE_credswap"))
+        .args(["check", "--help"])
+        .output()
+        .expect("run credswap check --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("rds-iam") && help.contains("dsql"), "{help}");
+
+    let envs = [
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_CONFIG_FILE", "/nonexistent/credswap/config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/credswap/credentials",
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let hidden = [SECRET_KEY, "X-Amz-Signature", "X-Amz-Credential"];
+    let rds = [
+        "--source",
+        "rds-iam",
+        "--host",
+        "orders.cluster-abc.eu-west-1.rds.amazonaws.com",
+        "--user",
+        "iam_app",
+    ];
+    let (code, report, _) = check(&rds, &envs, &hidden);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["source"], "rds-iam");
+    assert_eq!(report["username"], "iam_app");
+    let left = report["expires_in_s"].as_f64().expect("an expiry");
+    assert!((880.0..=900.0).contains(&left), "{report}");
+
+    // The plain line says the same.
+    let output = Command::new(env!("CARGO_BIN_EXE_credswap"))
+        .arg("check")
+        .args(rds)
+        .envs(envs)
+        .output()
+        .expect("run credswap check");
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{line}");
+    assert!(
+        line.starts_with("ok: user iam_app (minted token)") && line.contains("expires in 14m"),
+        "{line}"
+    );
+    assert!(!line.contains("X-Amz-Signature") && !line.contains(SECRET_KEY));
+
+    let (code, report, _) = check(
+        &[
+            "--source",
+            "dsql",
+            "--host",
+            "abc.dsql.eu-west-1.on.aws",
+            "--admin",
+        ],
+        &envs,
+        &hidden,
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        (&report["source"], &report["username"]),
+        (&json!("dsql"), &json!("admin"))
+    );
+
+    // IAM logins need TLS: --connect without it is a configuration error, before any connect.
+    let mut plain = rds.to_vec();
+    plain.extend(["--connect", "--sslmode", "prefer"]);
+    let (code, report, _) = check(&plain, &envs, &hidden);
+    assert_eq!(code, 8, "{report}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("IAM authentication requires TLS") && reason.contains("sslmode=require"),
+        "{reason}"
+    );
+
+    // A missing --host is clap's error (2); dsql without --admin or --user is a bad
+    // configuration (8).
+    let output = Command::new(env!("CARGO_BIN_EXE_credswap"))
+        .args(["check", "--source", "rds-iam", "--user", "u"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let (code, report, _) = check(
+        &["--source", "dsql", "--host", "abc.dsql.eu-west-1.on.aws"],
+        &envs,
+        &hidden,
+    );
+    assert_eq!(code, 8, "{report}");
+}

@@ -25,6 +25,21 @@ pub enum CheckSource {
     /// Environment variables (PGUSER/PGPASSWORD, or `--username-var`, `--password-var`,
     /// `--json-var`).
     Env,
+    /// An RDS/Aurora IAM authentication token minted for `--user` at `--host`:`--port`
+    /// (region from `--region` or the AWS environment, signed with the AWS environment's
+    /// credentials). `--connect` needs TLS (default `--sslmode require`).
+    RdsIam,
+    /// An Aurora DSQL authentication token for the cluster endpoint `--host`: `--admin` for the
+    /// `admin` role, or `--user ROLE` for a custom role. `--connect` needs TLS (default
+    /// `--sslmode require`).
+    Dsql,
+}
+
+impl CheckSource {
+    /// Whether the source mints IAM tokens (which need TLS to log in).
+    pub fn is_minted(self) -> bool {
+        matches!(self, CheckSource::RdsIam | CheckSource::Dsql)
+    }
 }
 
 /// `credswap check` arguments.
@@ -55,9 +70,27 @@ pub struct CheckArgs {
     pub role: Option<String>,
 
     /// The username, where the secret holds only a password (AWS plain-string secret, a
-    /// password file, Vault KV without a username field, the environment).
-    #[arg(long)]
+    /// password file, Vault KV without a username field, the environment). rds-iam: the
+    /// IAM-enabled database user; dsql: a custom database role (or `--admin`).
+    #[arg(long, visible_alias = "user", required_if_eq("source", "rds-iam"))]
     pub username: Option<String>,
+
+    /// rds-iam: the database endpoint the token is signed for (exactly as the client connects
+    /// to it); dsql: the cluster endpoint.
+    #[arg(long, required_if_eq_any([("source", "rds-iam"), ("source", "dsql")]))]
+    pub host: Option<String>,
+
+    /// rds-iam: the endpoint's port the token is signed for.
+    #[arg(long, default_value_t = 5432)]
+    pub port: u16,
+
+    /// rds-iam, dsql: the database's region; default from the AWS environment (AWS_REGION).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// dsql: log in as the `admin` role (a DbConnectAdmin token) instead of `--user`.
+    #[arg(long, conflicts_with = "username")]
+    pub admin: bool,
 
     /// Env: the variable holding the username (default PGUSER).
     #[arg(long)]
@@ -93,8 +126,10 @@ pub struct CheckArgs {
     /// --connect: TLS as libpq names it: disable, prefer (TLS when the server offers it),
     /// require, verify-ca (the certificate's chain must lead to --ca-file), verify-full (and
     /// name the host). prefer and require verify the chain too when --ca-file is given.
-    #[arg(long, default_value = "prefer", value_parser = crate::cli::parse_sslmode)]
-    pub sslmode: credswap_rotate::SslMode,
+    /// Default prefer; require for rds-iam and dsql, which refuse disable and prefer (IAM
+    /// authentication requires TLS).
+    #[arg(long, value_parser = crate::cli::parse_sslmode)]
+    pub sslmode: Option<credswap_rotate::SslMode>,
 
     /// --connect: a PEM file of the CA certificate(s) the server's certificate must lead to
     /// (libpq's sslrootcert). Needed by verify-ca and verify-full.
@@ -113,6 +148,17 @@ pub struct CheckArgs {
     /// Print one JSON object instead of a line.
     #[arg(long)]
     pub json: bool,
+}
+
+impl CheckArgs {
+    /// `--sslmode`, else the source's default: `require` for the minted sources, `prefer`.
+    pub fn sslmode(&self) -> credswap_rotate::SslMode {
+        self.sslmode.unwrap_or(if self.source.is_minted() {
+            credswap_rotate::SslMode::Require
+        } else {
+            credswap_rotate::SslMode::Prefer
+        })
+    }
 }
 
 /// A duration of any length (`90days`, `12h`): rotation intervals are measured in days.

@@ -14,6 +14,11 @@
 //! `--connect` uses TLS as `--sslmode` (libpq's names, default `prefer`) and `--ca-file` say,
 //! through `credswap_rotate::Database::rustls`.
 //!
+//! `--source rds-iam` and `--source dsql` mint an IAM authentication token (signed with the
+//! AWS environment's credentials) and report its user and expiry, never the token; their
+//! `--connect` needs TLS (`--sslmode` defaults to `require` for them, and `disable` or
+//! `prefer` is a configuration error).
+//!
 //! The arguments are in `args` ([`CheckArgs`], [`CheckSource`]), the sources the check reads
 //! through in `source`, and the `--connect` probe in `connect`.
 
@@ -122,6 +127,8 @@ fn source_name(source: CheckSource) -> &'static str {
         CheckSource::VaultStatic => "vault-static",
         CheckSource::File => "file",
         CheckSource::Env => "env",
+        CheckSource::RdsIam => "rds-iam",
+        CheckSource::Dsql => "dsql",
     }
 }
 
@@ -232,11 +239,17 @@ async fn run(args: &CheckArgs) -> Report {
                 "--connect needs --database-url (the secret names no host)".into(),
             );
         };
+        if args.source.is_minted()
+            && let Err(e) = credswap_aws::require_tls(args.sslmode().as_str())
+        {
+            let reason = format!("--sslmode {}: {}", args.sslmode(), e.message());
+            return fail(report, Verdict::Config, reason);
+        }
         let database =
-            match credswap_rotate::Database::rustls(args.sslmode, args.ca_file.as_deref()) {
+            match credswap_rotate::Database::rustls(args.sslmode(), args.ca_file.as_deref()) {
                 Ok(database) => database,
                 Err(e) => {
-                    let reason = format!("--sslmode {}: {e}", args.sslmode);
+                    let reason = format!("--sslmode {}: {e}", args.sslmode());
                     return fail(report, Verdict::Config, reason);
                 }
             };
@@ -253,7 +266,7 @@ async fn run(args: &CheckArgs) -> Report {
                     Failed::Rejected => format!(
                         "the database's pg_hba.conf rejects the connection of {who} (not a \
                          password failure; TLS required? see --sslmode, now {}): {message}",
-                        args.sslmode
+                        args.sslmode()
                     ),
                     Failed::Auth => format!("the database refuses {who}: {message}"),
                     Failed::Other => format!("cannot reach the database with {who}: {message}"),
@@ -318,8 +331,11 @@ async fn run(args: &CheckArgs) -> Report {
     report
 }
 
-/// "user app (version v3) from aws".
+/// "user app (version v3) from aws"; "user iam_app (minted token)".
 fn describe(credential: &Credential) -> String {
+    if credential.is_minted() {
+        return format!("user {} (minted token)", credential.username());
+    }
     match credential.version() {
         Some(version) => format!("user {} (version {version})", credential.username()),
         None => format!("user {}", credential.username()),

@@ -119,6 +119,45 @@ pub(super) async fn build_source(args: &CheckArgs) -> Result<Built, String> {
                 }),
             })
         }
+        CheckSource::RdsIam => {
+            let host = args.host.clone().ok_or("--host is required")?;
+            let mut builder = credswap_aws::RdsIamSource::builder()
+                .hostname(host.clone())
+                .port(args.port)
+                .username(args.username.clone().ok_or("--user is required")?);
+            if let Some(region) = &args.region {
+                builder = builder.region(region.clone());
+            }
+            let source = builder.build_from_env().await.map_err(|e| e.to_string())?;
+            let port = args.port;
+            Ok(Built {
+                source: Arc::new(source),
+                details: Box::new(move || Some((Some(host.clone()), Some(port), None))),
+                aws: None,
+            })
+        }
+        CheckSource::Dsql => {
+            let host = args.host.clone().ok_or("--host is required")?;
+            let mut builder = credswap_aws::DsqlTokenSource::builder().hostname(host.clone());
+            builder = match (&args.username, args.admin) {
+                (_, true) => builder.admin(),
+                (Some(role), false) => builder.username(role.clone()),
+                (None, false) => {
+                    return Err("--source dsql needs --admin or --user ROLE".into());
+                }
+            };
+            if let Some(region) = &args.region {
+                builder = builder.region(region.clone());
+            }
+            let source = builder.build_from_env().await.map_err(|e| e.to_string())?;
+            Ok(Built {
+                source: Arc::new(source),
+                details: Box::new(move || {
+                    Some((Some(host.clone()), Some(5432), Some("postgres".into())))
+                }),
+                aws: None,
+            })
+        }
         CheckSource::Env => {
             let mut builder = credswap_file::EnvSource::builder();
             if let Some(var) = &args.username_var {
