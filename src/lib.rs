@@ -116,6 +116,8 @@ pub mod vault {
     feature = "bb8",
     feature = "sqlx",
     feature = "aws",
+    feature = "aws-rds-iam",
+    feature = "aws-dsql",
     feature = "vault",
     feature = "rotate",
     feature = "file",

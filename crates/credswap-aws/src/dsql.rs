@@ -268,6 +268,7 @@ mod tests {
         ));
         assert_eq!(credential.username(), "admin");
         assert!(credential.is_minted());
+        assert!(credential.requires_tls(), "IAM tokens travel over TLS only");
         assert_eq!(credential.issued_at(), Some(fixed_now()));
         assert_eq!(
             credential.expires_at(),

@@ -132,9 +132,12 @@ let credentials = RotatingCredentials::new(source, policy).await?;
 //!   failover target or an RDS Proxy is another source: [`RdsIamSource::for_host`] clones one
 //!   for another endpoint, with its own tokens.
 //! - **TLS is required**: RDS refuses an IAM login without TLS and DSQL accepts only TLS
-//!   connections. The sources never see the pool's connect options, so check them with
-//!   [`require_tls`] (`require`, `verify-ca` or `verify-full`; the error names the setting)
-//!   where the pool is configured.
+//!   connections. The sources' credentials say so
+//!   ([`Credential::requires_tls`](credswap_core::Credential::requires_tls)), and every pool
+//!   adapter refuses to build a pool whose connect options could log in without TLS (an
+//!   `sslmode` below `require`), with an error that names the setting. For connect options
+//!   built elsewhere (a URL in a config file), [`require_tls`] checks an `sslmode` string the
+//!   same way.
 //! - **Aurora DSQL ends sessions after one hour**: set the adapters' maximum session age below
 //!   it, e.g. `max_session_age(Duration::from_secs(55 * 60))`, so the pools replace
 //!   connections before the server closes them. [`DsqlTokenSourceBuilder::admin`] mints

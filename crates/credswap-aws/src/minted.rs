@@ -160,9 +160,11 @@ impl Signing {
 
 impl Prepared {
     /// The minted credential of `username` with `token`, issued now, expiring at the token's
-    /// end or the signing credentials' expiry, whichever is first.
+    /// end or the signing credentials' expiry, whichever is first. It requires TLS: every
+    /// adapter refuses to build a pool that could send it in the clear.
     pub(crate) fn credential(&self, username: &str, token: String) -> Credential {
         Credential::minted(username, token)
+            .with_tls_required()
             .with_issued_at(self.now)
             .with_expires_at(self.expires_at)
     }

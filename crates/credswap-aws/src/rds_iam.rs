@@ -278,6 +278,7 @@ mod tests {
         assert_eq!(token, generated.as_str());
         assert!(token.starts_with(SDK_TOKEN), "{token}");
         assert!(credential.is_minted());
+        assert!(credential.requires_tls(), "IAM tokens travel over TLS only");
         assert_eq!(credential.username(), "peccy");
         assert_eq!(credential.issued_at(), Some(fixed_now()));
         assert_eq!(

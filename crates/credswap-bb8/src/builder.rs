@@ -288,6 +288,10 @@ where
             Some(max_size) => self.take_pool().max_size(max_size),
             None => self.take_pool(),
         };
+        let always_tls = matches!(
+            self.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
         let timeout = self.connection_timeout.unwrap_or(BB8_CONNECTION_TIMEOUT);
         let manager = RotatingConnectionManager::with_deadline(
             self.config,
@@ -297,6 +301,7 @@ where
         );
         let rotation = manager.rotation();
         manager.shared.adapter().apply_limits(self.limits)?;
+        manager.shared.adapter().check_tls(always_tls)?;
         if let Some(max_size) = self.max_size {
             // The pool's connections and the probes share its size.
             manager.shared.adapter().limit_sessions(max_size as usize);

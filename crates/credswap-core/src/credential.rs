@@ -29,6 +29,7 @@ pub struct Credential {
     rotation_interval: Option<Duration>,
     next_rotation_at: Option<SystemTime>,
     minted: bool,
+    requires_tls: bool,
 }
 
 impl Credential {
@@ -43,6 +44,7 @@ impl Credential {
             rotation_interval: None,
             next_rotation_at: None,
             minted: false,
+            requires_tls: false,
         }
     }
 
@@ -82,6 +84,21 @@ impl Credential {
     /// Whether this is a [minted](Self::minted) credential (a short-lived token).
     pub fn is_minted(&self) -> bool {
         self.minted
+    }
+
+    /// Marks a login that must travel over TLS (an IAM auth token: RDS refuses it without TLS,
+    /// and a token sent in the clear is a credential given away). Every adapter refuses to
+    /// build a pool whose connect options could log in without TLS (`sslmode` below
+    /// `require`) while the provider's credential says this.
+    #[must_use]
+    pub fn with_tls_required(mut self) -> Self {
+        self.requires_tls = true;
+        self
+    }
+
+    /// Whether this login must travel over TLS (see [`with_tls_required`](Self::with_tls_required)).
+    pub fn requires_tls(&self) -> bool {
+        self.requires_tls
     }
 
     /// Records the store's version id (an AWS `VersionId`, a Vault lease id, a file's mtime).
@@ -205,6 +222,7 @@ impl fmt::Debug for Credential {
             .field("rotation_interval", &self.rotation_interval)
             .field("next_rotation_at", &self.next_rotation_at)
             .field("minted", &self.minted)
+            .field("requires_tls", &self.requires_tls)
             .finish()
     }
 }

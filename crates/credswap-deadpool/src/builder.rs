@@ -180,6 +180,10 @@ where
         // The pool's connections and the probes share its size.
         adapter.limit_sessions(self.pool_config.max_size);
         adapter.apply_limits(self.limits)?;
+        adapter.check_tls(matches!(
+            self.pg_config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        ))?;
         let tags = Arc::new(Tags::default());
         let (alive, alive_rx) = oneshot::channel();
         let mut base = self.pg_config;

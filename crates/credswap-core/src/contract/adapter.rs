@@ -162,6 +162,46 @@ impl Adapter {
         Ok(())
     }
 
+    /// Refuses a pool whose connect options could log in without TLS (`always_tls` false:
+    /// `sslmode` below `require`) while the provider's credential requires TLS
+    /// ([`Credential::requires_tls`](crate::Credential::requires_tls), an IAM auth token).
+    /// Every adapter's builder calls it.
+    ///
+    /// # Errors
+    ///
+    /// [`AdapterError::is_config`](super::AdapterError::is_config), naming the role and the
+    /// setting to use.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use credswap_core::contract::Adapter;
+    /// use credswap_core::{Credential, MemorySource, Policy, RotatingCredentials};
+    ///
+    /// let token = Credential::minted("iam_app", "signed-token").with_tls_required();
+    /// let credentials = RotatingCredentials::new(MemorySource::new(token), Policy::default()).await?;
+    /// let adapter = Adapter::new(credentials);
+    /// assert!(adapter.check_tls(true).is_ok(), "sslmode=require");
+    /// let refused = adapter.check_tls(false).unwrap_err();
+    /// assert!(refused.is_config() && refused.to_string().contains("sslmode=require"));
+    /// assert!(!refused.to_string().contains("signed-token"));
+    /// # Ok(()) }
+    /// ```
+    pub fn check_tls(&self, always_tls: bool) -> Result<(), super::AdapterError> {
+        let current = self.credentials.load();
+        if always_tls || !current.credential().requires_tls() {
+            return Ok(());
+        }
+        Err(super::AdapterError::config(
+            format!(
+                "the login of role {} requires TLS (an IAM authentication token), and the pool's \
+                 connect options could log in without it: set sslmode=require, or verify-full \
+                 with the provider's CA bundle as the root certificate",
+                current.credential().username()
+            ),
+            None,
+        ))
+    }
+
     /// The pool's maximum session age, if it has one.
     pub fn max_session_age(&self) -> Option<Duration> {
         self.limits.max_session_age()
@@ -178,6 +218,13 @@ impl Adapter {
         if !self.limits.login_turn().await.is_zero() {
             self.counters.bump(Event::PacedLogin);
         }
+    }
+
+    /// For a pool that connects by itself (sqlx): records a login it made, which takes a turn
+    /// under connect pacing, so the adapter's next paced action waits longer (see
+    /// [`limits`](super::limits)).
+    pub fn login_taken(&self) {
+        self.limits.take_turn();
     }
 
     /// The tag of a connection about to be opened with `snapshot`, now: its generation, and

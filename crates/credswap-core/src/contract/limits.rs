@@ -18,7 +18,11 @@
 //! reconnects in the same second. With `max_connects_per_second`, every login the adapter makes (connects, their retries and probes) waits for its turn:
 //! logins are spaced evenly, `1 / per_second` apart (less [`PACING_MARGIN`]: the server sees a
 //! login a connect's latency later, and that latency varies), so a rotation's reconnects are
-//! spread instead of burst. A paced connect's wait counts against its deadline.
+//! spread instead of burst. A paced connect's wait counts against its deadline. A pool that
+//! connects by itself (sqlx, which has no connect hook) cannot have its logins timed: there the
+//! adapter lets a retired connection go only at a turn, and each login the pool made takes a
+//! turn too ([`Adapter::login_taken`](super::Adapter::login_taken)), so that logins deferred
+//! by the pool and then made together still stay under the cap.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -140,6 +144,14 @@ impl Limits {
         self.pacing.get().map(|p| p.per_second)
     }
 
+    /// A login made without waiting for a turn (a pool that connects by itself): it takes the
+    /// next turn, so the turns after it come later.
+    pub(crate) fn take_turn(&self) {
+        if let Some(pacer) = self.pacing.get() {
+            pacer.reserve(Instant::now());
+        }
+    }
+
     /// Waits for the next login's turn; returns how long it waited. No pacing: at once.
     pub(crate) async fn login_turn(&self) -> Duration {
         match self.pacing.get() {
@@ -166,14 +178,17 @@ impl Pacer {
         }
     }
 
+    /// Reserves the next free turn at or after `now`.
+    fn reserve(&self, now: Instant) -> Instant {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let at = next.map_or(now, |n| n.max(now));
+        *next = Some(at + self.spacing);
+        at
+    }
+
     async fn turn(&self) -> Duration {
         let now = Instant::now();
-        let at = {
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-            let at = next.map_or(now, |n| n.max(now));
-            *next = Some(at + self.spacing);
-            at
-        };
+        let at = self.reserve(now);
         if at > now {
             tokio::time::sleep_until(at).await;
         }

@@ -19,7 +19,7 @@ use super::drain;
 use super::error::Error;
 use super::sqlx;
 use super::sqlx::pool::PoolConnectionMetadata;
-use super::sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use super::sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 use super::tag::Tags;
 
 /// The future a pool hook returns (sqlx's `BoxFuture`).
@@ -206,10 +206,13 @@ impl Builder {
         self
     }
 
-    /// Paces the logins credswap causes to at most `per_second`, spaced evenly: a retired
-    /// connection (stale, aged, a canary) is let go only at its replacement's turn, and the
-    /// adapter's own logins (following checkouts, probes) wait for theirs. sqlx opens the
-    /// connections of a growing pool by itself, without a hook, so those are not paced. See
+    /// Paces the logins credswap causes to at most `per_second`: a retired connection (stale,
+    /// aged, a canary) is let go only at a turn, the adapter's own logins (following checkouts,
+    /// probes) wait for theirs, and every login the pool makes takes a turn too. sqlx opens
+    /// connections by itself, without a hook (launchbadge/sqlx#3117), and may defer a
+    /// retired connection's replacement and then open several at once; with retirements and
+    /// logins both taking turns, the logins stay under the cap (at about half of it while
+    /// connections are being replaced). A growing pool's first connections are not paced. See
     /// [`credswap_core::contract::limits`].
     #[must_use]
     pub fn max_connects_per_second(mut self, per_second: u32) -> Self {
@@ -226,6 +229,10 @@ impl Builder {
         // The pool's connections (admitted in `after_connect`) and the probes share its size.
         adapter.limit_sessions(self.pool_options.get_max_connections() as usize);
         adapter.apply_limits(self.limits)?;
+        adapter.check_tls(matches!(
+            self.connect_options.get_ssl_mode(),
+            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+        ))?;
         adapter.set_driver(Arc::new(SqlxDriver::new(self.connect_options.clone())));
         let (login, first_options) = Login::new(
             self.connect_options,

@@ -199,6 +199,8 @@ impl Login {
             counters.bump(Event::FallbackConnect);
         }
         adapter.feedback().report_accepted(generation);
+        // The pool's own login: under connect pacing it takes a turn.
+        adapter.login_taken();
         tags.admitted(tag, adapter.opened(generation));
         Ok(())
     }

@@ -239,6 +239,7 @@ macro_rules! conformance_suite {
             ]
             direct_only [
                 max_session_age_retires_sessions_within_the_pool_size,
+                a_login_that_requires_tls_refuses_a_pool_without_it,
                 validate_before_swap_keeps_the_working_credential,
                 dropping_the_pool_stops_every_task,
                 nothing_prints_the_password,

@@ -262,3 +262,31 @@ pub async fn connect_pacing_caps_logins_per_second<A: Adapter, R: Route>() {
     }
     eprintln!("{summary}");
 }
+
+/// A credential that must travel over TLS (an IAM token,
+/// [`Credential::with_tls_required`](credswap_core::Credential::with_tls_required)): building a
+/// pool whose connect options could log in without TLS is refused, as a configuration error
+/// that names the setting and never the token.
+pub async fn a_login_that_requires_tls_refuses_a_pool_without_it<A: Adapter, R: Route>() {
+    let pg = R::postgres().await;
+    let token = crate::random_password();
+    let store = credswap_core::MemorySource::new(
+        credswap_core::Credential::minted("iam_app", token.clone()).with_tls_required(),
+    );
+    let credentials = RotatingCredentials::new(store, crate::harness::manual_policy())
+        .await
+        .expect("provider");
+    let error = match A::build(&pg, credentials, 2).await {
+        Ok(_) => panic!(
+            "{}: a pool without TLS was built for a login that requires TLS",
+            A::NAME
+        ),
+        Err(e) => error_chain(&*e),
+    };
+    assert!(
+        error.contains("requires TLS") && error.contains("sslmode=require"),
+        "{}: the error says what to set: {error}",
+        A::NAME
+    );
+    assert!(!error.contains(&token), "{}: the token printed", A::NAME);
+}

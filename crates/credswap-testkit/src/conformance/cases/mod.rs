@@ -31,7 +31,8 @@ pub use lifecycle::{
     leased_credential_connections_retire_before_expiry, nothing_prints_the_password,
 };
 pub use minted::{
-    connect_pacing_caps_logins_per_second, max_session_age_retires_sessions_within_the_pool_size,
+    a_login_that_requires_tls_refuses_a_pool_without_it, connect_pacing_caps_logins_per_second,
+    max_session_age_retires_sessions_within_the_pool_size,
     minted_tokens_refresh_under_load_without_closing_a_session,
 };
 pub use pending::{
