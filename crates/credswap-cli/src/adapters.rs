@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use credswap_core::contract::AdapterStats;
-use credswap_core::{BoxError, Credential, CredentialSource, Policy, RotatingCredentials};
+use credswap_core::{BoxError, Credential, CredentialSource, Policy, RotatingCredentials, Stats};
 use credswap_testkit::TestPostgres;
 use credswap_testkit::scenario::Workload;
 use deadpool_postgres::{Manager, Pool, PoolConfig, Runtime, Timeouts};
@@ -59,6 +59,8 @@ pub struct PoolUnderTest {
     /// and pending fetches) for credswap's adapters; 1 for the static peer (a plain pool reads
     /// AWSCURRENT once, at start-up); the initial read and every poll for naive-rebuild.
     pub store_calls: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
+    /// The provider's counters (credswap's adapters); `None` for the peers, which have none.
+    pub provider_stats: Option<Arc<dyn Fn() -> Stats + Send + Sync>>,
     /// Closes the pool (its sessions end), so the next run starts clean.
     pub close: Box<dyn FnOnce() + Send>,
 }
@@ -85,6 +87,7 @@ pub async fn build(
             let close_pool = pool.clone();
             let stats_rotation = rotation.clone();
             let calls_rotation = rotation.clone();
+            let provider_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
@@ -92,6 +95,7 @@ pub async fn build(
                 store_calls: Arc::new(move || {
                     Some(calls_rotation.credentials().stats().store_calls)
                 }),
+                provider_stats: Some(Arc::new(move || provider_rotation.credentials().stats())),
                 close: Box::new(move || close_pool.close()),
             })
         }
@@ -107,6 +111,7 @@ pub async fn build(
                 .await?;
             let stats_rotation = rotation.clone();
             let calls_rotation = rotation.clone();
+            let provider_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(Bb8Select(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
@@ -114,6 +119,7 @@ pub async fn build(
                 store_calls: Arc::new(move || {
                     Some(calls_rotation.credentials().stats().store_calls)
                 }),
+                provider_stats: Some(Arc::new(move || provider_rotation.credentials().stats())),
                 // bb8 has no close: its connections end when the last pool handle drops.
                 close: Box::new(|| {}),
             })
@@ -132,6 +138,7 @@ pub async fn build(
             let close_pool = pool.clone();
             let stats_rotation = rotation.clone();
             let calls_rotation = rotation.clone();
+            let provider_rotation = rotation.clone();
             Ok(PoolUnderTest {
                 workload: Arc::new(SqlxSelect(pool, rotation.clone(), query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
@@ -139,6 +146,7 @@ pub async fn build(
                 store_calls: Arc::new(move || {
                     Some(calls_rotation.credentials().stats().store_calls)
                 }),
+                provider_stats: Some(Arc::new(move || provider_rotation.credentials().stats())),
                 close: Box::new(move || {
                     tokio::spawn(async move { close_pool.close().await });
                 }),
@@ -152,6 +160,7 @@ pub async fn build(
                 generation: Arc::new(|| 1),
                 stats: None,
                 store_calls: Arc::new(|| Some(1)),
+                provider_stats: None,
                 close: Box::new(move || close_pool.close()),
             })
         }
@@ -240,6 +249,7 @@ async fn naive_rebuild(
         generation: Arc::new(move || generation.load(Ordering::Relaxed)),
         stats: None,
         store_calls: Arc::new(move || Some(calls.load(Ordering::Relaxed))),
+        provider_stats: None,
         close: Box::new(move || {
             poller.abort();
             close_current.load().close();

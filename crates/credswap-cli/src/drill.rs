@@ -12,6 +12,7 @@ use credswap_testkit::scenario::{
 
 use crate::adapters::{self, App};
 use crate::cli::{AdapterName, DrillArgs, PoolerName, ScenarioName, SourceName};
+use crate::minted;
 use crate::output::{self, ProgressDisplay};
 use crate::plot;
 use crate::secrets_manager;
@@ -44,6 +45,16 @@ pub struct Run {
     pub server_refused_logins: Option<usize>,
     /// Calls the pool made to the store (see `adapters::PoolUnderTest::store_calls`).
     pub store_calls: Option<u64>,
+    /// `--source minted`: tokens the gate minted while the workers ran; `None` for other
+    /// sources.
+    pub token_refreshes: Option<u64>,
+    /// `--source minted`: sessions of the role that ended while the workers ran (each closed
+    /// because of a token: nothing else churns the pool in the run); `None` for other sources.
+    pub sessions_closed_by_refresh: Option<usize>,
+    /// `--source minted`: logins the server refused because the token's password had expired
+    /// (a login with a token inside its margin); `None` for other sources and with
+    /// `--database-url` (the log is not readable here).
+    pub expired_logins: Option<usize>,
 }
 
 impl Run {
@@ -61,15 +72,30 @@ impl Run {
             return None;
         }
         match self.source {
-            SourceName::VaultDynamic | SourceName::VaultStatic => None,
+            // Minted: the tokens came from the provider's renewals, not the engine's rotator.
+            SourceName::VaultDynamic | SourceName::VaultStatic | SourceName::Minted => None,
             SourceName::Memory | SourceName::Aws => Some(self.report.p99_ms_rotating),
         }
     }
 
     /// Sessions of a retired credential still open after the drain grace; `None` for
-    /// `--scenario stuck-pending|revert`, where the database's password ends where it began.
+    /// `--scenario stuck-pending|revert`, where the database's password ends where it began,
+    /// and for `--source minted`, where the sessions closed for a token are counted instead.
     pub fn stale_after_drain(&self) -> Option<usize> {
-        (self.scenario == ScenarioName::Normal).then_some(self.report.stale_after_drain)
+        (self.scenario == ScenarioName::Normal && self.source != SourceName::Minted)
+            .then_some(self.report.stale_after_drain)
+    }
+
+    /// The longest drain, ms; `None` where [`stale_after_drain`](Self::stale_after_drain) is.
+    pub fn max_drain_ms(&self) -> Option<f64> {
+        self.stale_after_drain().map(|_| self.report.max_drain_ms)
+    }
+
+    /// Whether this is a `--source minted` run of the tokens as minted credentials (judged),
+    /// not the per-token comparison (reported only).
+    pub fn is_minted_judged(&self) -> bool {
+        self.source == SourceName::Minted
+            && self.strategy_label == Some(minted::Mode::Minted.label())
     }
 }
 
@@ -142,7 +168,10 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         }
     };
     let world = match args.source {
-        SourceName::Memory | SourceName::VaultDynamic | SourceName::VaultStatic => None,
+        SourceName::Memory
+        | SourceName::VaultDynamic
+        | SourceName::VaultStatic
+        | SourceName::Minted => None,
         SourceName::Aws => {
             eprintln!("starting moto (AWS Secrets Manager)...");
             match secrets_manager::World::start(args.pause_before_finish).await {
@@ -166,6 +195,31 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         );
         adapters.push(AdapterName::Static);
     }
+    let minted_timings = match (args.source, args.rotate_every.interval()) {
+        (SourceName::Minted, Some(every)) => Some(minted::Timings { every }),
+        _ => None,
+    };
+    let mut skipped_peers = Vec::new();
+    if minted_timings.is_some() {
+        // A plain pool of the first token (static) or one rebuilt on each poll of a store that
+        // mints on every read (naive-rebuild) says nothing here: the per-token run is the
+        // comparison.
+        adapters.retain(|a| {
+            if a.is_credswap() {
+                true
+            } else {
+                skipped_peers.push(a.as_str());
+                false
+            }
+        });
+        if !skipped_peers.is_empty() {
+            eprintln!(
+                "skipping {} with --source minted: the per-token run of each adapter is the \
+                 comparison",
+                skipped_peers.join(", ")
+            );
+        }
+    }
     let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
     dedup(&mut strategies);
 
@@ -187,6 +241,20 @@ pub async fn main(args: DrillArgs) -> ExitCode {
     let mut runs = Vec::new();
     let mut not_run = Vec::new();
     for &adapter in &adapters {
+        if let Some(timings) = minted_timings {
+            // Tokens: two runs per adapter, whatever --strategy says.
+            for mode in minted::Mode::BOTH {
+                match minted::run_one(&pg, adapter, mode, timings, &config, &query).await {
+                    Ok(run) => runs.push(run),
+                    Err(e) => {
+                        let what = format!("{}/{}", adapter.as_str(), mode.label());
+                        eprintln!("error: {what}: {e}");
+                        not_run.push(what);
+                    }
+                }
+            }
+            continue;
+        }
         if let Some(vault_world) = &vault_world {
             // Vault rotates: one run per adapter, whatever --strategy says.
             match vault::run_one(&pg, vault_world, adapter, &config, &query).await {
@@ -226,7 +294,10 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         .as_ref()
         .map(|w| w.pause())
         .filter(|_| strategies.contains(&Strategy::SingleUser));
-    let source_note = vault_world.as_ref().map(vault::World::describe);
+    let source_note = vault_world
+        .as_ref()
+        .map(vault::World::describe)
+        .or_else(|| minted_timings.map(minted::Timings::describe));
     print!(
         "{}",
         output::table(&runs, &config, pause, source_note.as_deref(), args.scenario)
@@ -246,6 +317,9 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         }
         eprintln!("plot written to {}", path.display());
     }
+    if minted_timings.is_some() {
+        print!("{}", output::minted_note(&skipped_peers));
+    }
     // Behind a pooler, `peak be` and `stale` count the pooler's server sessions, which outlive
     // the pool's connections (and are handed between clients of one role): reported, not judged.
     let judge_sessions = args.pooler.is_none();
@@ -259,6 +333,15 @@ pub async fn main(args: DrillArgs) -> ExitCode {
     let failed: Vec<String> = if args.scenario == ScenarioName::Normal {
         runs.iter()
             .filter(|r| {
+                if r.source == SourceName::Minted {
+                    // The per-token runs show what a library without minted credentials costs:
+                    // reported, not judged.
+                    return r.is_minted_judged()
+                        && (r.report.requests_failed > 0
+                            || (judge_sessions
+                                && r.sessions_closed_by_refresh.is_some_and(|n| n > 0))
+                            || r.expired_logins.is_some_and(|n| n > 0));
+                }
                 r.adapter.is_credswap()
                     && (r.report.requests_failed > 0
                         || (judge_sessions && r.report.stale_after_drain > 0)
@@ -273,7 +356,13 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         eprintln!("FAILED: {} did not finish (see above)", not_run.join(", "));
     }
     if !failed.is_empty() {
-        if args.scenario == ScenarioName::Normal {
+        if minted_timings.is_some() {
+            eprintln!(
+                "FAILED: {} had failed requests, sessions closed for a new token, or logins \
+                 with an expired token",
+                failed.join(", ")
+            );
+        } else if args.scenario == ScenarioName::Normal {
             eprintln!(
                 "FAILED: {} had failed requests, stale sessions after the drain, or sessions of revoked users",
                 failed.join(", ")
@@ -466,6 +555,9 @@ async fn run_one(
         scenario: scenario_name,
         server_refused_logins,
         store_calls,
+        token_refreshes: None,
+        sessions_closed_by_refresh: None,
+        expired_logins: None,
     })
 }
 

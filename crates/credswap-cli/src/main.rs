@@ -5,7 +5,9 @@
 //! what every pool did: requests ok and failed, latency, backends, stale sessions after the drain.
 //!
 //! With `--source vault-dynamic|vault-static` the drill reads a local OpenBao's database
-//! dynamic or static role, which Vault itself rotates.
+//! dynamic or static role, which Vault itself rotates. With `--source minted` it reads
+//! short-lived tokens (RDS IAM / Aurora DSQL style) from a local token gate, as minted
+//! credentials and, for comparison, as plain passwords.
 //!
 //! `credswap check` reads a credential through any source (AWS, Vault, a file, the environment),
 //! optionally connects with it, and exits with a code per problem, for cron jobs and probes.
@@ -21,6 +23,7 @@ mod aws;
 mod check;
 mod cli;
 mod drill;
+mod minted;
 mod output;
 mod plot;
 mod rotate;

@@ -194,6 +194,7 @@ pub fn table(
     scenario: ScenarioName,
 ) -> String {
     let vault = runs.iter().any(|r| r.revoked_sessions.is_some());
+    let minted = runs.iter().any(|r| r.sessions_closed_by_refresh.is_some());
     let source = match runs.first().map(|r| r.source) {
         _ if source_note.is_some() => format!("; {}", source_note.unwrap_or_default()),
         Some(SourceName::Aws) => {
@@ -212,15 +213,17 @@ pub fn table(
         _ => "; source: in-memory store".to_owned(),
     };
     let rotation = if vault {
-        "by Vault".to_owned()
+        "rotation by Vault".to_owned()
+    } else if let (true, Some(every)) = (minted, config.rotate_every) {
+        format!("a new token every {}", humantime::format_duration(every))
     } else {
         config.rotate_every.map_or_else(
-            || "off".to_owned(),
-            |d| format!("every {}", humantime::format_duration(d)),
+            || "rotation off".to_owned(),
+            |d| format!("rotation every {}", humantime::format_duration(d)),
         )
     };
     let mut out = format!(
-        "{} workers, pool max_size {}, {}s per run, rotation {rotation}{source}\n",
+        "{} workers, pool max_size {}, {}s per run, {rotation}{source}\n",
         config.concurrency,
         config.pool_max_size,
         config.duration.as_secs_f64(),
@@ -240,7 +243,7 @@ pub fn table(
             humantime::format_duration(pause.unwrap_or_default())
         )),
     }
-    if let Some(every) = config.rotate_every.filter(|_| !vault) {
+    if let Some(every) = config.rotate_every.filter(|_| !vault && !minted) {
         // A rotation that takes longer than the interval delays the next one.
         let mut slow: Vec<String> = Vec::new();
         for r in runs {
@@ -283,6 +286,10 @@ pub fn table(
     if vault {
         header.push("revoked");
     }
+    if minted {
+        header.push("closed by token");
+        header.push("expired");
+    }
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
@@ -301,11 +308,8 @@ pub fn table(
                 p.peak_backends.to_string(),
                 r.stale_after_drain()
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-                if r.scenario == ScenarioName::Normal {
-                    format!("{:.0}", p.max_drain_ms)
-                } else {
-                    "-".to_owned()
-                },
+                r.max_drain_ms()
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}")),
                 r.pending_connects
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 r.server_refused_logins
@@ -316,6 +320,16 @@ pub fn table(
             if vault {
                 row.push(
                     r.revoked_sessions
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                );
+            }
+            if minted {
+                row.push(
+                    r.sessions_closed_by_refresh
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                );
+                row.push(
+                    r.expired_logins
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                 );
             }
@@ -390,6 +404,28 @@ pub fn table(
     out
 }
 
+/// `--source minted`: what the two runs are and how they are judged (what the gate did per
+/// run is in the runs' notes above).
+pub fn minted_note(skipped_peers: &[&str]) -> String {
+    let mut out = String::from("\n");
+    out.push_str(
+        "rotations: the tokens minted while the workers ran. minted: the tokens as minted credentials (a new token keeps the generation; judged: no \
+         failed request, no session closed for a token, no login with an expired token). \
+         per-token: the same gate's tokens as plain passwords, as a library without minted \
+         credentials sees them (every token a new generation: the pool drains and reopens every \
+         session per token); reported for comparison, not judged. closed by token: sessions of \
+         the role seen (sampled every 50 ms) that ended while the workers ran; expired: logins \
+         the server refused with a token past its margin\n",
+    );
+    if !skipped_peers.is_empty() {
+        out.push_str(&format!(
+            "not run with --source minted: {} (the per-token runs are the comparison)\n",
+            skipped_peers.join(", ")
+        ));
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct JsonFile<'a> {
     postgres: &'static str,
@@ -429,6 +465,17 @@ struct JsonRun<'a> {
     /// `--source vault-*`: sessions seen open after Vault dropped their role.
     #[serde(skip_serializing_if = "Option::is_none")]
     revoked_user_sessions: Option<usize>,
+    /// `--source minted`: tokens the gate minted while the workers ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_refreshes: Option<u64>,
+    /// `--source minted`: sessions of the role that ended while the workers ran (closed for a
+    /// new token: nothing else churns the pool there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions_closed_by_refresh: Option<usize>,
+    /// `--source minted`: logins refused at the server with an expired token (absent with an
+    /// external server, whose log is not readable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expired_logins: Option<usize>,
 }
 
 /// The JSON file other tools read: `{"postgres": "embedded"|"external", "runs": [...]}`.
@@ -455,14 +502,16 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                     p99_ms_rotating: r.p99_ms_rotating().map(round2),
                     peak_backends: p.peak_backends,
                     stale_after_drain: r.stale_after_drain(),
-                    max_drain_ms: (r.scenario == ScenarioName::Normal)
-                        .then(|| round2(p.max_drain_ms)),
+                    max_drain_ms: r.max_drain_ms().map(round2),
                     mean_rotation_interval_ms: round2(p.mean_rotation_interval_ms),
                     pending_connects: r.pending_connects,
                     scenario: r.scenario.as_str(),
                     server_refused_logins: r.server_refused_logins,
                     store_calls: r.store_calls,
                     revoked_user_sessions: r.revoked_sessions,
+                    token_refreshes: r.token_refreshes,
+                    sessions_closed_by_refresh: r.sessions_closed_by_refresh,
+                    expired_logins: r.expired_logins,
                 }
             })
             .collect(),

