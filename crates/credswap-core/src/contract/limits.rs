@@ -4,9 +4,8 @@
 //! [`SessionLimits`] given to [`Adapter::apply_limits`](super::Adapter::apply_limits).
 //!
 //! **Session age.** Some databases end a session at a fixed age (Aurora DSQL after an hour);
-//! a proxy or a failover rebalances only sessions that reconnect. With
-//! [`Adapter::limit_session_age`](super::Adapter::limit_session_age), every connection's
-//! [`ConnectionTag`](super::ConnectionTag) carries an age limit, and the staleness rule retires
+//! a proxy or a failover rebalances only sessions that reconnect. With a `max_session_age`,
+//! every connection's [`ConnectionTag`](super::ConnectionTag) carries an age limit, and the staleness rule retires
 //! it there like a stale one: idle at once, busy when returned, its replacement opened inside
 //! the pool's `max_size`. The limit is shortened per connection by a random fraction of up to
 //! [`SESSION_AGE_JITTER`], so that connections opened together (at start-up, after a
@@ -15,10 +14,12 @@
 //!
 //! **Connect pacing.** RDS IAM authentication throttles at 200 new connections a second per
 //! instance, DSQL has its own quota, and a fleet that rotates at once sends every pool's
-//! reconnects in the same second. With `max_connects_per_second`, every login the adapter makes (connects, their retries and probes) waits for its turn:
-//! logins are spaced evenly, `1 / per_second` apart (less [`PACING_MARGIN`]: the server sees a
-//! login a connect's latency later, and that latency varies), so a rotation's reconnects are
-//! spread instead of burst. A paced connect's wait counts against its deadline. A pool that
+//! reconnects in the same second. With `max_connects_per_second`, every login the adapter
+//! makes (connects, their retries and probes) waits for its turn: logins are spaced evenly,
+//! `1 / per_second` apart (widened by [`PACING_MARGIN`]: the server sees a login a connect's
+//! latency later, and that latency varies), so a rotation's reconnects are spread instead of
+//! burst. The pool's own timeouts still apply: a pace too slow for the pool's demand shows as
+//! checkout timeouts, so size it for the reconnects of a whole pool. A pool that
 //! connects by itself (sqlx, which has no connect hook) cannot have its logins timed: there the
 //! adapter lets a retired connection go only at a turn, and each login the pool made takes a
 //! turn too ([`Adapter::login_taken`](super::Adapter::login_taken)), so that logins deferred

@@ -249,6 +249,7 @@ impl Connector {
                     // already using this one).
                     let now_current = credentials.current();
                     if !is_fallback
+                        && Instant::now() < until
                         && snapshot.credential().is_minted()
                         && now_current.generation() == generation
                         && !now_current.is_same_secret(&snapshot)
