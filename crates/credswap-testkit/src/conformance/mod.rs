@@ -234,10 +234,10 @@ macro_rules! conformance_suite {
                 a_black_holed_store_bounds_every_checkout,
                 a_throttling_store_fails_no_request,
                 a_vault_lease_revoked_from_outside_is_replaced,
-                minted_tokens_refresh_under_load_without_closing_a_session,
                 connect_pacing_caps_logins_per_second,
             ]
             direct_only [
+                minted_tokens_refresh_under_load_without_closing_a_session,
                 max_session_age_retires_sessions_within_the_pool_size,
                 a_login_that_requires_tls_refuses_a_pool_without_it,
                 validate_before_swap_keeps_the_working_credential,

@@ -215,6 +215,17 @@ pub(crate) fn load<A: Adapter>(
     workers: usize,
     stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinHandle<(u64, u64, Option<String>)> {
+    load_with_pause::<A>(pool, workers, Duration::from_millis(2), stop)
+}
+
+/// [`load`] with `pause` between a worker's requests (a lighter load for a long case that
+/// shares the machine with others).
+pub(crate) fn load_with_pause<A: Adapter>(
+    pool: &A::Pool,
+    workers: usize,
+    pause: Duration,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64, Option<String>)> {
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
             let pool = pool.clone();
@@ -229,7 +240,7 @@ pub(crate) fn load<A: Adapter>(
                             first.get_or_insert_with(|| error_chain(&*e));
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(pause).await;
                 }
                 (ok, failed, first)
             })
