@@ -66,6 +66,25 @@ impl RotatingCredentialsBuilder {
         let counters = Counters::default();
         counters.fetches.fetch_add(1, Ordering::Relaxed);
         let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
+        if credential.is_minted()
+            && let Some(left) = credential.expires_at().map(|at| {
+                at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+            })
+            && left <= self.policy.expiry_margin()
+        {
+            // Every connect would find the token due and mint another.
+            return Err(Error::policy(PolicyError::new(
+                "expiry_margin",
+                format!(
+                    "the source's tokens live {}, not longer than expiry_margin ({}): every \
+                     connect would mint a new one; lower expiry_margin well below the token's \
+                     life (a tenth of it is plenty), or mint longer-lived tokens",
+                    fmt_duration(left),
+                    fmt_duration(self.policy.expiry_margin()),
+                ),
+            )));
+        }
         if let Some(validator) = &self.validator {
             validate_bounded(&**validator, &credential, &self.policy).await?;
         }

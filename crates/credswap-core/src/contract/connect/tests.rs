@@ -469,3 +469,26 @@ async fn the_refresher_mints_ahead_of_the_margin_never_past_it() {
     assert_eq!(credentials.generation(), Generation::FIRST);
     assert!(!credentials.current().is_token_due(Instant::now()));
 }
+
+#[tokio::test]
+async fn a_token_that_lives_no_longer_than_the_margin_is_a_policy_error() {
+    static MINTED: AtomicU32 = AtomicU32::new(0);
+    static ACCEPTS: Mutex<String> = Mutex::new(String::new());
+    let error = RotatingCredentials::builder(minter(Duration::from_secs(30), &MINTED, &ACCEPTS))
+        .policy(
+            Policy::builder()
+                .expiry_margin(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(error.policy_error().is_some(), "{message}");
+    assert!(
+        message.contains("expiry_margin") && message.contains("mint"),
+        "{message}"
+    );
+    assert!(!message.contains("token-1"), "{message}");
+}
