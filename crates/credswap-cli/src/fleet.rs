@@ -223,6 +223,8 @@ struct InstanceTrace {
     generations: Vec<(Instant, u64)>,
     /// When a connection of each generation was first seen opened.
     first_open: BTreeMap<u64, Instant>,
+    /// The provider's store calls so far, at each change.
+    calls: Vec<(Instant, u64)>,
 }
 
 impl InstanceTrace {
@@ -234,6 +236,12 @@ impl InstanceTrace {
             if n > 0 {
                 self.first_open.entry(g).or_insert(now);
             }
+        }
+    }
+
+    fn count_calls(&mut self, now: Instant, calls: u64) {
+        if self.calls.last().map(|(_, c)| *c) != Some(calls) {
+            self.calls.push((now, calls));
         }
     }
 
@@ -299,27 +307,30 @@ fn calls_at(samples: &[CallSample], t: Duration) -> u64 {
         .map_or(0, |s| s.calls)
 }
 
-/// Store calls per second in `[from, to]` outside the `busy` windows: over the consecutive
-/// samples that lie inside it and touch no busy window. `None` without such a stretch.
-fn steady_rate(
-    samples: &[CallSample],
-    from: Duration,
-    to: Duration,
-    busy: &[(Duration, Duration)],
+/// One instance's steady store calls per second, over the fleet: the calls over the time
+/// between each instance's consecutive calls, for the gaps that lie in `[from, to]` and touch
+/// no `busy` window (pooled over the instances). Unlike a count of the calls in fixed windows,
+/// it does not depend on where the instances' refresh phases fall (a fleet started at once
+/// refreshes in step: a window then holds all of a refresh or none of it). `None` without a
+/// second of such gaps.
+fn steady_rate_per_instance(
+    traces: &[InstanceTrace],
+    from: Instant,
+    to: Instant,
+    busy: &[(Instant, Instant)],
 ) -> Option<f64> {
     let (mut calls, mut time) = (0u64, Duration::ZERO);
-    for pair in samples.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        if a.at < from || b.at > to {
-            continue;
+    for trace in traces {
+        for pair in trace.calls.windows(2) {
+            let ((a, a_calls), (b, b_calls)) = (pair[0], pair[1]);
+            if a < from || b > to || busy.iter().any(|(s, e)| a < *e && b > *s) {
+                continue;
+            }
+            calls += b_calls.saturating_sub(a_calls);
+            time += b - a;
         }
-        if busy.iter().any(|(s, e)| a.at < *e && b.at > *s) {
-            continue;
-        }
-        calls += b.calls.saturating_sub(a.calls);
-        time += b.at - a.at;
     }
-    (time >= Duration::from_millis(500)).then(|| calls as f64 / time.as_secs_f64())
+    (time >= Duration::from_secs(1)).then(|| calls as f64 / time.as_secs_f64())
 }
 
 /// What one rotation cost the fleet.
@@ -332,8 +343,12 @@ pub struct RotationResult {
     pub convergence_max_ms: f64,
     /// Instances that had not connected with the new credential when the observer stopped.
     pub not_converged: usize,
-    /// Store calls in the rotation's window beyond the steady rate, per instance.
-    pub store_calls_per_instance: Option<f64>,
+    /// Store calls in the rotation's window (its start to its store change + refresh + 2 s),
+    /// per instance: the scheduled refreshes in it included.
+    pub store_calls_per_instance: f64,
+    /// Of those, the calls beyond the steady rate over the window, per instance (below zero
+    /// when the instances' refreshes happened to fall outside the window).
+    pub extra_store_calls_per_instance: Option<f64>,
     /// The most logins in any second of the rotation's window.
     pub peak_logins_per_s: Option<usize>,
 }
@@ -720,6 +735,7 @@ fn observe(
                         .map(|(g, n)| (g.get(), *n)),
                 );
                 let provider = (probe.provider)();
+                trace.count_calls(now, provider.store_calls);
                 calls += provider.store_calls;
                 failures += provider.fetch_failures;
             }
@@ -949,8 +965,12 @@ async fn run_one(
     let rotations: Vec<RotationTimes> = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let since = |t: Instant| t.saturating_duration_since(origin);
     let window = |r: &RotationTimes| (since(r.started), since(r.changed) + fleet.refresh + SETTLE);
-    let busy: Vec<(Duration, Duration)> = rotations.iter().map(window).collect();
-    let steady = steady_rate(&samples, Duration::ZERO, fleet.config.duration, &busy);
+    let busy: Vec<(Instant, Instant)> = rotations
+        .iter()
+        .map(|r| (r.started, r.changed + fleet.refresh + SETTLE))
+        .collect();
+    let steady_per_instance =
+        steady_rate_per_instance(&traces, origin, origin + fleet.config.duration, &busy);
     let wall = |d: Duration| origin_wall + d;
     let logins: Option<Vec<SystemTime>> = roles
         .iter()
@@ -984,17 +1004,17 @@ async fn run_one(
         }
         let (from, to) = window(rotation);
         let to = to.min(run_span);
-        let extra = steady.map(|rate| {
-            let calls = calls_at(&samples, to).saturating_sub(calls_at(&samples, from));
-            (calls as f64 - rate * to.saturating_sub(from).as_secs_f64()) / n as f64
-        });
+        let calls = calls_at(&samples, to).saturating_sub(calls_at(&samples, from)) as f64;
+        let extra = steady_per_instance
+            .map(|rate| calls / n as f64 - rate * to.saturating_sub(from).as_secs_f64());
         results.push(RotationResult {
             at_s: round2(since(rotation.changed).as_secs_f64()),
             convergence_p50_ms: round2(percentile(&took_ms, 0.5).unwrap_or(0.0)),
             convergence_p99_ms: round2(percentile(&took_ms, 0.99).unwrap_or(0.0)),
             convergence_max_ms: round2(took_ms.iter().copied().fold(0.0, f64::max)),
             not_converged: missing,
-            store_calls_per_instance: extra.map(round2),
+            store_calls_per_instance: round2(calls / n as f64),
+            extra_store_calls_per_instance: extra.map(round2),
             peak_logins_per_s: logins_between(from, to)
                 .map(|t| most_in_any(&t, Duration::from_secs(1))),
         });
@@ -1062,11 +1082,11 @@ async fn run_one(
         }),
         store_api_calls,
         store_fetch_failures: fetch_failures,
-        steady_per_instance_per_refresh: steady
-            .map(|rate| round2(rate * fleet.refresh.as_secs_f64() / n as f64)),
+        steady_per_instance_per_refresh: steady_per_instance
+            .map(|rate| round2(rate * fleet.refresh.as_secs_f64())),
         per_instance_per_rotation: results
             .iter()
-            .filter_map(|r| r.store_calls_per_instance)
+            .map(|r| r.store_calls_per_instance)
             .reduce(f64::max),
         peak_logins_per_s: logins_in_run.map(|t| most_in_any(&t, Duration::from_secs(1))),
         refused_logins: match (refused_before, refused_after) {
@@ -1215,8 +1235,8 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
             let _ = writeln!(
                 out,
                 "  rotation {} (store changed at {:.1}s): converged p50 {:.0} ms, p99 {:.0} ms, \
-                 max {:.0} ms{}; store calls {} per instance beyond the steady rate; peak {} \
-                 logins/s",
+                 max {:.0} ms{}; store calls {:.2} per instance in its window ({} beyond the \
+                 steady rate); peak {} logins/s",
                 i + 1,
                 rot.at_s,
                 rot.convergence_p50_ms,
@@ -1230,7 +1250,8 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                 } else {
                     String::new()
                 },
-                cell(rot.store_calls_per_instance.map(|v| format!("{v:.2}"))),
+                rot.store_calls_per_instance,
+                cell(rot.extra_store_calls_per_instance.map(|v| format!("{v:.2}"))),
                 cell(rot.peak_logins_per_s),
             );
         }
@@ -1270,8 +1291,10 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
         "\nconv: from the store's change until an instance's first connect with the new \
          credential (polled every 20 ms; 0 when a pending credential came first), over every \
          instance of every rotation; store calls: the providers' fetches while the load ran \
-         (steady: outside the rotations' windows, which last until refresh + 2 s after the \
-         store's change; /inst/rotation: the worst rotation's calls beyond the steady rate); \
+         (steady: an instance's calls over the time between its calls, outside the rotations' \
+         windows, which last from a rotation's start until refresh + 2 s after the store's \
+         change; /inst/rotation: the calls in the worst rotation's window, its scheduled \
+         refreshes included); \
          throttled: calls answered with the store's throttling error; peak logins/s and \
          refused: the server's log while the load ran (the rotator's own logins included); \
          stale: sessions of a rotated-away credential open refresh + 2 s after the store's \
@@ -1339,7 +1362,8 @@ struct JsonRun<'a> {
     /// `null` without a stretch of the run outside the rotations' windows.
     steady_store_calls_per_instance_per_refresh: Option<f64>,
     steady_store_calls_per_instance_per_minute: Option<f64>,
-    /// The worst rotation; `null` without rotations (or a steady rate).
+    /// The calls in the worst rotation's window per instance, its scheduled refreshes
+    /// included; `null` without rotations.
     store_calls_per_instance_per_rotation: Option<f64>,
     /// `null` for a server the drill did not start (its log is not readable).
     peak_logins_per_s: Option<usize>,
@@ -1556,34 +1580,48 @@ mod tests {
     }
 
     #[test]
-    fn the_steady_rate_leaves_the_rotations_out() {
-        // 10 calls a second, but 100 more between 4 s and 6 s (a rotation's window).
-        let samples: Vec<CallSample> = (0..=100)
-            .map(|i| {
-                let t = i * 100;
-                let extra = (t.saturating_sub(4000)).min(2000) / 20;
-                sample(t, t / 100 + extra)
-            })
-            .collect();
-        let busy = [(Duration::from_secs(4), Duration::from_secs(6))];
-        let rate = steady_rate(&samples, Duration::ZERO, Duration::from_secs(10), &busy).unwrap();
-        assert!((rate - 10.0).abs() < 1e-9, "{rate}");
-        // Without leaving it out the rotation's calls count.
-        let all = steady_rate(&samples, Duration::ZERO, Duration::from_secs(10), &[]).unwrap();
-        assert!((all - 20.0).abs() < 1e-9, "{all}");
-        assert_eq!(calls_at(&samples, Duration::from_secs(6)), 160);
-        assert_eq!(calls_at(&samples, Duration::from_millis(6050)), 160);
-        assert_eq!(calls_at(&samples, Duration::from_secs(4)), 40);
-        // The window's calls beyond the steady rate: 100.
-        let window = calls_at(&samples, Duration::from_secs(6))
-            - calls_at(&samples, Duration::from_secs(4));
-        assert_eq!(window as f64 - rate * 2.0, 100.0);
+    fn the_steady_rate_is_per_instance_and_leaves_the_rotations_out() {
+        let o = Instant::now();
+        // Two instances refreshing every 1 s in step (a fleet started at once), plus 3 more
+        // calls each inside a rotation's window from 4.5 s to 6.5 s.
+        let mut traces = vec![InstanceTrace::default(); 2];
+        for trace in &mut traces {
+            let mut calls = 0;
+            for ms in (0..=10_000).step_by(20) {
+                if ms % 1000 == 0 && ms > 0 {
+                    calls += 1;
+                }
+                if ms == 5000 {
+                    calls += 3;
+                }
+                trace.count_calls(at(o, ms), calls);
+            }
+        }
+        assert_eq!(traces[0].calls.len(), 11, "{:?}", traces[0].calls);
+        let busy = [(at(o, 4500), at(o, 6500))];
+        let rate = steady_rate_per_instance(&traces, o, at(o, 10_000), &busy).unwrap();
+        assert!((rate - 1.0).abs() < 1e-9, "{rate}");
+        // Where the window falls does not matter: 1.0 in a window that holds no refresh edge.
+        let late = steady_rate_per_instance(&traces, at(o, 6500), at(o, 10_000), &[]).unwrap();
+        assert!((late - 1.0).abs() < 1e-9, "{late}");
+        // Without leaving the rotation out its calls count.
+        let all = steady_rate_per_instance(&traces, o, at(o, 10_000), &[]).unwrap();
+        assert!((all - 1.3).abs() < 1e-9, "{all}");
         // Everything busy: no steady state.
-        let everything = [(Duration::ZERO, Duration::from_secs(10))];
+        let everything = [(o, at(o, 10_000))];
         assert_eq!(
-            steady_rate(&samples, Duration::ZERO, Duration::from_secs(10), &everything),
+            steady_rate_per_instance(&traces, o, at(o, 10_000), &everything),
             None
         );
+    }
+
+    #[test]
+    fn the_fleet_s_calls_are_a_step_function_of_the_samples() {
+        let samples: Vec<CallSample> = (0..=10).map(|i| sample(i * 100, i * 3)).collect();
+        assert_eq!(calls_at(&samples, Duration::from_millis(450)), 12);
+        assert_eq!(calls_at(&samples, Duration::from_millis(500)), 15);
+        assert_eq!(calls_at(&samples, Duration::from_secs(9)), 30);
+        assert_eq!(calls_at(&[], Duration::from_secs(1)), 0);
     }
 
     #[test]
