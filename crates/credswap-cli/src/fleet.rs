@@ -360,6 +360,7 @@ pub struct FleetRun {
     source: SourceName,
     instances: usize,
     concurrency_per_instance: usize,
+    think_time: Duration,
     refresh: Duration,
     jitter: f64,
     pace_per_pool: Option<u32>,
@@ -542,6 +543,7 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
             concurrency: instances * usize::from(args.concurrency),
             pool_max_size: pool_size,
             drain_grace: refresh + SETTLE,
+            think_time: args.fleet.think(instances, args.concurrency),
             ..ScenarioConfig::default()
         },
         query: adapters::Query::new(args.query_ms),
@@ -1065,6 +1067,7 @@ async fn run_one(
         source: source_name,
         instances: n,
         concurrency_per_instance: fleet.config.concurrency / n.max(1),
+        think_time: fleet.config.think_time,
         refresh: fleet.refresh,
         jitter: fleet.jitter,
         pace_per_pool: fleet.pace_per_pool,
@@ -1141,11 +1144,13 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
         _ => "in-memory store, rotated by the drill",
     };
     let mut out = format!(
-        "fleet of {} instances, pool max_size {} each, {c} worker(s) per instance ({} in all), \
-         refresh every {} (jitter {:.0}%), {}, {}s per run; source: {source}\n",
+        "fleet of {} instances, pool max_size {} each, {c} worker(s) per instance ({} in all, \
+         each pausing {} between requests), refresh every {} (jitter {:.0}%), {}, {}s per run; \
+         source: {source}\n",
         fleet.instances,
         fleet.config.pool_max_size,
         fleet.config.concurrency,
+        ms(fleet.config.think_time),
         ms(fleet.refresh),
         fleet.jitter * 100.0,
         fleet.config.rotate_every.map_or_else(
@@ -1333,6 +1338,7 @@ struct JsonRun<'a> {
     instances: usize,
     pool_max_size: usize,
     concurrency_per_instance: usize,
+    think_time_ms: u64,
     duration_s: f64,
     refresh_interval_ms: u64,
     refresh_jitter: f64,
@@ -1388,6 +1394,7 @@ fn json(runs: &[FleetRun], embedded: bool) -> String {
                     instances: r.instances,
                     pool_max_size: p.pool_max_size,
                     concurrency_per_instance: r.concurrency_per_instance,
+                    think_time_ms: r.think_time.as_millis() as u64,
                     duration_s: p.duration_s,
                     refresh_interval_ms: r.refresh.as_millis() as u64,
                     refresh_jitter: r.jitter,

@@ -13,6 +13,9 @@ use super::parse_duration;
 /// process and at the server.
 pub const MAX_FLEET: u16 = 2000;
 
+/// The fleet's requests a second in all, by default (see `--think-time`).
+const FLEET_REQUESTS_PER_S: f64 = 300.0;
+
 #[derive(Debug, Args)]
 pub struct FleetArgs {
     /// Drill a fleet: N application instances in this process, each with its own source client,
@@ -35,6 +38,13 @@ pub struct FleetArgs {
     /// open this long plus 2 s after the store's change.
     #[arg(long, value_parser = parse_refresh)]
     pub refresh_interval: Option<Duration>,
+
+    /// With --fleet: how long each worker pauses between its requests (not counted in the
+    /// latency). Default: N x --concurrency / 300 seconds, at most 1s, so that the fleet sends
+    /// about 300 requests a second in all (a few hundred pools flat out would take every core
+    /// of a small machine from the store, the rotator and the server's logins); 0s for flat out.
+    #[arg(long, value_parser = parse_think_time)]
+    pub think_time: Option<Duration>,
 
     /// With --fleet: each refresh delay is shortened by a random fraction below this (0 to 0.5;
     /// the provider's default 0.1), so that the instances' refreshes spread out; 0 for a
@@ -77,6 +87,15 @@ impl FleetArgs {
     pub fn pace_per_pool(&self, instances: usize) -> Option<u32> {
         let n = u32::try_from(instances.max(1)).unwrap_or(u32::MAX);
         self.connect_pace.map(|total| total.div_ceil(n).max(1))
+    }
+
+    /// Each worker's pause between requests: `--think-time`, else `instances x concurrency /
+    /// 300` seconds, at most 1 s.
+    pub fn think(&self, instances: usize, concurrency: u16) -> Duration {
+        self.think_time.unwrap_or_else(|| {
+            let workers = instances as f64 * f64::from(concurrency);
+            Duration::from_secs_f64((workers / FLEET_REQUESTS_PER_S).min(1.0))
+        })
     }
 
     /// Whether the fleet's calls go through the fault proxy.
@@ -189,6 +208,15 @@ fn parse_jitter(text: &str) -> Result<f64, String> {
     Ok(j)
 }
 
+fn parse_think_time(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 500ms or 0s"))?;
+    if d > Duration::from_secs(60) {
+        return Err(format!("`{text}`: a think time of at most 60s"));
+    }
+    Ok(d)
+}
+
 fn parse_latency(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration ({e}); write it like 50ms"))?;
@@ -258,6 +286,9 @@ mod tests {
         assert_eq!(d.fleet.store_throttle, 0.0);
         assert_eq!(d.fleet.refresh_jitter, 0.1);
         assert_eq!(d.fleet.pace_per_pool(20), None);
+        assert_eq!(d.fleet.think(300, 1), Duration::from_secs(1));
+        assert_eq!(d.fleet.think(30, 2), Duration::from_millis(200));
+        assert_eq!(d.fleet.think(3000, 1), Duration::from_secs(1));
         let paced = checked(&["drill", "--fleet", "300", "--connect-pace", "100"]).unwrap();
         assert_eq!(paced.fleet.pace_per_pool(300), Some(1));
         assert_eq!(paced.fleet.pace_per_pool(30), Some(4));
