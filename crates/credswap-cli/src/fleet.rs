@@ -381,6 +381,8 @@ pub struct FleetRun {
     refused_logins: Option<usize>,
     rotation_note: Option<String>,
     warmup_failures: usize,
+    /// The observer's polls: how far apart on average and at most (it aims at [`POLL`]).
+    poll_gaps_ms: (f64, f64),
     /// Store calls per second and logins per second, per bucket of [`Timeline::BUCKET`].
     store_calls_per_s: Vec<f64>,
     logins_per_s: Vec<f64>,
@@ -707,6 +709,8 @@ impl Workload for PacedSelect {
 
 /// One instance's counters, for the observer.
 struct Probe {
+    /// The provider's generation (cheap: read at every poll).
+    generation: Arc<dyn Fn() -> u64 + Send + Sync>,
     adapter: Arc<dyn Fn() -> AdapterStats + Send + Sync>,
     provider: Arc<dyn Fn() -> Stats + Send + Sync>,
 }
@@ -727,15 +731,21 @@ fn observe(
             let now = Instant::now();
             let (mut calls, mut failures) = (0u64, 0u64);
             for (probe, trace) in probes.iter().zip(&mut traces) {
-                let stats = (probe.adapter)();
-                trace.observe(
-                    now,
-                    stats.generation.get(),
-                    stats
-                        .opened_per_generation
-                        .iter()
-                        .map(|(g, n)| (g.get(), *n)),
-                );
+                // The adapter's counters cost more than the generation: read only until the
+                // instance has opened a connection with its current generation (a pending
+                // credential's connection is seen when the provider publishes it, at once).
+                let generation = (probe.generation)();
+                if trace.first_open.range(generation..).next().is_none() {
+                    let stats = (probe.adapter)();
+                    trace.observe(
+                        now,
+                        stats.generation.get(),
+                        stats
+                            .opened_per_generation
+                            .iter()
+                            .map(|(g, n)| (g.get(), *n)),
+                    );
+                }
                 let provider = (probe.provider)();
                 trace.count_calls(now, provider.store_calls);
                 calls += provider.store_calls;
@@ -898,6 +908,7 @@ async fn run_one(
     for pool in &pools {
         match (&pool.stats, &pool.provider_stats) {
             (Some(adapter), Some(provider)) => probes.push(Probe {
+                generation: Arc::clone(&pool.generation),
                 adapter: Arc::clone(adapter),
                 provider: Arc::clone(provider),
             }),
@@ -1099,10 +1110,24 @@ async fn run_one(
         rotation_note: rotation_log
             .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
         warmup_failures,
+        poll_gaps_ms: poll_gaps(&samples),
         store_calls_per_s,
         logins_per_s,
         report,
     })
+}
+
+/// The mean and the longest gap between the observer's polls, ms.
+fn poll_gaps(samples: &[CallSample]) -> (f64, f64) {
+    let gaps: Vec<f64> = samples
+        .windows(2)
+        .map(|w| (w[1].at.saturating_sub(w[0].at)).as_secs_f64() * 1000.0)
+        .collect();
+    if gaps.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    (round2(mean), round2(gaps.iter().copied().fold(0.0, f64::max)))
 }
 
 /// The Secrets Manager API calls of `sources` so far: DescribeSecret and GetSecretValue.
@@ -1268,6 +1293,12 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                 r.store_fetch_failures
             );
         }
+        let _ = writeln!(
+            out,
+            "  observer: polled every {:.0} ms on average, at most {:.0} ms apart (first \
+             connects are seen up to that late)",
+            r.poll_gaps_ms.0, r.poll_gaps_ms.1
+        );
         if let Some(note) = &r.rotation_note {
             let _ = writeln!(out, "  {note}");
         }
@@ -1375,6 +1406,9 @@ struct JsonRun<'a> {
     peak_logins_per_s: Option<usize>,
     refused_logins: Option<usize>,
     per_rotation: &'a [RotationResult],
+    /// The observer's mean and longest gap between polls, ms.
+    poll_mean_ms: f64,
+    poll_max_ms: f64,
 }
 
 /// The JSON file: `{"postgres": "embedded"|"external", "runs": [...]}`, a run per adapter and
@@ -1427,6 +1461,8 @@ fn json(runs: &[FleetRun], embedded: bool) -> String {
                     peak_logins_per_s: r.peak_logins_per_s,
                     refused_logins: r.refused_logins,
                     per_rotation: &r.rotations,
+                    poll_mean_ms: r.poll_gaps_ms.0,
+                    poll_max_ms: r.poll_gaps_ms.1,
                 }
             })
             .collect(),
