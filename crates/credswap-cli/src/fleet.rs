@@ -56,8 +56,8 @@ use credswap_core::{
     BoxError, Credential, CredentialSource, MemorySource, Policy, RotatingCredentials, Stats,
 };
 use credswap_testkit::scenario::{
-    self, Progress, Rotate, RotationMarks, RotationSetup, ScenarioConfig, ScenarioReport,
-    Strategy, Timeline, Workload,
+    self, Progress, Rotate, RotationMarks, RotationSetup, ScenarioConfig, ScenarioReport, Strategy,
+    Timeline, Workload,
 };
 use credswap_testkit::{FaultProxy, TestPostgres, most_in_any, random_password};
 use serde::Serialize;
@@ -167,8 +167,10 @@ impl MemoryFleetRotator {
         match self.strategy {
             Strategy::AlternatingUsers => {
                 let incoming = 1 - self.active;
-                let (new_role, old_role) =
-                    (self.roles[incoming].clone(), self.roles[self.active].clone());
+                let (new_role, old_role) = (
+                    self.roles[incoming].clone(),
+                    self.roles[self.active].clone(),
+                );
                 self.pg.set_password(&new_role, &password).await?;
                 marks.mark();
                 self.store.set(Credential::new(new_role, password));
@@ -255,14 +257,21 @@ impl InstanceTrace {
             .map(|(_, g)| *g)
     }
 
+    /// When the instance's provider first had a newer credential than the one it had when a
+    /// rotation began at `began`.
+    fn learned_after(&self, began: Instant) -> Option<Instant> {
+        let before = self.generation_at(began)?;
+        self.generations
+            .iter()
+            .find(|(t, g)| *t > began && *g > before)
+            .map(|(t, _)| *t)
+    }
+
     /// When the instance first opened a connection with a newer credential than the one it
     /// had when a rotation began at `began`.
     fn first_connect_after(&self, began: Instant) -> Option<Instant> {
         let before = self.generation_at(began)?;
-        self.first_open
-            .range(before + 1..)
-            .map(|(_, t)| *t)
-            .min()
+        self.first_open.range(before + 1..).map(|(_, t)| *t).min()
     }
 }
 
@@ -343,6 +352,10 @@ pub struct RotationResult {
     pub convergence_max_ms: f64,
     /// Instances that had not connected with the new credential when the observer stopped.
     pub not_converged: usize,
+    /// The store's change until the instances' providers had the new credential (the part of
+    /// the convergence that is the store's and the refresh schedule's): p50 and p99, ms.
+    pub learned_p50_ms: Option<f64>,
+    pub learned_p99_ms: Option<f64>,
     /// Store calls in the rotation's window (its start to its store change + refresh + 2 s),
     /// per instance: the scheduled refreshes in it included.
     pub store_calls_per_instance: f64,
@@ -630,10 +643,13 @@ fn fleet_policy(
     jitter: f64,
     rotate_every: Option<Duration>,
 ) -> Result<Policy, credswap_core::PolicyError> {
-    let mut builder = Policy::builder().refresh_interval(refresh).jitter(jitter).backoff(
-        Duration::from_millis(200),
-        refresh.clamp(Duration::from_millis(200), Duration::from_secs(2)),
-    );
+    let mut builder = Policy::builder()
+        .refresh_interval(refresh)
+        .jitter(jitter)
+        .backoff(
+            Duration::from_millis(200),
+            refresh.clamp(Duration::from_millis(200), Duration::from_secs(2)),
+        );
     if let (Strategy::AlternatingUsers, Some(every)) = (strategy, rotate_every) {
         builder = builder.overlap_window(match source {
             SourceName::Memory => every / 2,
@@ -946,8 +962,7 @@ async fn run_one(
     let origin = Instant::now();
     let origin_wall = SystemTime::now();
     let observer = observe(probes, origin, Arc::clone(&stop));
-    let result =
-        scenario::run_with(fleet.pg, rotator, workload, &fleet.config, progress).await;
+    let result = scenario::run_with(fleet.pg, rotator, workload, &fleet.config, progress).await;
     stop.store(true, Ordering::Relaxed);
     let end = Instant::now();
     let (traces, samples) = observer
@@ -1003,6 +1018,11 @@ async fn run_one(
     let mut not_converged = 0;
     let mut results = Vec::new();
     for rotation in &rotations {
+        let learned: Vec<f64> = traces
+            .iter()
+            .filter_map(|t| t.learned_after(rotation.started))
+            .map(|t| t.saturating_duration_since(rotation.changed).as_secs_f64() * 1000.0)
+            .collect();
         let mut took_ms = Vec::with_capacity(traces.len());
         let mut missing = 0;
         for trace in &traces {
@@ -1026,6 +1046,8 @@ async fn run_one(
             convergence_p99_ms: round2(percentile(&took_ms, 0.99).unwrap_or(0.0)),
             convergence_max_ms: round2(took_ms.iter().copied().fold(0.0, f64::max)),
             not_converged: missing,
+            learned_p50_ms: percentile(&learned, 0.5).map(round2),
+            learned_p99_ms: percentile(&learned, 0.99).map(round2),
             store_calls_per_instance: round2(calls / n as f64),
             extra_store_calls_per_instance: extra.map(round2),
             peak_logins_per_s: logins_between(from, to)
@@ -1127,7 +1149,10 @@ fn poll_gaps(samples: &[CallSample]) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
-    (round2(mean), round2(gaps.iter().copied().fold(0.0, f64::max)))
+    (
+        round2(mean),
+        round2(gaps.iter().copied().fold(0.0, f64::max)),
+    )
 }
 
 /// The Secrets Manager API calls of `sources` so far: DescribeSecret and GetSecretValue.
@@ -1233,7 +1258,10 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                 cell(r.convergence_ms.map(|c| format!("{:.0}", c.2))),
                 r.store_calls.to_string(),
                 cell(r.steady_per_instance_per_refresh.map(|v| format!("{v:.2}"))),
-                cell(r.steady_per_instance_per_minute().map(|v| format!("{v:.1}"))),
+                cell(
+                    r.steady_per_instance_per_minute()
+                        .map(|v| format!("{v:.1}")),
+                ),
                 cell(r.per_instance_per_rotation.map(|v| format!("{v:.2}"))),
                 r.store_calls_throttled.to_string(),
                 cell(r.peak_logins_per_s),
@@ -1265,7 +1293,7 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
             let _ = writeln!(
                 out,
                 "  rotation {} (store changed at {:.1}s): converged p50 {:.0} ms, p99 {:.0} ms, \
-                 max {:.0} ms{}; store calls {:.2} per instance in its window ({} beyond the \
+                 max {:.0} ms{} (the providers had it: p50 {} ms, p99 {} ms); store calls {:.2} per instance in its window ({} beyond the \
                  steady rate); peak {} logins/s",
                 i + 1,
                 rot.at_s,
@@ -1280,8 +1308,13 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                 } else {
                     String::new()
                 },
+                cell(rot.learned_p50_ms.map(|v| format!("{v:.0}"))),
+                cell(rot.learned_p99_ms.map(|v| format!("{v:.0}"))),
                 rot.store_calls_per_instance,
-                cell(rot.extra_store_calls_per_instance.map(|v| format!("{v:.2}"))),
+                cell(
+                    rot.extra_store_calls_per_instance
+                        .map(|v| format!("{v:.2}"))
+                ),
                 cell(rot.peak_logins_per_s),
             );
         }
@@ -1452,8 +1485,7 @@ fn json(runs: &[FleetRun], embedded: bool) -> String {
                     store_calls_throttled: r.store_calls_throttled,
                     store_api_calls: r.store_api_calls,
                     store_fetch_failures: r.store_fetch_failures,
-                    steady_store_calls_per_instance_per_refresh: r
-                        .steady_per_instance_per_refresh,
+                    steady_store_calls_per_instance_per_refresh: r.steady_per_instance_per_refresh,
                     steady_store_calls_per_instance_per_minute: r
                         .steady_per_instance_per_minute()
                         .map(round2),
@@ -1671,12 +1703,23 @@ mod tests {
     fn the_alternating_policy_overlaps_as_the_store_does() {
         let refresh = Duration::from_secs(5);
         let every = Some(Duration::from_secs(15));
-        let aws = fleet_policy(Strategy::AlternatingUsers, SourceName::Aws, refresh, 0.1, every)
-            .unwrap();
+        let aws = fleet_policy(
+            Strategy::AlternatingUsers,
+            SourceName::Aws,
+            refresh,
+            0.1,
+            every,
+        )
+        .unwrap();
         assert_eq!(aws.overlap_window(), Some(Duration::from_secs(15)));
-        let memory =
-            fleet_policy(Strategy::AlternatingUsers, SourceName::Memory, refresh, 0.1, every)
-                .unwrap();
+        let memory = fleet_policy(
+            Strategy::AlternatingUsers,
+            SourceName::Memory,
+            refresh,
+            0.1,
+            every,
+        )
+        .unwrap();
         assert_eq!(memory.overlap_window(), Some(Duration::from_millis(7500)));
         let single =
             fleet_policy(Strategy::SingleUser, SourceName::Aws, refresh, 0.0, every).unwrap();

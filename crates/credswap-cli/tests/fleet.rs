@@ -86,7 +86,10 @@ fn a_small_fleet_writes_the_fleet_fields() {
         );
     }
     let svg = std::fs::read_to_string(&plot_path).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("store calls/s"), "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("store calls/s"),
+        "{svg}"
+    );
 }
 
 #[test]

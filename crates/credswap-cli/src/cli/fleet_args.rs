@@ -250,10 +250,7 @@ mod tests {
         assert_eq!(d.adapter.len(), 1);
         assert_eq!(d.adapter[0].as_str(), "deadpool");
         assert_eq!(d.duration, Duration::from_secs(60));
-        assert_eq!(
-            d.rotate_every.interval(),
-            Some(Duration::from_secs(15))
-        );
+        assert_eq!(d.rotate_every.interval(), Some(Duration::from_secs(15)));
         assert_eq!(d.fleet.refresh_interval, None);
         assert_eq!(
             d.fleet.refresh(d.rotate_every.interval()),

@@ -241,7 +241,10 @@ async fn moto_starts_resets_restarts_and_the_proxy_injects_faults() {
     let answers = keep_alive_gets(addr, "/moto-api/data.json", 2)
         .await
         .unwrap();
-    assert!(answers.iter().all(|(status, _)| *status == 400), "{answers:?}");
+    assert!(
+        answers.iter().all(|(status, _)| *status == 400),
+        "{answers:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(proxy.stats().throttled - before.throttled, 2);
     proxy.throttle(0.0);
