@@ -35,7 +35,7 @@ pub struct FleetArgs {
     /// With --fleet: each instance's refresh interval (its provider's cache TTL; jitter shortens
     /// each delay by up to 10%). Default: a third of --rotate-every, between 200ms and 5s (5s
     /// with --rotate-every off). Sessions of a rotated-away credential count as stale when still
-    /// open this long plus 2 s after the store's change.
+    /// open this long plus 2 s (3 x this with --store-throttle) after the store's change.
     #[arg(long, value_parser = parse_refresh)]
     pub refresh_interval: Option<Duration>,
 
