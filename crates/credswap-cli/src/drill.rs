@@ -108,6 +108,9 @@ fn refused_logins<S: AsRef<str>>(pg: &TestPostgres, roles: &[S]) -> Option<usize
 }
 
 pub async fn main(args: DrillArgs) -> ExitCode {
+    if let Some(instances) = args.fleet.fleet {
+        return crate::fleet::main(args, usize::from(instances)).await;
+    }
     let pg = match &args.database_url {
         Some(url) => match TestPostgres::from_admin_url(url).await {
             Ok(pg) => pg,

@@ -9,6 +9,10 @@
 //! short-lived tokens (RDS IAM / Aurora DSQL style) from a local token gate, as minted
 //! credentials and, for comparison, as plain passwords.
 //!
+//! With `--fleet N` the drill runs N application instances at once, each with its own source
+//! client, provider and pool, all reading one secret, and reports how the fleet converges on
+//! each rotation, what it costs the store and the server's logins (see `fleet`).
+//!
 //! `credswap check` reads a credential through any source (AWS, Vault, a file, the environment),
 //! optionally connects with it, and exits with a code per problem, for cron jobs and probes.
 //!
@@ -23,6 +27,7 @@ mod aws;
 mod check;
 mod cli;
 mod drill;
+mod fleet;
 mod minted;
 mod output;
 mod plot;

@@ -9,12 +9,12 @@ use credswap_testkit::scenario::Timeline;
 
 use crate::drill::Run;
 
-const WIDTH: f64 = 900.0;
-const CHART_HEIGHT: f64 = 90.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const GAP: f64 = 22.0;
-const RUN_HEADER: f64 = 28.0;
+pub(crate) const WIDTH: f64 = 900.0;
+pub(crate) const CHART_HEIGHT: f64 = 90.0;
+pub(crate) const LEFT: f64 = 70.0;
+pub(crate) const RIGHT: f64 = 20.0;
+pub(crate) const GAP: f64 = 22.0;
+pub(crate) const RUN_HEADER: f64 = 28.0;
 
 /// The SVG document for `runs`.
 pub fn svg(runs: &[Run]) -> String {
@@ -73,7 +73,7 @@ pub fn svg(runs: &[Run]) -> String {
 
 /// One chart at `top`: `series` as polylines over the buckets, the rotations as dashed lines,
 /// an optional `limit` as a red line.
-fn chart(
+pub(crate) fn chart(
     out: &mut String,
     top: f64,
     timeline: &Timeline,
@@ -161,7 +161,7 @@ fn compact(v: f64) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

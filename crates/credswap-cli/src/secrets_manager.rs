@@ -62,6 +62,19 @@ impl World {
         Client::new(&self.config)
     }
 
+    /// The SDK config of moto (endpoint, region, dummy credentials): a fleet builds a client of
+    /// its own per instance from it.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    /// A fault proxy in front of moto (`--store-throttle`, `--store-latency`).
+    pub async fn fault_proxy(
+        &self,
+    ) -> Result<credswap_testkit::FaultProxy, credswap_testkit::Error> {
+        self.moto.faulty().await
+    }
+
     /// The role (single user: a fresh login role; alternating users: a fresh login role whose
     /// `_clone` the first rotation creates) and its secret for one run; the application's source
     /// and the rotator over them.
@@ -128,6 +141,7 @@ impl World {
             app,
             SecretsManagerRotator {
                 rotator,
+                secret_id: name.clone(),
                 strategy,
                 roles,
                 log: Arc::default(),
@@ -223,6 +237,8 @@ impl RotationLog {
 /// (when AWSCURRENT changes), with the sessions opened before it began as the old ones.
 pub struct SecretsManagerRotator {
     rotator: Rotator,
+    /// The secret's name.
+    secret_id: String,
     strategy: Strategy,
     roles: Vec<String>,
     log: Arc<Mutex<RotationLog>>,
@@ -255,6 +271,11 @@ impl SecretsManagerRotator {
     /// What the rotations did, readable after the run.
     pub fn log(&self) -> Arc<Mutex<RotationLog>> {
         Arc::clone(&self.log)
+    }
+
+    /// The name of the secret it rotates.
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
     }
 }
 

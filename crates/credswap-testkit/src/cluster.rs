@@ -128,7 +128,12 @@ pub(crate) struct Cluster {
     binaries: Binaries,
     run_as: Option<RunAs>,
     child: Option<Child>,
+    /// The server's `max_connections` ([`DEFAULT_MAX_CONNECTIONS`] unless set).
+    pub(crate) max_connections: u32,
 }
+
+/// The `max_connections` of a cluster started without one.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 300;
 
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,6 +176,7 @@ impl Cluster {
             binaries,
             run_as,
             child: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         };
         cluster.run_initdb(admin_password)?;
         Ok(cluster)
@@ -314,7 +320,7 @@ impl Cluster {
             .args(["-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=300"])
+            .args(["-c", &format!("max_connections={}", self.max_connections)])
             .args(["-c", "password_encryption=scram-sha-256"])
             // Every login with its time (the pacing cases count them per second).
             .args(["-c", "log_connections=on"])

@@ -69,7 +69,9 @@ pub struct TestPostgres {
 
 impl TestPostgres {
     /// Start an ephemeral cluster: own temp dir, free loopback port, scram-sha-256 for every login
-    /// (host and local), fsync=off, max_connections=300, password_encryption=scram-sha-256.
+    /// (host and local), fsync=off, max_connections=300 (more with
+    /// [`start_with_max_connections`](Self::start_with_max_connections)),
+    /// password_encryption=scram-sha-256.
     ///
     /// When this process runs as root, `initdb` and `postgres` run as the `postgres` user (else
     /// `nobody`). The binaries are taken from `CREDSWAP_PG_BINDIR`, else `initdb` on `PATH`, else
@@ -81,7 +83,25 @@ impl TestPostgres {
     /// get them); [`Error::is_startup`] when `initdb` or the server fails (the message includes the
     /// tail of the server log).
     pub async fn start() -> Result<TestPostgres, Error> {
-        Self::start_cluster(false).await
+        Self::start_cluster(false, cluster::DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`start`](Self::start) with the server's `max_connections` set to `max_connections`
+    /// instead of 300: for drills of many pools at once (a fleet of 300 pools of 2 needs 600
+    /// sessions and a margin for the admin, the sampler and the rotator). Each connection slot
+    /// costs the server some shared memory (a few hundred kB at most), nothing until used.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`start`](Self::start); [`Error::is_startup`] when `max_connections` is 0 or
+    /// above PostgreSQL's limit (262143), or the server refuses it (not enough shared memory).
+    pub async fn start_with_max_connections(max_connections: u32) -> Result<TestPostgres, Error> {
+        if !(1..=262_143).contains(&max_connections) {
+            return Err(Error::startup(format!(
+                "max_connections must be between 1 and 262143, not {max_connections}"
+            )));
+        }
+        Self::start_cluster(false, max_connections).await
     }
 
     /// [`start`](Self::start) with TLS: a CA and a server certificate for `localhost` and
@@ -98,14 +118,15 @@ impl TestPostgres {
     /// Those of [`start`](Self::start); [`Error::is_startup`] when the certificates cannot be
     /// made or written.
     pub async fn start_tls() -> Result<TestPostgres, Error> {
-        Self::start_cluster(true).await
+        Self::start_cluster(true, cluster::DEFAULT_MAX_CONNECTIONS).await
     }
 
-    async fn start_cluster(with_tls: bool) -> Result<TestPostgres, Error> {
+    async fn start_cluster(with_tls: bool, max_connections: u32) -> Result<TestPostgres, Error> {
         let password = random_password();
         let init_password = password.clone();
         let (mut cluster, tls) = tokio::task::spawn_blocking(move || {
-            let cluster = Cluster::init(&init_password)?;
+            let mut cluster = Cluster::init(&init_password)?;
+            cluster.max_connections = max_connections;
             let tls = if with_tls {
                 Some(ClusterTls::install(&cluster)?)
             } else {

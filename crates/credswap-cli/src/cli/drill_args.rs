@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::ArgPredicate;
 use clap::{Args, ValueEnum};
 
+use super::fleet_args::FleetArgs;
 use super::{StrategyName, parse_duration, parse_pause};
 
 /// Where the drill's applications read the credential and how it is rotated.
@@ -47,8 +49,10 @@ impl SourceName {
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
-    /// Pools to drill, comma separated.
-    #[arg(long, value_delimiter = ',', default_values = ["deadpool", "bb8", "sqlx"])]
+    /// Pools to drill, comma separated (with --fleet: deadpool by default; each adapter is a
+    /// fleet run of its own).
+    #[arg(long, value_delimiter = ',', default_values = ["deadpool", "bb8", "sqlx"],
+        default_value_ifs = [("fleet", ArgPredicate::IsPresent, Some("deadpool"))])]
     pub adapter: Vec<AdapterName>,
 
     /// Rotation strategies, comma separated (with --scenario stuck-pending|revert: single-user,
@@ -64,21 +68,27 @@ pub struct DrillArgs {
     )]
     pub strategy: Vec<StrategyName>,
 
-    /// How long each run lasts (e.g. 15s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How long each run lasts (e.g. 15s, 1m; with --fleet 60s by default).
+    #[arg(long, default_value = "10s", value_parser = parse_duration,
+        default_value_ifs = [("fleet", ArgPredicate::IsPresent, Some("60s"))])]
     pub duration: Duration,
 
     /// Rotation interval (e.g. 1s, 500ms), or `off` for a baseline without rotation. With
-    /// --source minted: how often a new token is minted (`off` is refused there).
-    #[arg(long, default_value = "1s", value_parser = parse_rotate_every)]
+    /// --source minted: how often a new token is minted (`off` is refused there). With --fleet
+    /// 15s by default.
+    #[arg(long, default_value = "1s", value_parser = parse_rotate_every,
+        default_value_ifs = [("fleet", ArgPredicate::IsPresent, Some("15s"))])]
     pub rotate_every: RotateEvery,
 
-    /// Concurrent workers.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    /// Concurrent workers. With --fleet: per instance (N x this many workers in all, spread
+    /// over the instances), 1 by default.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096),
+        default_value_ifs = [("fleet", ArgPredicate::IsPresent, Some("1"))])]
     pub concurrency: u16,
 
-    /// The pool's max_size.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    /// The pool's max_size (with --fleet: each instance's pool, 2 by default).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1000),
+        default_value_ifs = [("fleet", ArgPredicate::IsPresent, Some("2"))])]
     pub pool_size: u16,
 
     /// Put a real PgBouncer (session mode, SCRAM pass-through, `ignore_startup_parameters =
@@ -158,12 +168,17 @@ pub struct DrillArgs {
     /// began, so no session is stale.
     #[arg(long, value_enum, default_value = "normal")]
     pub scenario: ScenarioName,
+
+    /// A fleet of application instances (--fleet N and its options; see `crate::fleet`).
+    #[command(flatten, next_help_heading = "Fleet")]
+    pub fleet: FleetArgs,
 }
 
 impl DrillArgs {
     /// The combinations clap cannot check: a scenario other than normal needs the AWS source,
     /// the single-user strategy and rotations; minted tokens need a token interval.
     pub fn check(&self) -> Result<(), String> {
+        self.fleet.check(self)?;
         if self.source == SourceName::Minted && self.rotate_every == RotateEvery::Off {
             return Err(
                 "--source minted needs --rotate-every: it is how often a new token is minted \

@@ -11,6 +11,7 @@ use credswap_rotate::SslMode;
 use credswap_testkit::scenario::Strategy;
 
 mod drill_args;
+mod fleet_args;
 mod rotate_args;
 
 pub use drill_args::{AdapterName, DrillArgs, PoolerName, ScenarioName, SourceName};

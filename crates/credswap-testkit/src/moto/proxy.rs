@@ -65,6 +65,11 @@ pub(super) struct ProxyShared {
     pub(super) connections: AtomicU64,
     /// Whether the accept loop holds a listening socket.
     pub(super) listening: watch::Sender<bool>,
+    /// [`FaultProxy::throttle`]: the fraction of requests (that no other fault takes) answered
+    /// with [`Fault::Throttle`], as `f64` bits.
+    pub(super) throttle_fraction: AtomicU64,
+    /// [`FaultProxy::latency`]: how long each answer waits, in microseconds.
+    pub(super) latency_us: AtomicU64,
 }
 
 impl ProxyShared {
@@ -73,8 +78,41 @@ impl ProxyShared {
         self.outage.send_replace(plan == Plan::Outage);
     }
 
-    /// What to do with one request; counts down an injected fault.
+    /// What to do with one request; counts down an injected fault. A request the plan forwards
+    /// is throttled with the probability [`FaultProxy::throttle`] set.
     pub(super) fn next(&self) -> Plan {
+        let plan = self.planned();
+        if plan == Plan::Forward && self.throttles(rand::random::<f64>()) {
+            return Plan::Inject {
+                fault: Fault::Throttle,
+                remaining: None,
+            };
+        }
+        plan
+    }
+
+    /// Whether a request whose random draw in `[0, 1)` is `draw` is throttled by the fraction
+    /// set with [`FaultProxy::throttle`].
+    pub(super) fn throttles(&self, draw: f64) -> bool {
+        draw < f64::from_bits(self.throttle_fraction.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn set_throttle(&self, fraction: f64) {
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self.throttle_fraction
+            .store(fraction.to_bits(), Ordering::Relaxed);
+    }
+
+    pub(super) fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
+    }
+
+    /// The plan for one request; counts down an injected fault.
+    fn planned(&self) -> Plan {
         let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
         let now = *plan;
         if let Plan::Inject {
@@ -104,6 +142,8 @@ impl ProxyShared {
 ///
 /// - [`inject_next`](Self::inject_next)`(fault, n)`: the next `n` requests get `fault`;
 /// - [`inject_until_heal`](Self::inject_until_heal)`(fault)`: every request gets it;
+/// - [`throttle`](Self::throttle)`(p)`: a random fraction `p` of the requests is throttled;
+/// - [`latency`](Self::latency)`(d)`: every answer waits `d`;
 /// - [`outage`](Self::outage)`.await`: the listening socket closes (new connections are
 ///   refused) and kept-alive connections are closed at their next request;
 /// - [`heal`](Self::heal)`.await`: forward everything again (listening again on the same port).
@@ -136,6 +176,8 @@ impl FaultProxy {
             dropped: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             listening: watch::channel(true).0,
+            throttle_fraction: AtomicU64::new(0f64.to_bits()),
+            latency_us: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(
             listener,
@@ -172,6 +214,25 @@ impl FaultProxy {
                 remaining: Some(n),
             }
         });
+    }
+
+    /// Answers a random `fraction` of the requests (0 to 1; each request independently) with
+    /// [`Fault::Throttle`], as a store over its request quota does to part of a fleet's calls,
+    /// and forwards the rest; `0.0` stops it. Applies to requests that
+    /// [`inject_next`](Self::inject_next), [`inject_until_heal`](Self::inject_until_heal) and
+    /// [`outage`](Self::outage) leave to be forwarded, and lasts until changed ([`heal`](Self::heal)
+    /// does not change it). Counted in [`FaultStats::throttled`].
+    pub fn throttle(&self, fraction: f64) {
+        self.shared.set_throttle(fraction);
+    }
+
+    /// Makes every answer (forwarded or injected) wait `latency` first, as a slow or distant
+    /// store does; `Duration::ZERO` stops it. Lasts until changed.
+    pub fn latency(&self, latency: Duration) {
+        self.shared.latency_us.store(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Answers every request with `fault` until [`heal`](Self::heal).
@@ -326,6 +387,10 @@ pub(super) async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: A
             }
         };
         let keep_alive = request.keep_alive();
+        let latency = shared.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let answer = match shared.next() {
             Plan::Outage => {
                 shared.dropped.fetch_add(1, Ordering::SeqCst);

@@ -5,7 +5,8 @@ use super::proxy::*;
 use super::*;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -38,6 +39,8 @@ fn injected_faults_count_down() {
         dropped: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         listening: watch::channel(true).0,
+        throttle_fraction: AtomicU64::new(0f64.to_bits()),
+        latency_us: AtomicU64::new(0),
     };
     shared.set(Plan::Inject {
         fault: Fault::Throttle,
@@ -50,6 +53,70 @@ fn injected_faults_count_down() {
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
     assert!(text.contains("x-amzn-errortype: ThrottlingException\r\n"));
     assert!(text.ends_with(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#));
+}
+
+#[test]
+fn a_throttle_fraction_throttles_that_share_of_forwarded_requests() {
+    let (outage, _rx) = watch::channel(false);
+    let shared = ProxyShared {
+        plan: Mutex::new(Plan::Forward),
+        outage,
+        forwarded: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
+        internal_errors: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        listening: watch::channel(true).0,
+        throttle_fraction: AtomicU64::new(0f64.to_bits()),
+        latency_us: AtomicU64::new(0),
+    };
+    // Off: nothing is throttled, whatever the draw.
+    assert!(!shared.throttles(0.0));
+    assert_eq!(shared.next(), Plan::Forward);
+    shared.set_throttle(0.25);
+    assert!(shared.throttles(0.0) && shared.throttles(0.2499));
+    assert!(!shared.throttles(0.25) && !shared.throttles(0.99));
+    // Out of range is clamped: 1.5 throttles everything, a negative fraction nothing.
+    shared.set_throttle(1.5);
+    assert!(shared.throttles(0.999_999));
+    shared.set_throttle(-1.0);
+    assert!(!shared.throttles(0.0));
+    shared.set_throttle(f64::NAN);
+    assert!(!shared.throttles(0.0));
+    // Half: about half of 20 000 requests (binomial; 5 sigma is about 350).
+    shared.set_throttle(0.5);
+    let throttled = (0..20_000)
+        .filter(|_| matches!(shared.next(), Plan::Inject { .. }))
+        .count();
+    assert!((9_300..=10_700).contains(&throttled), "{throttled}");
+    // The random fault is the throttling answer, and an injected fault still counts down first.
+    shared.set_throttle(1.0);
+    assert_eq!(
+        shared.next(),
+        Plan::Inject {
+            fault: Fault::Throttle,
+            remaining: None
+        }
+    );
+    shared.set(Plan::Inject {
+        fault: Fault::InternalError,
+        remaining: Some(1),
+    });
+    assert!(matches!(
+        shared.next(),
+        Plan::Inject {
+            fault: Fault::InternalError,
+            ..
+        }
+    ));
+    // The countdown is over: the fraction (all) applies again.
+    assert!(matches!(shared.next(), Plan::Inject { .. }));
+    shared.set_throttle(0.0);
+    assert_eq!(shared.next(), Plan::Forward);
+    // Latency: set and read back.
+    assert_eq!(shared.latency(), Duration::ZERO);
+    shared.latency_us.store(250_000, Ordering::Relaxed);
+    assert_eq!(shared.latency(), Duration::from_millis(250));
 }
 
 #[test]
@@ -165,6 +232,27 @@ async fn moto_starts_resets_restarts_and_the_proxy_injects_faults() {
     proxy.heal().await;
     let healed = keep_alive_gets(addr, "/moto-api/data.json", 1).await;
     assert_eq!(healed.unwrap()[0].0, 200);
+
+    // A fraction of requests throttled (all of them, here), and a latency on every answer.
+    proxy.throttle(1.0);
+    proxy.latency(Duration::from_millis(150));
+    let before = proxy.stats();
+    let started = std::time::Instant::now();
+    let answers = keep_alive_gets(addr, "/moto-api/data.json", 2)
+        .await
+        .unwrap();
+    assert!(
+        answers.iter().all(|(status, _)| *status == 400),
+        "{answers:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(proxy.stats().throttled - before.throttled, 2);
+    proxy.throttle(0.0);
+    proxy.latency(Duration::ZERO);
+    let answers = keep_alive_gets(addr, "/moto-api/data.json", 1)
+        .await
+        .unwrap();
+    assert_eq!(answers[0].0, 200);
 
     moto.stop();
     assert!(moto.pid().is_none());

@@ -69,6 +69,10 @@ pub struct ScenarioConfig {
     pub overlap: Option<Duration>,
     /// Single user: how long the store lags the database.
     pub store_lag: Duration,
+    /// How long each worker pauses after a request before its next (not counted in the
+    /// latency): zero (the default) runs the workers flat out; a drill of many pools on a
+    /// small machine gives each worker a request rate instead.
+    pub think_time: Duration,
 }
 
 impl Default for ScenarioConfig {
@@ -81,6 +85,7 @@ impl Default for ScenarioConfig {
             drain_grace: Duration::from_secs(1),
             overlap: None,
             store_lag: Duration::from_millis(50),
+            think_time: Duration::ZERO,
         }
     }
 }
@@ -297,6 +302,7 @@ pub async fn run_with<R: Rotate>(
     let deadline = start + config.duration;
     let stop = Arc::new(AtomicBool::new(false));
 
+    let think_time = config.think_time;
     let workers: Vec<_> = (0..config.concurrency)
         .map(|_| {
             let workload = Arc::clone(&workload);
@@ -319,6 +325,9 @@ pub async fn run_with<R: Rotate>(
                             progress.ok.fetch_add(1, Ordering::Relaxed);
                             samples
                                 .push(((t0 - start).as_micros() as u64, took.as_micros() as u64));
+                            if !think_time.is_zero() {
+                                tokio::time::sleep(think_time).await;
+                            }
                         }
                         Err(e) => {
                             failed += 1;

@@ -176,6 +176,7 @@ pub async fn never_more_connections_than_max_size<A: Adapter, R: Route>() {
         drain_grace: Duration::from_secs(1),
         overlap: Some(Duration::from_millis(250)),
         store_lag: Duration::from_millis(50),
+        think_time: Duration::ZERO,
     };
     let policy = Policy::builder()
         .refresh_interval(Duration::from_millis(100))

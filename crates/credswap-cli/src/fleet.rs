@@ -1,0 +1,1763 @@
+//! `credswap drill --fleet N`: N application instances in one process, all reading one secret
+//! while the store rotates it, as a fleet of pods does.
+//!
+//! Each instance is what one pod would run: a source client of its own (`--source aws`: a
+//! `SecretsManagerSource` on an SDK client of its own, with its own retry partition, built from
+//! moto's endpoint or the fault proxy's; `--source memory`: a handle on the one in-memory
+//! store), its own provider (refresh every `--refresh-interval`, the default 10% jitter) and
+//! its own pool of `--pool-size`, built by [`adapters::build`] as in the single-pool drill.
+//! The scenario engine runs N x `--concurrency` workers whose requests are spread over the
+//! instances in turn (a load balancer in front of the fleet), rotates on its schedule (the
+//! drill's own `ALTER ROLE` rotator for memory, `credswap_rotate::Rotator` for aws), samples
+//! `pg_stat_activity` and judges stale sessions as in the single-pool drill, with a drain
+//! grace of `--refresh-interval` + 2 s (an instance learns of a rotation at its next refresh).
+//!
+//! # How each number is measured
+//!
+//! - **Convergence** of a rotation: the time from the store's change (the memory store's
+//!   update; Secrets Manager's finishSecret: the end of `Rotator::rotate`) until an instance
+//!   first opened a connection with a newer credential than it had when the rotation began.
+//!   An observer polls every instance's adapter counters every [`POLL`] (the provider's
+//!   generation and `AdapterStats::opened_per_generation`), so a first connect is seen up to
+//!   one poll late. A first connect before the store's change (a pending credential the
+//!   database took already: single user on Secrets Manager) counts 0. Per rotation: p50, p99
+//!   and max over the instances; per run, over every instance of every rotation. An instance
+//!   that never connected with the new credential before the observer stopped counts with
+//!   the time until then, and is counted in `not_converged`.
+//! - **Store calls**: the providers' `Stats::store_calls` (fetches of the current and the
+//!   pending credential), summed over the fleet by the same observer; counted from the start
+//!   of the load (the instances' initial reads are not in it). *Steady state*: the rate in the
+//!   parts of the run outside every rotation's window, a rotation's window being from its
+//!   start to its store change + `--refresh-interval` + 2 s; reported per instance per refresh
+//!   interval and per minute. *Per rotation*: the calls in its window beyond the steady rate
+//!   over the window's length, per instance (the run's figure is the worst rotation).
+//! - **Throttled calls**: with `--source aws` the calls the fault proxy answered with
+//!   ThrottlingException (HTTP requests: the SDK retries them, up to 3 attempts a call); with
+//!   `--source memory` the fetches the store's simulated throttling failed.
+//! - **Logins**: the server's log (`log_connections`): the most logins of the run's roles in
+//!   any one second while the load ran (the instances' first connections are opened before:
+//!   a warm-up opens `--pool-size` per instance), and the refused logins. Both include the
+//!   rotator's own logins (credswap-rotate logs in as the roles: a few per rotation).
+//! - **Failed requests** and **stale sessions**: the scenario engine's.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use credswap_aws::SecretsManagerSource;
+use credswap_aws::aws_sdk_secretsmanager::config::retry::RetryPartition;
+use credswap_aws::aws_sdk_secretsmanager::{self as secretsmanager, Client};
+use credswap_core::contract::AdapterStats;
+use credswap_core::{
+    BoxError, Credential, CredentialSource, MemorySource, Policy, RotatingCredentials, Stats,
+};
+use credswap_testkit::scenario::{
+    self, Progress, Rotate, RotationMarks, RotationSetup, ScenarioConfig, ScenarioReport, Strategy,
+    Timeline, Workload,
+};
+use credswap_testkit::{FaultProxy, TestPostgres, most_in_any, random_password};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::adapters::{self, App};
+use crate::cli::{AdapterName, DrillArgs, ScenarioName, SourceName};
+use crate::output::ProgressDisplay;
+use crate::plot;
+use crate::secrets_manager::{self, SecretsManagerRotator};
+
+/// How often the observer reads every instance's counters.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Beyond the refresh interval: how long after the store's change a rotation's window lasts
+/// (its store calls, its logins), and the drain grace after which a session is stale.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// `--source memory`, single user: how long the store lags the database.
+const STORE_LAG: Duration = Duration::from_millis(50);
+
+/// How long after the store's change the fleet has to converge (the issue's targets), and the
+/// drain grace after which a session of the old credential is stale: refresh + 2 s, or 3 x
+/// refresh when the store throttles.
+fn convergence_bound(refresh: Duration, store_throttle: f64) -> Duration {
+    if store_throttle > 0.0 {
+        refresh * 3
+    } else {
+        refresh + SETTLE
+    }
+}
+
+/// The pools the warm-up fills at once.
+const WARMUP_POOLS: usize = 16;
+
+/// Sessions the server keeps beside the fleet's: the admin, the sampler, the rotator, a margin.
+const SERVER_MARGIN: usize = 50;
+
+/// When a rotation began, and when the store changed (the instances can learn of it from then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RotationTimes {
+    started: Instant,
+    changed: Instant,
+}
+
+type RotationTimesLog = Arc<Mutex<Vec<RotationTimes>>>;
+
+fn record(log: &RotationTimesLog, times: RotationTimes) {
+    log.lock().unwrap_or_else(|p| p.into_inner()).push(times);
+}
+
+/// The fleet's rotator, recording when each rotation began and when the store changed.
+enum FleetRotator {
+    Memory(MemoryFleetRotator),
+    Aws(Box<SecretsManagerRotator>, RotationTimesLog),
+}
+
+#[async_trait]
+impl Rotate for FleetRotator {
+    fn strategy(&self) -> Strategy {
+        match self {
+            FleetRotator::Memory(m) => m.strategy,
+            FleetRotator::Aws(r, _) => r.strategy(),
+        }
+    }
+
+    fn roles(&self) -> Vec<String> {
+        match self {
+            FleetRotator::Memory(m) => m.roles.clone(),
+            FleetRotator::Aws(r, _) => r.roles(),
+        }
+    }
+
+    fn own_application_name(&self) -> Option<String> {
+        match self {
+            FleetRotator::Memory(_) => None,
+            FleetRotator::Aws(r, _) => r.own_application_name(),
+        }
+    }
+
+    async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
+        match self {
+            FleetRotator::Memory(m) => m.rotate(marks).await,
+            FleetRotator::Aws(r, log) => {
+                let started = Instant::now();
+                // The four steps; the store changes at finishSecret, the last.
+                r.rotate(marks).await?;
+                record(
+                    log,
+                    RotationTimes {
+                        started,
+                        changed: Instant::now(),
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The scenario engine's in-memory rotation (`ALTER ROLE`, then the store), recording the
+/// store's change. Alternating users: the retired role's password is revoked `overlap` after
+/// the store points at the other role.
+struct MemoryFleetRotator {
+    pg: Arc<TestPostgres>,
+    strategy: Strategy,
+    roles: Vec<String>,
+    store: MemorySource,
+    overlap: Duration,
+    active: usize,
+    log: RotationTimesLog,
+}
+
+impl MemoryFleetRotator {
+    async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
+        let started = Instant::now();
+        let password = random_password();
+        match self.strategy {
+            Strategy::AlternatingUsers => {
+                let incoming = 1 - self.active;
+                let (new_role, old_role) = (
+                    self.roles[incoming].clone(),
+                    self.roles[self.active].clone(),
+                );
+                self.pg.set_password(&new_role, &password).await?;
+                marks.mark();
+                self.store.set(Credential::new(new_role, password));
+                record(
+                    &self.log,
+                    RotationTimes {
+                        started,
+                        changed: Instant::now(),
+                    },
+                );
+                self.active = incoming;
+                tokio::time::sleep(self.overlap).await;
+                self.pg.set_password(&old_role, &random_password()).await?;
+            }
+            Strategy::SingleUser => {
+                let role = self.roles.first().ok_or("the run has no role")?.clone();
+                marks.mark();
+                self.pg.set_password(&role, &password).await?;
+                tokio::time::sleep(STORE_LAG).await;
+                self.store.set(Credential::new(role, password));
+                record(
+                    &self.log,
+                    RotationTimes {
+                        started,
+                        changed: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fleet behind a load balancer: each request goes to the next instance in turn.
+struct FleetWorkload {
+    instances: Vec<Arc<dyn Workload>>,
+    next: AtomicUsize,
+}
+
+#[async_trait]
+impl Workload for FleetWorkload {
+    async fn request(&self) -> Result<(), BoxError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.instances.len();
+        self.instances[i].request().await
+    }
+}
+
+/// What the observer saw of one instance.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct InstanceTrace {
+    /// The provider's generation at each change, from the first poll on.
+    generations: Vec<(Instant, u64)>,
+    /// When a connection of each generation was first seen opened.
+    first_open: BTreeMap<u64, Instant>,
+    /// The provider's store calls so far, at each change.
+    calls: Vec<(Instant, u64)>,
+}
+
+impl InstanceTrace {
+    fn observe(&mut self, now: Instant, generation: u64, opened: impl Iterator<Item = (u64, u64)>) {
+        if self.generations.last().map(|(_, g)| *g) != Some(generation) {
+            self.generations.push((now, generation));
+        }
+        for (g, n) in opened {
+            if n > 0 {
+                self.first_open.entry(g).or_insert(now);
+            }
+        }
+    }
+
+    fn count_calls(&mut self, now: Instant, calls: u64) {
+        if self.calls.last().map(|(_, c)| *c) != Some(calls) {
+            self.calls.push((now, calls));
+        }
+    }
+
+    /// The generation the provider had at `at` (its first one for an earlier instant).
+    fn generation_at(&self, at: Instant) -> Option<u64> {
+        self.generations
+            .iter()
+            .take_while(|(t, _)| *t <= at)
+            .last()
+            .or(self.generations.first())
+            .map(|(_, g)| *g)
+    }
+
+    /// When the instance's provider first had a newer credential than the one it had when a
+    /// rotation began at `began`.
+    fn learned_after(&self, began: Instant) -> Option<Instant> {
+        let before = self.generation_at(began)?;
+        self.generations
+            .iter()
+            .find(|(t, g)| *t > began && *g > before)
+            .map(|(t, _)| *t)
+    }
+
+    /// When the instance first opened a connection with a newer credential than the one it
+    /// had when a rotation began at `began`.
+    fn first_connect_after(&self, began: Instant) -> Option<Instant> {
+        let before = self.generation_at(began)?;
+        self.first_open.range(before + 1..).map(|(_, t)| *t).min()
+    }
+}
+
+/// One instance's convergence for a rotation: from the store's change to its first connect with
+/// the new credential (zero when that came first); `None` when it did not connect with it
+/// before the observer stopped.
+fn convergence(trace: &InstanceTrace, rotation: RotationTimes) -> Option<Duration> {
+    trace
+        .first_connect_after(rotation.started)
+        .map(|t| t.saturating_duration_since(rotation.changed))
+}
+
+/// The `q` quantile of `values` (nearest rank); `None` when empty.
+fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// The fleet's counters at one poll.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CallSample {
+    /// Since the start of the load.
+    at: Duration,
+    /// The providers' store calls, summed.
+    calls: u64,
+    /// The providers' failed fetches, summed.
+    failures: u64,
+}
+
+/// The fleet's store calls at `t` (the last sample at or before it; the first before them all).
+fn calls_at(samples: &[CallSample], t: Duration) -> u64 {
+    samples
+        .iter()
+        .take_while(|s| s.at <= t)
+        .last()
+        .or(samples.first())
+        .map_or(0, |s| s.calls)
+}
+
+/// One instance's steady store calls per second, over the fleet: the calls over the time
+/// between each instance's consecutive calls, for the gaps that lie in `[from, to]` and touch
+/// no `busy` window (pooled over the instances). Unlike a count of the calls in fixed windows,
+/// it does not depend on where the instances' refresh phases fall (a fleet started at once
+/// refreshes in step: a window then holds all of a refresh or none of it). `None` without a
+/// second of such gaps.
+fn steady_rate_per_instance(
+    traces: &[InstanceTrace],
+    from: Instant,
+    to: Instant,
+    busy: &[(Instant, Instant)],
+) -> Option<f64> {
+    let (mut calls, mut time) = (0u64, Duration::ZERO);
+    for trace in traces {
+        for pair in trace.calls.windows(2) {
+            let ((a, a_calls), (b, b_calls)) = (pair[0], pair[1]);
+            if a < from || b > to || busy.iter().any(|(s, e)| a < *e && b > *s) {
+                continue;
+            }
+            calls += b_calls.saturating_sub(a_calls);
+            time += b - a;
+        }
+    }
+    (time >= Duration::from_secs(1)).then(|| calls as f64 / time.as_secs_f64())
+}
+
+/// What one rotation cost the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotationResult {
+    /// The store's change, seconds since the start of the load.
+    pub at_s: f64,
+    pub convergence_p50_ms: f64,
+    pub convergence_p99_ms: f64,
+    pub convergence_max_ms: f64,
+    /// Instances that had not connected with the new credential when the observer stopped.
+    pub not_converged: usize,
+    /// The store's change until the instances' providers had the new credential (the part of
+    /// the convergence that is the store's and the refresh schedule's): p50 and p99, ms.
+    pub learned_p50_ms: Option<f64>,
+    pub learned_p99_ms: Option<f64>,
+    /// Store calls in the rotation's window (its start to its store change + refresh + 2 s),
+    /// per instance: the scheduled refreshes in it included.
+    pub store_calls_per_instance: f64,
+    /// Of those, the calls beyond the steady rate over the window, per instance (below zero
+    /// when the instances' refreshes happened to fall outside the window).
+    pub extra_store_calls_per_instance: Option<f64>,
+    /// The most logins in any second of the rotation's window.
+    pub peak_logins_per_s: Option<usize>,
+}
+
+/// One fleet run: an adapter and a strategy.
+pub struct FleetRun {
+    adapter: AdapterName,
+    strategy: Strategy,
+    source: SourceName,
+    instances: usize,
+    concurrency_per_instance: usize,
+    think_time: Duration,
+    refresh: Duration,
+    jitter: f64,
+    pace_per_pool: Option<u32>,
+    rotate_every: Option<Duration>,
+    store_throttle: f64,
+    store_latency: Option<Duration>,
+    report: ScenarioReport,
+    rotations: Vec<RotationResult>,
+    convergence_ms: Option<(f64, f64, f64)>,
+    not_converged: usize,
+    /// Instances not converged on a rotation whose store change came less than the bound
+    /// before the end of the load (no request came to make them connect).
+    not_converged_cut_off: usize,
+    store_calls: u64,
+    store_calls_throttled: u64,
+    store_api_calls: Option<u64>,
+    store_fetch_failures: u64,
+    steady_per_instance_per_refresh: Option<f64>,
+    per_instance_per_rotation: Option<f64>,
+    peak_logins_per_s: Option<usize>,
+    refused_logins: Option<usize>,
+    rotation_note: Option<String>,
+    warmup_failures: usize,
+    /// The observer's polls: how far apart on average and at most (it aims at [`POLL`]).
+    poll_gaps_ms: (f64, f64),
+    /// Store calls per second and logins per second, per bucket of [`Timeline::BUCKET`].
+    store_calls_per_s: Vec<f64>,
+    logins_per_s: Vec<f64>,
+}
+
+impl FleetRun {
+    fn label(&self) -> String {
+        format!("{} / {}", self.adapter.as_str(), self.strategy)
+    }
+
+    /// Steady-state store calls per instance per minute.
+    fn steady_per_instance_per_minute(&self) -> Option<f64> {
+        self.steady_per_instance_per_refresh
+            .map(|per_refresh| per_refresh * 60.0 / self.refresh.as_secs_f64())
+    }
+
+    /// Whether the run fails the drill: a failed request or a stale session.
+    fn failed(&self) -> bool {
+        self.report.requests_failed > 0 || self.report.stale_after_drain > 0
+    }
+
+    /// The issue's targets, each with whether it holds.
+    fn targets(&self) -> Vec<(String, bool)> {
+        let mut out = vec![
+            (
+                format!("failed requests {} = 0", self.report.requests_failed),
+                self.report.requests_failed == 0,
+            ),
+            (
+                format!("stale sessions {} = 0", self.report.stale_after_drain),
+                self.report.stale_after_drain == 0,
+            ),
+        ];
+        if let Some(steady) = self.steady_per_instance_per_refresh {
+            out.push((
+                format!("steady store calls {steady:.2} <= 1.1 per instance per refresh"),
+                steady <= 1.1,
+            ));
+        }
+        if let Some(per) = self.per_instance_per_rotation {
+            out.push((
+                format!("store calls {per:.2} <= 3 per instance per rotation (worst)"),
+                per <= 3.0,
+            ));
+        }
+        if let Some((_, p99, _)) = self.convergence_ms {
+            let bound = convergence_bound(self.refresh, self.store_throttle).as_secs_f64() * 1000.0;
+            let what = if self.store_throttle > 0.0 {
+                "3 x refresh"
+            } else {
+                "refresh + 2 s"
+            };
+            out.push((
+                format!("convergence p99 {p99:.0} ms <= {bound:.0} ms ({what})"),
+                p99 <= bound && self.not_converged == 0,
+            ));
+        }
+        out
+    }
+}
+
+/// What every run of one drill shares.
+struct Fleet<'a> {
+    pg: &'a Arc<TestPostgres>,
+    world: Option<&'a secrets_manager::World>,
+    proxy: Option<&'a FaultProxy>,
+    instances: usize,
+    refresh: Duration,
+    jitter: f64,
+    store_throttle: f64,
+    store_latency: Option<Duration>,
+    config: ScenarioConfig,
+    query: adapters::Query,
+    /// `--connect-pace`: each pool's logins per second (deadpool, built here).
+    pace_per_pool: Option<u32>,
+    /// The request of the paced pools (the same as `query`'s).
+    sql: Arc<str>,
+}
+
+pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
+    let pool_size = usize::from(args.pool_size);
+    let sessions = instances * pool_size;
+    let max_connections = (sessions + sessions / 10 + SERVER_MARGIN).max(300);
+    let pg = match &args.database_url {
+        Some(url) => match TestPostgres::from_admin_url(url).await {
+            Ok(pg) => {
+                eprintln!(
+                    "note: the fleet needs about {max_connections} sessions at the server \
+                     (--fleet {instances} x --pool-size {pool_size} and a margin); its \
+                     max_connections is not changed"
+                );
+                pg
+            }
+            Err(e) => {
+                eprintln!("error: cannot use --database-url: {e}");
+                return ExitCode::from(if e.is_invalid_url() { 2 } else { 1 });
+            }
+        },
+        None => {
+            eprintln!(
+                "starting an embedded PostgreSQL (scram-sha-256, max_connections \
+                 {max_connections})..."
+            );
+            let n = u32::try_from(max_connections).unwrap_or(u32::MAX);
+            match TestPostgres::start_with_max_connections(n).await {
+                Ok(pg) => pg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let pg = Arc::new(pg);
+    let world = match args.source {
+        SourceName::Aws => {
+            eprintln!("starting moto (AWS Secrets Manager)...");
+            match secrets_manager::World::start(args.pause_before_finish).await {
+                Ok(world) => {
+                    eprintln!("moto at {}", world.endpoint_url());
+                    Some(world)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    let proxy = match (&world, args.fleet.needs_proxy()) {
+        (Some(world), true) => match world.fault_proxy().await {
+            Ok(proxy) => {
+                eprintln!(
+                    "the fleet reaches moto through a fault proxy at {}",
+                    proxy.endpoint_url()
+                );
+                Some(proxy)
+            }
+            Err(e) => {
+                eprintln!("error: the fault proxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let refresh = args.fleet.refresh(args.rotate_every.interval());
+    let fleet = Fleet {
+        pg: &pg,
+        world: world.as_ref(),
+        proxy: proxy.as_ref(),
+        instances,
+        refresh,
+        jitter: args.fleet.refresh_jitter,
+        store_throttle: args.fleet.store_throttle,
+        store_latency: args.fleet.store_latency,
+        config: ScenarioConfig {
+            duration: args.duration,
+            rotate_every: args.rotate_every.interval(),
+            concurrency: instances * usize::from(args.concurrency),
+            pool_max_size: pool_size,
+            drain_grace: convergence_bound(refresh, args.fleet.store_throttle),
+            think_time: args.fleet.think(instances, args.concurrency),
+            ..ScenarioConfig::default()
+        },
+        query: adapters::Query::new(args.query_ms),
+        pace_per_pool: args.fleet.pace_per_pool(instances),
+        sql: request_sql(args.query_ms).into(),
+    };
+    let mut adapters = args.adapter.clone();
+    dedup(&mut adapters);
+    let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
+    dedup(&mut strategies);
+
+    let mut runs = Vec::new();
+    let mut not_run = Vec::new();
+    for &adapter in &adapters {
+        for &strategy in &strategies {
+            match run_one(&fleet, adapter, strategy).await {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    eprintln!("error: {} / {strategy} (fleet): {e}", adapter.as_str());
+                    not_run.push(format!("{}/{strategy}", adapter.as_str()));
+                }
+            }
+        }
+    }
+
+    println!();
+    print!("{}", table(&runs, &fleet, &args));
+    if let Some(path) = &args.json {
+        if let Err(e) = std::fs::write(path, json(&runs, pg.is_embedded())) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("results written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = std::fs::write(path, svg(&runs)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("plot written to {}", path.display());
+    }
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| r.failed())
+        .map(FleetRun::label)
+        .collect();
+    if !not_run.is_empty() {
+        eprintln!("FAILED: {} did not finish (see above)", not_run.join(", "));
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "FAILED: {} had failed requests or stale sessions after the drain",
+            failed.join(", ")
+        );
+    }
+    if failed.is_empty() && not_run.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn dedup<T: PartialEq + Copy>(items: &mut Vec<T>) {
+    let mut seen = Vec::new();
+    items.retain(|i| {
+        if seen.contains(i) {
+            false
+        } else {
+            seen.push(*i);
+            true
+        }
+    });
+}
+
+/// Each instance's provider policy: the fleet's refresh interval (the default jitter), and for
+/// alternating users the overlap the store leaves (Secrets Manager: the previous user works
+/// until the next rotation; memory: half an interval).
+fn fleet_policy(
+    strategy: Strategy,
+    source: SourceName,
+    refresh: Duration,
+    jitter: f64,
+    rotate_every: Option<Duration>,
+) -> Result<Policy, credswap_core::PolicyError> {
+    let mut builder = Policy::builder()
+        .refresh_interval(refresh)
+        .jitter(jitter)
+        .backoff(
+            Duration::from_millis(200),
+            refresh.clamp(Duration::from_millis(200), Duration::from_secs(2)),
+        );
+    if let (Strategy::AlternatingUsers, Some(every)) = (strategy, rotate_every) {
+        builder = builder.overlap_window(match source {
+            SourceName::Memory => every / 2,
+            _ => every,
+        });
+    }
+    builder.build()
+}
+
+/// `SELECT current_user`, with `--query-ms` on the server first (as `adapters::Query`).
+fn request_sql(query_ms: u32) -> String {
+    if query_ms == 0 {
+        "SELECT current_user".to_owned()
+    } else {
+        format!(
+            "SELECT current_user FROM pg_sleep({}.{:03})",
+            query_ms / 1000,
+            query_ms % 1000
+        )
+    }
+}
+
+/// How long a request of a paced pool may wait for a connection (as the drill's other pools).
+const PACED_WAIT: Duration = Duration::from_secs(5);
+
+/// `--connect-pace`: a credswap-deadpool instance as `adapters::build` makes one, with its
+/// logins paced to `per_second`.
+async fn paced_deadpool(
+    pg: &TestPostgres,
+    app: &App,
+    policy: Policy,
+    pool_size: usize,
+    sql: Arc<str>,
+    per_second: u32,
+) -> Result<adapters::PoolUnderTest, BoxError> {
+    let credentials = RotatingCredentials::new(Arc::clone(&app.source), policy).await?;
+    let mut pool_config = deadpool_postgres::PoolConfig::new(pool_size);
+    pool_config.timeouts = deadpool_postgres::Timeouts {
+        wait: Some(PACED_WAIT),
+        create: Some(PACED_WAIT),
+        recycle: Some(PACED_WAIT),
+    };
+    let (pool, rotation) =
+        credswap_deadpool::Builder::new(pg.base_config(), tokio_postgres::NoTls, credentials)
+            .pool_config(pool_config)
+            .max_connects_per_second(per_second)
+            .build()?;
+    let close_pool = pool.clone();
+    let (stats, calls, provider) = (rotation.clone(), rotation.clone(), rotation.clone());
+    Ok(adapters::PoolUnderTest {
+        workload: Arc::new(PacedSelect(pool, sql)),
+        generation: Arc::new(move || rotation.credentials().generation().get()),
+        stats: Some(Arc::new(move || stats.stats())),
+        store_calls: Arc::new(move || Some(calls.credentials().stats().store_calls)),
+        provider_stats: Some(Arc::new(move || provider.credentials().stats())),
+        close: Box::new(move || close_pool.close()),
+    })
+}
+
+/// The request through a paced deadpool pool.
+struct PacedSelect(deadpool_postgres::Pool, Arc<str>);
+
+#[async_trait]
+impl Workload for PacedSelect {
+    async fn request(&self) -> Result<(), BoxError> {
+        let client = self.0.get().await?;
+        let statement = client.prepare_cached(&self.1).await?;
+        let row = client.query_one(&statement, &[]).await?;
+        let _user: String = row.get(0);
+        Ok(())
+    }
+}
+
+/// One instance's counters, for the observer.
+struct Probe {
+    /// The provider's generation (cheap: read at every poll).
+    generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+    adapter: Arc<dyn Fn() -> AdapterStats + Send + Sync>,
+    provider: Arc<dyn Fn() -> Stats + Send + Sync>,
+}
+
+/// Polls every instance every [`POLL`] until `stop`.
+fn observe(
+    probes: Vec<Probe>,
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<InstanceTrace>, Vec<CallSample>)> {
+    tokio::spawn(async move {
+        let mut traces = vec![InstanceTrace::default(); probes.len()];
+        let mut samples = Vec::new();
+        let mut ticker = tokio::time::interval(POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let now = Instant::now();
+            let (mut calls, mut failures) = (0u64, 0u64);
+            for (probe, trace) in probes.iter().zip(&mut traces) {
+                // The adapter's counters cost more than the generation: read only until the
+                // instance has opened a connection with its current generation (a pending
+                // credential's connection is seen when the provider publishes it, at once).
+                let generation = (probe.generation)();
+                if trace.first_open.range(generation..).next().is_none() {
+                    let stats = (probe.adapter)();
+                    trace.observe(
+                        now,
+                        stats.generation.get(),
+                        stats
+                            .opened_per_generation
+                            .iter()
+                            .map(|(g, n)| (g.get(), *n)),
+                    );
+                }
+                let provider = (probe.provider)();
+                trace.count_calls(now, provider.store_calls);
+                calls += provider.store_calls;
+                failures += provider.fetch_failures;
+            }
+            samples.push(CallSample {
+                at: now.saturating_duration_since(origin),
+                calls,
+                failures,
+            });
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        (traces, samples)
+    })
+}
+
+async fn run_one(
+    fleet: &Fleet<'_>,
+    adapter: AdapterName,
+    strategy: Strategy,
+) -> Result<FleetRun, BoxError> {
+    let n = fleet.instances;
+    let log: RotationTimesLog = Arc::default();
+    let source_name = if fleet.world.is_some() {
+        SourceName::Aws
+    } else {
+        SourceName::Memory
+    };
+    // The store, a source per instance, and the rotator.
+    let mut memory_store = None;
+    let mut api_sources: Vec<Arc<SecretsManagerSource>> = Vec::new();
+    let mut rotation_log = None;
+    let (rotator, initial, sources) = match fleet.world {
+        None => {
+            let setup = RotationSetup::create(fleet.pg, strategy).await?;
+            let store = setup.store().clone();
+            let initial = setup.initial_credential().clone();
+            let sources: Vec<Arc<dyn CredentialSource>> = (0..n)
+                .map(|_| Arc::new(store.clone()) as Arc<dyn CredentialSource>)
+                .collect();
+            let every = fleet.config.rotate_every.unwrap_or(Duration::from_secs(15));
+            let rotator = FleetRotator::Memory(MemoryFleetRotator {
+                pg: Arc::clone(fleet.pg),
+                strategy,
+                roles: setup.roles().to_vec(),
+                store: store.clone(),
+                overlap: every / 2,
+                active: 0,
+                log: Arc::clone(&log),
+            });
+            memory_store = Some(store);
+            (rotator, initial, sources)
+        }
+        Some(world) => {
+            let (app, rotator) = world
+                .prepare(fleet.pg, strategy, ScenarioName::Normal, &fleet.config)
+                .await?;
+            let secret_id = rotator.secret_id().to_owned();
+            for i in 0..n {
+                let mut config = secretsmanager::config::Builder::from(world.sdk_config())
+                    // Each instance's retries are its own, as each pod's are.
+                    .retry_partition(RetryPartition::new(format!("credswap-fleet-{i}")));
+                if let Some(proxy) = fleet.proxy {
+                    config = config.endpoint_url(proxy.endpoint_url());
+                }
+                let client = Client::from_conf(config.build());
+                let source = SecretsManagerSource::builder(secret_id.clone())
+                    .client(client)
+                    .build()?;
+                api_sources.push(Arc::new(source));
+            }
+            let sources = api_sources
+                .iter()
+                .map(|s| Arc::clone(s) as Arc<dyn CredentialSource>)
+                .collect();
+            rotation_log = Some(rotator.log());
+            let rotator = FleetRotator::Aws(Box::new(rotator), Arc::clone(&log));
+            (rotator, app.initial, sources)
+        }
+    };
+    let roles = rotator.roles();
+    let policy = fleet_policy(
+        strategy,
+        source_name,
+        fleet.refresh,
+        fleet.jitter,
+        fleet.config.rotate_every,
+    )?;
+    eprintln!(
+        "{} / {strategy}: building {n} instances (a provider and a pool of {} each)...",
+        adapter.as_str(),
+        fleet.config.pool_max_size
+    );
+    let mut pools = Vec::with_capacity(n);
+    for (i, source) in sources.into_iter().enumerate() {
+        let app = App {
+            source,
+            initial: initial.clone(),
+        };
+        let pool = match fleet.pace_per_pool {
+            Some(per_second) => {
+                paced_deadpool(
+                    fleet.pg,
+                    &app,
+                    policy,
+                    fleet.config.pool_max_size,
+                    Arc::clone(&fleet.sql),
+                    per_second,
+                )
+                .await
+            }
+            None => {
+                adapters::build(
+                    adapter,
+                    fleet.pg,
+                    &app,
+                    policy,
+                    fleet.config.pool_max_size,
+                    fleet.query.clone(),
+                )
+                .await
+            }
+        }
+        .map_err(|e| format!("building instance {i}: {e}"))?;
+        pools.push(pool);
+    }
+    // Warm-up: every pool opens its sessions before the load, so that the run's logins are the
+    // rotations' (and the steady state's), not the fleet's start.
+    // Each pool's requests at once (so that it opens all its sessions), WARMUP_POOLS pools at
+    // a time: hundreds of logins at once would outlast the pools' 5-s connect timeout here.
+    let mut warmup = tokio::task::JoinSet::new();
+    let turns = Arc::new(tokio::sync::Semaphore::new(WARMUP_POOLS));
+    for pool in &pools {
+        let workload = Arc::clone(&pool.workload);
+        let turns = Arc::clone(&turns);
+        let size = fleet.config.pool_max_size;
+        warmup.spawn(async move {
+            let _turn = turns.acquire_owned().await;
+            let mut requests = tokio::task::JoinSet::new();
+            for _ in 0..size {
+                let workload = Arc::clone(&workload);
+                requests.spawn(async move { workload.request().await });
+            }
+            let mut failed = 0usize;
+            while let Some(done) = requests.join_next().await {
+                if !matches!(done, Ok(Ok(()))) {
+                    failed += 1;
+                }
+            }
+            failed
+        });
+    }
+    let mut warmup_failures = 0;
+    while let Some(done) = warmup.join_next().await {
+        warmup_failures += done.unwrap_or(1);
+    }
+    let mut probes = Vec::with_capacity(n);
+    for pool in &pools {
+        match (&pool.stats, &pool.provider_stats) {
+            (Some(adapter), Some(provider)) => probes.push(Probe {
+                generation: Arc::clone(&pool.generation),
+                adapter: Arc::clone(adapter),
+                provider: Arc::clone(provider),
+            }),
+            _ => return Err(format!("{} has no provider to observe", adapter.as_str()).into()),
+        }
+    }
+    let generations: Vec<_> = pools.iter().map(|p| Arc::clone(&p.generation)).collect();
+    let workload = Arc::new(FleetWorkload {
+        instances: pools.iter().map(|p| Arc::clone(&p.workload)).collect(),
+        next: AtomicUsize::new(0),
+    });
+
+    // The store's faults, for the load only.
+    if let Some(proxy) = fleet.proxy {
+        proxy.throttle(fleet.store_throttle);
+        proxy.latency(fleet.store_latency.unwrap_or_default());
+    }
+    if let Some(store) = &memory_store {
+        store.throttle(fleet.store_throttle);
+        store.set_delay(fleet.store_latency.unwrap_or_default());
+    }
+    let throttled_before = fleet.proxy.map(|p| p.stats().throttled);
+    let api_before = api_calls(&api_sources);
+    let refused_before = refused_logins(fleet.pg, &roles);
+
+    let progress = Arc::new(Progress::default());
+    let label = format!("{} / {strategy} x{n}", adapter.as_str());
+    let display = ProgressDisplay::start(
+        label,
+        fleet.config.duration,
+        Arc::clone(&progress),
+        Arc::new(move || generations.iter().map(|g| g()).min().unwrap_or(0)),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let origin = Instant::now();
+    let origin_wall = SystemTime::now();
+    let observer = observe(probes, origin, Arc::clone(&stop));
+    let result = scenario::run_with(fleet.pg, rotator, workload, &fleet.config, progress).await;
+    stop.store(true, Ordering::Relaxed);
+    let end = Instant::now();
+    let (traces, samples) = observer
+        .await
+        .map_err(|e| format!("the observer task failed: {e}"))?;
+    display.finish(result.as_ref().ok());
+    if let Some(proxy) = fleet.proxy {
+        proxy.throttle(0.0);
+        proxy.latency(Duration::ZERO);
+    }
+    if let Some(store) = &memory_store {
+        store.throttle(0.0);
+        store.set_delay(Duration::ZERO);
+    }
+    let throttled = fleet
+        .proxy
+        .zip(throttled_before)
+        .map(|(p, before)| p.stats().throttled - before);
+    let store_api_calls = (!api_sources.is_empty()).then(|| api_calls(&api_sources) - api_before);
+    for pool in pools {
+        (pool.close)();
+    }
+    // Let the sessions end, and the server's log have the run's last lines.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = result?;
+
+    // Rotations: convergence, store calls, logins.
+    let rotations: Vec<RotationTimes> = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let since = |t: Instant| t.saturating_duration_since(origin);
+    let window = |r: &RotationTimes| (since(r.started), since(r.changed) + fleet.refresh + SETTLE);
+    let busy: Vec<(Instant, Instant)> = rotations
+        .iter()
+        .map(|r| (r.started, r.changed + fleet.refresh + SETTLE))
+        .collect();
+    let steady_per_instance =
+        steady_rate_per_instance(&traces, origin, origin + fleet.config.duration, &busy);
+    let wall = |d: Duration| origin_wall + d;
+    let logins: Option<Vec<SystemTime>> = roles
+        .iter()
+        .map(|role| fleet.pg.logins(role))
+        .collect::<Option<Vec<_>>>()
+        .map(|per_role| per_role.into_iter().flatten().collect());
+    let logins_between = |from: Duration, to: Duration| -> Option<Vec<SystemTime>> {
+        logins.as_ref().map(|all| {
+            all.iter()
+                .copied()
+                .filter(|t| *t >= wall(from) && *t <= wall(to))
+                .collect()
+        })
+    };
+    let run_span = since(end);
+    let mut all_convergence = Vec::new();
+    let mut not_converged = 0;
+    let mut cut_off = 0;
+    let mut results = Vec::new();
+    for rotation in &rotations {
+        let learned: Vec<f64> = traces
+            .iter()
+            .filter_map(|t| t.learned_after(rotation.started))
+            .map(|t| t.saturating_duration_since(rotation.changed).as_secs_f64() * 1000.0)
+            .collect();
+        let mut took_ms = Vec::with_capacity(traces.len());
+        let mut missing = 0;
+        for trace in &traces {
+            match convergence(trace, *rotation) {
+                Some(d) => took_ms.push(d.as_secs_f64() * 1000.0),
+                None => {
+                    missing += 1;
+                    let until_end = end.saturating_duration_since(rotation.changed);
+                    took_ms.push(until_end.as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        let (from, to) = window(rotation);
+        let to = to.min(run_span);
+        let calls = calls_at(&samples, to).saturating_sub(calls_at(&samples, from)) as f64;
+        let extra = steady_per_instance
+            .map(|rate| calls / n as f64 - rate * to.saturating_sub(from).as_secs_f64());
+        results.push(RotationResult {
+            at_s: round2(since(rotation.changed).as_secs_f64()),
+            convergence_p50_ms: round2(percentile(&took_ms, 0.5).unwrap_or(0.0)),
+            convergence_p99_ms: round2(percentile(&took_ms, 0.99).unwrap_or(0.0)),
+            convergence_max_ms: round2(took_ms.iter().copied().fold(0.0, f64::max)),
+            not_converged: missing,
+            learned_p50_ms: percentile(&learned, 0.5).map(round2),
+            learned_p99_ms: percentile(&learned, 0.99).map(round2),
+            store_calls_per_instance: round2(calls / n as f64),
+            extra_store_calls_per_instance: extra.map(round2),
+            peak_logins_per_s: logins_between(from, to)
+                .map(|t| most_in_any(&t, Duration::from_secs(1))),
+        });
+        // An instance that had not connected when the load ended counts against the fleet only
+        // when the load went on for the whole bound after the store's change.
+        if rotation.changed + fleet.config.drain_grace <= origin + fleet.config.duration {
+            not_converged += missing;
+        } else {
+            cut_off += missing;
+        }
+        all_convergence.extend(took_ms);
+    }
+    let convergence_ms = percentile(&all_convergence, 0.5).map(|p50| {
+        (
+            round2(p50),
+            round2(percentile(&all_convergence, 0.99).unwrap_or(0.0)),
+            round2(all_convergence.iter().copied().fold(0.0, f64::max)),
+        )
+    });
+    let first = samples.first().copied();
+    let last = samples.last().copied();
+    let (store_calls, fetch_failures) = match (first, last) {
+        (Some(a), Some(b)) => (b.calls - a.calls, b.failures - a.failures),
+        _ => (0, 0),
+    };
+    let bucket = Timeline::BUCKET;
+    let buckets = report.timeline.ok.len();
+    let store_calls_per_s = (0..buckets)
+        .map(|i| {
+            let (a, b) = (bucket * i as u32, bucket * (i as u32 + 1));
+            calls_at(&samples, b).saturating_sub(calls_at(&samples, a)) as f64
+                / bucket.as_secs_f64()
+        })
+        .collect();
+    let logins_in_run = logins_between(Duration::ZERO, fleet.config.duration);
+    let logins_per_s = match &logins_in_run {
+        Some(times) => {
+            let mut per = vec![0.0; buckets];
+            for t in times {
+                let offset = t.duration_since(origin_wall).unwrap_or_default();
+                let i = (offset.as_micros() / bucket.as_micros()) as usize;
+                if let Some(slot) = per.get_mut(i) {
+                    *slot += 1.0 / bucket.as_secs_f64();
+                }
+            }
+            per
+        }
+        None => Vec::new(),
+    };
+    let refused_after = refused_logins(fleet.pg, &roles);
+    Ok(FleetRun {
+        adapter,
+        strategy,
+        source: source_name,
+        instances: n,
+        concurrency_per_instance: fleet.config.concurrency / n.max(1),
+        think_time: fleet.config.think_time,
+        refresh: fleet.refresh,
+        jitter: fleet.jitter,
+        pace_per_pool: fleet.pace_per_pool,
+        rotate_every: fleet.config.rotate_every,
+        store_throttle: fleet.store_throttle,
+        store_latency: fleet.store_latency,
+        rotations: results.clone(),
+        convergence_ms,
+        not_converged,
+        not_converged_cut_off: cut_off,
+        store_calls,
+        store_calls_throttled: throttled.unwrap_or(if memory_store.is_some() {
+            fetch_failures
+        } else {
+            0
+        }),
+        store_api_calls,
+        store_fetch_failures: fetch_failures,
+        steady_per_instance_per_refresh: steady_per_instance
+            .map(|rate| round2(rate * fleet.refresh.as_secs_f64())),
+        per_instance_per_rotation: results
+            .iter()
+            .map(|r| r.store_calls_per_instance)
+            .reduce(f64::max),
+        peak_logins_per_s: logins_in_run.map(|t| most_in_any(&t, Duration::from_secs(1))),
+        refused_logins: match (refused_before, refused_after) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        },
+        rotation_note: rotation_log
+            .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
+        warmup_failures,
+        poll_gaps_ms: poll_gaps(&samples),
+        store_calls_per_s,
+        logins_per_s,
+        report,
+    })
+}
+
+/// The mean and the longest gap between the observer's polls, ms.
+fn poll_gaps(samples: &[CallSample]) -> (f64, f64) {
+    let gaps: Vec<f64> = samples
+        .windows(2)
+        .map(|w| (w[1].at.saturating_sub(w[0].at)).as_secs_f64() * 1000.0)
+        .collect();
+    if gaps.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    (
+        round2(mean),
+        round2(gaps.iter().copied().fold(0.0, f64::max)),
+    )
+}
+
+/// The Secrets Manager API calls of `sources` so far: DescribeSecret and GetSecretValue.
+fn api_calls(sources: &[Arc<SecretsManagerSource>]) -> u64 {
+    sources
+        .iter()
+        .map(|s| {
+            let stats = s.stats();
+            stats.describe_calls + stats.get_calls
+        })
+        .sum()
+}
+
+/// Refused logins of `roles` so far (`None` when the server's log is not readable here).
+fn refused_logins(pg: &TestPostgres, roles: &[String]) -> Option<usize> {
+    roles.iter().map(|role| pg.refused_logins(role)).sum()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn ms(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+fn cell<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// The fleet's table, each rotation's line, the notes and the issue's targets.
+fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
+    let c = fleet.config.concurrency / fleet.instances.max(1);
+    let source = match args.source {
+        SourceName::Aws => {
+            "AWS Secrets Manager (moto), rotated by credswap-rotate (single user pauses before \
+             finishSecret)"
+        }
+        _ => "in-memory store, rotated by the drill",
+    };
+    let mut out = format!(
+        "fleet of {} instances, pool max_size {} each, {c} worker(s) per instance ({} in all, \
+         each pausing {} between requests), refresh every {} (jitter {:.0}%), {}, {}s per run; \
+         source: {source}\n",
+        fleet.instances,
+        fleet.config.pool_max_size,
+        fleet.config.concurrency,
+        ms(fleet.config.think_time),
+        ms(fleet.refresh),
+        fleet.jitter * 100.0,
+        fleet.config.rotate_every.map_or_else(
+            || "rotation off".to_owned(),
+            |d| format!("rotation every {}", ms(d))
+        ),
+        fleet.config.duration.as_secs_f64(),
+    );
+    if let Some(per_pool) = fleet.pace_per_pool {
+        out.push_str(&format!(
+            "connect pacing: {per_pool} login(s)/s per pool, at most {} a second over the fleet\n",
+            u64::from(per_pool) * fleet.instances as u64
+        ));
+    }
+    if fleet.store_throttle > 0.0 || fleet.store_latency.is_some() {
+        out.push_str(&format!(
+            "store faults: {:.0}% of the fleet's calls throttled, latency {}\n",
+            fleet.store_throttle * 100.0,
+            fleet.store_latency.map_or_else(|| "none".to_owned(), ms)
+        ));
+    }
+    out.push('\n');
+    let header = [
+        "adapter",
+        "strategy",
+        "rot",
+        "ok",
+        "failed",
+        "stale",
+        "conv p50 ms",
+        "conv p99 ms",
+        "conv max ms",
+        "store calls",
+        "steady/inst/refresh",
+        "steady/inst/min",
+        "/inst/rotation",
+        "throttled",
+        "peak logins/s",
+        "refused",
+        "peak be",
+    ];
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let p = &r.report;
+            vec![
+                r.adapter.as_str().to_owned(),
+                r.strategy.to_string(),
+                p.rotations.to_string(),
+                p.requests_ok.to_string(),
+                p.requests_failed.to_string(),
+                p.stale_after_drain.to_string(),
+                cell(r.convergence_ms.map(|c| format!("{:.0}", c.0))),
+                cell(r.convergence_ms.map(|c| format!("{:.0}", c.1))),
+                cell(r.convergence_ms.map(|c| format!("{:.0}", c.2))),
+                r.store_calls.to_string(),
+                cell(r.steady_per_instance_per_refresh.map(|v| format!("{v:.2}"))),
+                cell(
+                    r.steady_per_instance_per_minute()
+                        .map(|v| format!("{v:.1}")),
+                ),
+                cell(r.per_instance_per_rotation.map(|v| format!("{v:.2}"))),
+                r.store_calls_throttled.to_string(),
+                cell(r.peak_logins_per_s),
+                cell(r.refused_logins),
+                format!("{}/{}", p.peak_backends, r.instances * p.pool_max_size),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&table_line(&header, &widths));
+    out.push_str(&table_line(&rule, &widths));
+    for row in &rows {
+        out.push_str(&table_line(row, &widths));
+    }
+    for r in runs {
+        out.push('\n');
+        let _ = writeln!(out, "{}:", r.label());
+        for (i, rot) in r.rotations.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  rotation {} (store changed at {:.1}s): converged p50 {:.0} ms, p99 {:.0} ms, \
+                 max {:.0} ms{} (the providers had it: p50 {} ms, p99 {} ms); store calls {:.2} per instance in its window ({} beyond the \
+                 steady rate); peak {} logins/s",
+                i + 1,
+                rot.at_s,
+                rot.convergence_p50_ms,
+                rot.convergence_p99_ms,
+                rot.convergence_max_ms,
+                if rot.not_converged > 0 {
+                    format!(
+                        " ({} of {} instances never connected with it)",
+                        rot.not_converged, r.instances
+                    )
+                } else {
+                    String::new()
+                },
+                cell(rot.learned_p50_ms.map(|v| format!("{v:.0}"))),
+                cell(rot.learned_p99_ms.map(|v| format!("{v:.0}"))),
+                rot.store_calls_per_instance,
+                cell(
+                    rot.extra_store_calls_per_instance
+                        .map(|v| format!("{v:.2}"))
+                ),
+                cell(rot.peak_logins_per_s),
+            );
+        }
+        if let Some(api) = r.store_api_calls {
+            let _ = writeln!(
+                out,
+                "  Secrets Manager API calls {api} (DescribeSecret per fetch, GetSecretValue \
+                 when the version changed); fetches that failed after the SDK's retries {}",
+                r.store_fetch_failures
+            );
+        }
+        if r.not_converged_cut_off > 0 {
+            let _ = writeln!(
+                out,
+                "  {} instance(s) had not connected with a rotation's credential when the load \
+                 ended less than the convergence bound after it (not judged)",
+                r.not_converged_cut_off
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  observer: polled every {:.0} ms on average, at most {:.0} ms apart (first \
+             connects are seen up to that late)",
+            r.poll_gaps_ms.0, r.poll_gaps_ms.1
+        );
+        if let Some(note) = &r.rotation_note {
+            let _ = writeln!(out, "  {note}");
+        }
+        if r.warmup_failures > 0 {
+            let _ = writeln!(
+                out,
+                "  warm-up: {} of the first requests failed (before the load; not counted)",
+                r.warmup_failures
+            );
+        }
+        if !r.report.first_errors.is_empty() {
+            let _ = writeln!(out, "  errors: {}", r.report.first_errors.join(" | "));
+        }
+        let targets = r.targets();
+        let _ = writeln!(
+            out,
+            "  targets (issue 21): {}",
+            targets
+                .iter()
+                .map(|(what, ok)| format!("{what} {}", if *ok { "ok" } else { "MISSED" }))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    out.push_str(
+        "\nconv: from the store's change until an instance's first connect with the new \
+         credential (polled every 20 ms; 0 when a pending credential came first), over every \
+         instance of every rotation; store calls: the providers' fetches while the load ran \
+         (steady: an instance's calls over the time between its calls, outside the rotations' \
+         windows, which last from a rotation's start until refresh + 2 s after the store's \
+         change; /inst/rotation: the calls in the worst rotation's window, its scheduled \
+         refreshes included); \
+         throttled: calls answered with the store's throttling error; peak logins/s and \
+         refused: the server's log while the load ran (the rotator's own logins included); \
+         stale: sessions of a rotated-away credential open refresh + 2 s (3 x refresh with \
+         --store-throttle) after the store's \
+         change; peak be: the most sessions of the fleet at once, of N x max_size\n",
+    );
+    out
+}
+
+/// One line of the table: the first two columns to the left, the rest to the right.
+fn table_line(cells: &[String], widths: &[usize]) -> String {
+    let mut text = String::new();
+    for (i, (cell, w)) in cells.iter().zip(widths.iter().copied()).enumerate() {
+        if i < 2 {
+            let _ = write!(text, "{cell:<w$}  ");
+        } else {
+            let _ = write!(text, "{cell:>w$}  ");
+        }
+    }
+    text.trim_end().to_owned() + "\n"
+}
+
+#[derive(Serialize)]
+struct JsonFile<'a> {
+    postgres: &'static str,
+    runs: Vec<JsonRun<'a>>,
+}
+
+/// A fleet run in the JSON file.
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    adapter: &'static str,
+    strategy: &'static str,
+    source: &'static str,
+    /// Always `true`: a fleet run.
+    fleet: bool,
+    instances: usize,
+    pool_max_size: usize,
+    concurrency_per_instance: usize,
+    think_time_ms: u64,
+    duration_s: f64,
+    refresh_interval_ms: u64,
+    refresh_jitter: f64,
+    /// `--connect-pace`: each pool's logins per second (`null`: not paced).
+    connect_pace_per_pool: Option<u32>,
+    rotate_every_ms: Option<u64>,
+    store_throttle: f64,
+    store_latency_ms: Option<u64>,
+    rotations: u64,
+    requests_ok: u64,
+    requests_failed: u64,
+    throughput_rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_backends: usize,
+    stale_after_drain: usize,
+    /// `null` without rotations.
+    convergence_p50_ms: Option<f64>,
+    convergence_p99_ms: Option<f64>,
+    convergence_max_ms: Option<f64>,
+    not_converged: usize,
+    not_converged_cut_off: usize,
+    store_calls: u64,
+    store_calls_throttled: u64,
+    /// `--source aws`: DescribeSecret and GetSecretValue calls (`null` otherwise).
+    store_api_calls: Option<u64>,
+    store_fetch_failures: u64,
+    /// `null` without a stretch of the run outside the rotations' windows.
+    steady_store_calls_per_instance_per_refresh: Option<f64>,
+    steady_store_calls_per_instance_per_minute: Option<f64>,
+    /// The calls in the worst rotation's window per instance, its scheduled refreshes
+    /// included; `null` without rotations.
+    store_calls_per_instance_per_rotation: Option<f64>,
+    /// `null` for a server the drill did not start (its log is not readable).
+    peak_logins_per_s: Option<usize>,
+    refused_logins: Option<usize>,
+    per_rotation: &'a [RotationResult],
+    /// The observer's mean and longest gap between polls, ms.
+    poll_mean_ms: f64,
+    poll_max_ms: f64,
+}
+
+/// The JSON file: `{"postgres": "embedded"|"external", "runs": [...]}`, a run per adapter and
+/// strategy, each with the fleet's fields.
+fn json(runs: &[FleetRun], embedded: bool) -> String {
+    let file = JsonFile {
+        postgres: if embedded { "embedded" } else { "external" },
+        runs: runs
+            .iter()
+            .map(|r| {
+                let p = &r.report;
+                JsonRun {
+                    adapter: r.adapter.as_str(),
+                    strategy: r.strategy.as_str(),
+                    source: r.source.as_str(),
+                    fleet: true,
+                    instances: r.instances,
+                    pool_max_size: p.pool_max_size,
+                    concurrency_per_instance: r.concurrency_per_instance,
+                    think_time_ms: r.think_time.as_millis() as u64,
+                    duration_s: p.duration_s,
+                    refresh_interval_ms: r.refresh.as_millis() as u64,
+                    refresh_jitter: r.jitter,
+                    connect_pace_per_pool: r.pace_per_pool,
+                    rotate_every_ms: r.rotate_every.map(|d| d.as_millis() as u64),
+                    store_throttle: r.store_throttle,
+                    store_latency_ms: r.store_latency.map(|d| d.as_millis() as u64),
+                    rotations: p.rotations,
+                    requests_ok: p.requests_ok,
+                    requests_failed: p.requests_failed,
+                    throughput_rps: round2(p.throughput_rps),
+                    p50_ms: round2(p.p50_ms),
+                    p99_ms: round2(p.p99_ms),
+                    peak_backends: p.peak_backends,
+                    stale_after_drain: p.stale_after_drain,
+                    convergence_p50_ms: r.convergence_ms.map(|c| c.0),
+                    convergence_p99_ms: r.convergence_ms.map(|c| c.1),
+                    convergence_max_ms: r.convergence_ms.map(|c| c.2),
+                    not_converged: r.not_converged,
+                    not_converged_cut_off: r.not_converged_cut_off,
+                    store_calls: r.store_calls,
+                    store_calls_throttled: r.store_calls_throttled,
+                    store_api_calls: r.store_api_calls,
+                    store_fetch_failures: r.store_fetch_failures,
+                    steady_store_calls_per_instance_per_refresh: r.steady_per_instance_per_refresh,
+                    steady_store_calls_per_instance_per_minute: r
+                        .steady_per_instance_per_minute()
+                        .map(round2),
+                    store_calls_per_instance_per_rotation: r.per_instance_per_rotation,
+                    peak_logins_per_s: r.peak_logins_per_s,
+                    refused_logins: r.refused_logins,
+                    per_rotation: &r.rotations,
+                    poll_mean_ms: r.poll_gaps_ms.0,
+                    poll_max_ms: r.poll_gaps_ms.1,
+                }
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&file).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// `--plot`: per fleet run, requests/s (failed in red), the fleet's sessions (N x max_size in
+/// red), the store calls per second and the server's logins per second, rotations dashed.
+fn svg(runs: &[FleetRun]) -> String {
+    use plot::{CHART_HEIGHT, GAP, LEFT, RUN_HEADER, WIDTH};
+    let per_run = RUN_HEADER + 4.0 * (CHART_HEIGHT + GAP);
+    let height = per_run * runs.len().max(1) as f64 + 10.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    for (i, run) in runs.iter().enumerate() {
+        let top = i as f64 * per_run + 10.0;
+        let report = &run.report;
+        let _ = writeln!(
+            out,
+            r#"<text x="{LEFT}" y="{}" font-size="13" font-weight="bold">{}: fleet of {}, {} ok, {} failed, {} rotations (dashed), convergence p99 {} ms</text>"#,
+            top + 14.0,
+            plot::escape(&run.label()),
+            run.instances,
+            report.requests_ok,
+            report.requests_failed,
+            report.rotations,
+            cell(run.convergence_ms.map(|c| format!("{:.0}", c.1))),
+        );
+        let t = &report.timeline;
+        let bucket_s = Timeline::BUCKET.as_secs_f64();
+        let throughput: Vec<f64> = t.ok.iter().map(|n| *n as f64 / bucket_s).collect();
+        let failed: Vec<f64> = t.failed.iter().map(|n| *n as f64 / bucket_s).collect();
+        let backends: Vec<f64> = t.backends.iter().map(|n| *n as f64).collect();
+        let mut y = top + RUN_HEADER;
+        plot::chart(
+            &mut out,
+            y,
+            t,
+            "requests/s",
+            &[(&throughput, "#1f77b4"), (&failed, "#d62728")],
+            None,
+        );
+        y += CHART_HEIGHT + GAP;
+        plot::chart(
+            &mut out,
+            y,
+            t,
+            "sessions",
+            &[(&backends, "#2ca02c")],
+            Some((run.instances * report.pool_max_size) as f64),
+        );
+        y += CHART_HEIGHT + GAP;
+        plot::chart(
+            &mut out,
+            y,
+            t,
+            "store calls/s",
+            &[(&run.store_calls_per_s, "#9467bd")],
+            None,
+        );
+        y += CHART_HEIGHT + GAP;
+        plot::chart(
+            &mut out,
+            y,
+            t,
+            "logins/s",
+            &[(&run.logins_per_s, "#8c564b")],
+            None,
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(origin: Instant, ms: u64) -> Instant {
+        origin + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.5), Some(50.0));
+        assert_eq!(percentile(&values, 0.99), Some(99.0));
+        assert_eq!(percentile(&values, 1.0), Some(100.0));
+        assert_eq!(percentile(&[7.0], 0.99), Some(7.0));
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn convergence_is_the_first_connect_with_a_newer_generation_after_the_store_changed() {
+        let o = Instant::now();
+        let mut trace = InstanceTrace::default();
+        // Generation 1 from the start, its connections opened at once.
+        trace.observe(at(o, 0), 1, [(1, 2)].into_iter());
+        trace.observe(at(o, 20), 1, [(1, 2)].into_iter());
+        // The rotation begins at 1000 ms, the store changes at 1200 ms; the provider learns
+        // of it at 3000 ms and the first connection with it is seen at 3040 ms.
+        trace.observe(at(o, 3000), 2, [(1, 2)].into_iter());
+        trace.observe(at(o, 3040), 2, [(1, 2), (2, 1)].into_iter());
+        trace.observe(at(o, 3060), 2, [(1, 2), (2, 2)].into_iter());
+        let rotation = RotationTimes {
+            started: at(o, 1000),
+            changed: at(o, 1200),
+        };
+        assert_eq!(trace.generation_at(at(o, 1000)), Some(1));
+        assert_eq!(trace.generation_at(at(o, 3001)), Some(2));
+        assert_eq!(
+            convergence(&trace, rotation),
+            Some(Duration::from_millis(1840))
+        );
+        // A second rotation the instance has not followed yet: not converged.
+        let second = RotationTimes {
+            started: at(o, 5000),
+            changed: at(o, 5100),
+        };
+        assert_eq!(convergence(&trace, second), None);
+        // It skipped a credential: a later one counts for the earlier rotation too.
+        trace.observe(at(o, 9000), 4, [(2, 2), (4, 1)].into_iter());
+        assert_eq!(
+            convergence(&trace, second),
+            Some(Duration::from_millis(3900))
+        );
+    }
+
+    #[test]
+    fn a_pending_credential_taken_before_the_store_changed_converges_at_zero() {
+        let o = Instant::now();
+        let mut trace = InstanceTrace::default();
+        trace.observe(at(o, 0), 1, [(1, 1)].into_iter());
+        // Single user: the database took the pending credential at 1500 ms (a refused login,
+        // then the pending one), the store made it current at 2000 ms.
+        trace.observe(at(o, 1500), 2, [(1, 1), (2, 1)].into_iter());
+        let rotation = RotationTimes {
+            started: at(o, 1000),
+            changed: at(o, 2000),
+        };
+        assert_eq!(convergence(&trace, rotation), Some(Duration::ZERO));
+        // An instance the observer never saw has nothing to say.
+        assert_eq!(convergence(&InstanceTrace::default(), rotation), None);
+    }
+
+    fn sample(at_ms: u64, calls: u64) -> CallSample {
+        CallSample {
+            at: Duration::from_millis(at_ms),
+            calls,
+            failures: 0,
+        }
+    }
+
+    #[test]
+    fn the_steady_rate_is_per_instance_and_leaves_the_rotations_out() {
+        let o = Instant::now();
+        // Two instances refreshing every 1 s in step (a fleet started at once), plus 3 more
+        // calls each inside a rotation's window from 4.5 s to 6.5 s.
+        let mut traces = vec![InstanceTrace::default(); 2];
+        for trace in &mut traces {
+            let mut calls = 0;
+            for ms in (0..=10_000).step_by(20) {
+                if ms % 1000 == 0 && ms > 0 {
+                    calls += 1;
+                }
+                if ms == 5000 {
+                    calls += 3;
+                }
+                trace.count_calls(at(o, ms), calls);
+            }
+        }
+        assert_eq!(traces[0].calls.len(), 11, "{:?}", traces[0].calls);
+        let busy = [(at(o, 4500), at(o, 6500))];
+        let rate = steady_rate_per_instance(&traces, o, at(o, 10_000), &busy).unwrap();
+        assert!((rate - 1.0).abs() < 1e-9, "{rate}");
+        // Where the window falls does not matter: 1.0 in a window that holds no refresh edge.
+        let late = steady_rate_per_instance(&traces, at(o, 6500), at(o, 10_000), &[]).unwrap();
+        assert!((late - 1.0).abs() < 1e-9, "{late}");
+        // Without leaving the rotation out its calls count.
+        let all = steady_rate_per_instance(&traces, o, at(o, 10_000), &[]).unwrap();
+        assert!((all - 1.3).abs() < 1e-9, "{all}");
+        // Everything busy: no steady state.
+        let everything = [(o, at(o, 10_000))];
+        assert_eq!(
+            steady_rate_per_instance(&traces, o, at(o, 10_000), &everything),
+            None
+        );
+    }
+
+    #[test]
+    fn the_fleet_s_calls_are_a_step_function_of_the_samples() {
+        let samples: Vec<CallSample> = (0..=10).map(|i| sample(i * 100, i * 3)).collect();
+        assert_eq!(calls_at(&samples, Duration::from_millis(450)), 12);
+        assert_eq!(calls_at(&samples, Duration::from_millis(500)), 15);
+        assert_eq!(calls_at(&samples, Duration::from_secs(9)), 30);
+        assert_eq!(calls_at(&[], Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn the_alternating_policy_overlaps_as_the_store_does() {
+        let refresh = Duration::from_secs(5);
+        let every = Some(Duration::from_secs(15));
+        let aws = fleet_policy(
+            Strategy::AlternatingUsers,
+            SourceName::Aws,
+            refresh,
+            0.1,
+            every,
+        )
+        .unwrap();
+        assert_eq!(aws.overlap_window(), Some(Duration::from_secs(15)));
+        let memory = fleet_policy(
+            Strategy::AlternatingUsers,
+            SourceName::Memory,
+            refresh,
+            0.1,
+            every,
+        )
+        .unwrap();
+        assert_eq!(memory.overlap_window(), Some(Duration::from_millis(7500)));
+        let single =
+            fleet_policy(Strategy::SingleUser, SourceName::Aws, refresh, 0.0, every).unwrap();
+        assert_eq!(single.overlap_window(), None);
+        assert_eq!(single.jitter(), 0.0);
+        assert_eq!(single.refresh_interval(), refresh);
+    }
+}
