@@ -195,8 +195,7 @@ async fn bare(
             )
         }
         AdapterName::BareBb8 => {
-            let config =
-                pg.config_for(initial.username(), initial.password().expose_secret());
+            let config = pg.config_for(initial.username(), initial.password().expose_secret());
             let pool = bb8::Pool::builder()
                 .max_size(u32::try_from(pool_size)?)
                 .connection_timeout(WAIT)

@@ -421,9 +421,9 @@ pub fn table(
 /// the same kind) under the same strategy and source, when that peer ran.
 pub fn throughput_ratio_to_bare(run: &Run, runs: &[Run]) -> Option<f64> {
     let peer = run.adapter.bare_peer()?;
-    let bare = runs.iter().find(|p| {
-        p.adapter == peer && p.source == run.source && p.strategy() == run.strategy()
-    })?;
+    let bare = runs
+        .iter()
+        .find(|p| p.adapter == peer && p.source == run.source && p.strategy() == run.strategy())?;
     (bare.report.throughput_rps > 0.0)
         .then(|| run.report.throughput_rps / bare.report.throughput_rps)
 }
@@ -444,9 +444,10 @@ fn bare_note(runs: &[Run]) -> String {
         seen.push(r.adapter);
         let (mut own, mut plain) = (Vec::new(), Vec::new());
         for a in runs.iter().filter(|a| a.adapter == r.adapter) {
-            if let Some(b) = runs.iter().find(|b| {
-                b.adapter == peer && b.source == a.source && b.strategy() == a.strategy()
-            }) {
+            if let Some(b) = runs
+                .iter()
+                .find(|b| b.adapter == peer && b.source == a.source && b.strategy() == a.strategy())
+            {
                 own.push(a.report.throughput_rps);
                 plain.push(b.report.throughput_rps);
             }

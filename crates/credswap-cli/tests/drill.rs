@@ -502,8 +502,8 @@ fn drill_beside_the_bare_peer_reports_the_ratio() {
                 .iter()
                 .find(|b| b["adapter"] == "bare-deadpool" && b["strategy"] == run["strategy"])
                 .unwrap();
-            let expected = run["throughput_rps"].as_f64().unwrap()
-                / bare["throughput_rps"].as_f64().unwrap();
+            let expected =
+                run["throughput_rps"].as_f64().unwrap() / bare["throughput_rps"].as_f64().unwrap();
             assert!((ratio - expected).abs() < 0.01, "{ratio} vs {expected}");
         } else {
             assert!(run.get("throughput_ratio_to_bare").is_none(), "{run}");
