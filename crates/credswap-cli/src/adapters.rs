@@ -56,7 +56,7 @@ pub struct PoolUnderTest {
     /// The adapter's counters; `None` for the peers, which have none.
     pub stats: Option<Arc<dyn Fn() -> AdapterStats + Send + Sync>>,
     /// Calls the pool made to the store so far: the provider's `Stats::store_calls` (current
-    /// and pending fetches) for credswap's adapters; 1 for the static peer (a plain pool reads
+    /// and pending fetches) for credswap's adapters; 1 for the static and bare peers (a plain pool reads
     /// AWSCURRENT once, at start-up); the initial read and every poll for naive-rebuild.
     pub store_calls: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     /// The provider's counters (credswap's adapters); `None` for the peers, which have none.
@@ -165,7 +165,79 @@ pub async fn build(
             })
         }
         AdapterName::NaiveRebuild => naive_rebuild(pg, app, policy, pool_size, query).await,
+        AdapterName::BareDeadpool | AdapterName::BareBb8 | AdapterName::BareSqlx => {
+            bare(adapter, pg, &app.initial, pool_size, query).await
+        }
     }
+}
+
+/// The `bare-*` peers: the plain pool of each adapter's kind, with the adapter's size, timeouts
+/// and request, logged in with the credential the store held at the start and never told of
+/// another. With `--rotate-every off` (the only way they run) they are the adapters' exact
+/// baselines: what is left between an adapter and its bare peer is credswap's own cost.
+async fn bare(
+    adapter: AdapterName,
+    pg: &TestPostgres,
+    initial: &Credential,
+    pool_size: usize,
+    query: Query,
+) -> Result<PoolUnderTest, BoxError> {
+    type Close = Box<dyn FnOnce() + Send>;
+    let (workload, close): (Arc<dyn Workload>, Close) = match adapter {
+        // The static peer's pool: deadpool-postgres with the default (fast) recycling, as the
+        // deadpool adapter's.
+        AdapterName::BareDeadpool => {
+            let pool = plain_pool(pg, initial, pool_size)?;
+            let close_pool = pool.clone();
+            (
+                Arc::new(DeadpoolSelect(pool, query)) as Arc<dyn Workload>,
+                Box::new(move || close_pool.close()) as Close,
+            )
+        }
+        AdapterName::BareBb8 => {
+            let config = pg.config_for(initial.username(), initial.password().expose_secret());
+            let pool = bb8::Pool::builder()
+                .max_size(u32::try_from(pool_size)?)
+                .connection_timeout(WAIT)
+                .build(bb8_postgres::PostgresConnectionManager::new(config, NoTls))
+                .await?;
+            // bb8 has no close: its connections end when the last pool handle drops.
+            (
+                Arc::new(BareBb8Select(pool, query)) as Arc<dyn Workload>,
+                Box::new(|| {}) as Close,
+            )
+        }
+        AdapterName::BareSqlx => {
+            let options = sqlx::postgres::PgConnectOptions::new()
+                .host(pg.host())
+                .port(pg.port())
+                .database(pg.database())
+                .username(initial.username())
+                .password(initial.password().expose_secret());
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(u32::try_from(pool_size)?)
+                .acquire_timeout(WAIT)
+                .connect_with(options)
+                .await?;
+            let close_pool = pool.clone();
+            (
+                Arc::new(BareSqlxSelect(pool, query)) as Arc<dyn Workload>,
+                Box::new(move || {
+                    tokio::spawn(async move { close_pool.close().await });
+                }) as Close,
+            )
+        }
+        other => return Err(format!("{} is not a bare peer", other.as_str()).into()),
+    };
+    Ok(PoolUnderTest {
+        workload,
+        generation: Arc::new(|| 1),
+        stats: None,
+        // A plain pool reads its login once, at start-up.
+        store_calls: Arc::new(|| Some(1)),
+        provider_stats: None,
+        close,
+    })
 }
 
 fn timeouts() -> Timeouts {
@@ -276,6 +348,35 @@ impl Workload for Bb8Select {
     async fn request(&self) -> Result<(), BoxError> {
         let conn = self.0.get().await?;
         conn.simple_query(&self.1.sql).await?;
+        Ok(())
+    }
+}
+
+/// The bb8 adapter's request through a plain bb8-postgres pool.
+struct BareBb8Select(
+    bb8::Pool<bb8_postgres::PostgresConnectionManager<NoTls>>,
+    Query,
+);
+
+#[async_trait::async_trait]
+impl Workload for BareBb8Select {
+    async fn request(&self) -> Result<(), BoxError> {
+        let conn = self.0.get().await?;
+        conn.simple_query(&self.1.sql).await?;
+        Ok(())
+    }
+}
+
+/// The sqlx adapter's request through a plain `PgPool`, checked out with `PgPool::acquire`.
+struct BareSqlxSelect(sqlx::PgPool, Query);
+
+#[async_trait::async_trait]
+impl Workload for BareSqlxSelect {
+    async fn request(&self) -> Result<(), BoxError> {
+        let mut conn = self.0.acquire().await?;
+        let _user: String = sqlx::query_scalar(&self.1.sql)
+            .fetch_one(&mut *conn)
+            .await?;
         Ok(())
     }
 }

@@ -243,7 +243,18 @@ pub async fn main(args: DrillArgs) -> ExitCode {
     let query = adapters::Query::new(args.query_ms);
     let mut runs = Vec::new();
     let mut not_run = Vec::new();
-    for &adapter in &adapters {
+    // Minted tokens and Vault: one pass per adapter (the strategy does not apply); otherwise
+    // each adapter under each strategy, a credswap adapter beside its bare peer.
+    let order: Vec<(AdapterName, Option<Strategy>)> =
+        if minted_timings.is_some() || vault_world.is_some() {
+            adapters.iter().map(|a| (*a, None)).collect()
+        } else {
+            run_order(&adapters, &strategies)
+                .into_iter()
+                .map(|(a, s)| (a, Some(s)))
+                .collect()
+        };
+    for (adapter, strategy) in order {
         if let Some(timings) = minted_timings {
             // Tokens: two runs per adapter, whatever --strategy says.
             for mode in minted::Mode::BOTH {
@@ -270,24 +281,25 @@ pub async fn main(args: DrillArgs) -> ExitCode {
             }
             continue;
         }
-        for &strategy in &strategies {
-            let run = run_one(
-                &pg,
-                world.as_ref(),
-                adapter,
-                strategy,
-                args.scenario,
-                &config,
-                &query,
-            )
-            .await;
-            match run {
-                Ok(run) => runs.push(run),
-                Err(e) => {
-                    // The other runs go on; the exit status says this one did not finish.
-                    eprintln!("error: {} / {strategy}: {e}", adapter.as_str());
-                    not_run.push(format!("{}/{strategy}", adapter.as_str()));
-                }
+        let Some(strategy) = strategy else {
+            continue;
+        };
+        let run = run_one(
+            &pg,
+            world.as_ref(),
+            adapter,
+            strategy,
+            args.scenario,
+            &config,
+            &query,
+        )
+        .await;
+        match run {
+            Ok(run) => runs.push(run),
+            Err(e) => {
+                // The other runs go on; the exit status says this one did not finish.
+                eprintln!("error: {} / {strategy}: {e}", adapter.as_str());
+                not_run.push(format!("{}/{strategy}", adapter.as_str()));
             }
         }
     }
@@ -419,6 +431,47 @@ fn worse_than_static(runs: &[Run]) -> Vec<String> {
         }
     }
     worse
+}
+
+/// The order of the runs (memory and AWS sources): adapter by adapter, each under every
+/// strategy, except that a credswap adapter whose `bare-*` peer is drilled too runs beside it,
+/// strategy by strategy, alternating which goes first: A B under the first strategy, B A under
+/// the second, and so on. With the two default strategies that is A B B A, so that a machine
+/// getting slower or faster over the drill weighs on both alike (A B A B would favour B under a
+/// steady drift), and the pair's `vs bare` compares runs taken next to each other.
+fn run_order(adapters: &[AdapterName], strategies: &[Strategy]) -> Vec<(AdapterName, Strategy)> {
+    let mut order = Vec::new();
+    let mut placed: Vec<AdapterName> = Vec::new();
+    for &adapter in adapters {
+        if placed.contains(&adapter) {
+            continue;
+        }
+        let pair = match adapter.bare_peer() {
+            Some(bare) if adapters.contains(&bare) => Some((adapter, bare)),
+            _ => adapters
+                .iter()
+                .find(|a| a.bare_peer() == Some(adapter))
+                .map(|credswap| (*credswap, adapter)),
+        };
+        match pair {
+            Some((credswap, bare)) => {
+                placed.extend([credswap, bare]);
+                for (i, &strategy) in strategies.iter().enumerate() {
+                    let (first, second) = if i % 2 == 0 {
+                        (credswap, bare)
+                    } else {
+                        (bare, credswap)
+                    };
+                    order.extend([(first, strategy), (second, strategy)]);
+                }
+            }
+            None => {
+                placed.push(adapter);
+                order.extend(strategies.iter().map(|&s| (adapter, s)));
+            }
+        }
+    }
+    order
 }
 
 fn dedup<T: PartialEq + Copy>(items: &mut Vec<T>) {
@@ -602,5 +655,46 @@ impl Terminator {
     async fn stop(self) -> (u64, usize) {
         self.stop.notify_one();
         self.task.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_run_side_by_side_a_b_b_a() {
+        use AdapterName::*;
+        let (au, su) = (Strategy::AlternatingUsers, Strategy::SingleUser);
+        assert_eq!(
+            run_order(&[Deadpool, BareDeadpool, Bb8, Static], &[au, su]),
+            [
+                (Deadpool, au),
+                (BareDeadpool, au),
+                (BareDeadpool, su),
+                (Deadpool, su),
+                (Bb8, au),
+                (Bb8, su),
+                (Static, au),
+                (Static, su),
+            ]
+        );
+        // The pair goes where its first member is listed, the credswap adapter first.
+        assert_eq!(
+            run_order(&[BareSqlx, Deadpool, Sqlx], &[su]),
+            [(Sqlx, su), (BareSqlx, su), (Deadpool, su)]
+        );
+        // A bare peer alone runs alone.
+        assert_eq!(
+            run_order(&[BareBb8, Deadpool], &[su, au, su]),
+            [
+                (BareBb8, su),
+                (BareBb8, au),
+                (BareBb8, su),
+                (Deadpool, su),
+                (Deadpool, au),
+                (Deadpool, su),
+            ]
+        );
     }
 }

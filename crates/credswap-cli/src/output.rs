@@ -195,6 +195,7 @@ pub fn table(
 ) -> String {
     let vault = runs.iter().any(|r| r.revoked_sessions.is_some());
     let minted = runs.iter().any(|r| r.sessions_closed_by_refresh.is_some());
+    let bare = runs.iter().any(|r| r.adapter.is_bare());
     let source = match runs.first().map(|r| r.source) {
         _ if source_note.is_some() => format!("; {}", source_note.unwrap_or_default()),
         Some(SourceName::Aws) => {
@@ -290,6 +291,9 @@ pub fn table(
         header.push("closed by token");
         header.push("expired");
     }
+    if bare {
+        header.push("vs bare");
+    }
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
@@ -331,6 +335,12 @@ pub fn table(
                 row.push(
                     r.expired_logins
                         .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                );
+            }
+            if bare {
+                row.push(
+                    throughput_ratio_to_bare(r, runs)
+                        .map_or_else(|| "-".to_owned(), |x| format!("{x:.3}")),
                 );
             }
             row
@@ -395,12 +405,81 @@ pub fn table(
             out.push('\n');
         }
     }
+    if bare {
+        out.push_str(&bare_note(runs));
+    }
     out.push_str(
         "\nrefused: logins of the run's roles the server (and PgBouncer) refused, from their logs \
          ('-' for a server the drill did not start), the rotator's own included; store calls: \
          calls to the store (credswap: its provider's current and pending fetches; static: 1, \
          the read at start-up)\n",
     );
+    out
+}
+
+/// `vs bare`: this credswap run's throughput over that of its `bare-*` peer (the plain pool of
+/// the same kind) under the same strategy and source, when that peer ran.
+pub fn throughput_ratio_to_bare(run: &Run, runs: &[Run]) -> Option<f64> {
+    let peer = run.adapter.bare_peer()?;
+    let bare = runs
+        .iter()
+        .find(|p| p.adapter == peer && p.source == run.source && p.strategy() == run.strategy())?;
+    (bare.report.throughput_rps > 0.0)
+        .then(|| run.report.throughput_rps / bare.report.throughput_rps)
+}
+
+/// Each credswap adapter against its bare peer over all their runs: the ratio of the mean
+/// throughputs, over the strategies both ran (the drill runs each pair side by side, A B then
+/// B A, so with two strategies drift over the drill weighs on both alike).
+fn bare_note(runs: &[Run]) -> String {
+    let mut lines = Vec::new();
+    let mut seen = Vec::new();
+    for r in runs {
+        let Some(peer) = r.adapter.bare_peer() else {
+            continue;
+        };
+        if seen.contains(&r.adapter) {
+            continue;
+        }
+        seen.push(r.adapter);
+        let (mut own, mut plain) = (Vec::new(), Vec::new());
+        for a in runs.iter().filter(|a| a.adapter == r.adapter) {
+            if let Some(b) = runs
+                .iter()
+                .find(|b| b.adapter == peer && b.source == a.source && b.strategy() == a.strategy())
+            {
+                own.push(a.report.throughput_rps);
+                plain.push(b.report.throughput_rps);
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        if own.is_empty() || mean(&plain) <= 0.0 {
+            continue;
+        }
+        lines.push(format!(
+            "  {} {:.3} ({:.0} / {:.0} req/s, {} run{} each)",
+            r.adapter.as_str(),
+            mean(&own) / mean(&plain),
+            mean(&own),
+            mean(&plain),
+            own.len(),
+            if own.len() == 1 { "" } else { "s" },
+        ));
+    }
+    let mut out = String::from(
+        "\nvs bare: the run's throughput over its bare peer's (the plain pool of the same kind, \
+         size, timeouts and request, with the first password), same strategy; each pair runs \
+         side by side, A B under the first strategy, B A under the second. Over all runs, the \
+         ratio of the mean throughputs (credswap's own cost; the target is at least 0.97, not \
+         judged):\n",
+    );
+    if lines.is_empty() {
+        out.push_str("  (no credswap adapter ran beside its bare peer)\n");
+    }
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
     out
 }
 
@@ -476,6 +555,9 @@ struct JsonRun<'a> {
     /// external server, whose log is not readable).
     #[serde(skip_serializing_if = "Option::is_none")]
     expired_logins: Option<usize>,
+    /// A credswap run whose `bare-*` peer ran: its throughput over the peer's (same strategy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throughput_ratio_to_bare: Option<f64>,
 }
 
 /// The JSON file other tools read: `{"postgres": "embedded"|"external", "runs": [...]}`.
@@ -512,6 +594,8 @@ pub fn json(runs: &[Run], embedded: bool) -> String {
                     token_refreshes: r.token_refreshes,
                     sessions_closed_by_refresh: r.sessions_closed_by_refresh,
                     expired_logins: r.expired_logins,
+                    throughput_ratio_to_bare: throughput_ratio_to_bare(r, runs)
+                        .map(|x| (x * 1000.0).round() / 1000.0),
                 }
             })
             .collect(),

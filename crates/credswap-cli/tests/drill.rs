@@ -418,6 +418,10 @@ fn bad_arguments_exit_with_2_and_say_why() {
             "--source minted needs --rotate-every",
         ),
         (
+            vec!["drill", "--adapter", "bb8,bare-bb8"],
+            "a baseline for --rotate-every off",
+        ),
+        (
             vec!["rotate", "--secret-id", "s", "--sessions", "kill"],
             "wait=30s",
         ),
@@ -430,6 +434,82 @@ fn bad_arguments_exit_with_2_and_say_why() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn drill_beside_the_bare_peer_reports_the_ratio() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("bare.json");
+    let output = credswap()
+        .args([
+            "drill",
+            "--rotate-every",
+            "off",
+            "--adapter",
+            "deadpool,bare-deadpool",
+            "--duration",
+            "2s",
+            "--concurrency",
+            "4",
+            "--pool-size",
+            "2",
+            "--json",
+        ])
+        .arg(&json_path)
+        .output()
+        .expect("run credswap");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status.code()
+    );
+    assert!(stdout.contains("vs bare"), "{stdout}");
+    assert!(stdout.contains("bare-deadpool"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    // Both strategies (the default), the pair side by side: A B, then B A.
+    let order: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["adapter"].as_str().unwrap(),
+                r["strategy"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("deadpool", "alternating-users"),
+            ("bare-deadpool", "alternating-users"),
+            ("bare-deadpool", "single-user"),
+            ("deadpool", "single-user"),
+        ]
+    );
+    for run in runs {
+        assert_eq!(run["rotations"], 0, "{run}");
+        assert_eq!(run["requests_failed"], 0, "{run}");
+        assert!(run["throughput_rps"].as_f64().unwrap() > 0.0, "{run}");
+        if run["adapter"] == "deadpool" {
+            let ratio = run["throughput_ratio_to_bare"].as_f64().expect("a ratio");
+            let bare = runs
+                .iter()
+                .find(|b| b["adapter"] == "bare-deadpool" && b["strategy"] == run["strategy"])
+                .unwrap();
+            let expected =
+                run["throughput_rps"].as_f64().unwrap() / bare["throughput_rps"].as_f64().unwrap();
+            assert!((ratio - expected).abs() < 0.01, "{ratio} vs {expected}");
+        } else {
+            assert!(run.get("throughput_ratio_to_bare").is_none(), "{run}");
+            assert_eq!(run["store_calls"], 1, "{run}");
+            assert!(run["pending_connects"].is_null(), "{run}");
+        }
     }
 }
 

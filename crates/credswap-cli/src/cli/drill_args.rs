@@ -176,7 +176,8 @@ pub struct DrillArgs {
 
 impl DrillArgs {
     /// The combinations clap cannot check: a scenario other than normal needs the AWS source,
-    /// the single-user strategy and rotations; minted tokens need a token interval.
+    /// the single-user strategy and rotations; minted tokens need a token interval; the `bare-*`
+    /// peers need a drill without rotation.
     pub fn check(&self) -> Result<(), String> {
         self.fleet.check(self)?;
         if self.source == SourceName::Minted && self.rotate_every == RotateEvery::Off {
@@ -192,6 +193,9 @@ impl DrillArgs {
                  names none (the static and naive-rebuild peers are skipped with minted tokens)"
                     .to_owned(),
             );
+        }
+        if let Some(bare) = self.adapter.iter().find(|a| a.is_bare()) {
+            bare_needs_no_rotation(*bare, self.source, self.rotate_every)?;
         }
         if self.scenario == ScenarioName::Normal {
             return Ok(());
@@ -216,6 +220,32 @@ impl DrillArgs {
             ));
         }
         Ok(())
+    }
+}
+
+/// The `bare-*` peers are plain pools holding the first password: exact baselines without
+/// rotation, and nothing but failed logins once the password changes (the static peer already
+/// shows that). So they are refused unless nothing rotates: --rotate-every off, and a source
+/// that does not rotate by itself (Vault rotates whatever --rotate-every says).
+fn bare_needs_no_rotation(
+    bare: AdapterName,
+    source: SourceName,
+    rotate_every: RotateEvery,
+) -> Result<(), String> {
+    let name = bare.as_str();
+    match source {
+        SourceName::VaultDynamic | SourceName::VaultStatic | SourceName::Minted => Err(format!(
+            "--adapter {name} is a plain pool with the first password, a baseline without \
+             rotation; --source {} changes the login by itself (use --source memory or aws with \
+             --rotate-every off)",
+            source.as_str()
+        )),
+        SourceName::Memory | SourceName::Aws if rotate_every != RotateEvery::Off => Err(format!(
+            "--adapter {name} is a plain pool with the first password, a baseline for \
+             --rotate-every off (credswap's own cost, `vs bare`); with rotations its logins \
+             would fail once the password changes (the static peer shows that)"
+        )),
+        SourceName::Memory | SourceName::Aws => Ok(()),
     }
 }
 
@@ -268,6 +298,16 @@ pub enum AdapterName {
     Static,
     /// On each rotation a fresh plain deadpool pool, swapped in through ArcSwap.
     NaiveRebuild,
+    /// A plain deadpool-postgres pool (the deadpool adapter's size, timeouts and request) with
+    /// the first password: deadpool's own cost, the baseline of `vs bare`. Only with
+    /// --rotate-every off.
+    BareDeadpool,
+    /// A plain bb8-postgres pool (the bb8 adapter's size, timeout and request) with the first
+    /// password. Only with --rotate-every off.
+    BareBb8,
+    /// A plain sqlx `PgPool` (the sqlx adapter's size, timeout and request) with the first
+    /// password, checked out with `PgPool::acquire`. Only with --rotate-every off.
+    BareSqlx,
 }
 
 impl AdapterName {
@@ -278,12 +318,41 @@ impl AdapterName {
             AdapterName::Sqlx => "sqlx",
             AdapterName::Static => "static",
             AdapterName::NaiveRebuild => "naive-rebuild",
+            AdapterName::BareDeadpool => "bare-deadpool",
+            AdapterName::BareBb8 => "bare-bb8",
+            AdapterName::BareSqlx => "bare-sqlx",
         }
     }
 
     /// Whether this is one of credswap's adapters (judged for the exit status), not a peer.
     pub fn is_credswap(self) -> bool {
-        !matches!(self, AdapterName::Static | AdapterName::NaiveRebuild)
+        !matches!(
+            self,
+            AdapterName::Static
+                | AdapterName::NaiveRebuild
+                | AdapterName::BareDeadpool
+                | AdapterName::BareBb8
+                | AdapterName::BareSqlx
+        )
+    }
+
+    /// The plain pool of the same kind as this credswap adapter (`bare-deadpool` for
+    /// `deadpool`...): its `vs bare` baseline.
+    pub fn bare_peer(self) -> Option<AdapterName> {
+        match self {
+            AdapterName::Deadpool => Some(AdapterName::BareDeadpool),
+            AdapterName::Bb8 => Some(AdapterName::BareBb8),
+            AdapterName::Sqlx => Some(AdapterName::BareSqlx),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a `bare-*` peer.
+    pub fn is_bare(self) -> bool {
+        matches!(
+            self,
+            AdapterName::BareDeadpool | AdapterName::BareBb8 | AdapterName::BareSqlx
+        )
     }
 }
 
@@ -491,6 +560,87 @@ mod tests {
         checked(&["drill", "--source", "minted", "--adapter", "static,sqlx"]).unwrap();
         // Off is still a baseline for the other sources.
         checked(&["drill", "--source", "memory", "--rotate-every", "off"]).unwrap();
+    }
+
+    #[test]
+    fn bare_peers_only_without_rotation() {
+        let checked = |args: &[&str]| {
+            Cli::try_parse_checked_from(std::iter::once("credswap").chain(args.iter().copied()))
+        };
+        let cli = checked(&[
+            "drill",
+            "--rotate-every",
+            "off",
+            "--adapter",
+            "deadpool,bare-deadpool,bb8,bare-bb8,sqlx,bare-sqlx",
+        ])
+        .unwrap();
+        let Command::Drill(d) = cli.command else {
+            panic!("not a drill")
+        };
+        assert_eq!(
+            d.adapter,
+            [
+                AdapterName::Deadpool,
+                AdapterName::BareDeadpool,
+                AdapterName::Bb8,
+                AdapterName::BareBb8,
+                AdapterName::Sqlx,
+                AdapterName::BareSqlx,
+            ]
+        );
+        for a in &d.adapter {
+            assert_eq!(a.is_bare(), !a.is_credswap(), "{a:?}");
+            assert_eq!(a.bare_peer().is_some(), a.is_credswap(), "{a:?}");
+        }
+        assert_eq!(
+            AdapterName::Sqlx.bare_peer().map(AdapterName::as_str),
+            Some("bare-sqlx")
+        );
+        assert!(!AdapterName::Static.is_bare() && AdapterName::Static.bare_peer().is_none());
+        // The AWS source without rotation is a baseline too; a bare peer alone is fine.
+        checked(&[
+            "drill",
+            "--source",
+            "aws",
+            "--rotate-every",
+            "off",
+            "--adapter",
+            "bare-bb8",
+        ])
+        .unwrap();
+        for (args, says) in [
+            (
+                vec!["drill", "--adapter", "deadpool,bare-deadpool"],
+                "a baseline for --rotate-every off",
+            ),
+            (
+                vec!["drill", "--adapter", "bare-sqlx", "--rotate-every", "2s"],
+                "a baseline for --rotate-every off",
+            ),
+            (
+                vec![
+                    "drill",
+                    "--source",
+                    "vault-static",
+                    "--rotate-every",
+                    "off",
+                    "--adapter",
+                    "bb8,bare-bb8",
+                ],
+                "changes the login by itself",
+            ),
+            (
+                vec!["drill", "--source", "minted", "--adapter", "sqlx,bare-sqlx"],
+                "changes the login by itself",
+            ),
+        ] {
+            let err = checked(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(says), "{args:?}: {text}");
+            assert!(text.contains("credswap drill"), "{args:?}: {text}");
+        }
     }
 
     #[test]
