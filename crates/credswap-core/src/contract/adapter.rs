@@ -485,7 +485,6 @@ impl fmt::Debug for Adapter {
             .field("credentials", &self.credentials)
             .field("budget", &self.budget)
             .field("limits", &self.limits)
-            .field("limits", &self.limits)
             .field("stats", &self.stats())
             .finish()
     }

@@ -394,9 +394,10 @@ fn log_failure<E: std::error::Error + 'static>(
 
 /// The next token of a minted `due` login that is within its expiry margin: waits for the
 /// provider's mint (single flight), but not past `until`. A mint that fails or is late leaves
-/// `due` in use while it has not expired (refusing to connect would fail the request a plain
-/// pool with that token would still serve), with a warning: the margin is there for clock
-/// skew and the connect's own time, and the token still works.
+/// `due` in use, with a warning: before its end the token still works (the margin is there
+/// for clock skew and the connect's own time), and refusing to connect would fail a request
+/// a plain pool with that token would serve; past its end the database refuses it, and the
+/// refusal is followed like any other.
 async fn fresh_token(
     credentials: &crate::RotatingCredentials,
     due: Arc<Snapshot>,
