@@ -474,7 +474,8 @@ fn run_order(adapters: &[AdapterName], strategies: &[Strategy]) -> Vec<(AdapterN
     order
 }
 
-fn dedup<T: PartialEq + Copy>(items: &mut Vec<T>) {
+/// Drops repeated items, keeping the first of each in order.
+pub(crate) fn dedup<T: PartialEq + Copy>(items: &mut Vec<T>) {
     let mut seen = Vec::new();
     items.retain(|i| {
         if seen.contains(i) {

@@ -580,9 +580,9 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
         sql: request_sql(args.query_ms).into(),
     };
     let mut adapters = args.adapter.clone();
-    dedup(&mut adapters);
+    crate::drill::dedup(&mut adapters);
     let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
-    dedup(&mut strategies);
+    crate::drill::dedup(&mut strategies);
 
     let mut runs = Vec::new();
     let mut not_run = Vec::new();
@@ -633,18 +633,6 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn dedup<T: PartialEq + Copy>(items: &mut Vec<T>) {
-    let mut seen = Vec::new();
-    items.retain(|i| {
-        if seen.contains(i) {
-            false
-        } else {
-            seen.push(*i);
-            true
-        }
-    });
 }
 
 /// Each instance's provider policy: the fleet's refresh interval (the default jitter), and for
