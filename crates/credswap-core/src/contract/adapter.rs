@@ -49,6 +49,9 @@ pub struct Adapter {
     limits: Arc<Limits>,
     /// The generation the pool's own connect options carry, for a pool that connects by itself.
     pool_login: Arc<watch::Sender<Generation>>,
+    /// Held by the one refused checkout proving the login that works (a pool that connects
+    /// by itself, see [`Connector::prove_after_refusal`]).
+    refusals: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Adapter {
@@ -62,6 +65,7 @@ impl Adapter {
             budget: Arc::default(),
             limits: Arc::default(),
             pool_login: Arc::new(watch::Sender::new(generation)),
+            refusals: Arc::default(),
         }
     }
 
@@ -77,6 +81,11 @@ impl Adapter {
         let mut carried = self.pool_login.subscribe();
         let wait = carried.wait_for(|g| login.is_same_login(*g));
         matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(_)))
+    }
+
+    /// The turn of the one refused checkout that proves the login that works.
+    pub(crate) async fn refusal_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.refusals.lock().await
     }
 
     /// The adapter behind a [`Rotation`] handle (for adapter code given the handle back, such

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use credswap_core::contract::{Adapter, Connected, Driver, Event, Feedback};
+use credswap_core::contract::connect::{RETRY_INITIAL, RETRY_MAX};
+use credswap_core::contract::{Adapter, Event, Feedback};
 use credswap_core::{Credential, Generation, RotatingCredentials, Snapshot};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
@@ -264,14 +265,18 @@ impl Failed {
     }
 }
 
-/// A checkout (`attempt`: `acquire` or `begin`) that follows the credential through a refused
-/// login, until the pool's `acquire_timeout`: the thin sqlx side of the contract's
+/// A checkout (`attempt`: `acquire` or `begin`) that follows the credential through refused
+/// logins, until the pool's `acquire_timeout`: the thin sqlx side of the contract's
 /// [`Connector`](credswap_core::contract::Connector). sqlx connects by itself, so the refusal
 /// reaches here; the connector reports it and finds the login that works (a newer credential,
 /// the store's pending one, or the last accepted one), proving it with one session of the
-/// adapter's [`SqlxDriver`]; the pool's options follow the provider (`after_connect` refuses
-/// connects until they do), and the checkout is tried once more. Other errors are returned as
-/// they are.
+/// adapter's [`SqlxDriver`] (one proof at a time per pool: the checkouts refused together wait
+/// for it, see [`Connector::prove_after_refusal`]); the pool's options follow the provider
+/// (`after_connect` refuses connects until they do), and the checkout is tried again. A
+/// rotation that comes again meanwhile (a refusal of the newer login) is followed the same
+/// way, with a backoff step between tries. Other errors are returned as they are.
+///
+/// [`Connector::prove_after_refusal`]: credswap_core::contract::Connector::prove_after_refusal
 pub(crate) async fn following<T, F, Fut>(
     adapter: &Adapter,
     pool: &PgPool,
@@ -283,15 +288,16 @@ where
 {
     let started = Instant::now();
     let until = started + pool.options().get_acquire_timeout();
-    let tried = adapter.credentials().current();
-    let error = match attempt(pool.clone()).await {
+    let mut tried = adapter.credentials().current();
+    let mut attempts = 1;
+    let mut error = match attempt(pool.clone()).await {
         Ok(value) => return Ok(value),
         Err(error) if is_auth_failure(&error) => error,
         Err(error) => {
             return Err(Failed {
                 error,
                 tried,
-                attempts: 1,
+                attempts,
                 waited: started.elapsed(),
             });
         }
@@ -299,38 +305,45 @@ where
     // A copy of the pool's options (host, TLS...): holding the pool's own `Arc` would make the
     // adapter count connects finishing meanwhile as raced.
     let driver = SqlxDriver::new(PgConnectOptions::clone(&pool.connect_options()));
-    let connector = adapter.connector(Some(until.saturating_duration_since(Instant::now())));
-    let (error, attempts) = match connector
-        .connect_after_refusal(&driver, tried.generation())
-        .await
-    {
-        Ok(proof) => {
-            let attempts = 2;
-            // The login that works is proven and published; its session is not the pool's.
-            let Connected {
-                connection, live, ..
-            } = proof;
-            drop(live);
-            tokio::spawn(async move { driver.close(connection).await });
-            // The pool connects with its own options: once they carry the login that works.
-            let wanted = wanted(adapter.credentials());
-            adapter
-                .wait_pool_login(&wanted, until.saturating_duration_since(Instant::now()))
-                .await;
-            match tokio::time::timeout_at(until, attempt(pool.clone())).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) => (error, attempts + 1),
-                Err(_) => (error, attempts),
+    let mut backoff = Duration::ZERO;
+    loop {
+        let connector = adapter.connector(Some(until.saturating_duration_since(Instant::now())));
+        match connector
+            .prove_after_refusal(&driver, tried.generation())
+            .await
+        {
+            Ok(()) => {}
+            Err(Some(refused)) => {
+                attempts += refused.attempts();
+                error = refused.into_inner();
+                break;
             }
+            Err(None) => break,
         }
-        Err(refused) => match refused {
-            Some(refused) => {
-                let attempts = refused.attempts();
-                (refused.into_inner(), attempts)
+        // The pool connects with its own options: once they carry the login that works.
+        let wanted = wanted(adapter.credentials());
+        adapter
+            .wait_pool_login(&wanted, until.saturating_duration_since(Instant::now()))
+            .await;
+        tried = wanted;
+        attempts += 1;
+        match tokio::time::timeout_at(until, attempt(pool.clone())).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(next)) if is_auth_failure(&next) => error = next,
+            Ok(Err(next)) => {
+                error = next;
+                break;
             }
-            None => (error, 1),
-        },
-    };
+            Err(_) => break,
+        }
+        // Refused again: the credential moved on meanwhile. A step of backoff, so that a
+        // login refused for good does not spin until the timeout.
+        backoff = (backoff * 2).clamp(RETRY_INITIAL, RETRY_MAX);
+        if Instant::now() + backoff >= until {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+    }
     Err(Failed {
         error,
         tried,

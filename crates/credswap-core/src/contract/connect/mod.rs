@@ -115,16 +115,41 @@ impl Connector {
     }
 
     /// For a pool that connects by itself (sqlx): its login with generation `refused` was just
-    /// refused. Reports that and connects as [`connect`](Self::connect) does, without logging
-    /// in with that generation again first. The connection proves the login that works (the
-    /// provider publishes it); the caller closes it and retries its own checkout. `Err(None)`:
-    /// nothing was opened before the deadline.
-    pub async fn connect_after_refusal<D: Driver>(
+    /// refused. Finds the login that works and proves it, as [`connect`](Self::connect) does
+    /// (reporting the refusal, trying a newer, the store's pending or the last accepted
+    /// credential), without logging in with `refused` again first; the provider publishes
+    /// what the database accepts, and the proving session is closed before this returns (its
+    /// place in the pool's budget with it). `Ok(())`: a login newer than `refused` is proven,
+    /// the caller retries its own checkout once the pool's options carry it.
+    ///
+    /// One proof at a time per adapter: the checkouts refused together (a pool under load meets
+    /// a rotation with every waiter at once) wait for the first one's outcome instead of each
+    /// opening a session beside the pool, and find the login proven. `Err(None)`: nothing was
+    /// opened before the deadline.
+    pub async fn prove_after_refusal<D: Driver>(
         &self,
         driver: &D,
         refused: Generation,
-    ) -> Result<Connected<D::Connection>, Option<Refused<D::Error>>> {
-        self.run(driver, Some(refused)).await
+    ) -> Result<(), Option<Refused<D::Error>>> {
+        let until = Instant::now() + self.deadline;
+        let Ok(_turn) = tokio::time::timeout_at(until, self.adapter.refusal_turn()).await else {
+            return Err(None);
+        };
+        let current = self.adapter.credentials().current();
+        if current.generation() > refused && current.is_proven() {
+            return Ok(());
+        }
+        // What is left of the deadline after waiting for the turn.
+        let rest = Self {
+            adapter: self.adapter.clone(),
+            deadline: until.saturating_duration_since(Instant::now()),
+        };
+        let Connected {
+            connection, live, ..
+        } = rest.run(driver, Some(refused)).await?;
+        driver.close(connection).await;
+        drop(live);
+        Ok(())
     }
 
     async fn run<D: Driver>(
