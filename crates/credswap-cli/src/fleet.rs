@@ -31,14 +31,18 @@
 //! `--source vault-dynamic` is refused with `--fleet` for now: each instance would hold a lease
 //! and a user of its own, so a fleet's rotation needs a definition of its own (for instance the
 //! drill revoking every lease of the role with `sys/leases/revoke-prefix`, convergence lasting
-//! until each instance connected with its next user).
+//! until each instance connected with its next user). Two things stand in the way: Vault's
+//! default revocation drops the user but leaves its open sessions (their `usename` turns
+//! NULL), so an instance whose pool does not log in again learns of the revocation only at
+//! its lease's next renewal; and the scenario engine's sampler counts the sessions of roles
+//! named before the first rotation, which a revocation's new users are not.
 //!
 //! # How each number is measured
 //!
 //! - **Convergence** of a rotation: the time from the store's change (the memory store's
 //!   update; Secrets Manager's finishSecret: the end of `Rotator::rotate`; Vault: when
-//!   `database/rotate-role` returned) until an instance
-//!   first opened a connection with a newer credential than it had when the rotation began.
+//!   `database/rotate-role` returned) until an instance first opened a connection with a
+//!   newer credential than it had when the rotation began.
 //!   An observer polls every instance's adapter counters every [`POLL`] (the provider's
 //!   generation and `AdapterStats::opened_per_generation`), so a first connect is seen up to
 //!   one poll late. A first connect before the store's change (a pending credential the
@@ -49,8 +53,10 @@
 //! - **Store calls**: the providers' `Stats::store_calls` (fetches of the current and the
 //!   pending credential; for Vault each fetch is one read of `database/static-creds`, also
 //!   when it failed, and the JSON's `store_api_calls` is the sources' own count of their reads),
-//!   summed over the fleet by the same observer; counted from the start
-//!   of the load (the instances' initial reads are not in it). *Steady state*: the rate in the
+//!   summed over the fleet by the same observer (so with `--store-throttle` each retry of a
+//!   throttled Vault read is a call of its own, where the AWS SDK's retries stay inside one
+//!   fetch: a vault-static fleet's steady calls per refresh grow as 1 / (1 - P)); counted
+//!   from the start of the load (the instances' initial reads are not in it). *Steady state*: the rate in the
 //!   parts of the run outside every rotation's window, a rotation's window being from its
 //!   start to its store change + `--refresh-interval` + 2 s; reported per instance per refresh
 //!   interval and per minute. *Per rotation*: the calls in its window beyond the steady rate
@@ -283,6 +289,9 @@ impl VaultStaticRotator {
 
     /// The rotations' note: how long rotate-role took.
     fn describe(took: &[Duration]) -> String {
+        if took.is_empty() {
+            return "no Vault rotation (database/rotate-role was not called)".to_owned();
+        }
         let ms: Vec<f64> = took.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         format!(
             "Vault rotations (database/rotate-role, sent by the drill, not through the proxy): \
