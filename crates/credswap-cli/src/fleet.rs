@@ -3,20 +3,46 @@
 //!
 //! Each instance is what one pod would run: a source client of its own (`--source aws`: a
 //! `SecretsManagerSource` on an SDK client of its own, with its own retry partition, built from
-//! moto's endpoint or the fault proxy's; `--source memory`: a handle on the one in-memory
-//! store), its own provider (refresh every `--refresh-interval`, the default 10% jitter) and
-//! its own pool of `--pool-size`, built by [`adapters::build`] as in the single-pool drill.
-//! The scenario engine runs N x `--concurrency` workers whose requests are spread over the
-//! instances in turn (a load balancer in front of the fleet), rotates on its schedule (the
-//! drill's own `ALTER ROLE` rotator for memory, `credswap_rotate::Rotator` for aws), samples
-//! `pg_stat_activity` and judges stale sessions as in the single-pool drill, with a drain
-//! grace of `--refresh-interval` + 2 s (an instance learns of a rotation at its next refresh).
+//! moto's endpoint or the fault proxy's; `--source vault-static`: a `VaultSource` over one
+//! static role with its own HTTP client and its own Vault token, a child of the dev server's
+//! root token, at OpenBao's address or the fault proxy's; `--source memory`: a handle on the
+//! one in-memory store), its own provider (refresh every `--refresh-interval`, the default 10%
+//! jitter) and its own pool of `--pool-size`, built by [`adapters::build`] as in the
+//! single-pool drill. The scenario engine runs N x `--concurrency` workers whose requests are
+//! spread over the instances in turn (a load balancer in front of the fleet), rotates on its
+//! schedule (the drill's own `ALTER ROLE` rotator for memory, `credswap_rotate::Rotator` for
+//! aws, Vault's own static-role rotation for vault-static: the drill calls `POST
+//! database/rotate-role/<role>` and Vault changes the password at the database and in its
+//! storage), samples `pg_stat_activity` and judges stale sessions as in the single-pool drill,
+//! with a drain grace of `--refresh-interval` + 2 s (an instance learns of a rotation at its
+//! next refresh).
+//!
+//! A Vault static role is one user: `--source vault-static` runs the single-user strategy only
+//! (`--strategy` does not apply), with no overlap in the instances' policy. The old password
+//! stops working at the instant Vault changes it, inside the rotate-role call, and the store
+//! answers the new one from when the call returned: the window the memory world models with
+//! its 50-ms store lag (`STORE_LAG`) is Vault's own here, and reported (the call's duration, in
+//! the rotations' note). The static role's own `rotation_period` is a day, so Vault never
+//! rotates it on its own within a run (`--rotation-period` does not apply); the role is
+//! created per run and deleted after it. The targets are the other worlds': convergence within
+//! `--refresh-interval` + 2 s (3 x refresh with `--store-throttle`), no failed request, no
+//! stale session.
+//!
+//! `--source vault-dynamic` is refused with `--fleet` for now: each instance would hold a lease
+//! and a user of its own, so a fleet's rotation needs a definition of its own (for instance the
+//! drill revoking every lease of the role with `sys/leases/revoke-prefix`, convergence lasting
+//! until each instance connected with its next user). Two things stand in the way: Vault's
+//! default revocation drops the user but leaves its open sessions (their `usename` turns
+//! NULL), so an instance whose pool does not log in again learns of the revocation only at
+//! its lease's next renewal; and the scenario engine's sampler counts the sessions of roles
+//! named before the first rotation, which a revocation's new users are not.
 //!
 //! # How each number is measured
 //!
 //! - **Convergence** of a rotation: the time from the store's change (the memory store's
-//!   update; Secrets Manager's finishSecret: the end of `Rotator::rotate`) until an instance
-//!   first opened a connection with a newer credential than it had when the rotation began.
+//!   update; Secrets Manager's finishSecret: the end of `Rotator::rotate`; Vault: when
+//!   `database/rotate-role` returned) until an instance first opened a connection with a
+//!   newer credential than it had when the rotation began.
 //!   An observer polls every instance's adapter counters every [`POLL`] (the provider's
 //!   generation and `AdapterStats::opened_per_generation`), so a first connect is seen up to
 //!   one poll late. A first connect before the store's change (a pending credential the
@@ -25,19 +51,29 @@
 //!   that never connected with the new credential before the observer stopped counts with
 //!   the time until then, and is counted in `not_converged`.
 //! - **Store calls**: the providers' `Stats::store_calls` (fetches of the current and the
-//!   pending credential), summed over the fleet by the same observer; counted from the start
-//!   of the load (the instances' initial reads are not in it). *Steady state*: the rate in the
+//!   pending credential; for Vault each fetch is one read of `database/static-creds`, also
+//!   when it failed, and the JSON's `store_api_calls` is the sources' own count of their reads),
+//!   summed over the fleet by the same observer (so with `--store-throttle` each retry of a
+//!   throttled Vault read is a call of its own, where the AWS SDK's retries stay inside one
+//!   fetch: a vault-static fleet's steady calls per refresh grow as 1 / (1 - P)); counted
+//!   from the start of the load (the instances' initial reads are not in it). *Steady state*: the rate in the
 //!   parts of the run outside every rotation's window, a rotation's window being from its
 //!   start to its store change + `--refresh-interval` + 2 s; reported per instance per refresh
 //!   interval and per minute. *Per rotation*: the calls in its window beyond the steady rate
 //!   over the window's length, per instance (the run's figure is the worst rotation).
 //! - **Throttled calls**: with `--source aws` the calls the fault proxy answered with
 //!   ThrottlingException (HTTP requests: the SDK retries them, up to 3 attempts a call); with
-//!   `--source memory` the fetches the store's simulated throttling failed.
+//!   `--source vault-static` the reads the fault proxy answered with HTTP 429 and
+//!   `{"errors":["rate limit quota exceeded"]}` (`credswap-vault` classifies 429 as the store
+//!   unavailable and does not retry: each is a failed fetch, after which the provider keeps the
+//!   credential it has and tries again with backoff, 200 ms doubling up to the refresh
+//!   interval, at most 2 s); with `--source memory` the fetches the store's simulated
+//!   throttling failed. The drill's own calls (rotate-role, the first read) bypass the proxy.
 //! - **Logins**: the server's log (`log_connections`): the most logins of the run's roles in
 //!   any one second while the load ran (the instances' first connections are opened before:
 //!   a warm-up opens `--pool-size` per instance), and the refused logins. Both include the
-//!   rotator's own logins (credswap-rotate logs in as the roles: a few per rotation).
+//!   rotator's own logins (credswap-rotate logs in as the roles: a few per rotation; Vault
+//!   changes a static role's password over its own admin connection, with no login as it).
 //! - **Failed requests** and **stale sessions**: the scenario engine's.
 
 use std::collections::BTreeMap;
@@ -59,7 +95,8 @@ use credswap_testkit::scenario::{
     self, Progress, Rotate, RotationMarks, RotationSetup, ScenarioConfig, ScenarioReport, Strategy,
     Timeline, Workload,
 };
-use credswap_testkit::{FaultProxy, TestPostgres, most_in_any, random_password};
+use credswap_testkit::{FaultProxy, TestBao, TestPostgres, most_in_any, random_password};
+use credswap_vault::VaultSource;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -68,6 +105,7 @@ use crate::cli::{AdapterName, DrillArgs, ScenarioName, SourceName};
 use crate::output::ProgressDisplay;
 use crate::plot;
 use crate::secrets_manager::{self, SecretsManagerRotator};
+use crate::vault;
 
 /// How often the observer reads every instance's counters.
 const POLL: Duration = Duration::from_millis(20);
@@ -113,6 +151,7 @@ fn record(log: &RotationTimesLog, times: RotationTimes) {
 enum FleetRotator {
     Memory(MemoryFleetRotator),
     Aws(Box<SecretsManagerRotator>, RotationTimesLog),
+    VaultStatic(VaultStaticRotator),
 }
 
 #[async_trait]
@@ -121,6 +160,7 @@ impl Rotate for FleetRotator {
         match self {
             FleetRotator::Memory(m) => m.strategy,
             FleetRotator::Aws(r, _) => r.strategy(),
+            FleetRotator::VaultStatic(_) => Strategy::SingleUser,
         }
     }
 
@@ -128,12 +168,14 @@ impl Rotate for FleetRotator {
         match self {
             FleetRotator::Memory(m) => m.roles.clone(),
             FleetRotator::Aws(r, _) => r.roles(),
+            FleetRotator::VaultStatic(v) => vec![v.role.clone()],
         }
     }
 
     fn own_application_name(&self) -> Option<String> {
         match self {
-            FleetRotator::Memory(_) => None,
+            // Vault changes the password over its own admin connection, never as the role.
+            FleetRotator::Memory(_) | FleetRotator::VaultStatic(_) => None,
             FleetRotator::Aws(r, _) => r.own_application_name(),
         }
     }
@@ -141,6 +183,7 @@ impl Rotate for FleetRotator {
     async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
         match self {
             FleetRotator::Memory(m) => m.rotate(marks).await,
+            FleetRotator::VaultStatic(v) => v.rotate(marks).await,
             FleetRotator::Aws(r, log) => {
                 let started = Instant::now();
                 // The four steps; the store changes at finishSecret, the last.
@@ -212,6 +255,52 @@ impl MemoryFleetRotator {
             }
         }
         Ok(())
+    }
+}
+
+/// `--source vault-static`: Vault's own rotation of the static role, `POST
+/// database/rotate-role/<role>`, on the scenario's schedule. Vault changes the password at the
+/// database and then stores it, both inside the call: the old password stops working somewhere
+/// in it (single user, no overlap), and a read returns the new one from when it returned, the
+/// store's change. Sessions opened before the call are the old credential's.
+struct VaultStaticRotator {
+    bao: Arc<TestBao>,
+    role: String,
+    log: RotationTimesLog,
+    /// How long each rotate-role call took (the window in which the database has the new
+    /// password and the store may still answer the old one).
+    took: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl VaultStaticRotator {
+    async fn rotate(&mut self, marks: &RotationMarks) -> Result<(), BoxError> {
+        let started = Instant::now();
+        let sent = SystemTime::now();
+        self.bao.rotate_static_role(&self.role).await?;
+        let changed = Instant::now();
+        marks.mark_since(sent);
+        record(&self.log, RotationTimes { started, changed });
+        self.took
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(changed - started);
+        Ok(())
+    }
+
+    /// The rotations' note: how long rotate-role took.
+    fn describe(took: &[Duration]) -> String {
+        if took.is_empty() {
+            return "no Vault rotation (database/rotate-role was not called)".to_owned();
+        }
+        let ms: Vec<f64> = took.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        format!(
+            "Vault rotations (database/rotate-role, sent by the drill, not through the proxy): \
+             {}, each took p50 {} ms, max {} ms (the database's password changed inside it, so \
+             the old one was refused from some instant in it; convergence counts from its return)",
+            ms.len(),
+            cell(percentile(&ms, 0.5).map(|v| format!("{v:.0}"))),
+            cell(percentile(&ms, 1.0).map(|v| format!("{v:.0}"))),
+        )
     }
 }
 
@@ -474,7 +563,11 @@ impl FleetRun {
 /// What every run of one drill shares.
 struct Fleet<'a> {
     pg: &'a Arc<TestPostgres>,
+    /// Where the instances read the credential: memory, aws or vault-static.
+    source: SourceName,
     world: Option<&'a secrets_manager::World>,
+    /// `--source vault-static`: the OpenBao server.
+    vault: Option<&'a vault::World>,
     proxy: Option<&'a FaultProxy>,
     instances: usize,
     refresh: Duration,
@@ -540,26 +633,56 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
         }
         _ => None,
     };
-    let proxy = match (&world, args.fleet.needs_proxy()) {
-        (Some(world), true) => match world.fault_proxy().await {
-            Ok(proxy) => {
+    let vault_world = match args.source {
+        SourceName::VaultStatic => {
+            eprintln!("starting OpenBao (bao server -dev) with the database secrets engine...");
+            let timings = vault::Timings {
+                lease_ttl: args.lease_ttl,
+                lease_max_ttl: args.lease_max_ttl,
+                rotation_period: args.rotation_period,
+            };
+            match vault::World::start(&pg, vault::Kind::Static, timings).await {
+                Ok(world) => {
+                    eprintln!("OpenBao at {}", world.address());
+                    Some(world)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    let proxy = if args.fleet.needs_proxy() {
+        let (started, store) = match (&world, &vault_world) {
+            (Some(world), _) => (Some(world.fault_proxy().await), "moto"),
+            (None, Some(vault)) => (Some(vault.fault_proxy().await), "OpenBao"),
+            (None, None) => (None, "the store"),
+        };
+        match started {
+            Some(Ok(proxy)) => {
                 eprintln!(
-                    "the fleet reaches moto through a fault proxy at {}",
+                    "the fleet reaches {store} through a fault proxy at {}",
                     proxy.endpoint_url()
                 );
                 Some(proxy)
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 eprintln!("error: the fault proxy: {e}");
                 return ExitCode::FAILURE;
             }
-        },
-        _ => None,
+            None => None,
+        }
+    } else {
+        None
     };
     let refresh = args.fleet.refresh(args.rotate_every.interval());
     let fleet = Fleet {
         pg: &pg,
+        source: args.source,
         world: world.as_ref(),
+        vault: vault_world.as_ref(),
         proxy: proxy.as_ref(),
         instances,
         refresh,
@@ -583,6 +706,11 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
     crate::drill::dedup(&mut adapters);
     let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
     crate::drill::dedup(&mut strategies);
+    if args.source == SourceName::VaultStatic {
+        // A static role is one user whose password Vault changes: single user, whatever
+        // --strategy says (it does not apply to Vault's sources).
+        strategies = vec![Strategy::SingleUser];
+    }
 
     let mut runs = Vec::new();
     let mut not_run = Vec::new();
@@ -789,17 +917,44 @@ async fn run_one(
 ) -> Result<FleetRun, BoxError> {
     let n = fleet.instances;
     let log: RotationTimesLog = Arc::default();
-    let source_name = if fleet.world.is_some() {
-        SourceName::Aws
-    } else {
-        SourceName::Memory
-    };
+    let source_name = fleet.source;
     // The store, a source per instance, and the rotator.
     let mut memory_store = None;
-    let mut api_sources: Vec<Arc<SecretsManagerSource>> = Vec::new();
+    let mut api_calls: Option<ApiCalls> = None;
     let mut rotation_log = None;
-    let (rotator, initial, sources) = match fleet.world {
-        None => {
+    let mut vault_role = None;
+    let vault_took: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (rotator, initial, sources) = match (fleet.world, fleet.vault) {
+        (None, Some(vault)) => {
+            let (role, initial) = vault.fleet_static_role(fleet.pg).await?;
+            vault_role = Some(role.clone());
+            let address = fleet
+                .proxy
+                .map_or_else(|| vault.address(), FaultProxy::endpoint_url);
+            let mut vault_sources: Vec<Arc<VaultSource>> = Vec::with_capacity(n);
+            for i in 0..n {
+                // Each instance logs in with a token of its own and reads through an HTTP
+                // client of its own, as each pod does.
+                let token = vault.instance_token(i).await?;
+                let source = vault::World::fleet_static_source(&role, &address, token)?;
+                vault_sources.push(Arc::new(source));
+            }
+            let sources = vault_sources
+                .iter()
+                .map(|s| Arc::clone(s) as Arc<dyn CredentialSource>)
+                .collect();
+            api_calls = Some(Box::new(move || {
+                vault_sources.iter().map(|s| s.stats().reads).sum()
+            }));
+            let rotator = FleetRotator::VaultStatic(VaultStaticRotator {
+                bao: vault.bao(),
+                role,
+                log: Arc::clone(&log),
+                took: Arc::clone(&vault_took),
+            });
+            (rotator, initial, sources)
+        }
+        (None, None) => {
             let setup = RotationSetup::create(fleet.pg, strategy).await?;
             let store = setup.store().clone();
             let initial = setup.initial_credential().clone();
@@ -819,10 +974,11 @@ async fn run_one(
             memory_store = Some(store);
             (rotator, initial, sources)
         }
-        Some(world) => {
+        (Some(world), _) => {
             let (app, rotator) = world
                 .prepare(fleet.pg, strategy, ScenarioName::Normal, &fleet.config)
                 .await?;
+            let mut api_sources: Vec<Arc<SecretsManagerSource>> = Vec::with_capacity(n);
             let secret_id = rotator.secret_id().to_owned();
             for i in 0..n {
                 let mut config = secretsmanager::config::Builder::from(world.sdk_config())
@@ -841,6 +997,7 @@ async fn run_one(
                 .iter()
                 .map(|s| Arc::clone(s) as Arc<dyn CredentialSource>)
                 .collect();
+            api_calls = Some(Box::new(move || secrets_manager_calls(&api_sources)));
             rotation_log = Some(rotator.log());
             let rotator = FleetRotator::Aws(Box::new(rotator), Arc::clone(&log));
             (rotator, app.initial, sources)
@@ -949,7 +1106,7 @@ async fn run_one(
         store.set_delay(fleet.store_latency.unwrap_or_default());
     }
     let throttled_before = fleet.proxy.map(|p| p.stats().throttled);
-    let api_before = api_calls(&api_sources);
+    let api_before = api_calls.as_ref().map(|calls| calls());
     let refused_before = refused_logins(fleet.pg, &roles);
 
     let progress = Arc::new(Progress::default());
@@ -983,12 +1140,18 @@ async fn run_one(
         .proxy
         .zip(throttled_before)
         .map(|(p, before)| p.stats().throttled - before);
-    let store_api_calls = (!api_sources.is_empty()).then(|| api_calls(&api_sources) - api_before);
+    let store_api_calls = api_calls
+        .as_ref()
+        .zip(api_before)
+        .map(|(calls, before)| calls() - before);
     for pool in pools {
         (pool.close)();
     }
     // Let the sessions end, and the server's log have the run's last lines.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if let (Some(vault), Some(role)) = (fleet.vault, &vault_role) {
+        vault.drop_static_role(role).await;
+    }
     let report = result?;
 
     // Rotations: convergence, store calls, logins.
@@ -1139,8 +1302,13 @@ async fn run_one(
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
         },
-        rotation_note: rotation_log
-            .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
+        rotation_note: match (rotation_log, &vault_role) {
+            (Some(log), _) => Some(log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
+            (None, Some(_)) => Some(VaultStaticRotator::describe(
+                &vault_took.lock().unwrap_or_else(|p| p.into_inner()),
+            )),
+            (None, None) => None,
+        },
         warmup_failures,
         poll_gaps_ms: poll_gaps(&samples),
         store_calls_per_s,
@@ -1165,8 +1333,12 @@ fn poll_gaps(samples: &[CallSample]) -> (f64, f64) {
     )
 }
 
+/// The store's own API calls of the fleet so far (`--source aws`: DescribeSecret and
+/// GetSecretValue; `--source vault-static`: Vault reads).
+type ApiCalls = Box<dyn Fn() -> u64 + Send + Sync>;
+
 /// The Secrets Manager API calls of `sources` so far: DescribeSecret and GetSecretValue.
-fn api_calls(sources: &[Arc<SecretsManagerSource>]) -> u64 {
+fn secrets_manager_calls(sources: &[Arc<SecretsManagerSource>]) -> u64 {
     sources
         .iter()
         .map(|s| {
@@ -1200,6 +1372,11 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
         SourceName::Aws => {
             "AWS Secrets Manager (moto), rotated by credswap-rotate (single user pauses before \
              finishSecret)"
+        }
+        SourceName::VaultStatic => {
+            "OpenBao static role (bao server -dev; each instance its own token and HTTP client), \
+             rotated by Vault on the drill's call to database/rotate-role (single user: the old \
+             password stops working at once)"
         }
         _ => "in-memory store, rotated by the drill",
     };
@@ -1328,13 +1505,25 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                 cell(rot.peak_logins_per_s),
             );
         }
-        if let Some(api) = r.store_api_calls {
-            let _ = writeln!(
-                out,
-                "  Secrets Manager API calls {api} (DescribeSecret per fetch, GetSecretValue \
-                 when the version changed); fetches that failed after the SDK's retries {}",
-                r.store_fetch_failures
-            );
+        match (r.source, r.store_api_calls) {
+            (SourceName::Aws, Some(api)) => {
+                let _ = writeln!(
+                    out,
+                    "  Secrets Manager API calls {api} (DescribeSecret per fetch, GetSecretValue \
+                     when the version changed); fetches that failed after the SDK's retries {}",
+                    r.store_fetch_failures
+                );
+            }
+            (SourceName::VaultStatic, Some(api)) => {
+                let _ = writeln!(
+                    out,
+                    "  Vault reads {api} (database/static-creds: one per fetch; the source does \
+                     not retry, so a 429 fails the fetch and the provider backs off); fetches \
+                     that failed {}",
+                    r.store_fetch_failures
+                );
+            }
+            _ => {}
         }
         if r.not_converged_cut_off > 0 {
             let _ = writeln!(
@@ -1446,7 +1635,8 @@ struct JsonRun<'a> {
     not_converged_cut_off: usize,
     store_calls: u64,
     store_calls_throttled: u64,
-    /// `--source aws`: DescribeSecret and GetSecretValue calls (`null` otherwise).
+    /// `--source aws`: DescribeSecret and GetSecretValue calls; `--source vault-static`: Vault
+    /// reads (`database/static-creds`); `null` for memory.
     store_api_calls: Option<u64>,
     store_fetch_failures: u64,
     /// `null` without a stretch of the run outside the rotations' windows.

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use credswap_core::{BoxError, CredentialSource, Policy};
+use credswap_core::{BoxError, Credential, CredentialSource, Policy};
 use credswap_testkit::scenario::{self, Progress, Rotate, RotationMarks, ScenarioConfig, Strategy};
-use credswap_testkit::{TestBao, TestPostgres, random_password, unique_name};
+use credswap_testkit::{FaultProxy, TestBao, TestPostgres, random_password, unique_name};
 use credswap_vault::kind::SourceKind;
 use credswap_vault::{BuildError, VaultSource, VaultSourceBuilder};
 
@@ -32,6 +32,9 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 const POLL_VAULT_EVERY: Duration = Duration::from_millis(100);
 /// The application's cache TTL, as in the other drills.
 const APP_REFRESH: Duration = Duration::from_millis(250);
+/// `--fleet`: the static role's own `rotation_period`. The fleet drill rotates the role itself
+/// (`database/rotate-role`) on `--rotate-every`; Vault's schedule never comes within a run.
+const FLEET_ROTATION_PERIOD: Duration = Duration::from_secs(24 * 3600);
 
 /// Which Vault role the drill reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +81,8 @@ impl Timings {
 
 /// An OpenBao dev server with the database engine on the drill's PostgreSQL.
 pub struct World {
-    bao: TestBao,
+    /// Shared with a fleet's rotator, which calls `database/rotate-role` from the scenario's task.
+    bao: Arc<TestBao>,
     kind: Kind,
     timings: Timings,
 }
@@ -87,7 +91,84 @@ impl World {
     pub async fn start(pg: &TestPostgres, kind: Kind, timings: Timings) -> Result<World, BoxError> {
         let bao = TestBao::start().await?;
         bao.enable_database(pg).await?;
-        Ok(World { bao, kind, timings })
+        Ok(World {
+            bao: Arc::new(bao),
+            kind,
+            timings,
+        })
+    }
+
+    /// The server itself, for a fleet's rotator.
+    pub fn bao(&self) -> Arc<TestBao> {
+        Arc::clone(&self.bao)
+    }
+
+    /// `--fleet`: a fault proxy in front of OpenBao, answering in Vault's words (HTTP 429 with
+    /// `{"errors":["rate limit quota exceeded"]}` when it throttles).
+    pub async fn fault_proxy(&self) -> Result<FaultProxy, credswap_testkit::Error> {
+        self.bao.faulty().await
+    }
+
+    /// `--fleet`: a fresh login role and a static role over it for one fleet run, with Vault's
+    /// own rotation a day away (the drill rotates it); the role's name and its first credential
+    /// (read as root).
+    pub async fn fleet_static_role(
+        &self,
+        pg: &TestPostgres,
+    ) -> Result<(String, Credential), BoxError> {
+        let name = unique_name("fs");
+        pg.create_login_role(&name, &random_password()).await?;
+        self.bao
+            .create_static_role(&name, &name, FLEET_ROTATION_PERIOD)
+            .await?;
+        let initial = self
+            .as_root(VaultSource::static_role("database", &name))?
+            .fetch()
+            .await?;
+        Ok((name, initial))
+    }
+
+    /// `--fleet`: a Vault token of one instance's own, as each pod logs in for itself: a child
+    /// of the root token (`auth/token/create`, root's policies, a TTL of a day, so nothing
+    /// renews it within a run).
+    pub async fn instance_token(&self, instance: usize) -> Result<String, BoxError> {
+        let answer = self
+            .bao
+            .request(
+                "POST",
+                "auth/token/create",
+                Some(&serde_json::json!({
+                    "display_name": format!("fleet-{instance}"),
+                    "ttl": "24h",
+                })),
+            )
+            .await?;
+        answer["auth"]["client_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "auth/token/create answered without auth.client_token".into())
+    }
+
+    /// `--fleet`: one instance's source over the static role `role`: its own HTTP client (the
+    /// builder's default, a client per source) and `token`, at `address` (OpenBao's, or the
+    /// fault proxy's).
+    pub fn fleet_static_source(
+        role: &str,
+        address: &str,
+        token: String,
+    ) -> Result<VaultSource, BuildError> {
+        VaultSource::static_role("database", role)
+            .address(address)
+            .token(token)
+            .build()
+    }
+
+    /// `--fleet`: removes a run's static role (its login role stays, unused).
+    pub async fn drop_static_role(&self, role: &str) {
+        let _ = self
+            .bao
+            .request("DELETE", &format!("database/static-roles/{role}"), None)
+            .await;
     }
 
     pub fn address(&self) -> String {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::process::Binary;
-use crate::{Error, FaultProxy, TestPostgres, random_password};
+use crate::{Dialect, Error, FaultProxy, TestPostgres, random_password};
 
 /// How long [`TestBao::unseal`] waits for the dev server's "Unseal Key:" banner.
 const UNSEAL_KEY_WAIT: Duration = Duration::from_secs(10);
@@ -304,10 +304,12 @@ impl TestBao {
         self.server.stop();
     }
 
-    /// A [`FaultProxy`] in front of this server: [`FaultProxy::outage`] makes it unreachable
-    /// while its state is kept.
+    /// A [`FaultProxy`] in front of this server, speaking Vault's [`Dialect`]:
+    /// [`FaultProxy::outage`] makes it unreachable while its state is kept;
+    /// [`FaultProxy::throttle`] answers a fraction of the calls HTTP 429 with
+    /// `{"errors":["rate limit quota exceeded"]}`, as a Vault rate limit quota does.
     pub async fn faulty(&self) -> Result<FaultProxy, Error> {
-        FaultProxy::start(self.addr()).await
+        FaultProxy::start_with(self.addr(), Dialect::Vault).await
     }
 
     /// The last lines of bao's output, for error messages and test failures.

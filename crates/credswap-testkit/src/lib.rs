@@ -90,7 +90,7 @@ mod token_gate;
 pub use bao::{BAO_DATABASE_CONNECTION, TestBao};
 pub use clock::most_in_any;
 pub use error::Error;
-pub use moto::{Fault, FaultProxy, FaultStats, TestMoto};
+pub use moto::{Dialect, Fault, FaultProxy, FaultStats, TestMoto};
 pub use pgbouncer::TestPgBouncer;
 pub use roles::{AlternatingPair, random_password, unique_name};
 pub use server::TestPostgres;

@@ -146,6 +146,43 @@ async fn kv2_reads_the_version_and_its_created_time() {
     assert_eq!(source.stats().reads, 2);
 }
 
+/// A Vault rate limit quota (HTTP 429 `rate limit quota exceeded`, from the test kit's fault
+/// proxy in Vault's words): the read fails as the store unavailable, named, and is not retried
+/// by the source (one read, one 429); the next read goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_read_is_unavailable_and_not_retried_by_the_source() {
+    let bao = bao().await;
+    bao.request(
+        "POST",
+        "secret/data/app/db",
+        Some(&json!({"data": {"username": "app", "password": PW}})),
+    )
+    .await
+    .unwrap();
+    let proxy = bao.faulty().await.unwrap();
+    let source = VaultSource::kv2("secret", "app/db")
+        .address(proxy.endpoint_url())
+        .token(bao.root_token().to_owned())
+        .build()
+        .unwrap();
+    // The first fetch also looks the token up: let it through.
+    source.fetch().await.unwrap();
+    let (reads, throttled) = (source.stats().reads, proxy.stats().throttled);
+    proxy.throttle(1.0);
+    let err = source.fetch().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 429") && text.contains("rate limit quota exceeded"),
+        "{text}"
+    );
+    assert!(!text.contains(PW), "{text}");
+    assert_eq!(source.stats().reads, reads + 1);
+    assert_eq!(proxy.stats().throttled, throttled + 1, "{proxy:?}");
+    proxy.throttle(0.0);
+    assert_eq!(source.fetch().await.unwrap().password().expose_secret(), PW);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_paths_fields_and_tokens_are_clear_errors() {
     let bao = bao().await;

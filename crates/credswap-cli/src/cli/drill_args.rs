@@ -24,7 +24,8 @@ pub enum SourceName {
     /// --lease-max-ttl). --strategy does not apply.
     VaultDynamic,
     /// A static role of a local OpenBao: Vault rotates the user's password every
-    /// --rotation-period. --strategy does not apply.
+    /// --rotation-period (with --fleet: when the drill calls database/rotate-role, every
+    /// --rotate-every). --strategy does not apply.
     VaultStatic,
     /// Minted tokens: a local token gate standing in for RDS IAM / Aurora DSQL. Each token
     /// lives 2 × --rotate-every and is renewed --rotate-every before its end, so a new token

@@ -22,8 +22,12 @@ pub struct FleetArgs {
     /// provider and pool (--pool-size each, default 2), all reading one secret, under load
     /// (--concurrency per instance, default 1; requests are spread over the instances), while
     /// the store rotates every --rotate-every (default 15s) for --duration (default 60s). One
-    /// adapter per run (--adapter, default deadpool). With --source memory or aws (moto, rotated
-    /// by credswap-rotate). The embedded PostgreSQL is started with max_connections sized for
+    /// adapter per run (--adapter, default deadpool). With --source memory, aws (moto, rotated
+    /// by credswap-rotate) or vault-static (an OpenBao static role, one user: the drill calls
+    /// database/rotate-role every --rotate-every and Vault changes the password, so the old one
+    /// stops working at once; each instance reads with a Vault token and an HTTP client of its
+    /// own; --strategy and --rotation-period do not apply). The embedded PostgreSQL is started
+    /// with max_connections sized for
     /// N x --pool-size. Reports per rotation how long the fleet took to converge (the store's
     /// change until the last instance's first connect with the new credential), the store
     /// calls (steady state and per rotation), the server's logins (peak per second, refused),
@@ -61,12 +65,15 @@ pub struct FleetArgs {
     /// With --fleet: answer this fraction of the fleet's calls to the store (0 to 1, each call
     /// independently) with its throttling error. --source aws: HTTP 400 ThrottlingException from
     /// a fault proxy in front of moto (the SDK retries it, up to 3 attempts; the rotator reaches
-    /// moto directly); --source memory: the in-memory store's simulated ThrottlingException.
+    /// moto directly); --source vault-static: HTTP 429 `rate limit quota exceeded` from a fault
+    /// proxy in front of OpenBao (the source does not retry: the fetch fails and the provider
+    /// backs off; the drill's rotate-role reaches OpenBao directly); --source memory: the
+    /// in-memory store's simulated ThrottlingException.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub store_throttle: f64,
 
     /// With --fleet: every answer of the store to the fleet waits this long (e.g. 50ms);
-    /// --source aws: through the same fault proxy.
+    /// --source aws and vault-static: through the same fault proxy.
     #[arg(long, value_parser = parse_latency)]
     pub store_latency: Option<Duration>,
 }
@@ -114,9 +121,20 @@ impl FleetArgs {
             }
             return Ok(());
         };
-        if !matches!(drill.source, SourceName::Memory | SourceName::Aws) {
+        if drill.source == SourceName::VaultDynamic {
+            return Err(
+                "--fleet with --source vault-dynamic is not supported yet (each instance would \
+                 hold a lease and a user of its own, so a fleet rotation needs its own \
+                 definition); use --source vault-static, memory or aws"
+                    .to_owned(),
+            );
+        }
+        if !matches!(
+            drill.source,
+            SourceName::Memory | SourceName::Aws | SourceName::VaultStatic
+        ) {
             return Err(format!(
-                "--fleet runs with --source memory or aws, not --source {} (not yet)",
+                "--fleet runs with --source memory, aws or vault-static, not --source {} (not yet)",
                 drill.source.as_str()
             ));
         }
@@ -332,7 +350,11 @@ mod tests {
             ),
             (
                 vec!["drill", "--fleet", "3", "--source", "minted"],
-                "--source memory or aws",
+                "--source memory, aws or vault-static",
+            ),
+            (
+                vec!["drill", "--fleet", "3", "--source", "vault-dynamic"],
+                "vault-dynamic is not supported yet",
             ),
             (
                 vec!["drill", "--fleet", "3", "--adapter", "deadpool,static"],
@@ -408,6 +430,22 @@ mod tests {
             "5s",
         ])
         .unwrap();
+        // A static role: one user, its old password refused at once; no overlap to keep within,
+        // and the proxy's faults apply to it too.
+        let d = checked(&[
+            "drill",
+            "--fleet",
+            "3",
+            "--source",
+            "vault-static",
+            "--rotate-every",
+            "2s",
+            "--store-throttle",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(d.source, SourceName::VaultStatic);
+        assert!(d.fleet.needs_proxy());
         // Single user only: no overlap to keep within.
         checked(&[
             "drill",

@@ -18,7 +18,7 @@ use crate::Error;
 use crate::daemon::{Daemon, DaemonSpec};
 use crate::process::Binary;
 
-pub use proxy::{Fault, FaultProxy, FaultStats};
+pub use proxy::{Dialect, Fault, FaultProxy, FaultStats};
 
 /// Environment variable naming the `moto_server` executable; it overrides the `PATH` search.
 pub(crate) const MOTO_SERVER_ENV: &str = "CREDSWAP_MOTO_SERVER";

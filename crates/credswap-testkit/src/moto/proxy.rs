@@ -1,5 +1,6 @@
-//! [`FaultProxy`]: an HTTP/1.1 proxy in front of a [`TestMoto`](super::TestMoto) that throttles,
-//! fails or refuses on demand.
+//! [`FaultProxy`]: an HTTP/1.1 proxy in front of a [`TestMoto`](super::TestMoto) (or a
+//! [`TestBao`](crate::TestBao)) that throttles, fails or refuses on demand, in the words of the
+//! store behind it ([`Dialect`]).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,12 +22,28 @@ use super::http::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Answer HTTP 400 with `x-amzn-errortype: ThrottlingException` and the body
+    /// The store's "slow down". [`Dialect::Aws`]: HTTP 400 with `x-amzn-errortype:
+    /// ThrottlingException` and the body
     /// `{"__type":"ThrottlingException","message":"Rate exceeded"}`, as AWS does when a caller
-    /// exceeds its request rate.
+    /// exceeds its request rate. [`Dialect::Vault`]: HTTP 429 with the body
+    /// `{"errors":["rate limit quota exceeded"]}`, as Vault and OpenBao do when a rate limit
+    /// quota is exceeded.
     Throttle,
-    /// Answer HTTP 500 with `x-amzn-errortype: InternalServiceError`.
+    /// The store's internal error. [`Dialect::Aws`]: HTTP 500 with `x-amzn-errortype:
+    /// InternalServiceError`; [`Dialect::Vault`]: HTTP 500 with Vault's `{"errors":[...]}`.
     InternalError,
+}
+
+/// Whose words the [`FaultProxy`] answers its injected faults in: the store it stands in front
+/// of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// AWS JSON 1.1 errors (`__type`, `x-amzn-errortype`), as Secrets Manager (moto) answers.
+    #[default]
+    Aws,
+    /// Vault's and OpenBao's `{"errors": [...]}` with the HTTP status saying what it is.
+    Vault,
 }
 
 /// What the proxy has done, for assertions.
@@ -56,6 +73,8 @@ pub(super) enum Plan {
 }
 
 pub(super) struct ProxyShared {
+    /// How the injected faults are worded.
+    pub(super) dialect: Dialect,
     pub(super) plan: Mutex<Plan>,
     pub(super) outage: watch::Sender<bool>,
     pub(super) forwarded: AtomicU64,
@@ -134,7 +153,9 @@ impl ProxyShared {
 }
 
 /// An HTTP/1.1 proxy in front of a [`TestMoto`] (or any HTTP server) that injects the failures
-/// of a real AWS endpoint: throttling, internal errors, and an outage.
+/// of a real AWS endpoint: throttling, internal errors, and an outage. Started with
+/// [`start_with`](Self::start_with)`(upstream, Dialect::Vault)` (as
+/// [`TestBao::faulty`](crate::TestBao::faulty) does) it words them as Vault does instead.
 ///
 /// It forwards each request to the upstream with `Connection: close`, reads the whole answer and
 /// writes it back, keeping the client's connection alive (the AWS SDK reuses connections).
@@ -157,8 +178,15 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Starts a proxy on `127.0.0.1` and a free port, forwarding to `upstream`.
+    /// Starts a proxy on `127.0.0.1` and a free port, forwarding to `upstream`; its faults are
+    /// AWS's ([`Dialect::Aws`]).
     pub async fn start(upstream: SocketAddr) -> Result<Self, Error> {
+        Self::start_with(upstream, Dialect::Aws).await
+    }
+
+    /// Starts a proxy on `127.0.0.1` and a free port, forwarding to `upstream`, its faults worded
+    /// in `dialect`.
+    pub async fn start_with(upstream: SocketAddr, dialect: Dialect) -> Result<Self, Error> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(|e| Error::startup_io("binding the fault proxy's port", e))?;
@@ -168,6 +196,7 @@ impl FaultProxy {
             .port();
         let (outage, outage_rx) = watch::channel(false);
         let shared = Arc::new(ProxyShared {
+            dialect,
             plan: Mutex::new(Plan::Forward),
             outage,
             forwarded: AtomicU64::new(0),
@@ -202,6 +231,11 @@ impl FaultProxy {
     /// The port the proxy listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How its injected faults are worded.
+    pub fn dialect(&self) -> Dialect {
+        self.shared.dialect
     }
 
     /// Answers the next `n` requests with `fault`, then forwards again.
@@ -290,6 +324,7 @@ impl fmt::Debug for FaultProxy {
         f.debug_struct("FaultProxy")
             .field("endpoint_url", &self.endpoint_url())
             .field("upstream", &self.upstream)
+            .field("dialect", &self.shared.dialect)
             .field("plan", &plan)
             .field("stats", &self.stats())
             .finish()
@@ -422,20 +457,26 @@ pub(super) async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: A
 }
 
 pub(super) fn fault_response(fault: Fault, shared: &ProxyShared) -> Vec<u8> {
+    match fault {
+        Fault::Throttle => shared.throttled.fetch_add(1, Ordering::SeqCst),
+        Fault::InternalError => shared.internal_errors.fetch_add(1, Ordering::SeqCst),
+    };
+    match shared.dialect {
+        Dialect::Aws => aws_fault(fault),
+        Dialect::Vault => vault_fault(fault),
+    }
+}
+
+/// `fault` as AWS answers it (AWS JSON 1.1).
+fn aws_fault(fault: Fault) -> Vec<u8> {
     let (status, reason, kind, message) = match fault {
-        Fault::Throttle => {
-            shared.throttled.fetch_add(1, Ordering::SeqCst);
-            (400, "Bad Request", "ThrottlingException", "Rate exceeded")
-        }
-        Fault::InternalError => {
-            shared.internal_errors.fetch_add(1, Ordering::SeqCst);
-            (
-                500,
-                "Internal Server Error",
-                "InternalServiceError",
-                "An error occurred on the server side (injected by the fault proxy)",
-            )
-        }
+        Fault::Throttle => (400, "Bad Request", "ThrottlingException", "Rate exceeded"),
+        Fault::InternalError => (
+            500,
+            "Internal Server Error",
+            "InternalServiceError",
+            "An error occurred on the server side (injected by the fault proxy)",
+        ),
     };
     let body = format!(r#"{{"__type":"{kind}","message":"{message}"}}"#);
     simple_response(
@@ -446,6 +487,25 @@ pub(super) fn fault_response(fault: Fault, shared: &ProxyShared) -> Vec<u8> {
             ("x-amzn-errortype", kind),
             ("x-amzn-requestid", "00000000-0000-0000-0000-000000000000"),
         ],
+        body.as_bytes(),
+    )
+}
+
+/// `fault` as Vault and OpenBao answer it: the status, and `{"errors": [...]}`.
+fn vault_fault(fault: Fault) -> Vec<u8> {
+    let (status, reason, message) = match fault {
+        Fault::Throttle => (429, "Too Many Requests", "rate limit quota exceeded"),
+        Fault::InternalError => (
+            500,
+            "Internal Server Error",
+            "internal error (injected by the fault proxy)",
+        ),
+    };
+    let body = format!(r#"{{"errors":["{message}"]}}"#);
+    simple_response(
+        status,
+        reason,
+        &[("Content-Type", "application/json")],
         body.as_bytes(),
     )
 }

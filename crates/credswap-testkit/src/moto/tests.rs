@@ -31,6 +31,7 @@ fn missing_moto_message_says_how_to_get_it() {
 fn injected_faults_count_down() {
     let (outage, _rx) = watch::channel(false);
     let shared = ProxyShared {
+        dialect: Dialect::Aws,
         plan: Mutex::new(Plan::Forward),
         outage,
         forwarded: AtomicU64::new(0),
@@ -56,9 +57,47 @@ fn injected_faults_count_down() {
 }
 
 #[test]
+fn a_vault_proxy_throttles_and_fails_in_vaults_words() {
+    let (outage, _rx) = watch::channel(false);
+    let shared = ProxyShared {
+        dialect: Dialect::Vault,
+        plan: Mutex::new(Plan::Forward),
+        outage,
+        forwarded: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
+        internal_errors: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        listening: watch::channel(true).0,
+        throttle_fraction: AtomicU64::new(0f64.to_bits()),
+        latency_us: AtomicU64::new(0),
+    };
+    let text = String::from_utf8(fault_response(Fault::Throttle, &shared)).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: application/json\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("amzn"), "{text}");
+    assert!(
+        text.ends_with(r#"{"errors":["rate limit quota exceeded"]}"#),
+        "{text}"
+    );
+    let text = String::from_utf8(fault_response(Fault::InternalError, &shared)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+    assert!(text.contains(r#"{"errors":["#), "{text}");
+    assert_eq!(shared.throttled.load(Ordering::SeqCst), 1);
+    assert_eq!(shared.internal_errors.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn a_throttle_fraction_throttles_that_share_of_forwarded_requests() {
     let (outage, _rx) = watch::channel(false);
     let shared = ProxyShared {
+        dialect: Dialect::Aws,
         plan: Mutex::new(Plan::Forward),
         outage,
         forwarded: AtomicU64::new(0),
