@@ -29,6 +29,15 @@ where
             // Here rather than in the constructor, which takes any `Tls`.
             adapter.set_driver(Arc::clone(&self.driver));
         }
+        if adapter.session_limit().is_none() {
+            // bb8 asks for a replacement the moment it drops a connection; without the pool's
+            // size (no budget) wait for the dropped ones to end, so the server never sees more
+            // than `max_size` sessions of the pool.
+            self.shared
+                .closing()
+                .wait_closed(credswap_core::contract::budget::SLOT_WAIT_MAX)
+                .await;
+        }
         // A connect that fails for good is logged by the connector, once.
         match self.connector.connect(&*self.driver).await {
             Ok(Connected {
@@ -36,7 +45,7 @@ where
                 tag,
                 live,
             }) => {
-                let tag = Arc::new(Tag::new(tag));
+                let tag = Arc::new(Tag::new(tag, Arc::clone(self.shared.closing())));
                 drain::spawn(connection, Arc::clone(&tag), live, Arc::clone(&self.shared));
                 Ok(RotatingConnection::new(client, tag))
             }

@@ -34,6 +34,7 @@ where
     tokio::spawn(async move {
         // `drive` owns the connection: when it returns, the socket is closed.
         drive(connection, &tag, &shared).await;
+        tag.ended();
         drop(live);
     });
 }

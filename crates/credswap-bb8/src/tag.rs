@@ -13,11 +13,13 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use credswap_core::contract::budget::SERVER_EXIT_GRACE;
 use credswap_core::contract::{Adapter, ConnectionTag, Counters, Event};
 use credswap_core::{Generation, RotatingCredentials};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
@@ -81,6 +83,14 @@ impl RotatingConnection {
     }
 }
 
+impl Drop for RotatingConnection {
+    /// bb8 lets the connection go (retired, broken, or the pool dropped): its task sends the
+    /// terminate message and ends a moment later; until then it counts as closing.
+    fn drop(&mut self) {
+        self.tag.let_go();
+    }
+}
+
 impl Deref for RotatingConnection {
     type Target = Client;
 
@@ -117,10 +127,43 @@ pub(crate) enum Phase {
     Retired,
 }
 
-/// What a connection and its task share: its [`ConnectionTag`] and its phase.
+/// What a connection and its task share: its [`ConnectionTag`], its phase, and whether bb8
+/// or the task let go of it first.
 pub(crate) struct Tag {
     tag: ConnectionTag,
     phase: Mutex<Phase>,
+    /// [`OPEN`], [`LET_GO`] (bb8 dropped it, the task still runs: counted in `closing`) or
+    /// [`ENDED`] (the task ended).
+    end: AtomicU8,
+    closing: Arc<Closing>,
+}
+
+const OPEN: u8 = 0;
+const LET_GO: u8 = 1;
+const ENDED: u8 = 2;
+
+/// The sessions bb8 has let go of whose task has not ended yet. bb8 counts a connection out of
+/// the pool the moment it drops it, and opens its replacement at once, while the dropped
+/// connection's task is still sending the terminate message: for that moment the server sees
+/// `max_size + 1` sessions of the pool. A pool built by [`Builder`](crate::Builder) knows its
+/// size and holds a budget slot until the task ends; a manager handed to
+/// `bb8::Pool::builder()` does not, and its connects wait for the closing sessions instead
+/// (see [`wait_closed`](Self::wait_closed)).
+#[derive(Debug)]
+pub(crate) struct Closing(watch::Sender<usize>);
+
+impl Default for Closing {
+    fn default() -> Self {
+        Self(watch::Sender::new(0))
+    }
+}
+
+impl Closing {
+    /// Waits, at most `limit`, until no session bb8 let go of is still ending.
+    pub(crate) async fn wait_closed(&self, limit: std::time::Duration) {
+        let mut closing = self.0.subscribe();
+        let _ = tokio::time::timeout(limit, closing.wait_for(|n| *n == 0)).await;
+    }
 }
 
 /// What the manager shares with its connections' tasks: the handle (provider and counters), and
@@ -134,6 +177,8 @@ pub(crate) struct Shared {
     warned_unvalidated: AtomicBool,
     /// Connections checked out now.
     busy: AtomicUsize,
+    /// Sessions bb8 let go of, still ending.
+    closing: Arc<Closing>,
 }
 
 impl Shared {
@@ -143,7 +188,13 @@ impl Shared {
             checkouts_validated: AtomicBool::new(false),
             warned_unvalidated: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
+            closing: Arc::default(),
         }
+    }
+
+    /// The sessions bb8 let go of that are still ending.
+    pub(crate) fn closing(&self) -> &Arc<Closing> {
+        &self.closing
     }
 
     /// The adapter's state.
@@ -201,10 +252,35 @@ impl Shared {
 }
 
 impl Tag {
-    pub(crate) fn new(tag: ConnectionTag) -> Self {
+    pub(crate) fn new(tag: ConnectionTag, closing: Arc<Closing>) -> Self {
         Self {
             tag,
             phase: Mutex::new(Phase::Idle),
+            end: AtomicU8::new(OPEN),
+            closing,
+        }
+    }
+
+    /// bb8 dropped the connection: closing until its task ends.
+    fn let_go(&self) {
+        if self
+            .end
+            .compare_exchange(OPEN, LET_GO, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.closing.0.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The connection's task ended: the session is closed, and ended at the server a moment
+    /// later ([`SERVER_EXIT_GRACE`], as a budget slot).
+    pub(crate) fn ended(&self) {
+        if self.end.swap(ENDED, Ordering::AcqRel) == LET_GO {
+            let closing = Arc::clone(&self.closing);
+            tokio::spawn(async move {
+                tokio::time::sleep(SERVER_EXIT_GRACE).await;
+                closing.0.send_modify(|n| *n = n.saturating_sub(1));
+            });
         }
     }
 
@@ -320,7 +396,10 @@ mod tests {
             .await
             .unwrap();
         let shared = Arc::new(Shared::new(Adapter::new(credentials.clone())));
-        let tag = Arc::new(Tag::new(ConnectionTag::new(&credentials.current())));
+        let tag = Arc::new(Tag::new(
+            ConnectionTag::new(&credentials.current()),
+            Arc::default(),
+        ));
         tag.check_out(&shared).unwrap();
 
         let held = tag.phase();
@@ -352,8 +431,8 @@ mod tests {
             .unwrap();
         let shared = Shared::new(Adapter::new(credentials.clone()));
         let (busy, idle) = (
-            Tag::new(ConnectionTag::new(&credentials.current())),
-            Tag::new(ConnectionTag::new(&credentials.current())),
+            Tag::new(ConnectionTag::new(&credentials.current()), Arc::default()),
+            Tag::new(ConnectionTag::new(&credentials.current()), Arc::default()),
         );
         // Each new login is accepted by the database (a connection with it opened elsewhere).
         let rotate = |password: &'static str| {
@@ -369,7 +448,7 @@ mod tests {
         assert!(!idle.retire_if_idle(&shared));
         assert!(busy.check_out(&shared).unwrap_err().is_stale());
 
-        let fresh = Tag::new(ConnectionTag::new(&credentials.current()));
+        let fresh = Tag::new(ConnectionTag::new(&credentials.current()), Arc::default());
         fresh.check_out(&shared).unwrap();
         rotate("third").await;
         assert!(!fresh.retire_if_idle(&shared), "busy");

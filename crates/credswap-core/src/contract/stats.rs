@@ -236,8 +236,21 @@ impl LiveConnection {
 }
 
 impl Drop for LiveConnection {
+    /// The live count drops at once; the budget slot [`SERVER_EXIT_GRACE`] later (see
+    /// [`budget`](super::budget)).
+    ///
+    /// [`SERVER_EXIT_GRACE`]: super::budget::SERVER_EXIT_GRACE
     fn drop(&mut self) {
         self.counters.gone(self.generation);
+        let slot = std::mem::take(&mut self.slot);
+        if slot.is_counted()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                tokio::time::sleep(super::budget::SERVER_EXIT_GRACE).await;
+                drop(slot);
+            });
+        }
     }
 }
 
