@@ -211,6 +211,11 @@ mod plain {
                  (launchbadge/sqlx#3117): a connect that read the options in the milliseconds \
                  before they take the new token reaches the caller refused (one in 44 000 \
                  requests did through PgBouncer); `following` runs this case",
+            rotations_every_200ms_under_128_workers_stay_within_the_pool =>
+                "sqlx has no connect hook (launchbadge/sqlx#3117): with a single-user rotation \
+                 every 200 ms and 128 waiting checkouts, logins the database refuses inside \
+                 PgPool::acquire reach the callers before any adapter code runs \
+                 (`following`, through PoolExt::acquire_following, runs this case)",
             dropping_the_pool_stops_every_task =>
                 "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close",
             a_pg_hba_rejection_fails_fast_as_a_configuration_error =>

@@ -237,6 +237,7 @@ macro_rules! conformance_suite {
                 connect_pacing_caps_logins_per_second,
             ]
             direct_only [
+                rotations_every_200ms_under_128_workers_stay_within_the_pool,
                 minted_tokens_refresh_under_load_without_closing_a_session,
                 max_session_age_retires_sessions_within_the_pool_size,
                 a_login_that_requires_tls_refuses_a_pool_without_it,

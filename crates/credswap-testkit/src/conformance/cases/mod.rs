@@ -45,7 +45,9 @@ pub use refused::{
     validate_before_swap_keeps_the_working_credential,
 };
 pub use scenarios::{
-    alternating_users_rotation_loses_no_request, single_user_rotation_loses_no_request,
+    alternating_users_rotation_loses_no_request,
+    rotations_every_200ms_under_128_workers_stay_within_the_pool,
+    single_user_rotation_loses_no_request,
 };
 pub use tls::{
     rotations_over_verify_full_lose_no_request, the_server_refuses_a_login_without_tls,
