@@ -31,11 +31,11 @@ where
         }
         if adapter.session_limit().is_none() {
             // bb8 asks for a replacement the moment it drops a connection; without the pool's
-            // size (no budget) wait for the dropped ones to end, so the server never sees more
-            // than `max_size` sessions of the pool.
+            // size (no budget) wait, briefly, for the dropped ones to end, so the server does
+            // not see the replacement beside the session it replaces.
             self.shared
                 .closing()
-                .wait_closed(credswap_core::contract::budget::SLOT_WAIT_MAX)
+                .wait_closed(crate::tag::CLOSING_WAIT_MAX)
                 .await;
         }
         // A connect that fails for good is logged by the connector, once.

@@ -19,7 +19,7 @@ use credswap_core::contract::LiveConnection;
 use credswap_core::contract::drain::{PENDING_POLL, next_sweep};
 use tokio::time::{Instant, sleep_until};
 
-use crate::tag::{Shared, Tag};
+use crate::tag::{EndGuard, Shared, Tag};
 
 /// How long after its age limit an idle connection's task looks again (it may have been busy
 /// at the limit, and is then retired at its return; idle, it is retired at once).
@@ -32,9 +32,11 @@ where
     F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
 {
     tokio::spawn(async move {
+        // Dropped last (declared first): the session counts as closing until the grace after
+        // the socket closed, even if the task is dropped unfinished.
+        let _ended = EndGuard(Arc::clone(&tag));
         // `drive` owns the connection: when it returns, the socket is closed.
         drive(connection, &tag, &shared).await;
-        tag.ended();
         drop(live);
     });
 }

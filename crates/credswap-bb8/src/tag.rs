@@ -138,6 +138,11 @@ pub(crate) struct Tag {
     closing: Arc<Closing>,
 }
 
+/// The longest a connect waits for the sessions bb8 let go of to end: normally they end within
+/// a millisecond or two; one whose server is slow to answer its last query must not hold every
+/// connect of the pool for long.
+pub(crate) const CLOSING_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(250);
+
 const OPEN: u8 = 0;
 const LET_GO: u8 = 1;
 const ENDED: u8 = 2;
@@ -146,9 +151,9 @@ const ENDED: u8 = 2;
 /// the pool the moment it drops it, and opens its replacement at once, while the dropped
 /// connection's task is still sending the terminate message: for that moment the server sees
 /// `max_size + 1` sessions of the pool. A pool built by [`Builder`](crate::Builder) knows its
-/// size and holds a budget slot until the task ends; a manager handed to
-/// `bb8::Pool::builder()` does not, and its connects wait for the closing sessions instead
-/// (see [`wait_closed`](Self::wait_closed)).
+/// size and holds a budget slot until [`SERVER_EXIT_GRACE`] after the task ends; a manager
+/// handed to `bb8::Pool::builder()` does not, and its connects wait (at most
+/// [`CLOSING_WAIT_MAX`]) for the closing sessions instead (see [`wait_closed`](Self::wait_closed)).
 #[derive(Debug)]
 pub(crate) struct Closing(watch::Sender<usize>);
 
@@ -163,6 +168,32 @@ impl Closing {
     pub(crate) async fn wait_closed(&self, limit: std::time::Duration) {
         let mut closing = self.0.subscribe();
         let _ = tokio::time::timeout(limit, closing.wait_for(|n| *n == 0)).await;
+    }
+
+    fn release(&self) {
+        self.0.send_modify(|n| {
+            debug_assert!(*n > 0, "a closing count given back twice");
+            *n = n.saturating_sub(1);
+        });
+    }
+}
+
+/// One closing session's count, given back when dropped.
+struct Release(Arc<Closing>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Held by a connection's task: when the task ends, or is dropped unfinished (a runtime shut
+/// down under it), the connection has ended.
+pub(crate) struct EndGuard(pub(crate) Arc<Tag>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended();
     }
 }
 
@@ -261,25 +292,34 @@ impl Tag {
         }
     }
 
-    /// bb8 dropped the connection: closing until its task ends.
+    /// bb8 dropped the connection: closing until its task ends. Counted before the state
+    /// changes (and taken back if the task ended first), so the task's end can never take
+    /// back a count not yet made.
     fn let_go(&self) {
+        self.closing.0.send_modify(|n| *n += 1);
         if self
             .end
             .compare_exchange(OPEN, LET_GO, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_err()
         {
-            self.closing.0.send_modify(|n| *n += 1);
+            self.closing.release();
         }
     }
 
-    /// The connection's task ended: the session is closed, and ended at the server a moment
-    /// later ([`SERVER_EXIT_GRACE`], as a budget slot).
-    pub(crate) fn ended(&self) {
-        if self.end.swap(ENDED, Ordering::AcqRel) == LET_GO {
-            let closing = Arc::clone(&self.closing);
-            tokio::spawn(async move {
+    /// The connection's task ended (or was dropped): the session is closed, and ended at the
+    /// server a moment later ([`SERVER_EXIT_GRACE`], as a budget slot). Called from the
+    /// task's [`EndGuard`], so a task dropped at a runtime's shutdown also gives its count
+    /// back.
+    fn ended(&self) {
+        if self.end.swap(ENDED, Ordering::AcqRel) != LET_GO {
+            return;
+        }
+        let release = Release(Arc::clone(&self.closing));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Dropped unrun at a runtime's shutdown, the release still counts down.
+            runtime.spawn(async move {
                 tokio::time::sleep(SERVER_EXIT_GRACE).await;
-                closing.0.send_modify(|n| *n = n.saturating_sub(1));
+                drop(release);
             });
         }
     }
@@ -382,6 +422,57 @@ mod tests {
     use credswap_core::{Credential, MemorySource, Policy};
 
     use super::*;
+
+    /// bb8 lets a connection go before its task ends (a stale one on return): it counts as
+    /// closing until the task's end and the grace after it; one whose task ended first (retired
+    /// while idle) never counts; a task dropped unfinished gives its count back too.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_let_go_counts_as_closing_until_its_task_ended_and_the_grace() {
+        let store = MemorySource::new(Credential::new("app", "first"));
+        let credentials = RotatingCredentials::new(store, Policy::default())
+            .await
+            .unwrap();
+        let closing = Arc::new(Closing::default());
+        let count = || *closing.0.borrow();
+        let tag = || {
+            Arc::new(Tag::new(
+                ConnectionTag::new(&credentials.current()),
+                Arc::clone(&closing),
+            ))
+        };
+
+        let let_go_first = tag();
+        let_go_first.let_go();
+        assert_eq!(count(), 1);
+        drop(EndGuard(Arc::clone(&let_go_first)));
+        assert_eq!(count(), 1, "the server's exit is given its grace");
+        tokio::time::sleep(SERVER_EXIT_GRACE + Duration::from_millis(1)).await;
+        assert_eq!(count(), 0);
+        let_go_first.let_go();
+        assert_eq!(count(), 0, "let go twice counts once");
+
+        let ended_first = tag();
+        drop(EndGuard(Arc::clone(&ended_first)));
+        ended_first.let_go();
+        assert_eq!(count(), 0, "a task that ended first leaves nothing closing");
+
+        // A task dropped before it ran to its end (a runtime shutting down under it).
+        let dropped = tag();
+        dropped.let_go();
+        let guard = EndGuard(Arc::clone(&dropped));
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        task.abort();
+        let _ = task.await;
+        tokio::time::sleep(SERVER_EXIT_GRACE + Duration::from_millis(1)).await;
+        assert_eq!(count(), 0);
+        let waited = tokio::time::Instant::now();
+        closing.wait_closed(CLOSING_WAIT_MAX).await;
+        assert_eq!(waited.elapsed(), Duration::ZERO, "nothing closing: no wait");
+    }
 
     /// A connection returned while a rotation is published: `has_broken` waits for the phase
     /// lock (held here, as the connection's task holds it while it looks at the connection),

@@ -425,7 +425,7 @@ fn calls_at(samples: &[CallSample], t: Duration) -> u64 {
 ///
 /// A steady stretch of length `L` holds a whole gap of length `g` only when the gap happens to
 /// start in its first `L - g`: short gaps fit more often than long ones, and counting only the
-/// gaps that fit overstates the rate (by about 1 % for jittered 4.5–5 s refreshes in the 6 s
+/// gaps that fit overstates the rate (by under 1 % for jittered 4.5–5 s refreshes in the 6 s
 /// between a 15-s schedule's rotation windows, by 14 % for gaps of 3 s and 5 s). Each gap is
 /// weighted by `L / (L - g)`, the inverse of that chance (capped at 20), as for
 /// length-biased sampling.

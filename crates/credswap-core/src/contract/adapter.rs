@@ -50,8 +50,9 @@ pub struct Adapter {
     /// The generation the pool's own connect options carry, for a pool that connects by itself.
     pool_login: Arc<watch::Sender<Generation>>,
     /// Held by the one refused checkout proving the login that works (a pool that connects
-    /// by itself, see [`Connector::prove_after_refusal`]).
-    refusals: Arc<tokio::sync::Mutex<()>>,
+    /// by itself, see [`Connector::prove_after_refusal`]); the mutex holds how many proofs
+    /// succeeded, also readable without it.
+    refusals: Arc<(tokio::sync::Mutex<()>, std::sync::atomic::AtomicU64)>,
 }
 
 impl Adapter {
@@ -85,7 +86,19 @@ impl Adapter {
 
     /// The turn of the one refused checkout that proves the login that works.
     pub(crate) async fn refusal_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.refusals.lock().await
+        self.refusals.0.lock().await
+    }
+
+    /// How many refused checkouts proved a login that works, so far.
+    pub(crate) fn refusal_proofs(&self) -> u64 {
+        self.refusals.1.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A refused checkout proved a login that works.
+    pub(crate) fn refusal_proved(&self) {
+        self.refusals
+            .1
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The adapter behind a [`Rotation`] handle (for adapter code given the handle back, such

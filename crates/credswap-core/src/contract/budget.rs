@@ -11,7 +11,8 @@
 //! [`Connector`](super::Connector) opens keeps one until it ends (in its
 //! [`LiveConnection`](super::LiveConnection)), and each probe holds one while it runs. The pool
 //! itself never opens more than `max_size`, so its connects wait only for a probe in flight
-//! (one connect, some milliseconds) or for a closed connection whose task is still ending.
+//! (one connect, some milliseconds) or for a closed connection whose task is still ending (and
+//! the grace after it, below).
 //! A slot is given back [`SERVER_EXIT_GRACE`] after the connection's task ends: the server
 //! ends the session a moment after the client closed it (its backend has to read the
 //! terminate message and exit), and a replacement that logged in within that moment would

@@ -237,7 +237,7 @@ impl LiveConnection {
 
 impl Drop for LiveConnection {
     /// The live count drops at once; the budget slot [`SERVER_EXIT_GRACE`] later (see
-    /// [`budget`](super::budget)).
+    /// [`budget`](super::budget)), or at once outside a tokio runtime.
     ///
     /// [`SERVER_EXIT_GRACE`]: super::budget::SERVER_EXIT_GRACE
     fn drop(&mut self) {

@@ -325,7 +325,7 @@ where
         adapter
             .wait_pool_login(&wanted, until.saturating_duration_since(Instant::now()))
             .await;
-        tried = wanted;
+        let before = std::mem::replace(&mut tried, wanted);
         attempts += 1;
         match tokio::time::timeout_at(until, attempt(pool.clone())).await {
             Ok(Ok(value)) => return Ok(value),
@@ -334,7 +334,11 @@ where
                 error = next;
                 break;
             }
-            Err(_) => break,
+            Err(_) => {
+                // The error kept is the earlier refusal, of the login tried before.
+                tried = before;
+                break;
+            }
         }
         // Refused again: the credential moved on meanwhile. A step of backoff, so that a
         // login refused for good does not spin until the timeout.

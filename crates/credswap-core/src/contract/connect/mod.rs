@@ -118,25 +118,31 @@ impl Connector {
     /// refused. Finds the login that works and proves it, as [`connect`](Self::connect) does
     /// (reporting the refusal, trying a newer, the store's pending or the last accepted
     /// credential), without logging in with `refused` again first; the provider publishes
-    /// what the database accepts, and the proving session is closed before this returns (its
-    /// place in the pool's budget with it). `Ok(())`: a login newer than `refused` is proven,
-    /// the caller retries its own checkout once the pool's options carry it.
+    /// what the database accepts, and the proving session is closed before this returns.
+    /// `Ok(())`: a login that works is proven (newer than `refused`, or the last accepted one
+    /// the pool's options go back to); the caller retries its own checkout once the pool's
+    /// options carry it.
     ///
     /// One proof at a time per adapter: the checkouts refused together (a pool under load meets
-    /// a rotation with every waiter at once) wait for the first one's outcome instead of each
-    /// opening a session beside the pool, and find the login proven. `Err(None)`: nothing was
-    /// opened before the deadline.
+    /// a rotation with every waiter at once) wait for the first one's turn instead of each
+    /// opening a session beside the pool, and when it proved a login, return at once. After a
+    /// proof that failed, the next waiter tries in its turn, within what is left of its own
+    /// deadline. `Err(None)`: nothing was opened before the deadline.
     pub async fn prove_after_refusal<D: Driver>(
         &self,
         driver: &D,
         refused: Generation,
     ) -> Result<(), Option<Refused<D::Error>>> {
         let until = Instant::now() + self.deadline;
-        let Ok(_turn) = tokio::time::timeout_at(until, self.adapter.refusal_turn()).await else {
+        let proofs = self.adapter.refusal_proofs();
+        let Ok(turn) = tokio::time::timeout_at(until, self.adapter.refusal_turn()).await else {
             return Err(None);
         };
         let current = self.adapter.credentials().current();
-        if current.generation() > refused && current.is_proven() {
+        if self.adapter.refusal_proofs() != proofs
+            || (current.generation() > refused && current.is_proven())
+        {
+            // Proven while this checkout waited for its turn.
             return Ok(());
         }
         // What is left of the deadline after waiting for the turn.
@@ -147,6 +153,10 @@ impl Connector {
         let Connected {
             connection, live, ..
         } = rest.run(driver, Some(refused)).await?;
+        self.adapter.refusal_proved();
+        // The waiters need not wait for the close: the session keeps its budget slot until
+        // then (and the grace after it).
+        drop(turn);
         driver.close(connection).await;
         drop(live);
         Ok(())

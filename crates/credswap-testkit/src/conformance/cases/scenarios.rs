@@ -136,8 +136,11 @@ pub async fn single_user_rotation_loses_no_request<A: Adapter, R: Route>() {
 /// The drill's stress run, as a case: a rotation every 200 ms, 128 workers, a pool of 4, 6 s,
 /// both strategies. Every pool is contended all the time, so a rotation's replacements come
 /// the moment the old sessions close, and refused logins meet 128 waiting checkouts at once.
-/// No request may fail, nothing may be stale after the drain, and the server may never see
-/// more than 4 sessions of the pool (see `budget::SERVER_EXIT_GRACE`).
+/// No request may fail, nothing may be stale after the drain, and the pool may never count
+/// more than 4 connections ([`run`]). At the server a session the client has just closed can
+/// still be listed for the moment its backend takes to exit, which no driver reports (see
+/// `budget::SERVER_EXIT_GRACE`): there the bound is 4 + 1, where before the session budget
+/// covered probes and bb8's unsized managers it read up to 10.
 pub async fn rotations_every_200ms_under_128_workers_stay_within_the_pool<A: Adapter, R: Route>() {
     let every = Duration::from_millis(200);
     for strategy in [Strategy::AlternatingUsers, Strategy::SingleUser] {
@@ -161,7 +164,15 @@ pub async fn rotations_every_200ms_under_128_workers_stay_within_the_pool<A: Ada
         let Run {
             report, summary, ..
         } = run::<A>(&pg, strategy, policy.build().expect("policy"), &config).await;
-        assert_server_side(&pg, &report, &summary);
+        assert!(report.rotations >= 10, "{summary}");
+        // Load, not throughput: a debug build of sqlx 0.9 logs in slowly enough that every
+        // session is replaced before its pool serves much (424 requests in 6 s once).
+        assert!(report.requests_ok >= 100, "{summary}");
         assert_eq!(report.requests_failed, 0, "{summary}");
+        assert_eq!(report.stale_after_drain, 0, "{summary}");
+        assert!(
+            (1..=config.pool_max_size + 1).contains(&report.peak_backends),
+            "{summary}"
+        );
     }
 }
