@@ -137,7 +137,7 @@ pub async fn single_user_rotation_loses_no_request<A: Adapter, R: Route>() {
 /// both strategies. Every pool is contended all the time, so a rotation's replacements come
 /// the moment the old sessions close, and refused logins meet 128 waiting checkouts at once.
 /// No request may fail, nothing may be stale after the drain, and the pool may never count
-/// more than 4 connections ([`run`]). At the server a session the client has just closed can
+/// more than 4 connections (checked in `run`). At the server a session the client has just closed can
 /// still be listed for the moment its backend takes to exit, which no driver reports (see
 /// `budget::SERVER_EXIT_GRACE`): there the bound is 4 + 1, where before the session budget
 /// covered probes and bb8's unsized managers it read up to 10.
