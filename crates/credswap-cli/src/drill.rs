@@ -152,21 +152,9 @@ pub async fn main(args: DrillArgs) -> ExitCode {
                 eprintln!("error: --lease-max-ttl must be at least --lease-ttl");
                 return ExitCode::from(2);
             }
-            eprintln!("starting OpenBao (bao server -dev) with the database secrets engine...");
-            let timings = vault::Timings {
-                lease_ttl: args.lease_ttl,
-                lease_max_ttl: args.lease_max_ttl,
-                rotation_period: args.rotation_period,
-            };
-            match vault::World::start(&pg, kind, timings).await {
-                Ok(world) => {
-                    eprintln!("OpenBao at {}", world.address());
-                    Some(world)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
+            match vault::World::start_for(&pg, kind, &args).await {
+                Some(world) => Some(world),
+                None => return ExitCode::FAILURE,
             }
         }
     };

@@ -660,21 +660,9 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
     };
     let vault_world = match args.source {
         SourceName::VaultStatic => {
-            eprintln!("starting OpenBao (bao server -dev) with the database secrets engine...");
-            let timings = vault::Timings {
-                lease_ttl: args.lease_ttl,
-                lease_max_ttl: args.lease_max_ttl,
-                rotation_period: args.rotation_period,
-            };
-            match vault::World::start(&pg, vault::Kind::Static, timings).await {
-                Ok(world) => {
-                    eprintln!("OpenBao at {}", world.address());
-                    Some(world)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
+            match vault::World::start_for(&pg, vault::Kind::Static, &args).await {
+                Some(world) => Some(world),
+                None => return ExitCode::FAILURE,
             }
         }
         _ => None,

@@ -22,7 +22,7 @@ use credswap_vault::kind::SourceKind;
 use credswap_vault::{BuildError, VaultSource, VaultSourceBuilder};
 
 use crate::adapters::{self, App};
-use crate::cli::{AdapterName, ScenarioName, SourceName};
+use crate::cli::{AdapterName, DrillArgs, ScenarioName, SourceName};
 use crate::drill::Run;
 use crate::output::ProgressDisplay;
 
@@ -88,6 +88,27 @@ pub struct World {
 }
 
 impl World {
+    /// Starts OpenBao for a drill with `args`' lease and rotation timings, saying so on
+    /// stderr; `None` once the error is printed.
+    pub async fn start_for(pg: &TestPostgres, kind: Kind, args: &DrillArgs) -> Option<World> {
+        eprintln!("starting OpenBao (bao server -dev) with the database secrets engine...");
+        let timings = Timings {
+            lease_ttl: args.lease_ttl,
+            lease_max_ttl: args.lease_max_ttl,
+            rotation_period: args.rotation_period,
+        };
+        match World::start(pg, kind, timings).await {
+            Ok(world) => {
+                eprintln!("OpenBao at {}", world.address());
+                Some(world)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                None
+            }
+        }
+    }
+
     pub async fn start(pg: &TestPostgres, kind: Kind, timings: Timings) -> Result<World, BoxError> {
         let bao = TestBao::start().await?;
         bao.enable_database(pg).await?;
