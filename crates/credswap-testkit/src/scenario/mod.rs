@@ -334,7 +334,7 @@ pub async fn run_with<R: Rotate>(
                             failed_at.push((t0 - start).as_micros() as u64);
                             progress.failed.fetch_add(1, Ordering::Relaxed);
                             if errors.len() < 5 {
-                                errors.push(e.to_string());
+                                errors.push(crate::harness::error_chain(&*e));
                             }
                             // Do not spin on a dead pool.
                             tokio::time::sleep(Duration::from_millis(10)).await;
