@@ -1182,21 +1182,6 @@ async fn run_one(
         .collect();
     let steady_per_instance =
         steady_rate_per_instance(&traces, origin, origin + fleet.config.duration, &busy);
-    if let Ok(path) = std::env::var("CREDSWAP_FLEET_TRACE") {
-        let mut out = String::new();
-        for (r, _) in rotations.iter().zip(0..) {
-            out += &format!("R {} {} {}\n", since(r.started).as_millis(), since(r.changed).as_millis(), since(r.changed + fleet.refresh + SETTLE).as_millis());
-        }
-        for (i, t) in traces.iter().enumerate() {
-            for (at, c) in &t.calls {
-                out += &format!("C {i} {} {c}\n", at.saturating_duration_since(origin).as_millis());
-            }
-            for (at, g) in &t.generations {
-                out += &format!("G {i} {} {g}\n", at.saturating_duration_since(origin).as_millis());
-            }
-        }
-        let _ = std::fs::write(format!("{path}.{}", strategy), out);
-    }
     let wall = |d: Duration| origin_wall + d;
     let logins: Option<Vec<SystemTime>> = roles
         .iter()

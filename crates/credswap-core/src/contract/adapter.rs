@@ -291,19 +291,44 @@ impl Adapter {
     /// for: `current`'s while it is unproven, otherwise the store's pending login while the
     /// store is rotating (a pending trial). Call it only when about to let a connection of an
     /// older login go for it.
+    ///
+    /// When the pool is below its size, a due canary is not taken: the probe runs in the free
+    /// place at once, and this returns `None` (see [`has_room`](Self::has_room)).
     pub fn take_canary(&self, current: &Snapshot) -> Option<Arc<Snapshot>> {
         let now = tokio::time::Instant::now();
-        if !current.is_proven() {
+        let login = if current.is_proven() {
+            let pending = self.credentials.pending_on_trial()?;
+            self.proof
+                .take_canary(&pending, true, now)
+                .then_some(pending)?
+        } else {
             if !self.proof.take_canary(current, false, now) {
                 return None;
             }
             let owned = self.credentials.current();
-            return (owned.generation() == current.generation()).then_some(owned);
+            (owned.generation() == current.generation()).then_some(owned)?
+        };
+        if self.has_room() {
+            self.spawn_probe(login, Duration::ZERO);
+            return None;
         }
-        let pending = self.credentials.pending_on_trial()?;
-        self.proof
-            .take_canary(&pending, true, now)
-            .then_some(pending)
+        Some(login)
+    }
+
+    /// Whether the pool is below its size, so that a probe fits beside it without letting a
+    /// connection go (a driver given, the size known, fewer sessions live).
+    ///
+    /// A canary gives up a connection that works. When the login it tries is refused and the
+    /// database refuses the last proven login too (a single-user rotation that went on while
+    /// the store could not be read, so the provider holds a password already replaced), nothing
+    /// can replace that connection: each canary would leave the pool one connection smaller
+    /// than a plain pool, until requests fail. So a pool that is not full, having lost a
+    /// canary's place or never filled it, is probed in its free place instead.
+    pub fn has_room(&self) -> bool {
+        self.has_driver()
+            && self
+                .session_limit()
+                .is_some_and(|max| self.counters.live_total() < max)
     }
 
     /// Whether the pools are trying the store's pending credential now (pending trials, see
@@ -349,14 +374,19 @@ impl Adapter {
             {
                 return false;
             }
+            // Only a canary pays for an owned snapshot; the common verdict stays a borrow.
+            let owned = self.credentials.current();
+            if self.has_room() {
+                // A free place: prove the login there, keeping every working connection.
+                self.spawn_probe(owned, Duration::ZERO);
+                return false;
+            }
             self.counters.bump(Event::Canary);
             tracing::debug!(
                 generation = current.generation().get(),
                 canary = tag.generation().get(),
                 "the new credential is not proven yet; retiring one connection of the last proven one to try it"
             );
-            // Only a canary pays for an owned snapshot; the common verdict stays a borrow.
-            let owned = self.credentials.current();
             if owned.generation() != current.generation() {
                 // Newer still: the pool's replacement connect uses it.
                 return true;
@@ -371,7 +401,7 @@ impl Adapter {
             return true;
         }
         // The store is rotating: now and then, one connection of the current login makes room
-        // for a pending trial.
+        // for a pending trial (or, in a pool below its size, a probe runs in its free place).
         let Some(pending) = self.take_canary(current) else {
             return false;
         };

@@ -307,6 +307,22 @@ where
     let driver = SqlxDriver::new(PgConnectOptions::clone(&pool.connect_options()));
     let mut backoff = Duration::ZERO;
     loop {
+        // Connections came back meanwhile (the checkout raced their return and connected in a
+        // free place): one of them serves it, as in a plain pool full of them, even when no
+        // login the adapter knows works any more (a single-user rotation that went on while
+        // the store could not be read).
+        if pool.num_idle() > 0 && Instant::now() < until {
+            attempts += 1;
+            match tokio::time::timeout_at(until, attempt(pool.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(next)) if is_auth_failure(&next) => error = next,
+                Ok(Err(next)) => {
+                    error = next;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
         let connector = adapter.connector(Some(until.saturating_duration_since(Instant::now())));
         match connector
             .prove_after_refusal(&driver, tried.generation())

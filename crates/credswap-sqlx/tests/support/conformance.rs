@@ -216,6 +216,12 @@ mod plain {
                  every 200 ms and 128 waiting checkouts, logins the database refuses inside \
                  PgPool::acquire reach the callers before any adapter code runs \
                  (`following`, through PoolExt::acquire_following, runs this case)",
+            a_password_replaced_before_the_store_is_read_keeps_the_pool_serving =>
+                "sqlx has no connect hook (launchbadge/sqlx#3117): a checkout that finds no idle \
+                 connection while the pool is below its size (the canary's place) connects by \
+                 itself, and the refusal reaches the caller before any adapter code runs \
+                 (`following`, through PoolExt::acquire_following, retries on the idle \
+                 connections and runs this case)",
             dropping_the_pool_stops_every_task =>
                 "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close",
             a_pg_hba_rejection_fails_fast_as_a_configuration_error =>

@@ -227,6 +227,7 @@ macro_rules! conformance_suite {
                 a_full_pool_moves_to_the_pending_credential_before_the_store_finishes,
                 persistent_wrong_password_fails_clearly_without_the_secret,
                 a_mistyped_secret_keeps_the_pool_serving,
+                a_password_replaced_before_the_store_is_read_keeps_the_pool_serving,
                 leased_credential_connections_retire_before_expiry,
                 a_stuck_pending_version_fails_nothing_and_stops_being_tried,
                 a_reverted_rotation_is_followed_back_without_a_restart,

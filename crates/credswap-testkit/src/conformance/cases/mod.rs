@@ -40,7 +40,9 @@ pub use pending::{
     the_pending_credential_bridges_a_single_user_rotation,
 };
 pub use refused::{
-    a_mistyped_secret_keeps_the_pool_serving, auth_failure_at_connect_waits_for_the_new_credential,
+    a_mistyped_secret_keeps_the_pool_serving,
+    a_password_replaced_before_the_store_is_read_keeps_the_pool_serving,
+    auth_failure_at_connect_waits_for_the_new_credential,
     persistent_wrong_password_fails_clearly_without_the_secret,
     validate_before_swap_keeps_the_working_credential,
 };
