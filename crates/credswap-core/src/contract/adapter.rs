@@ -292,8 +292,9 @@ impl Adapter {
     /// store is rotating (a pending trial). Call it only when about to let a connection of an
     /// older login go for it.
     ///
-    /// When the pool is below its size, a due canary is not taken: the probe runs in the free
-    /// place at once, and this returns `None` (see [`has_room`](Self::has_room)).
+    /// A due canary for a login the database has refused is not taken while the pool is below
+    /// its size: the probe runs in the free place at once, and this returns `None` (see
+    /// [`has_room`](Self::has_room)).
     pub fn take_canary(&self, current: &Snapshot) -> Option<Arc<Snapshot>> {
         let now = tokio::time::Instant::now();
         let login = if current.is_proven() {
@@ -308,11 +309,17 @@ impl Adapter {
             let owned = self.credentials.current();
             (owned.generation() == current.generation()).then_some(owned)?
         };
-        if self.has_room() {
+        if self.probes_in_room(&login) {
             self.spawn_probe(login, Duration::ZERO);
             return None;
         }
         Some(login)
+    }
+
+    /// Whether `login`'s next try is a probe in the pool's free place rather than a canary:
+    /// the database has refused it already and the pool is below its size.
+    fn probes_in_room(&self, login: &Snapshot) -> bool {
+        self.credentials.is_refused(login.generation()) && self.has_room()
     }
 
     /// Whether the pool is below its size, so that a probe fits beside it without letting a
@@ -322,8 +329,9 @@ impl Adapter {
     /// database refuses the last proven login too (a single-user rotation that went on while
     /// the store could not be read, so the provider holds a password already replaced), nothing
     /// can replace that connection: each canary would leave the pool one connection smaller
-    /// than a plain pool, until requests fail. So a pool that is not full, having lost a
-    /// canary's place or never filled it, is probed in its free place instead.
+    /// than a plain pool, until requests fail. So once the login has been refused, a pool that
+    /// is not full (having lost a canary's place, or never filled) is probed in its free place
+    /// instead.
     pub fn has_room(&self) -> bool {
         self.has_driver()
             && self
@@ -376,8 +384,9 @@ impl Adapter {
             }
             // Only a canary pays for an owned snapshot; the common verdict stays a borrow.
             let owned = self.credentials.current();
-            if self.has_room() {
-                // A free place: prove the login there, keeping every working connection.
+            if self.probes_in_room(&owned) {
+                // Refused once, and a free place: try it there, keeping every working
+                // connection.
                 self.spawn_probe(owned, Duration::ZERO);
                 return false;
             }

@@ -10,6 +10,14 @@
 //! *probe*, outside the pool, within the pool's session budget (see [`budget`](super::budget)),
 //! and closes it again.
 //!
+//! Once the database has refused the new login, a canary is spent only from a full pool. A pool
+//! below its size (one whose canary was refused and not replaced, or one that never filled) is
+//! probed in its free place instead, on the same schedule, and keeps every working connection:
+//! when the database refuses the new login and the last proven one too (a single-user rotation
+//! that went on while the store could not be read), nothing could replace a canary, and a
+//! canary after each refusal would empty a pool that a plain pool's sessions would have kept
+//! serving.
+//!
 //! While the store is rotating and has a pending credential
 //! ([`CredentialSource::rotation_pending`](crate::CredentialSource::rotation_pending)), the
 //! current login is proven and works, but the database may already have the pending one (a
