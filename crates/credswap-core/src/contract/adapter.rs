@@ -294,7 +294,7 @@ impl Adapter {
     ///
     /// A due canary for a login the database has refused is not taken while the pool is below
     /// its size: the probe runs in the free place at once, and this returns `None` (see
-    /// [`has_room`](Self::has_room)).
+    /// [`proof`](super::proof)).
     pub fn take_canary(&self, current: &Snapshot) -> Option<Arc<Snapshot>> {
         let now = tokio::time::Instant::now();
         let login = if current.is_proven() {
@@ -332,7 +332,7 @@ impl Adapter {
     /// than a plain pool, until requests fail. So once the login has been refused, a pool that
     /// is not full (having lost a canary's place, or never filled) is probed in its free place
     /// instead.
-    pub fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         self.has_driver()
             && self
                 .session_limit()
