@@ -41,8 +41,9 @@ pub const POOL_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 /// driver's error:
 ///
 /// - **refused login** (`28P01`, `28000`): reports it to the provider, which refreshes from the
-///   store (single-flight, and at most once per `auth_refresh_interval`); a newer credential is
-///   tried at once; a credential the database never accepted falls back, once, to the last one
+///   store (single-flight, and at most once per `auth_refresh_interval`); the store's pending
+///   credential, when the provider holds one, is tried at once, without waiting for that
+///   answer; a newer credential is tried as soon as it comes; a credential the database never accepted falls back, once, to the last one
 ///   it did (a mistyped secret must not stop the pool); otherwise the connect waits for a change or a backoff step (20 ms doubling
 ///   to 1 s), asks the store again and retries, until the deadline;
 /// - **transient** (connection refused, `57P03`, `53300`, ...): backs off and retries until the
@@ -319,9 +320,30 @@ impl Connector {
                         until = own_until;
                         next_answer = None;
                     }
-                    // Shared with every other refused connect; rate-limited by the provider, and
-                    // never waited for past the deadline (a slow or black-holed store).
-                    let fresh = report_refusal(credentials, generation, until).await;
+                    // Shared with every other refused connect; rate-limited by the provider.
+                    let report = spawn_report(credentials, generation);
+                    // The store may be mid-rotation with the database already on its pending
+                    // credential (a single-user rotation between setSecret and finishSecret):
+                    // try it; once it opens, the provider publishes it. A pending credential
+                    // the provider holds already is tried at once, not after the store's next
+                    // answer: a store slowed by a whole fleet's refusals must not keep a connect
+                    // from the login that works until its deadline (the report goes on in the
+                    // background).
+                    if tried_pending_for != Some(generation)
+                        && let Some(pending) = feedback.pending()
+                        && pending.generation() != generation
+                    {
+                        tracing::debug!(
+                            refused = generation.get(),
+                            pending = pending.generation().get(),
+                            "login refused; trying the store's pending credential"
+                        );
+                        tried_pending_for = Some(generation);
+                        fallback = Some(pending);
+                        continue;
+                    }
+                    // Never waited for past the deadline (a slow or black-holed store).
+                    let fresh = await_report(credentials, report, generation, until).await;
                     if fresh.is_some_and(|fresh| fresh.generation() != generation) {
                         tracing::debug!(
                             refused = generation.get(),
@@ -329,11 +351,10 @@ impl Connector {
                         );
                         continue;
                     }
-                    // The store may be mid-rotation with the database already on its pending
-                    // credential (a single-user rotation between setSecret and finishSecret):
-                    // try it; once it opens, the provider publishes it.
+                    // The report's own pending fetch may have found one.
                     if tried_pending_for != Some(generation)
                         && let Some(pending) = feedback.pending()
+                        && pending.generation() != generation
                     {
                         tracing::debug!(
                             refused = generation.get(),
@@ -382,7 +403,8 @@ impl Connector {
                     _ = changes.changed() => {}
                     () = tokio::time::sleep(wait) => {
                         // Ask the store again before retrying the refused login.
-                        let _ = report_refusal(credentials, generation, until).await;
+                        let report = spawn_report(credentials, generation);
+                        let _ = await_report(credentials, report, generation, until).await;
                     }
                 }
             } else {
@@ -453,28 +475,39 @@ async fn fresh_token(
     due
 }
 
-/// Reports a refused login of `generation` to the provider and waits for the snapshot to retry
-/// with, but not past `until`: the report's store fetch (and its pending fetch) runs in a task
-/// of its own, so a connect that gives up at its deadline does not cancel a fetch that other
-/// connects share; they find its result when it ends.
-async fn report_refusal(
+/// Reports a refused login of `generation` to the provider in a task of its own: its store
+/// fetch (and its pending fetch) is shared with other connects, so a connect that gives up at
+/// its deadline must not cancel it; they find its result when it ends.
+fn spawn_report(
     credentials: &crate::RotatingCredentials,
+    generation: Generation,
+) -> tokio::task::JoinHandle<Result<Arc<Snapshot>, crate::Error>> {
+    let credentials = credentials.clone();
+    tokio::spawn(async move { credentials.report_auth_failure(generation).await })
+}
+
+/// Waits for a [`spawn_report`] and returns the snapshot to retry with, but not past `until`.
+/// When the store has not answered by then, or its fetch failed, a credential newer than the
+/// refused one that the provider holds by now (its refresher published it meanwhile) is
+/// still returned: a plain pool's next connect would use it.
+async fn await_report(
+    credentials: &crate::RotatingCredentials,
+    report: tokio::task::JoinHandle<Result<Arc<Snapshot>, crate::Error>>,
     generation: Generation,
     until: Instant,
 ) -> Option<Arc<Snapshot>> {
-    let credentials = credentials.clone();
-    let report = tokio::spawn(async move { credentials.report_auth_failure(generation).await });
     match tokio::time::timeout_at(until, report).await {
-        Ok(Ok(Ok(snapshot))) => Some(snapshot),
-        Ok(Ok(Err(_)) | Err(_)) => None,
+        Ok(Ok(Ok(snapshot))) => return Some(snapshot),
+        Ok(Ok(Err(_)) | Err(_)) => {}
         Err(_) => {
             tracing::debug!(
                 generation = generation.get(),
                 "the store did not answer before the connect's deadline"
             );
-            None
         }
     }
+    let current = credentials.current();
+    (current.generation() > generation).then_some(current)
 }
 
 #[cfg(test)]

@@ -492,3 +492,30 @@ async fn a_token_that_lives_no_longer_than_the_margin_is_a_policy_error() {
     );
     assert!(!message.contains("token-1"), "{message}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_known_pending_login_is_tried_at_once_not_after_a_slow_store() {
+    static ACCEPTS: Mutex<&str> = Mutex::new("new");
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+    let (store, adapter) = setup(quick()).await;
+    // Mid-rotation: the provider has read the store's pending password (a pending trial's
+    // refresh), and the database has it already (after setSecret).
+    store.set_pending(Some(Credential::new("app", "new")));
+    adapter.credentials().refresh().await.unwrap();
+    assert!(adapter.feedback().pending().is_some());
+    // Then the store slows down (a fleet's refusals at once): each answer takes 10 s.
+    store.set_delay(Duration::from_secs(10));
+    let connector = Connector::new(adapter.clone(), Some(Duration::from_secs(5)));
+    let started = Instant::now();
+    let connected = connector
+        .connect(&server(&ACCEPTS, &ATTEMPTS))
+        .await
+        .expect("the pending login works");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "waited {:?} for the store before trying the pending login it had",
+        started.elapsed()
+    );
+    assert!(connected.tag.generation() > Generation::FIRST);
+    assert_eq!(adapter.credentials().generation(), connected.tag.generation());
+}
