@@ -218,6 +218,39 @@ pub(crate) fn load<A: Adapter>(
     load_with_pause::<A>(pool, workers, Duration::from_millis(2), stop)
 }
 
+/// `workers` checkouts at a time (each a `whoami`), one after another, for `span`: the slowest
+/// and how many failed.
+pub(crate) async fn slowest_checkout<A: Adapter>(
+    pool: &A::Pool,
+    workers: usize,
+    span: Duration,
+) -> (Duration, u64) {
+    let until = Instant::now() + span;
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let (mut slowest, mut failed) = (Duration::ZERO, 0u64);
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    if A::whoami(&pool).await.is_err() {
+                        failed += 1;
+                    }
+                    slowest = slowest.max(started.elapsed());
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (slowest, failed)
+            })
+        })
+        .collect();
+    let mut total = (Duration::ZERO, 0);
+    for task in tasks {
+        let (slowest, failed) = task.await.expect("checkout task");
+        total = (total.0.max(slowest), total.1 + failed);
+    }
+    total
+}
+
 /// [`load`] with `pause` between a worker's requests (a lighter load for a long case that
 /// shares the machine with others).
 pub(crate) fn load_with_pause<A: Adapter>(
