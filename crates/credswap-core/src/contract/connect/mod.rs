@@ -40,10 +40,10 @@ pub const POOL_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 /// generation, and opens a session with its login through the adapter's [`Driver`]. Then, by the [`Failure`] class of the
 /// driver's error:
 ///
-/// - **refused login** (`28P01`, `28000`): reports it to the provider, which refreshes from the
-///   store (single-flight, and at most once per `auth_refresh_interval`); the store's pending
-///   credential, when the provider holds one, is tried at once, without waiting for that
-///   answer; a newer credential is tried as soon as it comes; a credential the database never accepted falls back, once, to the last one
+/// - **refused login** (`28P01`, `28000`): the store's pending credential, when the provider
+///   holds one, is tried at once, before the store is asked again; otherwise (or when that is
+///   refused too) reports it to the provider, which refreshes from the store (single-flight,
+///   and at most once per `auth_refresh_interval`); a newer credential is tried at once; a credential the database never accepted falls back, once, to the last one
 ///   it did (a mistyped secret must not stop the pool); otherwise the connect waits for a change or a backoff step (20 ms doubling
 ///   to 1 s), asks the store again and retries, until the deadline;
 /// - **transient** (connection refused, `57P03`, `53300`, ...): backs off and retries until the
@@ -320,15 +320,14 @@ impl Connector {
                         until = own_until;
                         next_answer = None;
                     }
-                    // Shared with every other refused connect; rate-limited by the provider.
-                    let report = spawn_report(credentials, generation);
                     // The store may be mid-rotation with the database already on its pending
                     // credential (a single-user rotation between setSecret and finishSecret):
                     // try it; once it opens, the provider publishes it. A pending credential
-                    // the provider holds already is tried at once, not after the store's next
-                    // answer: a store slowed by a whole fleet's refusals must not keep a connect
-                    // from the login that works until its deadline (the report goes on in the
-                    // background).
+                    // the provider holds already is tried at once, before asking the store: a
+                    // store slowed by a whole fleet's refusals must not keep a connect from the
+                    // login that works until its deadline, and a fleet that has the pending
+                    // login needs no store call to use it. The refusal is recorded; the store
+                    // is asked only if the pending login is refused too.
                     if tried_pending_for != Some(generation)
                         && let Some(pending) = feedback.pending()
                         && pending.generation() != generation
@@ -338,11 +337,14 @@ impl Connector {
                             pending = pending.generation().get(),
                             "login refused; trying the store's pending credential"
                         );
+                        credentials.report_refused(generation);
                         tried_pending_for = Some(generation);
                         fallback = Some(pending);
                         continue;
                     }
-                    // Never waited for past the deadline (a slow or black-holed store).
+                    // Shared with every other refused connect; rate-limited by the provider,
+                    // and never waited for past the deadline (a slow or black-holed store).
+                    let report = spawn_report(credentials, generation);
                     let fresh = await_report(credentials, report, generation, until).await;
                     if fresh.is_some_and(|fresh| fresh.generation() != generation) {
                         tracing::debug!(

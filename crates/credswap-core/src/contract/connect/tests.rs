@@ -506,6 +506,7 @@ async fn a_known_pending_login_is_tried_at_once_not_after_a_slow_store() {
     // Then the store slows down (a fleet's refusals at once): each answer takes 10 s.
     store.set_delay(Duration::from_secs(10));
     let connector = Connector::new(adapter.clone(), Some(Duration::from_secs(5)));
+    let fetches = store.fetch_count();
     let started = Instant::now();
     let connected = connector
         .connect(&server(&ACCEPTS, &ATTEMPTS))
@@ -518,4 +519,9 @@ async fn a_known_pending_login_is_tried_at_once_not_after_a_slow_store() {
     );
     assert!(connected.tag.generation() > Generation::FIRST);
     assert_eq!(adapter.credentials().generation(), connected.tag.generation());
+    assert_eq!(
+        store.fetch_count(),
+        fetches,
+        "the pending login it holds needs no store call"
+    );
 }
