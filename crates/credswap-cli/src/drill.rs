@@ -237,7 +237,7 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         if minted_timings.is_some() || vault_world.is_some() {
             adapters.iter().map(|a| (*a, None)).collect()
         } else {
-            run_order(&adapters, &strategies)
+            rounds(run_order(&adapters, &strategies), args.rounds)
                 .into_iter()
                 .map(|(a, s)| (a, Some(s)))
                 .collect()
@@ -419,6 +419,20 @@ fn worse_than_static(runs: &[Run]) -> Vec<String> {
         }
     }
     worse
+}
+
+/// `order` `n` times, every other time backwards: a pair that ran A B ends the next round
+/// B A, so that over two rounds each side ran first and last as often.
+fn rounds<T: Copy>(order: Vec<T>, n: u32) -> Vec<T> {
+    (0..n)
+        .flat_map(|round| {
+            let mut this = order.clone();
+            if round % 2 == 1 {
+                this.reverse();
+            }
+            this
+        })
+        .collect()
 }
 
 /// The order of the runs (memory and AWS sources): adapter by adapter, each under every
@@ -673,6 +687,21 @@ mod tests {
             run_order(&[BareSqlx, Deadpool, Sqlx], &[su]),
             [(Sqlx, su), (BareSqlx, su), (Deadpool, su)]
         );
+        // Rounds: the second backwards, so each side of a pair runs first as often.
+        assert_eq!(
+            rounds(run_order(&[Deadpool, BareDeadpool], &[au, su]), 2),
+            [
+                (Deadpool, au),
+                (BareDeadpool, au),
+                (BareDeadpool, su),
+                (Deadpool, su),
+                (Deadpool, su),
+                (BareDeadpool, su),
+                (BareDeadpool, au),
+                (Deadpool, au),
+            ]
+        );
+        assert_eq!(rounds(vec![1, 2], 1), [1, 2]);
         // A bare peer alone runs alone.
         assert_eq!(
             run_order(&[BareBb8, Deadpool], &[su, au, su]),

@@ -418,19 +418,25 @@ pub fn table(
 }
 
 /// `vs bare`: this credswap run's throughput over that of its `bare-*` peer (the plain pool of
-/// the same kind) under the same strategy and source, when that peer ran.
+/// the same kind) under the same strategy and source, when that peer ran: the peer's run next
+/// to this one in the drill's order (the same round of `--rounds`).
 pub fn throughput_ratio_to_bare(run: &Run, runs: &[Run]) -> Option<f64> {
     let peer = run.adapter.bare_peer()?;
+    let at = runs.iter().position(|r| std::ptr::eq(r, run))?;
     let bare = runs
         .iter()
-        .find(|p| p.adapter == peer && p.source == run.source && p.strategy() == run.strategy())?;
+        .enumerate()
+        .filter(|(_, p)| p.adapter == peer && p.source == run.source && p.strategy() == run.strategy())
+        .min_by_key(|(i, _)| i.abs_diff(at))
+        .map(|(_, p)| p)?;
     (bare.report.throughput_rps > 0.0)
         .then(|| run.report.throughput_rps / bare.report.throughput_rps)
 }
 
 /// Each credswap adapter against its bare peer over all their runs: the ratio of the mean
-/// throughputs, over the strategies both ran (the drill runs each pair side by side, A B then
-/// B A, so with two strategies drift over the drill weighs on both alike).
+/// throughputs, over the strategies both ran and every round (the drill runs each pair side by
+/// side, A B then B A, and with `--rounds` every other round backwards, so drift over the
+/// drill weighs on both alike), with the spread of the per-pair ratios.
 fn bare_note(runs: &[Run]) -> String {
     let mut lines = Vec::new();
     let mut seen = Vec::new();
@@ -442,22 +448,34 @@ fn bare_note(runs: &[Run]) -> String {
             continue;
         }
         seen.push(r.adapter);
-        let (mut own, mut plain) = (Vec::new(), Vec::new());
-        for a in runs.iter().filter(|a| a.adapter == r.adapter) {
-            if let Some(b) = runs
-                .iter()
-                .find(|b| b.adapter == peer && b.source == a.source && b.strategy() == a.strategy())
-            {
-                own.push(a.report.throughput_rps);
-                plain.push(b.report.throughput_rps);
-            }
-        }
+        let both = |a: &Run, b: &Run| a.source == b.source && a.strategy() == b.strategy();
+        let own: Vec<&Run> = runs
+            .iter()
+            .filter(|a| a.adapter == r.adapter && runs.iter().any(|b| b.adapter == peer && both(a, b)))
+            .collect();
+        let plain: Vec<f64> = runs
+            .iter()
+            .filter(|b| b.adapter == peer && own.iter().any(|a| both(a, b)))
+            .map(|b| b.report.throughput_rps)
+            .collect();
+        let ratios: Vec<f64> = own
+            .iter()
+            .filter_map(|a| throughput_ratio_to_bare(a, runs))
+            .collect();
+        let own: Vec<f64> = own.iter().map(|a| a.report.throughput_rps).collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        if own.is_empty() || mean(&plain) <= 0.0 {
+        if own.is_empty() || plain.is_empty() || mean(&plain) <= 0.0 {
             continue;
         }
+        let spread = match (
+            ratios.iter().copied().reduce(f64::min),
+            ratios.iter().copied().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) if ratios.len() > 1 => format!("; pairs {lo:.3} to {hi:.3}"),
+            _ => String::new(),
+        };
         lines.push(format!(
-            "  {} {:.3} ({:.0} / {:.0} req/s, {} run{} each)",
+            "  {} {:.3} ({:.0} / {:.0} req/s, {} run{} each{spread})",
             r.adapter.as_str(),
             mean(&own) / mean(&plain),
             mean(&own),
@@ -469,8 +487,8 @@ fn bare_note(runs: &[Run]) -> String {
     let mut out = String::from(
         "\nvs bare: the run's throughput over its bare peer's (the plain pool of the same kind, \
          size, timeouts and request, with the first password), same strategy; each pair runs \
-         side by side, A B under the first strategy, B A under the second. Over all runs, the \
-         ratio of the mean throughputs (credswap's own cost; the target is at least 0.97, not \
+         side by side, A B under the first strategy, B A under the second (with --rounds, every \
+         other round backwards). Over all runs, the ratio of the mean throughputs (credswap's own cost; the target is at least 0.97, not \
          judged):\n",
     );
     if lines.is_empty() {

@@ -69,6 +69,12 @@ pub struct DrillArgs {
     )]
     pub strategy: Vec<StrategyName>,
 
+    /// Runs the whole order this many times, every other round reversed (A B B A, then
+    /// A B B A backwards): with bare peers, `vs bare` is then the ratio of the mean throughputs
+    /// over every round, so the machine's drift and noise weigh on both alike.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+
     /// How long each run lasts (e.g. 15s, 1m; with --fleet 60s by default).
     #[arg(long, default_value = "10s", value_parser = parse_duration,
         default_value_ifs = [("fleet", ArgPredicate::IsPresent, Some("60s"))])]
