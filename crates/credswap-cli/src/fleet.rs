@@ -59,8 +59,11 @@
 //!   from the start of the load (the instances' initial reads are not in it). *Steady state*: the rate in the
 //!   parts of the run outside every rotation's window, a rotation's window being from its
 //!   start to its store change + `--refresh-interval` + 2 s; reported per instance per refresh
-//!   interval and per minute. *Per rotation*: the calls in its window beyond the steady rate
-//!   over the window's length, per instance (the run's figure is the worst rotation).
+//!   interval and per minute. *Per rotation*: the calls in its window per instance, its
+//!   scheduled refreshes included (the run's figure is the worst rotation), and beside it
+//!   (`extra_store_calls_per_instance`) what is beyond the steady rate over the window's
+//!   length: what the rotation itself cost. A window lasts as long as the rotator takes, so a
+//!   rotator slowed by the store adds scheduled refreshes to it.
 //! - **Throttled calls**: with `--source aws` the calls the fault proxy answered with
 //!   ThrottlingException (HTTP requests: the SDK retries them, up to 3 attempts a call); with
 //!   `--source vault-static` the reads the fault proxy answered with HTTP 429 and

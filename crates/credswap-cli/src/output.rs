@@ -426,7 +426,9 @@ pub fn throughput_ratio_to_bare(run: &Run, runs: &[Run]) -> Option<f64> {
     let bare = runs
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.adapter == peer && p.source == run.source && p.strategy() == run.strategy())
+        .filter(|(_, p)| {
+            p.adapter == peer && p.source == run.source && p.strategy() == run.strategy()
+        })
         .min_by_key(|(i, _)| i.abs_diff(at))
         .map(|(_, p)| p)?;
     (bare.report.throughput_rps > 0.0)
@@ -451,7 +453,9 @@ fn bare_note(runs: &[Run]) -> String {
         let both = |a: &Run, b: &Run| a.source == b.source && a.strategy() == b.strategy();
         let own: Vec<&Run> = runs
             .iter()
-            .filter(|a| a.adapter == r.adapter && runs.iter().any(|b| b.adapter == peer && both(a, b)))
+            .filter(|a| {
+                a.adapter == r.adapter && runs.iter().any(|b| b.adapter == peer && both(a, b))
+            })
             .collect();
         let plain: Vec<f64> = runs
             .iter()

@@ -367,9 +367,16 @@ impl Shared {
         if let Ok(snapshot) = &outcome {
             // Mid-rotation, the pending credential is tried before the store finishes, so that
             // the pool's old sessions can go as soon as the database has the new password.
+            // Once it has been adopted (the database accepted it; `superseded` holds the login
+            // it replaced), the store's pending credential is the current one: reading it again
+            // at every refresh until finishSecret would cost a fleet one more store call per
+            // refresh and find nothing new. A refusal still reads it (a rotation retried or
+            // reverted after the adoption).
             if self.source.rotation_pending() {
-                self.load_pending(snapshot.generation(), PendingWhy::Rotating)
-                    .await;
+                if self.superseded.load().is_none() {
+                    self.load_pending(snapshot.generation(), PendingWhy::Rotating)
+                        .await;
+                }
             } else if self.pending.load().is_some() {
                 self.pending.store(None);
             }

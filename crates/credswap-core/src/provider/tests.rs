@@ -1084,3 +1084,45 @@ async fn refusal_fetches_back_off_within_a_burst_and_on_an_unavailable_store() {
         "{throttled} fetches in 10 s from a throttling store"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_pending_credential_is_not_read_again_at_every_refresh() {
+    let store = MemorySource::new(login("A"));
+    let creds = RotatingCredentials::builder(store.clone())
+        .policy(policy(secs(600)))
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    creds.report_accepted(Generation::FIRST);
+    // createSecret, and the refresh that sees it: the pending credential is read.
+    store.set_pending(Some(login("B")));
+    creds.refresh().await.unwrap();
+    let pending = creds.pending().expect("read while the store rotates");
+    // setSecret; the database accepts it: adopted before the store finishes.
+    creds.report_accepted(pending.generation());
+    assert_eq!(creds.generation(), pending.generation());
+    // Refreshes until finishSecret find the store still rotating: one call each, not two.
+    for _ in 0..3 {
+        let calls = creds.stats().store_calls;
+        creds.refresh().await.unwrap();
+        assert_eq!(creds.stats().store_calls, calls + 1, "{:?}", creds.stats());
+        assert_eq!(creds.generation(), pending.generation());
+    }
+    // A refusal of the adopted login still reads the store's pending credential (a rotation
+    // retried after the adoption).
+    store.set_pending(Some(login("C")));
+    let calls = creds.stats().store_calls;
+    let _ = creds.report_auth_failure(pending.generation()).await;
+    assert_eq!(
+        creds.stats().store_calls,
+        calls + 2,
+        "the current one, then the pending one"
+    );
+    assert!(creds.pending().is_some_and(|p| is(&p, "C")));
+    // finishSecret: not a change.
+    store.set(login("B"));
+    store.set_pending(None);
+    creds.refresh().await.unwrap();
+    assert_eq!(creds.generation(), pending.generation());
+}

@@ -328,15 +328,8 @@ impl Connector {
                     // login that works until its deadline, and a fleet that has the pending
                     // login needs no store call to use it. The refusal is recorded; the store
                     // is asked only if the pending login is refused too.
-                    if tried_pending_for != Some(generation)
-                        && let Some(pending) = feedback.pending()
-                        && pending.generation() != generation
+                    if let Some(pending) = untried_pending(&feedback, tried_pending_for, generation)
                     {
-                        tracing::debug!(
-                            refused = generation.get(),
-                            pending = pending.generation().get(),
-                            "login refused; trying the store's pending credential"
-                        );
                         credentials.report_refused(generation);
                         tried_pending_for = Some(generation);
                         fallback = Some(pending);
@@ -354,15 +347,8 @@ impl Connector {
                         continue;
                     }
                     // The report's own pending fetch may have found one.
-                    if tried_pending_for != Some(generation)
-                        && let Some(pending) = feedback.pending()
-                        && pending.generation() != generation
+                    if let Some(pending) = untried_pending(&feedback, tried_pending_for, generation)
                     {
-                        tracing::debug!(
-                            refused = generation.get(),
-                            pending = pending.generation().get(),
-                            "login refused; trying the store's pending credential"
-                        );
                         tried_pending_for = Some(generation);
                         fallback = Some(pending);
                         continue;
@@ -475,6 +461,28 @@ async fn fresh_token(
         "no new token could be minted; connecting with one within its expiry margin"
     );
     due
+}
+
+/// The store's pending credential to try after a refusal of `generation`, if the provider
+/// holds one that this connect has not tried for that generation yet (and is not the refused
+/// login itself).
+fn untried_pending(
+    feedback: &super::Feedback,
+    tried_for: Option<Generation>,
+    generation: Generation,
+) -> Option<Arc<Snapshot>> {
+    if tried_for == Some(generation) {
+        return None;
+    }
+    let pending = feedback
+        .pending()
+        .filter(|p| p.generation() != generation)?;
+    tracing::debug!(
+        refused = generation.get(),
+        pending = pending.generation().get(),
+        "login refused; trying the store's pending credential"
+    );
+    Some(pending)
 }
 
 /// Reports a refused login of `generation` to the provider in a task of its own: its store

@@ -518,7 +518,10 @@ async fn a_known_pending_login_is_tried_at_once_not_after_a_slow_store() {
         started.elapsed()
     );
     assert!(connected.tag.generation() > Generation::FIRST);
-    assert_eq!(adapter.credentials().generation(), connected.tag.generation());
+    assert_eq!(
+        adapter.credentials().generation(),
+        connected.tag.generation()
+    );
     assert_eq!(
         store.fetch_count(),
         fetches,
