@@ -57,9 +57,6 @@ pub(crate) struct Shared {
     canary: Mutex<Option<Arc<Snapshot>>>,
     /// Whether `canary` holds one (read on every return without taking the lock).
     canary_wanted: AtomicBool,
-    /// Whether the pool's connections reach the server itself, not a pooler (asked of the
-    /// first connection a stale close ends, see `drain::end_session`).
-    pub(crate) direct: std::sync::OnceLock<bool>,
 }
 
 impl Shared {
@@ -248,7 +245,6 @@ impl Builder {
             login,
             tags: Tags::new(self.pool_options.get_max_lifetime()),
             swept: AtomicUsize::new(0),
-            direct: std::sync::OnceLock::new(),
             canary: Mutex::default(),
             canary_wanted: AtomicBool::new(false),
         });

@@ -76,18 +76,18 @@ pub(crate) fn check<'c>(
             drop(current);
             let wanted = connect::wanted(shared.adapter.credentials());
             let swapped = wanted.is_same_login(shared.login.generation());
-            // The watcher may not have swapped the options yet: the connect that replaces
-            // this one would use the options being replaced. Close it once they are swapped.
-            // Under connect pacing, the slot is let go at its replacement's login turn.
+            if swapped && shared.adapter.connect_pacing().is_none() {
+                return Box::pin(ready(Ok(false)));
+            }
+            // The watcher has not swapped the options yet: the connect that replaces this
+            // one would use the options being replaced. Close it once they are swapped. Under
+            // connect pacing, the slot is let go at its replacement's login turn.
             let shared = Arc::clone(shared);
             return Box::pin(async move {
                 if !swapped {
                     shared.login.swapped(&wanted, drain::IDLE).await;
                 }
-                end_session(&shared, conn).await;
-                if shared.adapter.connect_pacing().is_some() {
-                    shared.adapter.login_turn().await;
-                }
+                shared.adapter.login_turn().await;
                 Ok(false)
             });
         }
@@ -129,7 +129,19 @@ async fn prove_in_slot(
     if swept {
         counters.bump(Event::StaleClosedIdle);
     }
-    end_session(&shared, conn).await;
+    // Straight to the server (the port it answers on is the one connected to), the session
+    // ends itself first. Behind a pooler it must not: the pooler would log in again with the
+    // keys of the password being replaced, and refuse every login for its retry interval.
+    let port = sqlx::query_scalar::<_, Option<i32>>("SELECT inet_server_port()")
+        .fetch_one(&mut *conn)
+        .await;
+    if matches!(port, Ok(Some(port)) if i64::from(port) == i64::from(shared.login.base().get_port()))
+    {
+        // Any outcome is fine: the connection is closed below either way.
+        let _ = conn
+            .execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            .await;
+    }
     if shared.adapter.prove(&login).await {
         shared.login.swapped(&login, drain::IDLE).await;
     } else {
@@ -138,43 +150,6 @@ async fn prove_in_slot(
         shared.login.swapped(&back, drain::IDLE).await;
     }
     Ok(false)
-}
-
-/// Ends a connection's server session before sqlx lets its slot go, so that the connect that
-/// takes the slot never finds the server still holding the old session (the pool at its size
-/// plus one in `pg_stat_activity`): sqlx closes a connection by sending `Terminate` and
-/// releases the slot at once, before the server has ended the session, and has no hook
-/// after that. Straight to the server (the port it answers on is the one connected to; asked
-/// once per pool), the session ends itself (`pg_terminate_backend(pg_backend_pid())`: the server ends it, then
-/// answers with the error), and the slot goes
-/// [`SERVER_EXIT_GRACE`](credswap_core::contract::budget::SERVER_EXIT_GRACE) later, as in
-/// the other adapters. Behind a pooler it must not: the pooler would log in again with the
-/// keys of the password being replaced, and refuse every login for its retry interval; there
-/// the pooler's own server sessions are not the pool's.
-async fn end_session(shared: &Shared, conn: &mut PgConnection) {
-    let direct = match shared.direct.get() {
-        Some(direct) => *direct,
-        None => {
-            let port = sqlx::query_scalar::<_, Option<i32>>("SELECT inet_server_port()")
-                .fetch_one(&mut *conn)
-                .await;
-            match port {
-                Ok(port) => *shared.direct.get_or_init(|| {
-                    port.is_some_and(|port| {
-                        i64::from(port) == i64::from(shared.login.base().get_port())
-                    })
-                }),
-                Err(_) => false,
-            }
-        }
-    };
-    if direct {
-        // Any outcome is fine: sqlx closes the connection after the hook either way.
-        let _ = conn
-            .execute("SELECT pg_terminate_backend(pg_backend_pid())")
-            .await;
-        tokio::time::sleep(credswap_core::contract::budget::SERVER_EXIT_GRACE).await;
-    }
 }
 
 /// Follows the provider: swaps the pool's connect options on every new generation and sweeps
