@@ -337,8 +337,7 @@ impl Connector {
                     }
                     // Shared with every other refused connect; rate-limited by the provider,
                     // and never waited for past the deadline (a slow or black-holed store).
-                    let report = spawn_report(credentials, generation);
-                    let fresh = await_report(credentials, report, generation, until).await;
+                    let fresh = report_refusal(credentials, generation, until).await;
                     if fresh.is_some_and(|fresh| fresh.generation() != generation) {
                         tracing::debug!(
                             refused = generation.get(),
@@ -391,8 +390,7 @@ impl Connector {
                     _ = changes.changed() => {}
                     () = tokio::time::sleep(wait) => {
                         // Ask the store again before retrying the refused login.
-                        let report = spawn_report(credentials, generation);
-                        let _ = await_report(credentials, report, generation, until).await;
+                        let _ = report_refusal(credentials, generation, until).await;
                     }
                 }
             } else {
@@ -485,27 +483,19 @@ fn untried_pending(
     Some(pending)
 }
 
-/// Reports a refused login of `generation` to the provider in a task of its own: its store
-/// fetch (and its pending fetch) is shared with other connects, so a connect that gives up at
-/// its deadline must not cancel it; they find its result when it ends.
-fn spawn_report(
+/// Reports a refused login of `generation` to the provider and waits for the snapshot to retry
+/// with, but not past `until`: the report's store fetch (and its pending fetch) runs in a task
+/// of its own, so a connect that gives up at its deadline does not cancel a fetch that other
+/// connects share; they find its result when it ends. When the store has not answered by
+/// then, or its fetch failed, a credential newer than the refused one that the provider holds
+/// by now (published meanwhile) is still returned: a plain pool's next connect would use it.
+async fn report_refusal(
     credentials: &crate::RotatingCredentials,
-    generation: Generation,
-) -> tokio::task::JoinHandle<Result<Arc<Snapshot>, crate::Error>> {
-    let credentials = credentials.clone();
-    tokio::spawn(async move { credentials.report_auth_failure(generation).await })
-}
-
-/// Waits for a [`spawn_report`] and returns the snapshot to retry with, but not past `until`.
-/// When the store has not answered by then, or its fetch failed, a credential newer than the
-/// refused one that the provider holds by now (its refresher published it meanwhile) is
-/// still returned: a plain pool's next connect would use it.
-async fn await_report(
-    credentials: &crate::RotatingCredentials,
-    report: tokio::task::JoinHandle<Result<Arc<Snapshot>, crate::Error>>,
     generation: Generation,
     until: Instant,
 ) -> Option<Arc<Snapshot>> {
+    let reporting = credentials.clone();
+    let report = tokio::spawn(async move { reporting.report_auth_failure(generation).await });
     match tokio::time::timeout_at(until, report).await {
         Ok(Ok(Ok(snapshot))) => return Some(snapshot),
         Ok(Ok(Err(_)) | Err(_)) => {}
