@@ -1038,12 +1038,7 @@ async fn a_stuck_pending_version_stops_being_tried_and_health_says_so() {
 #[tokio::test(start_paused = true)]
 async fn refusal_fetches_back_off_within_a_burst_and_on_an_unavailable_store() {
     let store = MemorySource::new(login("wrong"));
-    let creds = RotatingCredentials::builder(store.clone())
-        .policy(policy(secs(600)))
-        .background_refresh(false)
-        .build()
-        .await
-        .unwrap();
+    let creds = driven_by_hand(&store).await;
     // A refused login reported every 20 ms for 20 s (a pool stuck on a mistyped secret).
     let start = store.fetch_count();
     for _ in 0..1000 {
@@ -1088,12 +1083,7 @@ async fn refusal_fetches_back_off_within_a_burst_and_on_an_unavailable_store() {
 #[tokio::test(start_paused = true)]
 async fn an_adopted_pending_credential_is_not_read_again_at_every_refresh() {
     let store = MemorySource::new(login("A"));
-    let creds = RotatingCredentials::builder(store.clone())
-        .policy(policy(secs(600)))
-        .background_refresh(false)
-        .build()
-        .await
-        .unwrap();
+    let creds = driven_by_hand(&store).await;
     creds.report_accepted(Generation::FIRST);
     // createSecret, and the refresh that sees it: the pending credential is read.
     store.set_pending(Some(login("B")));
@@ -1125,4 +1115,15 @@ async fn an_adopted_pending_credential_is_not_read_again_at_every_refresh() {
     store.set_pending(None);
     creds.refresh().await.unwrap();
     assert_eq!(creds.generation(), pending.generation());
+}
+
+/// A provider on `store` with a 10-minute refresh and no refresher: the test drives every
+/// fetch.
+async fn driven_by_hand(store: &MemorySource) -> RotatingCredentials {
+    RotatingCredentials::builder(store.clone())
+        .policy(policy(secs(600)))
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap()
 }
