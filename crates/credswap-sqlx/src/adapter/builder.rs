@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     canary: Mutex<Option<Arc<Snapshot>>>,
     /// Whether `canary` holds one (read on every return without taking the lock).
     canary_wanted: AtomicBool,
+    /// Whether the pool's connections reach the server itself, not a pooler (asked of the
+    /// first connection a stale close ends, see `drain::end_session`).
+    pub(crate) direct: std::sync::OnceLock<bool>,
 }
 
 impl Shared {
@@ -245,6 +248,7 @@ impl Builder {
             login,
             tags: Tags::new(self.pool_options.get_max_lifetime()),
             swept: AtomicUsize::new(0),
+            direct: std::sync::OnceLock::new(),
             canary: Mutex::default(),
             canary_wanted: AtomicBool::new(false),
         });
@@ -261,11 +265,18 @@ impl Builder {
                 let shared = Arc::clone(&on_connect);
                 let user = after_connect.clone();
                 Box::pin(async move {
-                    if let Some(user) = user {
-                        user(conn, meta).await?;
+                    let admitted = match user {
+                        Some(user) => user(conn, meta).await,
+                        None => Ok(()),
                     }
                     // Last: sqlx stamps the connection's creation right after.
-                    shared.login.admit(&shared.tags, &shared.adapter)
+                    .and_then(|()| shared.login.admit(&shared.tags, &shared.adapter));
+                    if admitted.is_err() {
+                        // sqlx drops a connection refused here without `Terminate` and
+                        // connects again in the same place: its session ends first.
+                        drain::end_session(&shared, conn).await;
+                    }
+                    admitted
                 })
             })
             .before_acquire(move |conn, meta| {

@@ -18,7 +18,7 @@ use super::builder::{BoxFuture, CheckHook, Shared};
 use super::connect;
 use super::sqlx;
 use super::sqlx::pool::PoolConnectionMetadata;
-use super::sqlx::Executor;
+use super::sqlx::{Connection, Executor};
 use super::sqlx::postgres::{PgConnection, PgPool};
 use super::tag::Verdict;
 
@@ -30,6 +30,10 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// Sweeps that cannot reach every idle connection (tasks are waiting for one, and get them
 /// through `before_acquire`) are retried for at most this long.
 const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// The longest a stale close waits for the server to end its session (a server that does not
+/// answer: the close goes on, and sqlx drops the socket).
+const SESSION_END_MAX: Duration = Duration::from_secs(1);
 
 /// While the current login is unproven, how often the watcher looks whether a canary is due.
 const CANARY_POLL: Duration = Duration::from_millis(100);
@@ -61,7 +65,13 @@ pub(crate) fn check<'c>(
             }
         }
         Verdict::Current => {}
-        Verdict::Expired => return Box::pin(ready(Ok(false))),
+        Verdict::Expired => {
+            let shared = Arc::clone(shared);
+            return Box::pin(async move {
+                end_session(&shared, conn).await;
+                Ok(false)
+            });
+        }
         verdict => {
             if verdict == Verdict::Untagged {
                 counters.bump(Event::Untagged);
@@ -76,18 +86,18 @@ pub(crate) fn check<'c>(
             drop(current);
             let wanted = connect::wanted(shared.adapter.credentials());
             let swapped = wanted.is_same_login(shared.login.generation());
-            if swapped && shared.adapter.connect_pacing().is_none() {
-                return Box::pin(ready(Ok(false)));
-            }
-            // The watcher has not swapped the options yet: the connect that replaces this
-            // one would use the options being replaced. Close it once they are swapped. Under
-            // connect pacing, the slot is let go at its replacement's login turn.
+            // The watcher may not have swapped the options yet: the connect that replaces
+            // this one would use the options being replaced. Close it once they are swapped.
+            // Under connect pacing, the slot is let go at its replacement's login turn.
             let shared = Arc::clone(shared);
             return Box::pin(async move {
                 if !swapped {
                     shared.login.swapped(&wanted, drain::IDLE).await;
                 }
-                shared.adapter.login_turn().await;
+                end_session(&shared, conn).await;
+                if shared.adapter.connect_pacing().is_some() {
+                    shared.adapter.login_turn().await;
+                }
                 Ok(false)
             });
         }
@@ -129,19 +139,7 @@ async fn prove_in_slot(
     if swept {
         counters.bump(Event::StaleClosedIdle);
     }
-    // Straight to the server (the port it answers on is the one connected to), the session
-    // ends itself first. Behind a pooler it must not: the pooler would log in again with the
-    // keys of the password being replaced, and refuse every login for its retry interval.
-    let port = sqlx::query_scalar::<_, Option<i32>>("SELECT inet_server_port()")
-        .fetch_one(&mut *conn)
-        .await;
-    if matches!(port, Ok(Some(port)) if i64::from(port) == i64::from(shared.login.base().get_port()))
-    {
-        // Any outcome is fine: the connection is closed below either way.
-        let _ = conn
-            .execute("SELECT pg_terminate_backend(pg_backend_pid())")
-            .await;
-    }
+    end_session(&shared, conn).await;
     if shared.adapter.prove(&login).await {
         shared.login.swapped(&login, drain::IDLE).await;
     } else {
@@ -150,6 +148,49 @@ async fn prove_in_slot(
         shared.login.swapped(&back, drain::IDLE).await;
     }
     Ok(false)
+}
+
+/// Ends a connection's server session before sqlx lets its slot go, so that the connect that
+/// takes the slot never finds the server still holding the old session (the pool at its size
+/// plus one in `pg_stat_activity`): sqlx closes a connection by sending `Terminate` and
+/// releases the slot at once, before the server has ended the session, and has no hook after
+/// that. Called for every connection the adapter's hooks close: a stale or expired one
+/// (`before_acquire`, `after_release`), a canary's slot, and a new connection `after_connect`
+/// refuses (which sqlx drops without `Terminate` before connecting again in the same place).
+///
+/// Straight to the server (the port it answers on is the one connected to; asked once per
+/// pool), the session ends itself (`pg_terminate_backend(pg_backend_pid())`), and the hook
+/// then reads until the server closes the socket. That wait is exact, not a grace period: a
+/// backend leaves `pg_stat_activity` in its shared-memory exit callbacks, which run before the
+/// process-exit ones that close its socket. Behind a pooler it must not: the pooler would log
+/// in again with the keys of the password being replaced, and refuse every login for its
+/// retry interval; there the pooler's own server sessions are not the pool's.
+pub(crate) async fn end_session(shared: &Shared, conn: &mut PgConnection) {
+    let direct = match shared.direct.get() {
+        Some(direct) => *direct,
+        None => {
+            let port = sqlx::query_scalar::<_, Option<i32>>("SELECT inet_server_port()")
+                .fetch_one(&mut *conn)
+                .await;
+            match port {
+                Ok(port) => *shared.direct.get_or_init(|| {
+                    port.is_some_and(|port| {
+                        i64::from(port) == i64::from(shared.login.base().get_port())
+                    })
+                }),
+                Err(_) => false,
+            }
+        }
+    };
+    if direct {
+        // The server answers with 57P01 and ends the session; any outcome is fine: sqlx closes
+        // the connection after the hook either way.
+        let _ = conn
+            .execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            .await;
+        // Fails once the server has closed the socket (or at once if it already has).
+        let _ = tokio::time::timeout(SESSION_END_MAX, conn.ping()).await;
+    }
 }
 
 /// Follows the provider: swaps the pool's connect options on every new generation and sweeps

@@ -222,6 +222,11 @@ mod plain {
                  itself, and the refusal reaches the caller before any adapter code runs \
                  (`following`, through PoolExt::acquire_following, retries on the idle \
                  connections and runs this case)",
+            a_rotation_reverted_while_the_pool_moves_is_followed_back =>
+                "sqlx has no connect hook (launchbadge/sqlx#3117): a slot refilled after the \
+                 revert opens with the pending password, and the database's refusal reaches \
+                 the caller before any adapter code runs, until the next refresh reads the \
+                 store (`following`, through PoolExt::acquire_following, runs this case)",
             dropping_the_pool_stops_every_task =>
                 "sqlx has no weak pool handle: the watcher holds the pool until PgPool::close",
             a_pg_hba_rejection_fails_fast_as_a_configuration_error =>

@@ -170,14 +170,24 @@ async fn stuck_pending<A: Adapter>(
 }
 
 /// A single-user rotation is reverted after setSecret: the pools had adopted the pending
-/// password, then the operator puts the old one back in the database and removes the pending
-/// version. The store's value wins back (although it equals the credential the pending one
-/// replaced): no refused login after the revert plus one refresh interval, and sessions
-/// terminated every 2 s cost only the requests in flight on them.
+/// password and moved their sessions to it, then the operator puts the old one back in the
+/// database and removes the pending version. The store's value wins back (although it equals
+/// the credential the pending one replaced): no refused login after the revert plus one
+/// refresh interval, and sessions terminated every 2 s cost only the requests in flight on
+/// them.
 pub async fn a_reverted_rotation_is_followed_back_without_a_restart<A: Adapter, R: Route>() {
     let pg = R::postgres().await;
     let (role, old_password, store, credentials) = single_role(&pg, policy(REVERT_REFRESH)).await;
-    reverted::<A>(&pg, &role, &old_password, &Memory(store), credentials).await;
+    let store = Memory(store);
+    reverted::<A>(
+        &pg,
+        &role,
+        &old_password,
+        &store,
+        credentials,
+        Revert::OnceThePoolMoved,
+    )
+    .await;
 }
 
 /// [`a_reverted_rotation_is_followed_back_without_a_restart`] on a real Secrets Manager API
@@ -187,11 +197,50 @@ pub async fn a_reverted_rotation_on_secrets_manager_is_followed_back<A: Adapter,
     let pg = R::postgres().await;
     let (role, old_password, store, credentials) =
         secrets_manager_role(&pg, policy(REVERT_REFRESH)).await;
-    reverted::<A>(&pg, &role, &old_password, &store, credentials).await;
+    reverted::<A>(
+        &pg,
+        &role,
+        &old_password,
+        &store,
+        credentials,
+        Revert::OnceThePoolMoved,
+    )
+    .await;
+}
+
+/// [`a_reverted_rotation_on_secrets_manager_is_followed_back`], reverted the moment the
+/// provider adopts the pending password, while the pool is still closing the sessions of the
+/// old one: the slots it refills after the revert are opened with the pending password, which
+/// the database refuses again, and the checkouts that wait for them must get the store's value
+/// instead, not the refusal.
+#[cfg(feature = "aws")]
+pub async fn a_rotation_reverted_while_the_pool_moves_is_followed_back<A: Adapter, R: Route>() {
+    let pg = R::postgres().await;
+    let (role, old_password, store, credentials) =
+        secrets_manager_role(&pg, policy(REVERT_REFRESH)).await;
+    reverted::<A>(
+        &pg,
+        &role,
+        &old_password,
+        &store,
+        credentials,
+        Revert::WhileThePoolMoves,
+    )
+    .await;
 }
 
 /// The cache TTL of the revert cases: refused logins must end within it after the revert.
 const REVERT_REFRESH: Duration = Duration::from_secs(1);
+
+/// When the operator reverts a rotation the pools have adopted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Revert {
+    /// Once every session of the pool is on the pending password.
+    OnceThePoolMoved,
+    /// The moment the provider adopts it, the pool's sessions still on the old one.
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    WhileThePoolMoves,
+}
 
 async fn reverted<A: Adapter>(
     pg: &TestPostgres,
@@ -199,6 +248,7 @@ async fn reverted<A: Adapter>(
     old_password: &str,
     store: &dyn Store,
     credentials: RotatingCredentials,
+    revert: Revert,
 ) {
     let (role, old_password, refresh) = (role.to_owned(), old_password.to_owned(), REVERT_REFRESH);
     let (pool, rotation) = build::<A>(pg, credentials.clone(), 4).await;
@@ -222,6 +272,18 @@ async fn reverted<A: Adapter>(
             || credentials.generation() > generation && credentials.current().is_proven(),
         )
         .await;
+        if revert == Revert::OnceThePoolMoved {
+            let adopted = credentials.generation();
+            wait_for(
+                "every session of the pool is on the pending password",
+                Duration::from_secs(8),
+                || {
+                    let live = rotation.stats().live_per_generation;
+                    !live.is_empty() && live.keys().all(|g| *g >= adopted)
+                },
+            )
+            .await;
+        }
 
         // The operator reverts: the database has the old password again, AWSPENDING is gone.
         pg.set_password(&role, &old_password)

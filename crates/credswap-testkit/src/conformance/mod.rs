@@ -249,6 +249,7 @@ macro_rules! conformance_suite {
                 a_pg_hba_rejection_fails_fast_as_a_configuration_error,
                 a_stuck_awspending_on_secrets_manager_fails_nothing,
                 a_reverted_rotation_on_secrets_manager_is_followed_back,
+                a_rotation_reverted_while_the_pool_moves_is_followed_back,
             ]
             unrouted [
                 rotations_over_verify_full_lose_no_request,

@@ -69,6 +69,7 @@ pub use super::misbehaving::{
 #[cfg(feature = "aws")]
 pub use super::misbehaving::{
     a_reverted_rotation_on_secrets_manager_is_followed_back,
+    a_rotation_reverted_while_the_pool_moves_is_followed_back,
     a_stuck_awspending_on_secrets_manager_fails_nothing,
 };
 pub use super::rejected::a_pg_hba_rejection_fails_fast_as_a_configuration_error;
