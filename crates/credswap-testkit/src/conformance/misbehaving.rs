@@ -194,18 +194,7 @@ pub async fn a_reverted_rotation_is_followed_back_without_a_restart<A: Adapter, 
 /// (moto): the operator removes `AWSPENDING` from the version the pools had adopted.
 #[cfg(feature = "aws")]
 pub async fn a_reverted_rotation_on_secrets_manager_is_followed_back<A: Adapter, R: Route>() {
-    let pg = R::postgres().await;
-    let (role, old_password, store, credentials) =
-        secrets_manager_role(&pg, policy(REVERT_REFRESH)).await;
-    reverted::<A>(
-        &pg,
-        &role,
-        &old_password,
-        &store,
-        credentials,
-        Revert::OnceThePoolMoved,
-    )
-    .await;
+    reverted_on_secrets_manager::<A, R>(Revert::OnceThePoolMoved).await;
 }
 
 /// [`a_reverted_rotation_on_secrets_manager_is_followed_back`], reverted the moment the
@@ -215,18 +204,15 @@ pub async fn a_reverted_rotation_on_secrets_manager_is_followed_back<A: Adapter,
 /// instead, not the refusal.
 #[cfg(feature = "aws")]
 pub async fn a_rotation_reverted_while_the_pool_moves_is_followed_back<A: Adapter, R: Route>() {
+    reverted_on_secrets_manager::<A, R>(Revert::WhileThePoolMoves).await;
+}
+
+#[cfg(feature = "aws")]
+async fn reverted_on_secrets_manager<A: Adapter, R: Route>(revert: Revert) {
     let pg = R::postgres().await;
     let (role, old_password, store, credentials) =
         secrets_manager_role(&pg, policy(REVERT_REFRESH)).await;
-    reverted::<A>(
-        &pg,
-        &role,
-        &old_password,
-        &store,
-        credentials,
-        Revert::WhileThePoolMoves,
-    )
-    .await;
+    reverted::<A>(&pg, &role, &old_password, &store, credentials, revert).await;
 }
 
 /// The cache TTL of the revert cases: refused logins must end within it after the revert.
