@@ -58,7 +58,7 @@ pub(crate) struct Shared {
     /// Whether `canary` holds one (read on every return without taking the lock).
     canary_wanted: AtomicBool,
     /// Whether the pool's connections reach the server itself, not a pooler (asked of the
-    /// first connection a stale close ends, see `drain::end_session`).
+    /// first connection `drain::end_session` ends, once it gets an answer).
     pub(crate) direct: std::sync::OnceLock<bool>,
 }
 
