@@ -242,6 +242,21 @@ impl fmt::Debug for Login {
     }
 }
 
+/// How often [`idle_before`] looks at the pool.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// Waits until `pool` has an idle connection, for at most until `until` and only while it has
+/// sessions at all; returns whether it has one.
+async fn idle_before(pool: &PgPool, until: Instant) -> bool {
+    while pool.num_idle() == 0 {
+        if pool.size() == 0 || Instant::now() + IDLE_POLL >= until {
+            return false;
+        }
+        tokio::time::sleep(IDLE_POLL).await;
+    }
+    true
+}
+
 /// A checkout that gave up: the pool's error, and the login it was refused with.
 pub(crate) struct Failed {
     pub(crate) error: sqlx::Error,
@@ -332,6 +347,15 @@ where
             Err(Some(refused)) => {
                 attempts += refused.attempts();
                 error = refused.into_inner();
+                // No login the adapter knows works, but the pool's open sessions may (a plain
+                // pool full of them would wait for one): one more try once one is idle.
+                if idle_before(pool, until).await {
+                    attempts += 1;
+                    if let Ok(Ok(value)) = tokio::time::timeout_at(until, attempt(pool.clone())).await
+                    {
+                        return Ok(value);
+                    }
+                }
                 break;
             }
             Err(None) => break,
