@@ -245,8 +245,8 @@ impl fmt::Debug for Login {
 /// How often [`idle_before`] looks at the pool.
 const IDLE_POLL: Duration = Duration::from_millis(5);
 
-/// Waits until `pool` has an idle connection, for at most until `until` and only while it has
-/// sessions at all; returns whether it has one.
+/// Waits until `pool` has an idle connection, giving up at `until` or as soon as the pool has
+/// no session at all; returns whether it has one.
 async fn idle_before(pool: &PgPool, until: Instant) -> bool {
     while pool.num_idle() == 0 {
         if pool.size() == 0 || Instant::now() + IDLE_POLL >= until {
