@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
@@ -36,11 +36,21 @@ pub struct Stats {
     pub cache_hits: u64,
 }
 
+/// How long the `DescribeSecret` answer of a [`fetch`](CredentialSource::fetch) that saw a
+/// version staged `AWSPENDING` also answers the
+/// [`fetch_pending`](CredentialSource::fetch_pending) that follows it. While the store rotates,
+/// the provider asks for the pending credential right after each refresh's fetch; one answer
+/// serves both, once. An answer that saw no pending version is never reused: a refused login
+/// asks for the pending credential because the store may have staged one since.
+const DESCRIBE_REUSE: Duration = Duration::from_secs(1);
+
 /// A [`CredentialSource`] reading one AWS Secrets Manager secret.
 ///
 /// Each fetch calls `DescribeSecret` and reads which version carries `AWSCURRENT`; only when
-/// that is not the version fetched before does it call `GetSecretValue` (always with
-/// `VersionStage = "AWSCURRENT"`). The credential carries the version id, the version's creation
+/// that is not a version read before (as `AWSCURRENT`, or as `AWSPENDING` while the rotation
+/// ran: a version's value never changes) does it call `GetSecretValue` (with
+/// `VersionStage = "AWSCURRENT"`). A pending fetch right after a fetch uses that fetch's
+/// `DescribeSecret` answer, so a refresh mid-rotation costs one `DescribeSecret`, not two. The credential carries the version id, the version's creation
 /// date, and the secret's rotation schedule (`RotationRules`, `NextRotationDate`).
 ///
 /// [`fetch_pending`](CredentialSource::fetch_pending) returns the `AWSPENDING` version while a
@@ -57,6 +67,9 @@ pub struct SecretsManagerSource {
     pending_cache: Mutex<Option<Cached>>,
     /// Whether the last `DescribeSecret` showed a version staged `AWSPENDING` only.
     rotating: AtomicBool,
+    /// The last fetch's `DescribeSecret` answer, for the pending fetch that follows it (taken
+    /// once, within [`DESCRIBE_REUSE`], when it saw a pending version).
+    last_describe: Mutex<Option<(Instant, DescribeSecretOutput)>>,
     describe_calls: AtomicU64,
     get_calls: AtomicU64,
     cache_hits: AtomicU64,
@@ -83,6 +96,7 @@ impl SecretsManagerSource {
             cache: Mutex::new(None),
             pending_cache: Mutex::new(None),
             rotating: AtomicBool::new(false),
+            last_describe: Mutex::new(None),
             describe_calls: AtomicU64::new(0),
             get_calls: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
@@ -126,6 +140,18 @@ impl SecretsManagerSource {
         let cached = self.cache().as_ref().and_then(|c| {
             (current.is_some() && c.version_id.as_deref() == current).then(|| c.secret.clone())
         });
+        // The rotation finished: the version now current is the pending one read before.
+        let cached = cached.or_else(|| {
+            let pending = lock(&self.pending_cache);
+            let promoted = pending
+                .as_ref()
+                .filter(|c| current.is_some() && c.version_id.as_deref() == current)?;
+            *self.cache() = Some(Cached {
+                version_id: promoted.version_id.clone(),
+                secret: promoted.secret.clone(),
+            });
+            Some(promoted.secret.clone())
+        });
         let secret = match cached {
             Some(secret) => {
                 self.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -144,13 +170,25 @@ impl SecretsManagerSource {
                 secret
             }
         };
-        Ok(with_schedule(secret, &describe))
+        let secret = with_schedule(secret, &describe);
+        *lock(&self.last_describe) = Some((Instant::now(), describe));
+        Ok(secret)
     }
 
     /// Reads the `AWSPENDING` version like [`fetch_pending`](CredentialSource::fetch_pending),
     /// with its [`SecretDetails`].
     pub async fn fetch_pending_secret(&self) -> Result<Option<DatabaseSecret>, SourceError> {
-        let describe = self.describe().await?;
+        let fresh = lock(&self.last_describe)
+            .take()
+            .filter(|(at, describe)| {
+                at.elapsed() < DESCRIBE_REUSE
+                    && version_with(describe, AWSPENDING, Some(AWSCURRENT)).is_some()
+            })
+            .map(|(_, describe)| describe);
+        let describe = match fresh {
+            Some(describe) => describe,
+            None => self.describe().await?,
+        };
         let Some(pending) = version_with(&describe, AWSPENDING, Some(AWSCURRENT)) else {
             self.rotating.store(false, Ordering::Relaxed);
             return Ok(None);

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use credswap_aws::SecretsManagerSource;
 use credswap_aws::aws_sdk_secretsmanager::config::retry::RetryConfig;
 use credswap_aws::aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use credswap_aws::aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use credswap_aws::aws_sdk_secretsmanager::primitives::Blob;
 use credswap_aws::aws_sdk_secretsmanager::{Client, Config};
+use credswap_aws::{SecretsManagerSource, Stats};
 use credswap_core::secrecy::ExposeSecret;
 use credswap_core::{CredentialSource, Policy, RotatingCredentials, SourceError};
 use credswap_testkit::{Fault, TestMoto};
@@ -196,6 +196,9 @@ async fn pending_version_is_offered_until_the_rotation_finishes() {
         .version_id()
         .unwrap()
         .to_owned();
+    // As a provider asks: its refresh's fetch, then the pending credential.
+    let c = source.fetch().await.unwrap();
+    assert_eq!(c.password().expose_secret(), PW, "AWSCURRENT is unchanged");
     let p = source
         .fetch_pending()
         .await
@@ -203,8 +206,6 @@ async fn pending_version_is_offered_until_the_rotation_finishes() {
         .expect("a pending version");
     assert_eq!(p.password().expose_secret(), PW2);
     assert_eq!(p.version(), Some(pending.as_str()));
-    let c = source.fetch().await.unwrap();
-    assert_eq!(c.password().expose_secret(), PW, "AWSCURRENT is unchanged");
     assert_no_password(&format!("{p:?} {source:?}"));
 
     // finishSecret: AWSCURRENT moves; moto keeps AWSPENDING until removed, as AWS's templates do.
@@ -233,6 +234,103 @@ async fn pending_version_is_offered_until_the_rotation_finishes() {
     let c = source.fetch().await.unwrap();
     assert_eq!(c.password().expose_secret(), PW2);
     assert_eq!(c.version(), Some(pending.as_str()));
+}
+
+/// What a provider's refreshes cost the store over one rotation: a refresh mid-rotation (a fetch,
+/// then the pending fetch the provider makes after it) costs one `DescribeSecret`; finishSecret
+/// costs no `GetSecretValue` when the version now current was read as `AWSPENDING` before. A
+/// fleet's calls at a rotation are these times the instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_costs_each_refresh_one_describe_and_the_pending_value_once() {
+    let moto = moto().await;
+    let admin = client(&moto.endpoint_url(), 1);
+    let current = create(&admin, "fleet", &json("app", PW)).await;
+    let refresher = source(client(&moto.endpoint_url(), 1), "fleet");
+    let source = &refresher;
+    source.fetch().await.unwrap();
+    let calls = |s: Stats| (s.describe_calls, s.get_calls);
+    assert_eq!(calls(source.stats()), (1, 1));
+
+    let pending = admin
+        .put_secret_value()
+        .secret_id("fleet")
+        .secret_string(json("app", PW2))
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap()
+        .version_id()
+        .unwrap()
+        .to_owned();
+    // A refresh mid-rotation: the fetch's DescribeSecret answers the pending fetch too.
+    assert_eq!(source.fetch().await.unwrap().password().expose_secret(), PW);
+    assert!(source.rotation_pending());
+    let p = source.fetch_pending().await.unwrap().expect("pending");
+    assert_eq!(p.password().expose_secret(), PW2);
+    assert_eq!(
+        calls(source.stats()),
+        (2, 2),
+        "one DescribeSecret, one read of AWSPENDING"
+    );
+    // The next refresh: the pending value is cached.
+    source.fetch().await.unwrap();
+    assert!(source.fetch_pending().await.unwrap().is_some());
+    assert_eq!(calls(source.stats()), (3, 2));
+    // The answer serves one pending fetch only: a second one asks the store again.
+    assert!(source.fetch_pending().await.unwrap().is_some());
+    assert_eq!(calls(source.stats()), (4, 2));
+    // The pending fetch after a refused login, when the last fetch saw no rotation, asks
+    // the store: it may have staged a version since.
+    let fresh = self::source(client(&moto.endpoint_url(), 1), "fleet");
+    admin
+        .update_secret_version_stage()
+        .secret_id("fleet")
+        .version_stage("AWSPENDING")
+        .remove_from_version_id(&pending)
+        .send()
+        .await
+        .unwrap();
+    fresh.fetch().await.unwrap();
+    assert!(!fresh.rotation_pending());
+    admin
+        .update_secret_version_stage()
+        .secret_id("fleet")
+        .version_stage("AWSPENDING")
+        .move_to_version_id(&pending)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        fresh.fetch_pending().await.unwrap().is_some(),
+        "staged after the fetch"
+    );
+    assert_eq!(calls(fresh.stats()), (2, 2));
+
+    // finishSecret: the version now current is the pending one read before.
+    admin
+        .update_secret_version_stage()
+        .secret_id("fleet")
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(&pending)
+        .remove_from_version_id(&current)
+        .send()
+        .await
+        .unwrap();
+    let c = source.fetch().await.unwrap();
+    assert_eq!(c.password().expose_secret(), PW2);
+    assert_eq!(c.version(), Some(pending.as_str()));
+    assert_eq!(
+        calls(source.stats()),
+        (5, 2),
+        "no GetSecretValue for a version read already"
+    );
+    assert_eq!(
+        source.details().map(|d| d.host().map(str::to_owned)),
+        Some(Some("db.internal".to_owned()))
+    );
+    assert!(source.fetch_pending().await.unwrap().is_none());
+    assert!(!source.rotation_pending());
+    assert_no_password(&format!("{source:?} {c:?}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
