@@ -32,12 +32,16 @@
 //! # What it reads
 //!
 //! - **The version staged `AWSCURRENT`.** Every fetch calls `DescribeSecret` and looks up which
-//!   version id carries `AWSCURRENT` (`VersionIdsToStages`); when it is the version read before,
-//!   the cached credential is returned and no `GetSecretValue` is made ([`Stats`] counts both).
-//!   `GetSecretValue` always names the stage (`VersionStage = "AWSCURRENT"`).
+//!   version id carries `AWSCURRENT` (`VersionIdsToStages`); when it is the version read before
+//!   (as `AWSCURRENT`, or as `AWSPENDING` while the rotation ran: a version's value never
+//!   changes), the cached credential is returned and no `GetSecretValue` is made ([`Stats`]
+//!   counts both). `GetSecretValue` always names the stage (`VersionStage = "AWSCURRENT"`).
 //! - **The version staged `AWSPENDING`** on
 //!   [`fetch_pending`](credswap_core::CredentialSource::fetch_pending), while a rotation is under
-//!   way (a version staged `AWSPENDING` but not `AWSCURRENT`); else `None`.
+//!   way (a version staged `AWSPENDING` but not `AWSCURRENT`); else `None`. A pending fetch
+//!   within a second of a fetch that saw that version staged uses the fetch's `DescribeSecret`
+//!   answer (once): a provider's refresh mid-rotation costs one `DescribeSecret`, and a fleet's
+//!   rotation costs each instance one `GetSecretValue`.
 //! - **Metadata**: `VersionId` becomes the credential's version, the version's `CreatedDate` its
 //!   issue time; the secret's rotation rules (`ScheduleExpression` `rate(N days)` /
 //!   `rate(N hours)`, else `AutomaticallyAfterDays`; a `cron(...)` schedule gives none) its

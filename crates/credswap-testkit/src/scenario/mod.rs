@@ -73,6 +73,11 @@ pub struct ScenarioConfig {
     /// latency): zero (the default) runs the workers flat out; a drill of many pools on a
     /// small machine gives each worker a request rate instead.
     pub think_time: Duration,
+    /// How often the sampler reads `pg_stat_activity` ([`SAMPLE_EVERY`] by default: 100 Hz,
+    /// so that a pool's brief overlaps are seen). Each read costs the server about as much per
+    /// session slot as per session, so a fleet's server (`max_connections` in the hundreds)
+    /// spends a quarter of a core on 100 Hz; a fleet samples less often.
+    pub sample_every: Duration,
 }
 
 impl Default for ScenarioConfig {
@@ -86,6 +91,7 @@ impl Default for ScenarioConfig {
             overlap: None,
             store_lag: Duration::from_millis(50),
             think_time: Duration::ZERO,
+            sample_every: SAMPLE_EVERY,
         }
     }
 }
@@ -252,9 +258,10 @@ impl ScenarioReport {
         )
     }
 }
-/// How often the sampler reads `pg_stat_activity`: 100 Hz, so that the brief overlaps of a
-/// pool rebuilt beside the old one (a few milliseconds with short queries) are seen.
-const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// How often the sampler reads `pg_stat_activity` by default: 100 Hz, so that the brief
+/// overlaps of a pool rebuilt beside the old one (a few milliseconds with short queries) are
+/// seen.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
 /// One rotation as the sampler tracks it.
 pub(crate) struct RotationMark {
@@ -355,10 +362,10 @@ pub async fn run_with<R: Rotate>(
         tokio::spawn(async move { drive(rotator, every, deadline, marks, progress, stop).await })
     };
 
-    // Sample pg_stat_activity at 100 Hz until the workers stop and every rotation had its grace.
+    // Sample pg_stat_activity (100 Hz by default) until the workers stop and every rotation had its grace.
     let mut peak = 0usize;
     let mut backends_at: Vec<(u64, usize)> = Vec::new();
-    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    let mut ticker = tokio::time::interval(config.sample_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let role_refs: Vec<&str> = roles.iter().map(String::as_str).collect();
     loop {
@@ -495,16 +502,17 @@ async fn session_starts(
     roles: &[&str],
     skip: Option<&str>,
 ) -> Result<Vec<SystemTime>, Error> {
-    let rows = client
-        .query(
-            "SELECT backend_start FROM pg_stat_activity WHERE usename = ANY($1) \
-             AND backend_start IS NOT NULL \
+    // One row (an array), not a row per session.
+    let row = client
+        .query_one(
+            "SELECT coalesce(array_agg(backend_start), '{}') FROM pg_stat_activity \
+             WHERE usename = ANY($1) AND backend_start IS NOT NULL \
              AND ($2::text IS NULL OR application_name IS DISTINCT FROM $2::text)",
             &[&roles, &skip],
         )
         .await
         .map_err(|e| Error::query("sampling pg_stat_activity failed", e))?;
-    Ok(rows.iter().map(|r| r.get::<_, SystemTime>(0)).collect())
+    Ok(row.get::<_, Vec<SystemTime>>(0))
 }
 
 #[cfg(test)]

@@ -177,6 +177,7 @@ pub async fn never_more_connections_than_max_size<A: Adapter, R: Route>() {
         overlap: Some(Duration::from_millis(250)),
         store_lag: Duration::from_millis(50),
         think_time: Duration::ZERO,
+        sample_every: crate::scenario::SAMPLE_EVERY,
     };
     let policy = Policy::builder()
         .refresh_interval(Duration::from_millis(100))
