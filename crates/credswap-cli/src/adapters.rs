@@ -61,8 +61,17 @@ pub struct PoolUnderTest {
     pub store_calls: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     /// The provider's counters (credswap's adapters); `None` for the peers, which have none.
     pub provider_stats: Option<Arc<dyn Fn() -> Stats + Send + Sync>>,
+    /// The newest generation the database accepted (`Snapshot::proven_generation`: a pool's
+    /// connection or a probe logged in with it); `None` for the peers.
+    pub proven: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     /// Closes the pool (its sessions end), so the next run starts clean.
     pub close: Box<dyn FnOnce() + Send>,
+}
+
+/// [`PoolUnderTest::proven`] for a provider.
+pub fn proven_generation(credentials: &RotatingCredentials) -> Arc<dyn Fn() -> u64 + Send + Sync> {
+    let credentials = credentials.clone();
+    Arc::new(move || credentials.current().proven_generation().get())
 }
 
 pub async fn build(
@@ -88,6 +97,7 @@ pub async fn build(
             let stats_rotation = rotation.clone();
             let calls_rotation = rotation.clone();
             let provider_rotation = rotation.clone();
+            let proven = proven_generation(rotation.credentials());
             Ok(PoolUnderTest {
                 workload: Arc::new(DeadpoolSelect(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
@@ -96,6 +106,7 @@ pub async fn build(
                     Some(calls_rotation.credentials().stats().store_calls)
                 }),
                 provider_stats: Some(Arc::new(move || provider_rotation.credentials().stats())),
+                proven: Some(proven),
                 close: Box::new(move || close_pool.close()),
             })
         }
@@ -112,6 +123,7 @@ pub async fn build(
             let stats_rotation = rotation.clone();
             let calls_rotation = rotation.clone();
             let provider_rotation = rotation.clone();
+            let proven = proven_generation(rotation.credentials());
             Ok(PoolUnderTest {
                 workload: Arc::new(Bb8Select(pool, query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
@@ -120,6 +132,7 @@ pub async fn build(
                     Some(calls_rotation.credentials().stats().store_calls)
                 }),
                 provider_stats: Some(Arc::new(move || provider_rotation.credentials().stats())),
+                proven: Some(proven),
                 // bb8 has no close: its connections end when the last pool handle drops.
                 close: Box::new(|| {}),
             })
@@ -139,6 +152,7 @@ pub async fn build(
             let stats_rotation = rotation.clone();
             let calls_rotation = rotation.clone();
             let provider_rotation = rotation.clone();
+            let proven = proven_generation(rotation.credentials());
             Ok(PoolUnderTest {
                 workload: Arc::new(SqlxSelect(pool, rotation.clone(), query)),
                 generation: Arc::new(move || rotation.credentials().generation().get()),
@@ -147,6 +161,7 @@ pub async fn build(
                     Some(calls_rotation.credentials().stats().store_calls)
                 }),
                 provider_stats: Some(Arc::new(move || provider_rotation.credentials().stats())),
+                proven: Some(proven),
                 close: Box::new(move || {
                     tokio::spawn(async move { close_pool.close().await });
                 }),
@@ -161,6 +176,7 @@ pub async fn build(
                 stats: None,
                 store_calls: Arc::new(|| Some(1)),
                 provider_stats: None,
+                proven: None,
                 close: Box::new(move || close_pool.close()),
             })
         }
@@ -236,6 +252,7 @@ async fn bare(
         // A plain pool reads its login once, at start-up.
         store_calls: Arc::new(|| Some(1)),
         provider_stats: None,
+        proven: None,
         close,
     })
 }
@@ -322,6 +339,7 @@ async fn naive_rebuild(
         stats: None,
         store_calls: Arc::new(move || Some(calls.load(Ordering::Relaxed))),
         provider_stats: None,
+        proven: None,
         close: Box::new(move || {
             poller.abort();
             close_current.load().close();

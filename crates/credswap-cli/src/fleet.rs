@@ -333,6 +333,9 @@ impl Workload for FleetWorkload {
 struct InstanceTrace {
     /// The provider's generation at each change, from the first poll on.
     generations: Vec<(Instant, u64)>,
+    /// The newest generation the database had accepted (a connection or a probe), at each
+    /// change.
+    proven: Vec<(Instant, u64)>,
     /// When a connection of each generation was first seen opened.
     first_open: BTreeMap<u64, Instant>,
     /// The provider's store calls so far, at each change. The first entry is the count at the
@@ -351,6 +354,22 @@ impl InstanceTrace {
                 self.first_open.entry(g).or_insert(now);
             }
         }
+    }
+
+    fn observe_proven(&mut self, now: Instant, proven: u64) {
+        if self.proven.last().map(|(_, g)| *g) != Some(proven) {
+            self.proven.push((now, proven));
+        }
+    }
+
+    /// When the database first accepted a newer credential from the instance (a connection of
+    /// its pool or a probe) than the one it had when a rotation began at `began`.
+    fn proven_after(&self, began: Instant) -> Option<Instant> {
+        let before = self.generation_at(began)?;
+        self.proven
+            .iter()
+            .find(|(t, g)| *t > began && *g > before)
+            .map(|(t, _)| *t)
     }
 
     fn count_calls(&mut self, now: Instant, calls: u64) {
@@ -496,6 +515,11 @@ pub struct RotationResult {
     /// the convergence that is the store's and the refresh schedule's): p50 and p99, ms.
     pub learned_p50_ms: Option<f64>,
     pub learned_p99_ms: Option<f64>,
+    /// The store's change until the database first accepted the new credential from each
+    /// instance (its pool's connection or a probe): p50 and p99, ms. Between it and the
+    /// convergence, the pool's first session of its own with it (its next connect).
+    pub proven_p50_ms: Option<f64>,
+    pub proven_p99_ms: Option<f64>,
     /// Store calls in the rotation's window (its start to its store change + refresh + 2 s),
     /// per instance: the scheduled refreshes in it included.
     pub store_calls_per_instance: f64,
@@ -858,12 +882,14 @@ async fn paced_deadpool(
             .build()?;
     let close_pool = pool.clone();
     let (stats, calls, provider) = (rotation.clone(), rotation.clone(), rotation.clone());
+    let proven = adapters::proven_generation(rotation.credentials());
     Ok(adapters::PoolUnderTest {
         workload: Arc::new(PacedSelect(pool, sql)),
         generation: Arc::new(move || rotation.credentials().generation().get()),
         stats: Some(Arc::new(move || stats.stats())),
         store_calls: Arc::new(move || Some(calls.credentials().stats().store_calls)),
         provider_stats: Some(Arc::new(move || provider.credentials().stats())),
+        proven: Some(proven),
         close: Box::new(move || close_pool.close()),
     })
 }
@@ -888,6 +914,7 @@ struct Probe {
     generation: Arc<dyn Fn() -> u64 + Send + Sync>,
     adapter: Arc<dyn Fn() -> AdapterStats + Send + Sync>,
     provider: Arc<dyn Fn() -> Stats + Send + Sync>,
+    proven: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// Polls every instance every [`POLL`] until `stop`.
@@ -911,6 +938,7 @@ fn observe(
                 // credential's connection is seen when the provider publishes it, at once).
                 let generation = (probe.generation)();
                 if trace.first_open.range(generation..).next().is_none() {
+                    trace.observe_proven(now, (probe.proven)());
                     let stats = (probe.adapter)();
                     trace.observe(
                         now,
@@ -1110,11 +1138,12 @@ async fn run_one(
     }
     let mut probes = Vec::with_capacity(n);
     for pool in &pools {
-        match (&pool.stats, &pool.provider_stats) {
-            (Some(adapter), Some(provider)) => probes.push(Probe {
+        match (&pool.stats, &pool.provider_stats, &pool.proven) {
+            (Some(adapter), Some(provider), Some(proven)) => probes.push(Probe {
                 generation: Arc::clone(&pool.generation),
                 adapter: Arc::clone(adapter),
                 provider: Arc::clone(provider),
+                proven: Arc::clone(proven),
             }),
             _ => return Err(format!("{} has no provider to observe", adapter.as_str()).into()),
         }
@@ -1218,6 +1247,11 @@ async fn run_one(
             .filter_map(|t| t.learned_after(rotation.started))
             .map(|t| t.saturating_duration_since(rotation.changed).as_secs_f64() * 1000.0)
             .collect();
+        let proven: Vec<f64> = traces
+            .iter()
+            .filter_map(|t| t.proven_after(rotation.started))
+            .map(|t| t.saturating_duration_since(rotation.changed).as_secs_f64() * 1000.0)
+            .collect();
         let mut took_ms = Vec::with_capacity(traces.len());
         let mut missing = 0;
         for trace in &traces {
@@ -1243,6 +1277,8 @@ async fn run_one(
             not_converged: missing,
             learned_p50_ms: percentile(&learned, 0.5).map(round2),
             learned_p99_ms: percentile(&learned, 0.99).map(round2),
+            proven_p50_ms: percentile(&proven, 0.5).map(round2),
+            proven_p99_ms: percentile(&proven, 0.99).map(round2),
             store_calls_per_instance: round2(calls / n as f64),
             extra_store_calls_per_instance: extra.map(round2),
             peak_logins_per_s: logins_between(from, to)
@@ -1509,7 +1545,7 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
             let _ = writeln!(
                 out,
                 "  rotation {} (store changed at {:.1}s): converged p50 {:.0} ms, p99 {:.0} ms, \
-                 max {:.0} ms{} (the providers had it: p50 {} ms, p99 {} ms); store calls {:.2} per instance in its window ({} beyond the \
+                 max {:.0} ms{} (the providers had it: p50 {} ms, p99 {} ms; the database accepted it: p50 {} ms, p99 {} ms); store calls {:.2} per instance in its window ({} beyond the \
                  steady rate); peak {} logins/s",
                 i + 1,
                 rot.at_s,
@@ -1526,6 +1562,8 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                 },
                 cell(rot.learned_p50_ms.map(|v| format!("{v:.0}"))),
                 cell(rot.learned_p99_ms.map(|v| format!("{v:.0}"))),
+                cell(rot.proven_p50_ms.map(|v| format!("{v:.0}"))),
+                cell(rot.proven_p99_ms.map(|v| format!("{v:.0}"))),
                 rot.store_calls_per_instance,
                 cell(
                     rot.extra_store_calls_per_instance
