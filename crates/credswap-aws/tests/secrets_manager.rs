@@ -80,16 +80,55 @@ async fn create(admin: &Client, name: &str, value: &str) -> String {
 
 /// A new `AWSCURRENT` version (what the end of a rotation leaves); returns its id.
 async fn put_current(admin: &Client, name: &str, value: &str) -> String {
+    put_version(admin, name, value, None).await
+}
+
+/// createSecret: a new version staged `AWSPENDING` only; returns its id.
+async fn put_pending(admin: &Client, name: &str, value: &str) -> String {
+    put_version(admin, name, value, Some("AWSPENDING")).await
+}
+
+/// A new version, staged `stage` (`AWSCURRENT` without one); returns its id.
+async fn put_version(admin: &Client, name: &str, value: &str, stage: Option<&str>) -> String {
     admin
         .put_secret_value()
         .secret_id(name)
         .secret_string(value)
+        .set_version_stages(stage.map(|s| vec![s.to_owned()]))
         .send()
         .await
         .unwrap()
         .version_id()
         .unwrap()
         .to_owned()
+}
+
+/// finishSecret: `AWSCURRENT` moves from version `from` to version `to` (moto keeps
+/// `AWSPENDING` on `to` until it is removed, as AWS's templates do).
+async fn finish(admin: &Client, name: &str, to: &str, from: &str) {
+    admin
+        .update_secret_version_stage()
+        .secret_id(name)
+        .version_stage("AWSCURRENT")
+        .move_to_version_id(to)
+        .remove_from_version_id(from)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Puts the `AWSPENDING` label on `version` (`staged`) or takes it off.
+async fn label_pending(admin: &Client, name: &str, version: &str, staged: bool) {
+    let update = admin
+        .update_secret_version_stage()
+        .secret_id(name)
+        .version_stage("AWSPENDING");
+    let update = if staged {
+        update.move_to_version_id(version)
+    } else {
+        update.remove_from_version_id(version)
+    };
+    update.send().await.unwrap();
 }
 
 /// Asserts that nothing printable holds a password.
@@ -185,17 +224,7 @@ async fn pending_version_is_offered_until_the_rotation_finishes() {
     assert!(source.fetch_pending().await.unwrap().is_none());
 
     // createSecret: AWSPENDING.
-    let pending = admin
-        .put_secret_value()
-        .secret_id("rot")
-        .secret_string(json("app", PW2))
-        .version_stages("AWSPENDING")
-        .send()
-        .await
-        .unwrap()
-        .version_id()
-        .unwrap()
-        .to_owned();
+    let pending = put_pending(&admin, "rot", &json("app", PW2)).await;
     // As a provider asks: its refresh's fetch, then the pending credential.
     let c = source.fetch().await.unwrap();
     assert_eq!(c.password().expose_secret(), PW, "AWSCURRENT is unchanged");
@@ -209,27 +238,12 @@ async fn pending_version_is_offered_until_the_rotation_finishes() {
     assert_no_password(&format!("{p:?} {source:?}"));
 
     // finishSecret: AWSCURRENT moves; moto keeps AWSPENDING until removed, as AWS's templates do.
-    admin
-        .update_secret_version_stage()
-        .secret_id("rot")
-        .version_stage("AWSCURRENT")
-        .move_to_version_id(&pending)
-        .remove_from_version_id(&current)
-        .send()
-        .await
-        .unwrap();
+    finish(&admin, "rot", &pending, &current).await;
     assert!(
         source.fetch_pending().await.unwrap().is_none(),
         "a version that is AWSCURRENT too is not pending"
     );
-    admin
-        .update_secret_version_stage()
-        .secret_id("rot")
-        .version_stage("AWSPENDING")
-        .remove_from_version_id(&pending)
-        .send()
-        .await
-        .unwrap();
+    label_pending(&admin, "rot", &pending, false).await;
     assert!(source.fetch_pending().await.unwrap().is_none());
     let c = source.fetch().await.unwrap();
     assert_eq!(c.password().expose_secret(), PW2);
@@ -245,61 +259,39 @@ async fn a_rotation_costs_each_refresh_one_describe_and_the_pending_value_once()
     let moto = moto().await;
     let admin = client(&moto.endpoint_url(), 1);
     let current = create(&admin, "fleet", &json("app", PW)).await;
-    let refresher = source(client(&moto.endpoint_url(), 1), "fleet");
-    let source = &refresher;
-    source.fetch().await.unwrap();
+    let refreshing = source(client(&moto.endpoint_url(), 1), "fleet");
+    refreshing.fetch().await.unwrap();
     let calls = |s: Stats| (s.describe_calls, s.get_calls);
-    assert_eq!(calls(source.stats()), (1, 1));
+    assert_eq!(calls(refreshing.stats()), (1, 1));
 
-    let pending = admin
-        .put_secret_value()
-        .secret_id("fleet")
-        .secret_string(json("app", PW2))
-        .version_stages("AWSPENDING")
-        .send()
-        .await
-        .unwrap()
-        .version_id()
-        .unwrap()
-        .to_owned();
+    let pending = put_pending(&admin, "fleet", &json("app", PW2)).await;
     // A refresh mid-rotation: the fetch's DescribeSecret answers the pending fetch too.
-    assert_eq!(source.fetch().await.unwrap().password().expose_secret(), PW);
-    assert!(source.rotation_pending());
-    let p = source.fetch_pending().await.unwrap().expect("pending");
+    assert_eq!(
+        refreshing.fetch().await.unwrap().password().expose_secret(),
+        PW
+    );
+    assert!(refreshing.rotation_pending());
+    let p = refreshing.fetch_pending().await.unwrap().expect("pending");
     assert_eq!(p.password().expose_secret(), PW2);
     assert_eq!(
-        calls(source.stats()),
+        calls(refreshing.stats()),
         (2, 2),
         "one DescribeSecret, one read of AWSPENDING"
     );
     // The next refresh: the pending value is cached.
-    source.fetch().await.unwrap();
-    assert!(source.fetch_pending().await.unwrap().is_some());
-    assert_eq!(calls(source.stats()), (3, 2));
+    refreshing.fetch().await.unwrap();
+    assert!(refreshing.fetch_pending().await.unwrap().is_some());
+    assert_eq!(calls(refreshing.stats()), (3, 2));
     // The answer serves one pending fetch only: a second one asks the store again.
-    assert!(source.fetch_pending().await.unwrap().is_some());
-    assert_eq!(calls(source.stats()), (4, 2));
+    assert!(refreshing.fetch_pending().await.unwrap().is_some());
+    assert_eq!(calls(refreshing.stats()), (4, 2));
     // The pending fetch after a refused login, when the last fetch saw no rotation, asks
     // the store: it may have staged a version since.
-    let fresh = self::source(client(&moto.endpoint_url(), 1), "fleet");
-    admin
-        .update_secret_version_stage()
-        .secret_id("fleet")
-        .version_stage("AWSPENDING")
-        .remove_from_version_id(&pending)
-        .send()
-        .await
-        .unwrap();
+    let fresh = source(client(&moto.endpoint_url(), 1), "fleet");
+    label_pending(&admin, "fleet", &pending, false).await;
     fresh.fetch().await.unwrap();
     assert!(!fresh.rotation_pending());
-    admin
-        .update_secret_version_stage()
-        .secret_id("fleet")
-        .version_stage("AWSPENDING")
-        .move_to_version_id(&pending)
-        .send()
-        .await
-        .unwrap();
+    label_pending(&admin, "fleet", &pending, true).await;
     assert!(
         fresh.fetch_pending().await.unwrap().is_some(),
         "staged after the fetch"
@@ -307,30 +299,22 @@ async fn a_rotation_costs_each_refresh_one_describe_and_the_pending_value_once()
     assert_eq!(calls(fresh.stats()), (2, 2));
 
     // finishSecret: the version now current is the pending one read before.
-    admin
-        .update_secret_version_stage()
-        .secret_id("fleet")
-        .version_stage("AWSCURRENT")
-        .move_to_version_id(&pending)
-        .remove_from_version_id(&current)
-        .send()
-        .await
-        .unwrap();
-    let c = source.fetch().await.unwrap();
+    finish(&admin, "fleet", &pending, &current).await;
+    let c = refreshing.fetch().await.unwrap();
     assert_eq!(c.password().expose_secret(), PW2);
     assert_eq!(c.version(), Some(pending.as_str()));
     assert_eq!(
-        calls(source.stats()),
+        calls(refreshing.stats()),
         (5, 2),
         "no GetSecretValue for a version read already"
     );
     assert_eq!(
-        source.details().map(|d| d.host().map(str::to_owned)),
+        refreshing.details().map(|d| d.host().map(str::to_owned)),
         Some(Some("db.internal".to_owned()))
     );
-    assert!(source.fetch_pending().await.unwrap().is_none());
-    assert!(!source.rotation_pending());
-    assert_no_password(&format!("{source:?} {c:?}"));
+    assert!(refreshing.fetch_pending().await.unwrap().is_none());
+    assert!(!refreshing.rotation_pending());
+    assert_no_password(&format!("{refreshing:?} {c:?}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -365,8 +365,14 @@ impl InstanceTrace {
     /// When the database first accepted a newer credential from the instance (a connection of
     /// its pool or a probe) than the one it had when a rotation began at `began`.
     fn proven_after(&self, began: Instant) -> Option<Instant> {
+        self.first_newer(&self.proven, began)
+    }
+
+    /// The first entry of `series` after `began` with a newer generation than the provider
+    /// had at `began`.
+    fn first_newer(&self, series: &[(Instant, u64)], began: Instant) -> Option<Instant> {
         let before = self.generation_at(began)?;
-        self.proven
+        series
             .iter()
             .find(|(t, g)| *t > began && *g > before)
             .map(|(t, _)| *t)
@@ -391,11 +397,7 @@ impl InstanceTrace {
     /// When the instance's provider first had a newer credential than the one it had when a
     /// rotation began at `began`.
     fn learned_after(&self, began: Instant) -> Option<Instant> {
-        let before = self.generation_at(began)?;
-        self.generations
-            .iter()
-            .find(|(t, g)| *t > began && *g > before)
-            .map(|(t, _)| *t)
+        self.first_newer(&self.generations, began)
     }
 
     /// When the instance first opened a connection with a newer credential than the one it
@@ -1880,7 +1882,11 @@ mod tests {
         trace.observe(at(o, 20), 1, [(1, 2)].into_iter());
         // The rotation begins at 1000 ms, the store changes at 1200 ms; the provider learns
         // of it at 3000 ms and the first connection with it is seen at 3040 ms.
+        trace.observe_proven(at(o, 0), 1);
         trace.observe(at(o, 3000), 2, [(1, 2)].into_iter());
+        // A probe: the database accepts it at 3020 ms, before the pool's first session.
+        trace.observe_proven(at(o, 3000), 1);
+        trace.observe_proven(at(o, 3020), 2);
         trace.observe(at(o, 3040), 2, [(1, 2), (2, 1)].into_iter());
         trace.observe(at(o, 3060), 2, [(1, 2), (2, 2)].into_iter());
         let rotation = RotationTimes {
@@ -1889,6 +1895,9 @@ mod tests {
         };
         assert_eq!(trace.generation_at(at(o, 1000)), Some(1));
         assert_eq!(trace.generation_at(at(o, 3001)), Some(2));
+        assert_eq!(trace.learned_after(rotation.started), Some(at(o, 3000)));
+        assert_eq!(trace.proven_after(rotation.started), Some(at(o, 3020)));
+        assert_eq!(trace.proven.len(), 2, "only changes are kept");
         assert_eq!(
             convergence(&trace, rotation),
             Some(Duration::from_millis(1840))
