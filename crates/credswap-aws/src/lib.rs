@@ -40,8 +40,8 @@
 //!   [`fetch_pending`](credswap_core::CredentialSource::fetch_pending), while a rotation is under
 //!   way (a version staged `AWSPENDING` but not `AWSCURRENT`); else `None`. A pending fetch
 //!   within a second of a fetch that saw that version staged uses the fetch's `DescribeSecret`
-//!   answer (once): a provider's refresh mid-rotation costs one `DescribeSecret`, and a fleet's
-//!   rotation costs each instance one `GetSecretValue`.
+//!   answer (once): a provider's refresh mid-rotation costs one `DescribeSecret`, and a rotation
+//!   costs each instance at most one `GetSecretValue`.
 //! - **Metadata**: `VersionId` becomes the credential's version, the version's `CreatedDate` its
 //!   issue time; the secret's rotation rules (`ScheduleExpression` `rate(N days)` /
 //!   `rate(N hours)`, else `AutomaticallyAfterDays`; a `cron(...)` schedule gives none) its

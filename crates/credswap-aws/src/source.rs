@@ -50,8 +50,9 @@ const DESCRIBE_REUSE: Duration = Duration::from_secs(1);
 /// that is not a version read before (as `AWSCURRENT`, or as `AWSPENDING` while the rotation
 /// ran: a version's value never changes) does it call `GetSecretValue` (with
 /// `VersionStage = "AWSCURRENT"`). A pending fetch right after a fetch uses that fetch's
-/// `DescribeSecret` answer, so a refresh mid-rotation costs one `DescribeSecret`, not two. The credential carries the version id, the version's creation
-/// date, and the secret's rotation schedule (`RotationRules`, `NextRotationDate`).
+/// `DescribeSecret` answer, so a refresh mid-rotation costs one `DescribeSecret`, not two.
+/// The credential carries the version id, the version's creation date, and the secret's
+/// rotation schedule (`RotationRules`, `NextRotationDate`).
 ///
 /// [`fetch_pending`](CredentialSource::fetch_pending) returns the `AWSPENDING` version while a
 /// rotation is under way. See the [crate docs](crate) for the secret formats and how failures

@@ -74,9 +74,9 @@ pub struct ScenarioConfig {
     /// small machine gives each worker a request rate instead.
     pub think_time: Duration,
     /// How often the sampler reads `pg_stat_activity` ([`SAMPLE_EVERY`] by default: 100 Hz,
-    /// so that a pool's brief overlaps are seen). Each read costs the server about as much per
-    /// session slot as per session, so a fleet's server (`max_connections` in the hundreds)
-    /// spends a quarter of a core on 100 Hz; a fleet samples less often.
+    /// so that a pool's brief overlaps are seen). Each read scans every session slot of the
+    /// server, so a fleet's server (`max_connections` in the hundreds) spent a quarter of a
+    /// core on 100 Hz; a fleet samples less often.
     pub sample_every: Duration,
 }
 
