@@ -362,7 +362,8 @@ pub async fn run_with<R: Rotate>(
         tokio::spawn(async move { drive(rotator, every, deadline, marks, progress, stop).await })
     };
 
-    // Sample pg_stat_activity (100 Hz by default) until the workers stop and every rotation had its grace.
+    // Sample pg_stat_activity (100 Hz by default) until the workers stop and every rotation
+    // had its grace.
     let mut peak = 0usize;
     let mut backends_at: Vec<(u64, usize)> = Vec::new();
     let mut ticker = tokio::time::interval(config.sample_every);
