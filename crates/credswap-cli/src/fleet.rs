@@ -449,6 +449,22 @@ fn calls_at(samples: &[CallSample], t: Duration) -> u64 {
         .map_or(0, |s| s.calls)
 }
 
+/// The most store calls the fleet made in one second: over the 1-s windows that start at a
+/// poll and touch no `busy` window (all of them when `busy` is empty). A store's rate quota
+/// (Secrets Manager's is per account and region, per second) and a single Vault node meet the
+/// fleet's calls a second at a time: a fleet whose refreshes fall in step asks for its whole
+/// interval's calls in the same second. `None` without such a window.
+fn peak_calls_per_s(samples: &[CallSample], busy: &[(Duration, Duration)]) -> Option<u64> {
+    const SECOND: Duration = Duration::from_secs(1);
+    let last = samples.last()?.at;
+    samples
+        .iter()
+        .filter(|s| s.at + SECOND <= last)
+        .filter(|s| !busy.iter().any(|(a, b)| s.at < *b && s.at + SECOND > *a))
+        .map(|s| calls_at(samples, s.at + SECOND).saturating_sub(s.calls))
+        .max()
+}
+
 /// One instance's steady store calls per second, over the fleet: the calls over the time
 /// between each instance's consecutive calls, for the gaps that lie in `[from, to]` and touch
 /// no `busy` window (pooled over the instances). Unlike a count of the calls in fixed windows,
@@ -561,6 +577,9 @@ pub struct FleetRun {
     per_instance_per_rotation: Option<f64>,
     peak_logins_per_s: Option<usize>,
     refused_logins: Option<usize>,
+    /// The most store calls in a second: over the load, and outside the rotations' windows.
+    peak_store_calls_per_s: Option<u64>,
+    steady_peak_store_calls_per_s: Option<u64>,
     rotation_note: Option<String>,
     warmup_failures: usize,
     /// The observer's polls: how far apart on average and at most (it aims at [`POLL`]).
@@ -1365,6 +1384,11 @@ async fn run_one(
             .map(|r| r.store_calls_per_instance)
             .reduce(f64::max),
         peak_logins_per_s: logins_in_run.map(|t| most_in_any(&t, Duration::from_secs(1))),
+        peak_store_calls_per_s: peak_calls_per_s(&samples, &[]),
+        steady_peak_store_calls_per_s: peak_calls_per_s(
+            &samples,
+            &rotations.iter().map(window).collect::<Vec<_>>(),
+        ),
         refused_logins: match (refused_before, refused_after) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
@@ -1594,6 +1618,18 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
             }
             _ => {}
         }
+        if let Some(peak) = r.peak_store_calls_per_s {
+            let _ = writeln!(
+                out,
+                "  store calls in one second: at most {peak}, {} outside the rotations' windows \
+                 (the steady rate spread evenly: {} a second)",
+                cell(r.steady_peak_store_calls_per_s),
+                cell(r.steady_per_instance_per_refresh.map(|per_refresh| format!(
+                    "{:.0}",
+                    per_refresh * r.instances as f64 / r.refresh.as_secs_f64()
+                ))),
+            );
+        }
         if r.not_converged_cut_off > 0 {
             let _ = writeln!(
                 out,
@@ -1717,6 +1753,10 @@ struct JsonRun<'a> {
     /// `null` for a server the drill did not start (its log is not readable).
     peak_logins_per_s: Option<usize>,
     refused_logins: Option<usize>,
+    /// The most store calls the fleet made in one second while the load ran (a window from
+    /// each poll), and the most outside the rotations' windows (`null` without such a second).
+    peak_store_calls_per_s: Option<u64>,
+    steady_peak_store_calls_per_s: Option<u64>,
     per_rotation: &'a [RotationResult],
     /// The observer's mean and longest gap between polls, ms.
     poll_mean_ms: f64,
@@ -1772,6 +1812,8 @@ fn json(runs: &[FleetRun], embedded: bool) -> String {
                     store_calls_per_instance_per_rotation: r.per_instance_per_rotation,
                     peak_logins_per_s: r.peak_logins_per_s,
                     refused_logins: r.refused_logins,
+                    peak_store_calls_per_s: r.peak_store_calls_per_s,
+                    steady_peak_store_calls_per_s: r.steady_peak_store_calls_per_s,
                     per_rotation: &r.rotations,
                     poll_mean_ms: r.poll_gaps_ms.0,
                     poll_max_ms: r.poll_gaps_ms.1,
@@ -2046,6 +2088,35 @@ mod tests {
         assert_eq!(calls_at(&samples, Duration::from_millis(500)), 15);
         assert_eq!(calls_at(&samples, Duration::from_secs(9)), 30);
         assert_eq!(calls_at(&[], Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn the_peak_is_the_most_calls_in_a_second_outside_the_busy_windows() {
+        // Polls every 50 ms for 10 s; 2 calls a poll, plus a burst of 40 between 3.0 and
+        // 3.2 s, and one of 100 at 7.5 s inside a busy window.
+        let mut calls = 0;
+        let samples: Vec<CallSample> = (0..=200)
+            .map(|i| {
+                let ms = i * 50;
+                if ms > 0 {
+                    calls += 2;
+                }
+                if (3000..3200).contains(&ms) {
+                    calls += 10;
+                }
+                if ms == 7500 {
+                    calls += 100;
+                }
+                sample(ms, calls)
+            })
+            .collect();
+        let busy = [(Duration::from_secs(7), Duration::from_secs(8))];
+        assert_eq!(peak_calls_per_s(&samples, &busy), Some(40 + 40));
+        assert_eq!(peak_calls_per_s(&samples, &[]), Some(100 + 40));
+        // Nothing outside the busy windows, or no whole second: no peak.
+        let all = [(Duration::ZERO, Duration::from_secs(10))];
+        assert_eq!(peak_calls_per_s(&samples, &all), None);
+        assert_eq!(peak_calls_per_s(&samples[..10], &[]), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// | `overlap_window` | none | how long the store keeps the previous credential valid after a rotation |
 /// | `rotation_interval` | 30 days | the store's rotation schedule; an older credential raises a health warning |
 /// | `expiry_margin` | 1 min | refresh, and retire connections, this long before a credential's `expires_at` |
-/// | `jitter` | 0.1 | each refresh delay is shortened by a random fraction in `[0, jitter)` |
+/// | `jitter` | 0.1 | each refresh delay is shortened by a random fraction in `[0, jitter)`; the first comes at a random point of the interval, so that a fleet started at once spreads its store calls (0: a fixed schedule) |
 /// | `backoff_initial`, `backoff_max` | 1 s, 1 min | retry delays after a failed refresh: doubling, capped (and never longer than `refresh_interval`) |
 /// | `fetch_timeout` | 30 s | a fetch that takes longer fails (an unreachable store must not hang the refresher) |
 /// | `validation_timeout` | 10 s | a validator that takes longer rejects the credential (a stalled database must not hold the refresh) |
@@ -201,7 +201,10 @@ impl PolicyBuilder {
         self
     }
 
-    /// Sets the jitter fraction, in `[0, 0.5]`.
+    /// Sets the jitter fraction, in `[0, 0.5]`: each refresh comes up to this fraction of the
+    /// interval early. Above zero, the first refresh after the provider is built also comes at
+    /// a random point of the interval, which puts each provider of a fleet on a phase of its
+    /// own; zero gives a fixed schedule (every `refresh_interval`, from the first fetch).
     pub fn jitter(mut self, jitter: f64) -> Self {
         self.policy.jitter = jitter;
         self

@@ -9,8 +9,9 @@ use tokio::time::Instant;
 use super::{RotatingCredentials, Shared, lock};
 
 impl Shared {
-    /// How long the refresher sleeps before its next fetch.
-    fn next_delay(&self) -> Duration {
+    /// How long the refresher sleeps before its next fetch; `first` for the sleep after the
+    /// provider's first fetch.
+    fn next_delay(&self, first: bool) -> Duration {
         let failures = lock(&self.status).consecutive_failures;
         let policy = &self.policy;
         if failures > 0 {
@@ -19,7 +20,11 @@ impl Shared {
             let backoff = policy.backoff(failures).min(policy.refresh_interval());
             return jittered(backoff, policy.jitter());
         }
-        let mut delay = jittered(policy.refresh_interval(), policy.jitter());
+        let mut delay = if first {
+            spread_over(policy.refresh_interval(), policy.jitter())
+        } else {
+            jittered(policy.refresh_interval(), policy.jitter())
+        };
         if let Some(renew_at) = self.current.load().renew_at() {
             let now = Instant::now();
             // Refresh by the renewal point (a lease's retirement, a token's next mint); if it
@@ -56,6 +61,23 @@ fn spread(max: Duration) -> Duration {
     max.mul_f64(rand::random::<f64>())
 }
 
+/// The first sleep: a random point of the whole interval (when jitter is on).
+///
+/// Each later sleep is only shortened by up to `jitter` of the interval, so the providers of a
+/// fleet started at once (a deployment, a restart) would refresh in step for a long time: at a
+/// 10 % jitter their phases drift apart by about 3 % of an interval per refresh, and only by
+/// the square root of the refreshes after that (15 % after 25 refreshes). In step, the store gets the whole fleet's calls in the same second
+/// (a burst its rate quota, or a single Vault node, answers slowly or throttles) and a rotation
+/// reaches every instance at the same moment, with all their logins. One sleep spread over the
+/// interval puts each provider on a phase of its own, for at most one extra fetch.
+fn spread_over(interval: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return interval;
+    }
+    // (0, 1]: never later than the interval, as for every refresh.
+    interval.mul_f64(1.0 - rand::random::<f64>())
+}
+
 /// Shortens `base` by a random fraction in `[0, jitter)`; never lengthens it, so the refresh
 /// interval stays below the overlap window.
 fn jittered(base: Duration, jitter: f64) -> Duration {
@@ -69,10 +91,12 @@ fn jittered(base: Duration, jitter: f64) -> Duration {
 pub(super) async fn run(shared: Weak<Shared>, wake: Arc<Notify>) {
     // Holds only a weak reference between fetches, so dropping the last handle ends the task
     // (`Shared::drop` also aborts it, so it never outlives the provider even mid-sleep).
+    let mut first = true;
     loop {
-        let Some(delay) = shared.upgrade().map(|s| s.next_delay()) else {
+        let Some(delay) = shared.upgrade().map(|s| s.next_delay(first)) else {
             return;
         };
+        first = false;
         let woken = tokio::select! {
             () = tokio::time::sleep(delay) => false,
             () = wake.notified() => true,

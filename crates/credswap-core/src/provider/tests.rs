@@ -86,25 +86,61 @@ async fn refreshes_at_the_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn jitter_only_shortens_the_interval() {
-    let store = MemorySource::new(Credential::new("app", SECRET));
+    let source = Recording::new();
+    let origin = Instant::now();
     let p = Policy::builder()
         .refresh_interval(secs(100))
         .jitter(0.5)
         .build()
         .unwrap();
-    let _creds = RotatingCredentials::new(store.clone(), p).await.unwrap();
-    tokio::time::sleep(secs(49)).await;
-    assert_eq!(
-        store.fetch_count(),
-        1,
-        "no refresh before interval * (1 - jitter)"
+    let _creds = RotatingCredentials::new(source.clone(), p).await.unwrap();
+    tokio::time::sleep(secs(2000)).await;
+    let times = source.offsets_from(origin);
+    assert!(times.len() > 20, "{times:?}");
+    assert!(
+        times[1] <= secs(100),
+        "the first refresh within the interval: {times:?}"
     );
-    tokio::time::sleep(secs(52)).await;
-    assert_eq!(
-        store.fetch_count(),
-        2,
-        "a refresh by the interval, never after it"
-    );
+    for gap in times[1..].windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap >= secs(50) && gap <= secs(100),
+            "after the first, every refresh in [interval * (1 - jitter), interval]: {times:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_built_at_once_spreads_its_refreshes_over_the_interval() {
+    // 200 providers built in the same instant, with the default jitter (each refresh shortened
+    // by up to 10 %): their first refreshes fall all over the interval, not in its last tenth,
+    // and their schedules keep the spread.
+    let sources: Vec<Recording> = (0..200).map(|_| Recording::new()).collect();
+    let origin = Instant::now();
+    let p = Policy::builder()
+        .refresh_interval(secs(100))
+        .build()
+        .unwrap();
+    let mut providers = Vec::new();
+    for source in &sources {
+        providers.push(RotatingCredentials::new(source.clone(), p).await.unwrap());
+    }
+    tokio::time::sleep(secs(1000)).await;
+    for (refresh, from) in [(1, secs(0)), (5, secs(300))] {
+        let mut tenths = [0usize; 10];
+        for source in &sources {
+            let at = source.offsets_from(origin)[refresh];
+            assert!(
+                at > from && at <= from + secs(200),
+                "refresh {refresh} at {at:?}"
+            );
+            let phase = at.as_secs_f64() % 100.0;
+            tenths[(phase / 10.0) as usize] += 1;
+        }
+        assert!(
+            tenths.iter().all(|&n| (5..=45).contains(&n)),
+            "refresh {refresh}: the fleet's phases by tenth of the interval: {tenths:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
