@@ -18,7 +18,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | `refresh_interval` | 5 min | cache TTL: the refresher fetches this often (jitter only shortens it) |
+/// | `refresh_interval` | 5 min | cache TTL: the refresher fetches this often, counted from the start of each fetch (jitter only shortens it; a fetch that took over half of it is followed by at least half an interval) |
 /// | `overlap_window` | none | how long the store keeps the previous credential valid after a rotation |
 /// | `rotation_interval` | 30 days | the store's rotation schedule; an older credential raises a health warning |
 /// | `expiry_margin` | 1 min | refresh, and retire connections, this long before a credential's `expires_at` |

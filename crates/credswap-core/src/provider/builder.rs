@@ -65,6 +65,7 @@ impl RotatingCredentialsBuilder {
         }
         let counters = Counters::default();
         counters.fetches.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
         let credential = fetch_with_timeout(&*self.source, &self.policy).await?;
         if credential.is_minted()
             && let Some(left) = credential.expires_at().map(|at| {
@@ -141,6 +142,7 @@ impl RotatingCredentialsBuilder {
             let task = runtime.spawn(refresher::run(
                 Arc::downgrade(&shared),
                 Arc::clone(&shared.schedule_changed),
+                began,
             ));
             *lock(&shared.refresher) = Some(task.abort_handle());
         }

@@ -1,5 +1,6 @@
 //! The background refresher: when to fetch next, and the task that does it.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -9,42 +10,51 @@ use tokio::time::Instant;
 use super::{RotatingCredentials, Shared, lock};
 
 impl Shared {
-    /// How long the refresher sleeps before its next fetch; `first` for the sleep after the
-    /// provider's first fetch.
-    fn next_delay(&self, first: bool) -> Duration {
+    /// When the refresher fetches next. `began` is when the interval began: the start of the
+    /// refresher's last fetch (or of the first), or the end of another caller's refresh;
+    /// `first` for the sleep after the provider's first fetch.
+    ///
+    /// The schedule is anchored at the start of a fetch, not at its end, so that a slow answer
+    /// does not move it: the calls of a fleet that a stalled store holds (a busy second, a
+    /// leader election) come back all at once, and a schedule counted from the answers would
+    /// put the whole fleet's next refreshes in that same second, then every one after.
+    fn next_refresh(&self, began: Instant, first: bool) -> Instant {
+        let now = Instant::now();
         let failures = lock(&self.status).consecutive_failures;
         let policy = &self.policy;
         if failures > 0 {
             // Never slower than the normal schedule: that load is acceptable to the store, and a
             // fixed credential (after a bad publish) must still arrive within one interval.
             let backoff = policy.backoff(failures).min(policy.refresh_interval());
-            return jittered(backoff, policy.jitter());
+            return now + jittered(backoff, policy.jitter());
         }
-        let mut delay = if first {
+        let interval = if first {
             spread_over(policy.refresh_interval(), policy.jitter())
         } else {
             jittered(policy.refresh_interval(), policy.jitter())
         };
+        // A fetch that took over half the interval: the store gets half an interval of rest
+        // from this provider all the same.
+        let mut at = (began + interval).max(now + interval / 2);
         if let Some(renew_at) = self.current.load().renew_at() {
-            let now = Instant::now();
             // Refresh by the renewal point (a lease's retirement, a token's next mint); if it
             // has passed and the store still hands out the same credential, retry at the
             // backoff pace instead of spinning.
-            let until = if renew_at > now {
-                renew_at - now
+            let by = if renew_at > now {
+                renew_at
             } else {
-                policy.backoff_initial()
+                now + policy.backoff_initial()
             };
-            delay = delay.min(until);
+            at = at.min(by);
         }
         // The store says when it rotates next (Vault's static roles, Secrets Manager's
         // schedule): fetch just after, so the new password arrives before the pool needs it.
-        if let Some(at) = self.current.load().credential().next_rotation_at()
-            && let Ok(until) = at.duration_since(SystemTime::now())
+        if let Some(rotates_at) = self.current.load().credential().next_rotation_at()
+            && let Ok(until) = rotates_at.duration_since(SystemTime::now())
         {
-            delay = delay.min(until + AFTER_ROTATION + spread(AFTER_ROTATION_SPREAD));
+            at = at.min(now + until + AFTER_ROTATION + spread(AFTER_ROTATION_SPREAD));
         }
-        delay
+        at
     }
 }
 
@@ -88,28 +98,48 @@ fn jittered(base: Duration, jitter: f64) -> Duration {
     base.mul_f64(1.0 - cut)
 }
 
-pub(super) async fn run(shared: Weak<Shared>, wake: Arc<Notify>) {
+/// The refresher: `began` is when the provider's first fetch started.
+pub(super) async fn run(shared: Weak<Shared>, wake: Arc<Notify>, began: Instant) {
     // Holds only a weak reference between fetches, so dropping the last handle ends the task
     // (`Shared::drop` also aborts it, so it never outlives the provider even mid-sleep).
+    let mut began = began;
     let mut first = true;
+    // The refreshes completed when this task last looked: a wake-up with more is another
+    // caller's refresh (which moves the schedule); with the same, this task's own.
+    let mut seen = match shared.upgrade() {
+        Some(s) => s.completed.load(Ordering::Acquire),
+        None => return,
+    };
     loop {
-        let Some(delay) = shared.upgrade().map(|s| s.next_delay(first)) else {
+        let Some(at) = shared.upgrade().map(|s| s.next_refresh(began, first)) else {
             return;
         };
         first = false;
         let woken = tokio::select! {
-            () = tokio::time::sleep(delay) => false,
+            () = tokio::time::sleep_until(at) => false,
             () = wake.notified() => true,
         };
         if woken {
-            // An on-demand refresh changed the schedule (a new expiry, a recovery): recompute.
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            let completed = strong.completed.load(Ordering::Acquire);
+            if completed != seen {
+                // An on-demand refresh (a refused login, a caller's `refresh`) just fetched:
+                // the interval starts again from it, and its expiry or recovery may have
+                // changed the schedule.
+                seen = completed;
+                began = Instant::now();
+            }
             continue;
         }
         let Some(strong) = shared.upgrade() else {
             return;
         };
+        began = Instant::now();
         let provider = RotatingCredentials { shared: strong };
         let _ = provider.refresh().await;
+        seen = provider.shared.completed.load(Ordering::Acquire);
         provider.shared.health(true);
     }
 }

@@ -143,6 +143,99 @@ async fn a_fleet_built_at_once_spreads_its_refreshes_over_the_interval() {
     }
 }
 
+/// A store that holds every answer until `until` (a stall) and records when each fetch began.
+#[derive(Clone, Default)]
+struct Stalling {
+    began: Arc<StdMutex<Vec<Instant>>>,
+    until: Arc<StdMutex<Option<Instant>>>,
+    answer_after: Duration,
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for Stalling {
+    async fn fetch(&self) -> Result<Credential, SourceError> {
+        self.began.lock().unwrap().push(Instant::now());
+        tokio::time::sleep(self.answer_after).await;
+        let until = *self.until.lock().unwrap();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+        Ok(Credential::new("app", SECRET))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_answer_does_not_move_the_schedule() {
+    // Every answer takes 2 s: the fetches still begin every 60 s, from the first one's start.
+    let source = Stalling {
+        answer_after: secs(2),
+        ..Stalling::default()
+    };
+    let origin = Instant::now();
+    let _creds = RotatingCredentials::new(source.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    tokio::time::sleep(secs(200)).await;
+    let began: Vec<Duration> = source
+        .began
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| *t - origin)
+        .collect();
+    assert_eq!(began, [secs(0), secs(60), secs(120), secs(180)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_stalls_does_not_gather_the_fleet_s_refreshes() {
+    // 100 providers on phases of their own; the store holds every answer between 200 s and
+    // 225 s until 225 s (within the 30-s fetch timeout). The refreshes it held keep their
+    // phases after it: they come back spread over those 25 s, not all in the 10 s (the
+    // jitter) after the answers.
+    let interval = secs(100);
+    let stores: Vec<Stalling> = (0..100).map(|_| Stalling::default()).collect();
+    let origin = Instant::now();
+    let mut providers = Vec::new();
+    for store in &stores {
+        let p = Policy::builder()
+            .refresh_interval(interval)
+            .build()
+            .unwrap();
+        providers.push(RotatingCredentials::new(store.clone(), p).await.unwrap());
+    }
+    tokio::time::sleep(secs(200)).await;
+    for store in &stores {
+        *store.until.lock().unwrap() = Some(origin + secs(225));
+    }
+    tokio::time::sleep(secs(25)).await;
+    for store in &stores {
+        *store.until.lock().unwrap() = None;
+    }
+    tokio::time::sleep(secs(120)).await;
+    let next: Vec<f64> = stores
+        .iter()
+        .filter_map(|store| {
+            let began = store.began.lock().unwrap();
+            let held = began
+                .iter()
+                .position(|t| *t - origin >= secs(200) && *t - origin < secs(225))?;
+            Some((began[held + 1] - origin).as_secs_f64())
+        })
+        .collect();
+    assert!(
+        next.len() > 10,
+        "{} of the fleet's calls were held",
+        next.len()
+    );
+    let (first, last) = next
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &t| (a.min(t), b.max(t)));
+    assert!(
+        last - first > 15.0,
+        "the held calls' next refreshes came between {first:.1} s and {last:.1} s"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn refreshes_earlier_when_expiry_comes_first() {
     // Every fetch returns a new lease ending 10 minutes after the fetch.
