@@ -46,6 +46,8 @@ fn policy() -> Policy {
     // Long periodic refresh: a change must reach the provider through the watcher.
     Policy::builder()
         .refresh_interval(Duration::from_secs(60))
+        // Exactly a minute: with jitter the first refresh comes at a random point of it.
+        .jitter(0.0)
         .overlap_window(Duration::from_secs(600))
         .build()
         .unwrap()

@@ -36,6 +36,8 @@ async fn a_pool_follows_a_rotating_secret_volume_with_no_failed_query() {
     // The periodic refresh is a minute away: the pool can follow only through the watcher.
     let policy = Policy::builder()
         .refresh_interval(Duration::from_secs(60))
+        // Exactly a minute: with jitter the first refresh comes at a random point of it.
+        .jitter(0.0)
         .overlap_window(Duration::from_secs(600))
         .build()
         .unwrap();

@@ -151,6 +151,8 @@ pub fn assert_contract(report: &ScenarioReport, summary: &str) {
 pub fn manual_policy() -> Policy {
     Policy::builder()
         .refresh_interval(Duration::from_secs(3600))
+        // A fixed schedule: with jitter the first refresh comes at a random point of the hour.
+        .jitter(0.0)
         .build()
         .expect("valid policy")
 }
