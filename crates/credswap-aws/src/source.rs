@@ -27,7 +27,8 @@ pub const AWSPENDING: &str = "AWSPENDING";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// `DescribeSecret` calls (one per fetch), also the failed ones.
+    /// `DescribeSecret` calls (one per fetch, but for the retry of a failed read), also the
+    /// failed ones.
     pub describe_calls: u64,
     /// `GetSecretValue` calls, also the failed ones.
     pub get_calls: u64,
@@ -44,13 +45,23 @@ pub struct Stats {
 /// asks for the pending credential because the store may have staged one since.
 const DESCRIBE_REUSE: Duration = Duration::from_secs(1);
 
+/// How long the `DescribeSecret` answer of a fetch whose `GetSecretValue` failed serves the
+/// fetches that try again: they read `AWSCURRENT` straight away, one call instead of two. A
+/// fleet learns of a rotation through two calls each; against a throttling store either may
+/// fail, and the retries that need only the second fail half as often. The value comes from
+/// `GetSecretValue` itself, so it is the current one even if the version moved again; only
+/// the schedule and the `AWSPENDING` view are this old.
+const UNREAD_REUSE: Duration = Duration::from_secs(30);
+
 /// A [`CredentialSource`] reading one AWS Secrets Manager secret.
 ///
 /// Each fetch calls `DescribeSecret` and reads which version carries `AWSCURRENT`; only when
 /// that is not a version read before (as `AWSCURRENT`, or as `AWSPENDING` while the rotation
 /// ran: a version's value never changes) does it call `GetSecretValue` (with
 /// `VersionStage = "AWSCURRENT"`). A pending fetch right after a fetch uses that fetch's
-/// `DescribeSecret` answer, so a refresh mid-rotation costs one `DescribeSecret`, not two.
+/// `DescribeSecret` answer, so a refresh mid-rotation costs one `DescribeSecret`, not two; and
+/// a fetch after one whose `GetSecretValue` failed reads `AWSCURRENT` straight away (for 30 s
+/// after that `DescribeSecret`), so its retries against a throttling store make one call each.
 /// The credential carries the version id, the version's creation date, and the secret's
 /// rotation schedule (`RotationRules`, `NextRotationDate`).
 ///
@@ -71,6 +82,9 @@ pub struct SecretsManagerSource {
     /// The last fetch's `DescribeSecret` answer, for the pending fetch that follows it (taken
     /// once, within [`DESCRIBE_REUSE`], when it saw a pending version).
     last_describe: Mutex<Option<(Instant, DescribeSecretOutput)>>,
+    /// The `DescribeSecret` answer of a fetch whose `GetSecretValue` failed, and when it came:
+    /// the version it shows current is still to be read (within [`UNREAD_REUSE`]).
+    unread: Mutex<Option<(Instant, DescribeSecretOutput)>>,
     describe_calls: AtomicU64,
     get_calls: AtomicU64,
     cache_hits: AtomicU64,
@@ -98,6 +112,7 @@ impl SecretsManagerSource {
             pending_cache: Mutex::new(None),
             rotating: AtomicBool::new(false),
             last_describe: Mutex::new(None),
+            unread: Mutex::new(None),
             describe_calls: AtomicU64::new(0),
             get_calls: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
@@ -132,7 +147,16 @@ impl SecretsManagerSource {
     /// Reads `AWSCURRENT` like [`fetch`](CredentialSource::fetch), with the secret's
     /// [`SecretDetails`]: build the connect options from it.
     pub async fn fetch_secret(&self) -> Result<DatabaseSecret, SourceError> {
-        let describe = self.describe().await?;
+        let unread = lock(&self.unread)
+            .take()
+            .filter(|(at, _)| at.elapsed() < UNREAD_REUSE);
+        let (described_at, describe) = match unread {
+            Some(unread) => unread,
+            None => {
+                let describe = self.describe().await?;
+                (Instant::now(), describe)
+            }
+        };
         self.rotating.store(
             version_with(&describe, AWSPENDING, Some(AWSCURRENT)).is_some(),
             Ordering::Relaxed,
@@ -160,7 +184,13 @@ impl SecretsManagerSource {
                 secret
             }
             None => {
-                let output = self.get(AWSCURRENT, None).await?;
+                let output = match self.get(AWSCURRENT, None).await {
+                    Ok(output) => output,
+                    Err(e) => {
+                        *lock(&self.unread) = Some((described_at, describe));
+                        return Err(e.into());
+                    }
+                };
                 let version_id = output.version_id().map(str::to_owned);
                 let secret = self.parse(&output)?;
                 tracing::debug!(secret_id = %self.secret_id, version_id = ?version_id, "read AWSCURRENT");
@@ -172,7 +202,7 @@ impl SecretsManagerSource {
             }
         };
         let secret = with_schedule(secret, &describe);
-        *lock(&self.last_describe) = Some((Instant::now(), describe));
+        *lock(&self.last_describe) = Some((described_at, describe));
         Ok(secret)
     }
 

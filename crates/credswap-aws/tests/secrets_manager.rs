@@ -429,6 +429,53 @@ async fn throttling_and_server_errors_are_unavailable() {
     assert!(retrying.fetch().await.is_ok());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_whose_read_failed_is_retried_with_the_read_alone() {
+    let moto = moto().await;
+    let admin = client(&moto.endpoint_url(), 1);
+    create(&admin, "db", &json("app", PW)).await;
+    let proxy = moto.faulty().await.unwrap();
+    let source = source(client(&proxy.endpoint_url(), 1), "db");
+    source.fetch().await.unwrap();
+    let calls = |s: Stats| (s.describe_calls, s.get_calls);
+    assert_eq!(calls(source.stats()), (1, 1));
+
+    // A rotation: DescribeSecret sees the new version, GetSecretValue is throttled.
+    let v2 = put_current(&admin, "db", &json("app", PW2)).await;
+    proxy.inject_after(1, Fault::Throttle, 1);
+    assert!(source.fetch().await.unwrap_err().is_unavailable());
+    assert_eq!(calls(source.stats()), (2, 2));
+    // The retry reads it with one call.
+    let c = source.fetch().await.unwrap();
+    assert_eq!(c.password().expose_secret(), PW2);
+    assert_eq!(c.version(), Some(v2.as_str()));
+    assert_eq!(calls(source.stats()), (2, 3));
+    // Then DescribeSecret again, and the version read is cached.
+    source.fetch().await.unwrap();
+    assert_eq!(calls(source.stats()), (3, 3));
+
+    // Retries that fail keep to one call each; one that comes after the version moved again
+    // reads the version current then.
+    put_current(&admin, "db", &json("app", PW)).await;
+    proxy.inject_after(1, Fault::Throttle, 1);
+    assert!(source.fetch().await.unwrap_err().is_unavailable());
+    proxy.inject_next(Fault::Throttle, 1);
+    assert!(source.fetch().await.unwrap_err().is_unavailable());
+    assert_eq!(calls(source.stats()), (4, 5));
+    let v4 = put_current(&admin, "db", &json("app", "pw-third-never-printed")).await;
+    let c = source.fetch().await.unwrap();
+    assert_eq!(c.version(), Some(v4.as_str()));
+    assert_eq!(c.password().expose_secret(), "pw-third-never-printed");
+    assert_eq!(calls(source.stats()), (4, 6));
+
+    // A failed DescribeSecret leaves nothing to reuse: the next fetch asks it again.
+    proxy.inject_next(Fault::Throttle, 1);
+    assert!(source.fetch().await.unwrap_err().is_unavailable());
+    source.fetch().await.unwrap();
+    assert_eq!(calls(source.stats()), (6, 6));
+    assert_eq!(proxy.stats().throttled, 4);
+}
+
 fn source_with_retries(endpoint: &str) -> SecretsManagerSource {
     source(client(endpoint, 3), "db")
 }

@@ -89,6 +89,8 @@ pub(super) struct ProxyShared {
     pub(super) throttle_fraction: AtomicU64,
     /// [`FaultProxy::latency`]: how long each answer waits, in microseconds.
     pub(super) latency_us: AtomicU64,
+    /// [`FaultProxy::inject_after`]: requests forwarded before the plan applies.
+    pub(super) forward_first: AtomicU64,
 }
 
 impl ProxyShared {
@@ -132,6 +134,13 @@ impl ProxyShared {
 
     /// The plan for one request; counts down an injected fault.
     fn planned(&self) -> Plan {
+        if self
+            .forward_first
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Plan::Forward;
+        }
         let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
         let now = *plan;
         if let Plan::Inject {
@@ -207,6 +216,7 @@ impl FaultProxy {
             listening: watch::channel(true).0,
             throttle_fraction: AtomicU64::new(0f64.to_bits()),
             latency_us: AtomicU64::new(0),
+            forward_first: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(
             listener,
@@ -240,6 +250,7 @@ impl FaultProxy {
 
     /// Answers the next `n` requests with `fault`, then forwards again.
     pub fn inject_next(&self, fault: Fault, n: u64) {
+        self.shared.forward_first.store(0, Ordering::Relaxed);
         self.shared.set(if n == 0 {
             Plan::Forward
         } else {
@@ -248,6 +259,16 @@ impl FaultProxy {
                 remaining: Some(n),
             }
         });
+    }
+
+    /// Forwards the next `forwarded` requests, then answers `n` with `fault`: the second call
+    /// of a two-call read (`DescribeSecret`, then `GetSecretValue`) fails while the first
+    /// succeeds.
+    pub fn inject_after(&self, forwarded: u64, fault: Fault, n: u64) {
+        self.inject_next(fault, n);
+        self.shared
+            .forward_first
+            .store(forwarded, Ordering::Relaxed);
     }
 
     /// Answers a random `fraction` of the requests (0 to 1; each request independently) with

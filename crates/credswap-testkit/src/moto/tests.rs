@@ -42,12 +42,22 @@ fn injected_faults_count_down() {
         listening: watch::channel(true).0,
         throttle_fraction: AtomicU64::new(0f64.to_bits()),
         latency_us: AtomicU64::new(0),
+        forward_first: AtomicU64::new(0),
     };
     shared.set(Plan::Inject {
         fault: Fault::Throttle,
         remaining: Some(2),
     });
     assert!(matches!(shared.next(), Plan::Inject { .. }));
+    assert!(matches!(shared.next(), Plan::Inject { .. }));
+    assert_eq!(shared.next(), Plan::Forward);
+    // `inject_after(1, ..)`: one forwarded, then the fault.
+    shared.forward_first.store(1, Ordering::Relaxed);
+    shared.set(Plan::Inject {
+        fault: Fault::Throttle,
+        remaining: Some(1),
+    });
+    assert_eq!(shared.next(), Plan::Forward);
     assert!(matches!(shared.next(), Plan::Inject { .. }));
     assert_eq!(shared.next(), Plan::Forward);
     let text = String::from_utf8(fault_response(Fault::Throttle, &shared)).unwrap();
@@ -71,6 +81,7 @@ fn a_vault_proxy_throttles_and_fails_in_vaults_words() {
         listening: watch::channel(true).0,
         throttle_fraction: AtomicU64::new(0f64.to_bits()),
         latency_us: AtomicU64::new(0),
+        forward_first: AtomicU64::new(0),
     };
     let text = String::from_utf8(fault_response(Fault::Throttle, &shared)).unwrap();
     assert!(
@@ -108,6 +119,7 @@ fn a_throttle_fraction_throttles_that_share_of_forwarded_requests() {
         listening: watch::channel(true).0,
         throttle_fraction: AtomicU64::new(0f64.to_bits()),
         latency_us: AtomicU64::new(0),
+        forward_first: AtomicU64::new(0),
     };
     // Off: nothing is throttled, whatever the draw.
     assert!(!shared.throttles(0.0));
