@@ -533,11 +533,13 @@ pub struct RotationResult {
     /// the convergence that is the store's and the refresh schedule's): p50 and p99, ms.
     pub learned_p50_ms: Option<f64>,
     pub learned_p99_ms: Option<f64>,
+    pub learned_max_ms: Option<f64>,
     /// The store's change until the database first accepted the new credential from each
     /// instance (its pool's connection or a probe): p50 and p99, ms. Between it and the
     /// convergence, the pool's first session of its own with it (its next connect).
     pub proven_p50_ms: Option<f64>,
     pub proven_p99_ms: Option<f64>,
+    pub proven_max_ms: Option<f64>,
     /// Store calls in the rotation's window (its start to its store change + refresh + 2 s),
     /// per instance: the scheduled refreshes in it included.
     pub store_calls_per_instance: f64,
@@ -1301,8 +1303,10 @@ async fn run_one(
             not_converged: missing,
             learned_p50_ms: percentile(&learned, 0.5).map(round2),
             learned_p99_ms: percentile(&learned, 0.99).map(round2),
+            learned_max_ms: percentile(&learned, 1.0).map(round2),
             proven_p50_ms: percentile(&proven, 0.5).map(round2),
             proven_p99_ms: percentile(&proven, 0.99).map(round2),
+            proven_max_ms: percentile(&proven, 1.0).map(round2),
             store_calls_per_instance: round2(calls / n as f64),
             extra_store_calls_per_instance: extra.map(round2),
             peak_logins_per_s: logins_between(from, to)
@@ -1574,7 +1578,7 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
             let _ = writeln!(
                 out,
                 "  rotation {} (store changed at {:.1}s): converged p50 {:.0} ms, p99 {:.0} ms, \
-                 max {:.0} ms{} (the providers had it: p50 {} ms, p99 {} ms; the database accepted it: p50 {} ms, p99 {} ms); store calls {:.2} per instance in its window ({} beyond the \
+                 max {:.0} ms{} (the providers had it: p50 {} ms, p99 {} ms, max {} ms; the database accepted it: p50 {} ms, p99 {} ms, max {} ms); store calls {:.2} per instance in its window ({} beyond the \
                  steady rate); peak {} logins/s",
                 i + 1,
                 rot.at_s,
@@ -1591,8 +1595,10 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                 },
                 cell(rot.learned_p50_ms.map(|v| format!("{v:.0}"))),
                 cell(rot.learned_p99_ms.map(|v| format!("{v:.0}"))),
+                cell(rot.learned_max_ms.map(|v| format!("{v:.0}"))),
                 cell(rot.proven_p50_ms.map(|v| format!("{v:.0}"))),
                 cell(rot.proven_p99_ms.map(|v| format!("{v:.0}"))),
+                cell(rot.proven_max_ms.map(|v| format!("{v:.0}"))),
                 rot.store_calls_per_instance,
                 cell(
                     rot.extra_store_calls_per_instance
