@@ -50,8 +50,9 @@ const DESCRIBE_REUSE: Duration = Duration::from_secs(1);
 /// fleet learns of a rotation through two calls each; against a throttling store either may
 /// fail, and the retries that need only the second fail half as often. The value comes from
 /// `GetSecretValue` itself, so it is the current one even if the version moved again; only
-/// the schedule and the `AWSPENDING` view are this old.
-const UNREAD_REUSE: Duration = Duration::from_secs(30);
+/// the schedule and the `AWSPENDING` view are this old, and a pending fetch's own
+/// `DescribeSecret` (newer) ends the reuse.
+const UNREAD_REUSE: Duration = Duration::from_secs(10);
 
 /// A [`CredentialSource`] reading one AWS Secrets Manager secret.
 ///
@@ -60,7 +61,7 @@ const UNREAD_REUSE: Duration = Duration::from_secs(30);
 /// ran: a version's value never changes) does it call `GetSecretValue` (with
 /// `VersionStage = "AWSCURRENT"`). A pending fetch right after a fetch uses that fetch's
 /// `DescribeSecret` answer, so a refresh mid-rotation costs one `DescribeSecret`, not two; and
-/// a fetch after one whose `GetSecretValue` failed reads `AWSCURRENT` straight away (for 30 s
+/// a fetch after one whose `GetSecretValue` failed reads `AWSCURRENT` straight away (for 10 s
 /// after that `DescribeSecret`), so its retries against a throttling store make one call each.
 /// The credential carries the version id, the version's creation date, and the secret's
 /// rotation schedule (`RotationRules`, `NextRotationDate`).
@@ -83,7 +84,8 @@ pub struct SecretsManagerSource {
     /// once, within [`DESCRIBE_REUSE`], when it saw a pending version).
     last_describe: Mutex<Option<(Instant, DescribeSecretOutput)>>,
     /// The `DescribeSecret` answer of a fetch whose `GetSecretValue` failed, and when it came:
-    /// the version it shows current is still to be read (within [`UNREAD_REUSE`]).
+    /// the version it shows current is still to be read (within [`UNREAD_REUSE`], and until
+    /// a pending fetch asks `DescribeSecret` itself).
     unread: Mutex<Option<(Instant, DescribeSecretOutput)>>,
     describe_calls: AtomicU64,
     get_calls: AtomicU64,
@@ -150,6 +152,7 @@ impl SecretsManagerSource {
         let unread = lock(&self.unread)
             .take()
             .filter(|(at, _)| at.elapsed() < UNREAD_REUSE);
+        let reused = unread.is_some();
         let (described_at, describe) = match unread {
             Some(unread) => unread,
             None => {
@@ -202,7 +205,10 @@ impl SecretsManagerSource {
             }
         };
         let secret = with_schedule(secret, &describe);
-        *lock(&self.last_describe) = Some((described_at, describe));
+        // For the pending fetch that follows: a fresh answer counts from now (its read may have
+        // taken a while), a reused one from when it came.
+        let stamp = if reused { described_at } else { Instant::now() };
+        *lock(&self.last_describe) = Some((stamp, describe));
         Ok(secret)
     }
 
@@ -218,12 +224,18 @@ impl SecretsManagerSource {
             .map(|(_, describe)| describe);
         let describe = match fresh {
             Some(describe) => describe,
-            None => self.describe().await?,
+            None => {
+                let describe = self.describe().await?;
+                // Newer than the answer a failed read left: the next fetch asks again.
+                lock(&self.unread).take();
+                describe
+            }
         };
         let Some(pending) = version_with(&describe, AWSPENDING, Some(AWSCURRENT)) else {
             self.rotating.store(false, Ordering::Relaxed);
             return Ok(None);
         };
+        self.rotating.store(true, Ordering::Relaxed);
         let pending = pending.to_owned();
         let cached = lock(&self.pending_cache)
             .as_ref()

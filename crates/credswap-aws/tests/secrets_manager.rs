@@ -474,6 +474,30 @@ async fn a_fetch_whose_read_failed_is_retried_with_the_read_alone() {
     source.fetch().await.unwrap();
     assert_eq!(calls(source.stats()), (6, 6));
     assert_eq!(proxy.stats().throttled, 4);
+
+    // A pending fetch's own DescribeSecret is newer than the one a failed read left: the next
+    // fetch asks again. And a pending version it finds says the store is rotating.
+    let v5 = put_current(&admin, "db", &json("app", PW2)).await;
+    proxy.inject_after(1, Fault::Throttle, 1);
+    assert!(source.fetch().await.unwrap_err().is_unavailable());
+    assert_eq!(calls(source.stats()), (7, 7));
+    put_pending(&admin, "db", &json("app", PW)).await;
+    assert!(
+        !source.rotation_pending(),
+        "the failed fetch saw no rotation"
+    );
+    let pending = source
+        .fetch_pending()
+        .await
+        .unwrap()
+        .expect("a pending version");
+    assert_eq!(pending.password().expose_secret(), PW);
+    assert!(source.rotation_pending());
+    assert_eq!(calls(source.stats()), (8, 8));
+    let c = source.fetch().await.unwrap();
+    assert_eq!(c.version(), Some(v5.as_str()));
+    assert_eq!(calls(source.stats()), (9, 9));
+    assert!(source.rotation_pending());
 }
 
 fn source_with_retries(endpoint: &str) -> SecretsManagerSource {

@@ -441,12 +441,9 @@ struct CallSample {
 
 /// The fleet's store calls at `t` (the last sample at or before it; the first before them all).
 fn calls_at(samples: &[CallSample], t: Duration) -> u64 {
-    samples
-        .iter()
-        .take_while(|s| s.at <= t)
-        .last()
-        .or(samples.first())
-        .map_or(0, |s| s.calls)
+    // The samples come in time order.
+    let after = samples.partition_point(|s| s.at <= t);
+    samples.get(after.saturating_sub(1)).map_or(0, |s| s.calls)
 }
 
 /// The most store calls the fleet made in one second: over the 1-s windows that start at a

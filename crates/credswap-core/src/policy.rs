@@ -18,11 +18,11 @@ const DAY: Duration = Duration::from_secs(86_400);
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | `refresh_interval` | 5 min | cache TTL: the refresher fetches this often, counted from the start of each fetch (jitter only shortens it; a fetch that took over half of it is followed by at least half an interval) |
+/// | `refresh_interval` | 5 min | cache TTL: the refresher fetches this often, counted from the start of its last fetch or the end of another caller's refresh (jitter only shortens it; a fetch that took over half of it is followed by at least half of it; a lease's renewal point or the store's announced rotation can bring the fetch earlier) |
 /// | `overlap_window` | none | how long the store keeps the previous credential valid after a rotation |
 /// | `rotation_interval` | 30 days | the store's rotation schedule; an older credential raises a health warning |
 /// | `expiry_margin` | 1 min | refresh, and retire connections, this long before a credential's `expires_at` |
-/// | `jitter` | 0.1 | each refresh delay is shortened by a random fraction in `[0, jitter)`; the first comes at a random point of the interval, so that a fleet started at once spreads its store calls (0: a fixed schedule) |
+/// | `jitter` | 0.1 | each refresh delay is shortened by a random fraction in `[0, jitter)`; the first, and the first after a fetch the whole fleet made together (the store's announced rotation, the end of an outage), comes at a random point of the interval, so that a fleet spreads its store calls (0: a fixed schedule) |
 /// | `backoff_initial`, `backoff_max` | 1 s, 1 min | retry delays after a failed refresh: doubling, capped (and never longer than `refresh_interval`) |
 /// | `fetch_timeout` | 30 s | a fetch that takes longer fails (an unreachable store must not hang the refresher) |
 /// | `validation_timeout` | 10 s | a validator that takes longer rejects the credential (a stalled database must not hold the refresh) |
@@ -202,9 +202,11 @@ impl PolicyBuilder {
     }
 
     /// Sets the jitter fraction, in `[0, 0.5]`: each refresh comes up to this fraction of the
-    /// interval early. Above zero, the first refresh after the provider is built also comes at
-    /// a random point of the interval, which puts each provider of a fleet on a phase of its
-    /// own; zero gives a fixed schedule (every `refresh_interval`, from the first fetch).
+    /// interval early. Above zero, the first refresh after the provider is built (and the first
+    /// after a fetch the whole fleet made together: the store's announced rotation, the end of
+    /// an outage) comes at a random point of the interval, which puts each provider of a fleet
+    /// on a phase of its own; zero gives a fixed schedule (every `refresh_interval`, from the
+    /// first fetch).
     pub fn jitter(mut self, jitter: f64) -> Self {
         self.policy.jitter = jitter;
         self

@@ -167,10 +167,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///   fetch and all get its result, so an auth-failure storm cannot stampede the secret store.
 /// - An adapter's report of a refused login ([`contract::Feedback::report_auth_failure`](crate::contract::Feedback::report_auth_failure)) refreshes only if the generation that
 ///   failed is still current.
-/// - A background refresher fetches every `refresh_interval` (shortened by jitter; the first
-///   time at a random point of the interval, and each time counted from the last fetch's
-///   start, so that neither a fleet started at once nor a store that held the fleet's calls
-///   puts the fleet's calls in step), earlier when
+/// - A background refresher fetches every `refresh_interval` (shortened by jitter; with jitter
+///   on, the first time at a random point of the interval, and each time counted from the last
+///   fetch's start, so that neither a fleet started at once nor a store that held the fleet's
+///   calls puts the fleet's calls in step), earlier when
 ///   `expires_at - expiry_margin` comes first, backs off on errors while serving the last good
 ///   credential, and stops when the last handle is dropped.
 /// - An optional validator must accept a new credential before it is published.

@@ -237,6 +237,139 @@ async fn a_store_that_stalls_does_not_gather_the_fleet_s_refreshes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fetch_that_took_over_half_the_interval_is_followed_by_half_an_interval() {
+    // Every fetch takes 40 s, the interval is 60 s: each begins 60 s after the last one began,
+    // but not sooner than 30 s after it ended (the refresher's own notification moves nothing).
+    let source = Stalling {
+        answer_after: secs(40),
+        ..Stalling::default()
+    };
+    let origin = Instant::now();
+    let p = Policy::builder()
+        .refresh_interval(secs(60))
+        .jitter(0.0)
+        .fetch_timeout(secs(50))
+        .build()
+        .unwrap();
+    let _creds = RotatingCredentials::new(source.clone(), p).await.unwrap();
+    tokio::time::sleep(secs(250) - (Instant::now() - origin)).await;
+    let began: Vec<Duration> = source
+        .began
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| *t - origin)
+        .collect();
+    assert_eq!(began, [secs(0), secs(70), secs(140), secs(210)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_callers_refresh_starts_the_interval_again() {
+    let source = Recording::new();
+    let origin = Instant::now();
+    let creds = RotatingCredentials::new(source.clone(), policy(secs(60)))
+        .await
+        .unwrap();
+    tokio::time::sleep(secs(30)).await;
+    creds.refresh().await.unwrap();
+    tokio::time::sleep(secs(131)).await;
+    assert_eq!(
+        source.offsets_from(origin),
+        [secs(0), secs(30), secs(90), secs(150)]
+    );
+}
+
+/// The tenths of the interval (of 100 s) the instants fall in, counted.
+fn tenths(instants: impl IntoIterator<Item = Duration>) -> [usize; 10] {
+    let mut tenths = [0usize; 10];
+    for at in instants {
+        tenths[((at.as_secs_f64() % 100.0) / 10.0) as usize] += 1;
+    }
+    tenths
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_interval_stays_spread_after_a_callers_refresh() {
+    // Every instance of a fleet refreshes on its own right after it is built (an application
+    // that checks its store at start-up): the fleet's refreshes still spread over the interval.
+    let sources: Vec<Recording> = (0..200).map(|_| Recording::new()).collect();
+    let origin = Instant::now();
+    let p = Policy::builder()
+        .refresh_interval(secs(100))
+        .build()
+        .unwrap();
+    let mut providers = Vec::new();
+    for source in &sources {
+        let provider = RotatingCredentials::new(source.clone(), p).await.unwrap();
+        provider.refresh().await.unwrap();
+        providers.push(provider);
+    }
+    tokio::time::sleep(secs(150)).await;
+    let spread = tenths(sources.iter().map(|s| s.offsets_from(origin)[2]));
+    assert!(
+        spread.iter().all(|&n| (5..=45).contains(&n)),
+        "the fleet's first background refreshes by tenth of the interval: {spread:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_interval_after_an_announced_rotation_is_spread_again() {
+    // The store announces a rotation 5 s ahead in its first answer: the fleet fetches within
+    // a few seconds after it, all of it, and then spreads its refreshes over the interval
+    // again instead of keeping that phase.
+    let announced = SystemTime::now() + secs(5);
+    let fleet: Vec<(Arc<StdMutex<Vec<Instant>>>, RotatingCredentials)> = {
+        let mut fleet = Vec::new();
+        for _ in 0..200 {
+            let times: Arc<StdMutex<Vec<Instant>>> = Arc::default();
+            let log = Arc::clone(&times);
+            let source = from_fn(move || {
+                let mut times = log.lock().unwrap();
+                times.push(Instant::now());
+                let first = times.len() == 1;
+                async move {
+                    let credential = Credential::new("app", SECRET);
+                    Ok(if first {
+                        credential.with_next_rotation_at(announced)
+                    } else {
+                        credential
+                    })
+                }
+            });
+            let p = Policy::builder()
+                .refresh_interval(secs(100))
+                .build()
+                .unwrap();
+            let provider = RotatingCredentials::new(source, p).await.unwrap();
+            fleet.push((times, provider));
+        }
+        fleet
+    };
+    let origin = Instant::now();
+    tokio::time::sleep(secs(300)).await;
+    let mut after_rotation = 0;
+    let mut gaps = Vec::new();
+    for (times, _) in &fleet {
+        let times = times.lock().unwrap();
+        let woke = times[1] - origin;
+        if woke >= secs(5) && woke <= secs(9) {
+            after_rotation += 1;
+            gaps.push(times[2] - times[1]);
+        }
+    }
+    assert!(
+        after_rotation > 150,
+        "{after_rotation} fetched after the rotation"
+    );
+    let short = gaps.iter().filter(|g| **g < secs(50)).count();
+    assert!(
+        short * 4 > gaps.len(),
+        "{short} of {} next refreshes came in the first half of the interval",
+        gaps.len()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn refreshes_earlier_when_expiry_comes_first() {
     // Every fetch returns a new lease ending 10 minutes after the fetch.
     let fetches = Arc::new(AtomicU64::new(0));

@@ -172,6 +172,8 @@ impl ProxyShared {
 ///
 /// - [`inject_next`](Self::inject_next)`(fault, n)`: the next `n` requests get `fault`;
 /// - [`inject_until_heal`](Self::inject_until_heal)`(fault)`: every request gets it;
+/// - [`inject_after`](Self::inject_after)`(m, fault, n)`: the next `m` requests are forwarded,
+///   the `n` after them get `fault`;
 /// - [`throttle`](Self::throttle)`(p)`: a random fraction `p` of the requests is throttled;
 /// - [`latency`](Self::latency)`(d)`: every answer waits `d`;
 /// - [`outage`](Self::outage)`.await`: the listening socket closes (new connections are
@@ -265,10 +267,18 @@ impl FaultProxy {
     /// of a two-call read (`DescribeSecret`, then `GetSecretValue`) fails while the first
     /// succeeds.
     pub fn inject_after(&self, forwarded: u64, fault: Fault, n: u64) {
-        self.inject_next(fault, n);
+        // The count first: a request between the two stores is forwarded, not faulted.
         self.shared
             .forward_first
             .store(forwarded, Ordering::Relaxed);
+        self.shared.set(if n == 0 {
+            Plan::Forward
+        } else {
+            Plan::Inject {
+                fault,
+                remaining: Some(n),
+            }
+        });
     }
 
     /// Answers a random `fraction` of the requests (0 to 1; each request independently) with
@@ -292,6 +302,7 @@ impl FaultProxy {
 
     /// Answers every request with `fault` until [`heal`](Self::heal).
     pub fn inject_until_heal(&self, fault: Fault) {
+        self.shared.forward_first.store(0, Ordering::Relaxed);
         self.shared.set(Plan::Inject {
             fault,
             remaining: None,
@@ -301,6 +312,7 @@ impl FaultProxy {
     /// Refuses new connections and closes kept-alive ones at their next request, until
     /// [`heal`](Self::heal). Returns once the listening socket is closed.
     pub async fn outage(&self) {
+        self.shared.forward_first.store(0, Ordering::Relaxed);
         self.shared.set(Plan::Outage);
         self.wait_listening(false).await;
     }
@@ -308,6 +320,7 @@ impl FaultProxy {
     /// Forwards every request again. After an [`outage`](Self::outage), returns once the proxy
     /// listens again on the same port.
     pub async fn heal(&self) {
+        self.shared.forward_first.store(0, Ordering::Relaxed);
         self.shared.set(Plan::Forward);
         self.wait_listening(true).await;
     }
