@@ -11,7 +11,7 @@ use credswap_aws::aws_sdk_secretsmanager::{Client, Config};
 use credswap_aws::{SecretsManagerSource, Stats};
 use credswap_core::secrecy::ExposeSecret;
 use credswap_core::{CredentialSource, Policy, RotatingCredentials, SourceError};
-use credswap_testkit::{Fault, TestMoto};
+use credswap_testkit::{Fault, FaultProxy, TestMoto};
 
 const PW: &str = "pw-0f1e2d3c-never-printed";
 const PW2: &str = "pw-9a8b7c6d-never-printed";
@@ -20,6 +20,18 @@ async fn moto() -> TestMoto {
     TestMoto::start()
         .await
         .unwrap_or_else(|e| panic!("starting moto_server failed: {e}"))
+}
+
+/// moto with the secret "db" (`PW`), an admin client, a fault proxy in front of moto, and a
+/// source through it (no SDK retries) that has read the secret once.
+async fn behind_a_proxy() -> (TestMoto, Client, FaultProxy, SecretsManagerSource) {
+    let moto = moto().await;
+    let admin = client(&moto.endpoint_url(), 1);
+    create(&admin, "db", &json("app", PW)).await;
+    let proxy = moto.faulty().await.unwrap();
+    let source = source(client(&proxy.endpoint_url(), 1), "db");
+    source.fetch().await.unwrap();
+    (moto, admin, proxy, source)
 }
 
 /// A client for `endpoint` with moto's region and dummy credentials; `attempts` = 1 disables
@@ -388,12 +400,7 @@ async fn a_missing_secret_is_neither_unavailable_nor_malformed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_server_errors_are_unavailable() {
-    let moto = moto().await;
-    let admin = client(&moto.endpoint_url(), 1);
-    create(&admin, "db", &json("app", PW)).await;
-    let proxy = moto.faulty().await.unwrap();
-    let source = source(client(&proxy.endpoint_url(), 1), "db");
-    source.fetch().await.unwrap();
+    let (_moto, _admin, proxy, source) = behind_a_proxy().await;
 
     proxy.inject_next(Fault::Throttle, 1);
     let err = source.fetch().await.unwrap_err();
@@ -431,12 +438,7 @@ async fn throttling_and_server_errors_are_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_whose_read_failed_is_retried_with_the_read_alone() {
-    let moto = moto().await;
-    let admin = client(&moto.endpoint_url(), 1);
-    create(&admin, "db", &json("app", PW)).await;
-    let proxy = moto.faulty().await.unwrap();
-    let source = source(client(&proxy.endpoint_url(), 1), "db");
-    source.fetch().await.unwrap();
+    let (_moto, admin, proxy, source) = behind_a_proxy().await;
     let calls = |s: Stats| (s.describe_calls, s.get_calls);
     assert_eq!(calls(source.stats()), (1, 1));
 
@@ -506,12 +508,7 @@ fn source_with_retries(endpoint: &str) -> SecretsManagerSource {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_and_unreachable_endpoints_are_unavailable() {
-    let moto = moto().await;
-    let admin = client(&moto.endpoint_url(), 1);
-    create(&admin, "db", &json("app", PW)).await;
-    let proxy = moto.faulty().await.unwrap();
-    let source = source(client(&proxy.endpoint_url(), 1), "db");
-    source.fetch().await.unwrap();
+    let (moto, _admin, proxy, source) = behind_a_proxy().await;
 
     proxy.outage().await;
     let err = source.fetch().await.unwrap_err();

@@ -65,6 +65,10 @@
 //!   (`extra_store_calls_per_instance`) what is beyond the steady rate over the window's
 //!   length: what the rotation itself cost. A window lasts as long as the rotator takes, so a
 //!   rotator slowed by the store adds scheduled refreshes to it.
+//!   *The busiest second* (`peak_store_calls_per_s`, and `steady_peak_store_calls_per_s`
+//!   outside the rotations' windows): the most calls the fleet made in a second starting at
+//!   any poll, the unit of a store's rate quota. A fleet that refreshes in step shows it here
+//!   first: its whole interval's calls in one second.
 //! - **Throttled calls**: with `--source aws` the calls the fault proxy answered with
 //!   ThrottlingException (HTTP requests: the SDK retries them, up to 3 attempts a call); with
 //!   `--source vault-static` the reads the fault proxy answered with HTTP 429 and

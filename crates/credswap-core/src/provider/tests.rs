@@ -109,13 +109,10 @@ async fn jitter_only_shortens_the_interval() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_fleet_built_at_once_spreads_its_refreshes_over_the_interval() {
-    // 200 providers built in the same instant, with the default jitter (each refresh shortened
-    // by up to 10 %): their first refreshes fall all over the interval, not in its last tenth,
-    // and their schedules keep the spread.
-    let sources: Vec<Recording> = (0..200).map(|_| Recording::new()).collect();
-    let origin = Instant::now();
+/// A fleet of `n` providers over recording sources, all built in the same instant with the
+/// default jitter and a 100-s interval.
+async fn fleet(n: usize) -> (Vec<Recording>, Vec<RotatingCredentials>) {
+    let sources: Vec<Recording> = (0..n).map(|_| Recording::new()).collect();
     let p = Policy::builder()
         .refresh_interval(secs(100))
         .build()
@@ -124,21 +121,39 @@ async fn a_fleet_built_at_once_spreads_its_refreshes_over_the_interval() {
     for source in &sources {
         providers.push(RotatingCredentials::new(source.clone(), p).await.unwrap());
     }
+    (sources, providers)
+}
+
+/// The tenths of the interval (of 100 s) the instants fall in, counted.
+fn tenths(instants: impl IntoIterator<Item = Duration>) -> [usize; 10] {
+    let mut tenths = [0usize; 10];
+    for at in instants {
+        tenths[((at.as_secs_f64() % 100.0) / 10.0) as usize] += 1;
+    }
+    tenths
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_built_at_once_spreads_its_refreshes_over_the_interval() {
+    // 200 providers built in the same instant, with the default jitter (each refresh shortened
+    // by up to 10 %): their first refreshes fall all over the interval, not in its last tenth,
+    // and their schedules keep the spread.
+    let origin = Instant::now();
+    let (sources, _providers) = fleet(200).await;
     tokio::time::sleep(secs(1000)).await;
     for (refresh, from) in [(1, secs(0)), (5, secs(300))] {
-        let mut tenths = [0usize; 10];
-        for source in &sources {
-            let at = source.offsets_from(origin)[refresh];
-            assert!(
-                at > from && at <= from + secs(200),
-                "refresh {refresh} at {at:?}"
-            );
-            let phase = at.as_secs_f64() % 100.0;
-            tenths[(phase / 10.0) as usize] += 1;
-        }
+        let at: Vec<Duration> = sources
+            .iter()
+            .map(|s| s.offsets_from(origin)[refresh])
+            .collect();
         assert!(
-            tenths.iter().all(|&n| (5..=45).contains(&n)),
-            "refresh {refresh}: the fleet's phases by tenth of the interval: {tenths:?}"
+            at.iter().all(|t| *t > from && *t <= from + secs(200)),
+            "refresh {refresh} at {at:?}"
+        );
+        let spread = tenths(at);
+        assert!(
+            spread.iter().all(|&n| (5..=45).contains(&n)),
+            "refresh {refresh}: the fleet's phases by tenth of the interval: {spread:?}"
         );
     }
 }
@@ -279,30 +294,14 @@ async fn another_callers_refresh_starts_the_interval_again() {
     );
 }
 
-/// The tenths of the interval (of 100 s) the instants fall in, counted.
-fn tenths(instants: impl IntoIterator<Item = Duration>) -> [usize; 10] {
-    let mut tenths = [0usize; 10];
-    for at in instants {
-        tenths[((at.as_secs_f64() % 100.0) / 10.0) as usize] += 1;
-    }
-    tenths
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_first_interval_stays_spread_after_a_callers_refresh() {
     // Every instance of a fleet refreshes on its own right after it is built (an application
     // that checks its store at start-up): the fleet's refreshes still spread over the interval.
-    let sources: Vec<Recording> = (0..200).map(|_| Recording::new()).collect();
     let origin = Instant::now();
-    let p = Policy::builder()
-        .refresh_interval(secs(100))
-        .build()
-        .unwrap();
-    let mut providers = Vec::new();
-    for source in &sources {
-        let provider = RotatingCredentials::new(source.clone(), p).await.unwrap();
+    let (sources, providers) = fleet(200).await;
+    for provider in &providers {
         provider.refresh().await.unwrap();
-        providers.push(provider);
     }
     tokio::time::sleep(secs(150)).await;
     let spread = tenths(sources.iter().map(|s| s.offsets_from(origin)[2]));

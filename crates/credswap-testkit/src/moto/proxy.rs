@@ -72,6 +72,20 @@ pub(super) enum Plan {
     Outage,
 }
 
+impl Plan {
+    /// `fault` for the next `n` requests (none for 0).
+    fn next(fault: Fault, n: u64) -> Self {
+        if n == 0 {
+            Plan::Forward
+        } else {
+            Plan::Inject {
+                fault,
+                remaining: Some(n),
+            }
+        }
+    }
+}
+
 pub(super) struct ProxyShared {
     /// How the injected faults are worded.
     pub(super) dialect: Dialect,
@@ -253,14 +267,7 @@ impl FaultProxy {
     /// Answers the next `n` requests with `fault`, then forwards again.
     pub fn inject_next(&self, fault: Fault, n: u64) {
         self.shared.forward_first.store(0, Ordering::Relaxed);
-        self.shared.set(if n == 0 {
-            Plan::Forward
-        } else {
-            Plan::Inject {
-                fault,
-                remaining: Some(n),
-            }
-        });
+        self.shared.set(Plan::next(fault, n));
     }
 
     /// Forwards the next `forwarded` requests, then answers `n` with `fault`: the second call
@@ -271,14 +278,7 @@ impl FaultProxy {
         self.shared
             .forward_first
             .store(forwarded, Ordering::Relaxed);
-        self.shared.set(if n == 0 {
-            Plan::Forward
-        } else {
-            Plan::Inject {
-                fault,
-                remaining: Some(n),
-            }
-        });
+        self.shared.set(Plan::next(fault, n));
     }
 
     /// Answers a random `fraction` of the requests (0 to 1; each request independently) with
