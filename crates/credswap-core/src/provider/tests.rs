@@ -39,13 +39,13 @@ impl Recording {
         }
     }
     fn offsets_from(&self, origin: Instant) -> Vec<Duration> {
-        self.times
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|t| *t - origin)
-            .collect()
+        offsets(&self.times, origin)
     }
+}
+
+/// The recorded instants, from `origin`.
+fn offsets(times: &StdMutex<Vec<Instant>>, origin: Instant) -> Vec<Duration> {
+    times.lock().unwrap().iter().map(|t| *t - origin).collect()
 }
 
 #[async_trait::async_trait]
@@ -166,6 +166,13 @@ struct Stalling {
     answer_after: Duration,
 }
 
+impl Stalling {
+    /// When each fetch began, from `origin`.
+    fn offsets_from(&self, origin: Instant) -> Vec<Duration> {
+        offsets(&self.began, origin)
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialSource for Stalling {
     async fn fetch(&self) -> Result<Credential, SourceError> {
@@ -191,14 +198,10 @@ async fn a_slow_answer_does_not_move_the_schedule() {
         .await
         .unwrap();
     tokio::time::sleep(secs(200)).await;
-    let began: Vec<Duration> = source
-        .began
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|t| *t - origin)
-        .collect();
-    assert_eq!(began, [secs(0), secs(60), secs(120), secs(180)]);
+    assert_eq!(
+        source.offsets_from(origin),
+        [secs(0), secs(60), secs(120), secs(180)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,14 +271,10 @@ async fn a_fetch_that_took_over_half_the_interval_is_followed_by_half_an_interva
         .unwrap();
     let _creds = RotatingCredentials::new(source.clone(), p).await.unwrap();
     tokio::time::sleep(secs(250) - (Instant::now() - origin)).await;
-    let began: Vec<Duration> = source
-        .began
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|t| *t - origin)
-        .collect();
-    assert_eq!(began, [secs(0), secs(70), secs(140), secs(210)]);
+    assert_eq!(
+        source.offsets_from(origin),
+        [secs(0), secs(70), secs(140), secs(210)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
