@@ -255,8 +255,10 @@ impl MemoryFleetRotator {
             }
             Strategy::SingleUser => {
                 let role = self.roles.first().ok_or("the run has no role")?.clone();
-                marks.mark();
+                // Marked when the database has the new password, as in the single-pool drill's
+                // rotator (a slow `ALTER ROLE` is the server's time, not the fleet's).
                 self.pg.set_password(&role, &password).await?;
+                marks.mark();
                 tokio::time::sleep(STORE_LAG).await;
                 self.store.set(Credential::new(role, password));
                 record(

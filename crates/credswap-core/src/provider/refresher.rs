@@ -155,6 +155,11 @@ pub(super) async fn run(shared: Weak<Shared>, wake: Arc<Notify>, began: Instant)
         let Some((at, due)) = shared.upgrade().map(|s| s.next_refresh(began, spread)) else {
             return;
         };
+        tracing::trace!(
+            ?due,
+            in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "next scheduled refresh"
+        );
         let woken = tokio::select! {
             () = tokio::time::sleep_until(at) => false,
             () = wake.notified() => true,
@@ -169,6 +174,7 @@ pub(super) async fn run(shared: Weak<Shared>, wake: Arc<Notify>, began: Instant)
             // recovery may have changed the schedule.
             seen = completed;
             began = Instant::now();
+            tracing::trace!("another caller refreshed; the interval starts again");
             continue;
         }
         if woken {
