@@ -55,9 +55,66 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        cli::Command::Drill(args) => runtime.block_on(drill::main(args)),
+    let code = match cli.command {
+        // Interrupted (Ctrl-C, or a SIGTERM from `timeout` or a CI runner), the drill's future
+        // is dropped, and the runtime's tasks with it at its shutdown below: the embedded
+        // PostgreSQL, moto, OpenBao and PgBouncer it started are stopped and their directories
+        // removed, as at the end of a run. Otherwise a signal ended the process at once and left
+        // them running.
+        cli::Command::Drill(args) => runtime.block_on(async {
+            tokio::select! {
+                code = drill::main(args) => code,
+                signal = interrupted() => {
+                    eprintln!(
+                        "\n{}: stopping the drill and the servers it started",
+                        signal.name
+                    );
+                    ExitCode::from(signal.exit_status)
+                }
+            }
+        }),
         cli::Command::Rotate(args) => runtime.block_on(rotate::main(args)),
         cli::Command::Check(args) => runtime.block_on(check::main(args)),
+    };
+    // Drops every task (and the servers they hold); a blocking call that outlives this is
+    // abandoned rather than waited for without end.
+    runtime.shutdown_timeout(SHUTDOWN_MAX);
+    code
+}
+
+/// The longest the runtime's shutdown waits for blocking calls (a server's `pg_ctl stop` waits
+/// up to 10 s).
+const SHUTDOWN_MAX: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A signal that ends the drill early.
+struct Interrupted {
+    name: &'static str,
+    /// The shell's convention: 128 + the signal's number.
+    exit_status: u8,
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM. Where a handler cannot be installed, that
+/// signal keeps its default action.
+async fn interrupted() -> Interrupted {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => Interrupted { name: "interrupted", exit_status: 130 },
+        () = terminate => Interrupted { name: "terminated", exit_status: 143 },
     }
 }

@@ -537,3 +537,111 @@ fn unreachable_database_url_is_a_clear_error_without_the_password() {
     assert!(stderr.contains("cannot use --database-url"), "{stderr}");
     assert!(!stderr.contains("Hunter2-secret"), "{stderr}");
 }
+
+/// The embedded clusters' directories (`/tmp/credswap-pg-*`) that exist now.
+#[cfg(unix)]
+fn embedded_clusters() -> std::collections::BTreeSet<std::path::PathBuf> {
+    std::fs::read_dir("/tmp")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("credswap-pg-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a process runs with `dir` on its command line (a server started in it).
+#[cfg(unix)]
+fn a_process_runs_in(dir: &std::path::Path) -> bool {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&dir))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// A drill ended by a signal (Ctrl-C, or the SIGTERM of `timeout` or a CI runner) stops the
+/// embedded PostgreSQL it started and removes its directory, then exits with the shell's status
+/// for the signal. Before, the signal ended the process at once and the server kept running.
+#[cfg(unix)]
+#[test]
+fn a_terminated_drill_stops_its_server_and_removes_its_directory() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+
+    let _alone = alone();
+    let before = embedded_clusters();
+    let mut child = credswap()
+        .args([
+            "drill",
+            "--adapter",
+            "deadpool",
+            "--strategy",
+            "single-user",
+            "--duration",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let wait = started.saturating_duration_since(Instant::now());
+        match received.recv_timeout(wait) {
+            Ok(line) if line.contains("running for") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the drill did not start its load within 60 s: {seen:#?}");
+            }
+        }
+    }
+    let ours: Vec<_> = embedded_clusters().difference(&before).cloned().collect();
+    assert_eq!(ours.len(), 1, "the drill's cluster directory: {ours:?}");
+    assert!(a_process_runs_in(&ours[0]), "its server runs");
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the drill did not end within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+    assert!(
+        !ours[0].exists(),
+        "the drill's cluster directory {} is left behind",
+        ours[0].display()
+    );
+    assert!(
+        !a_process_runs_in(&ours[0]),
+        "a server started in {} still runs",
+        ours[0].display()
+    );
+}
