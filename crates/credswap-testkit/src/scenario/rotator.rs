@@ -210,8 +210,9 @@ impl Rotate for MemoryRotator {
                 // instant is when the `ALTER ROLE` returned: the database has the new password
                 // from then on, and every session opened before it is of the old one. Marked
                 // before the statement, a server slow to answer it (seen on a busy two-core
-                // machine: 1-2.6 s, while the pools' own queries ran in milliseconds) counted
-                // its own time against the pool's drain, before the pool could know anything.
+                // machine: 1-2.6 s, in runs whose requests had a p99 of a few milliseconds)
+                // counted its own time against the pool's drain, before the pool could know
+                // anything.
                 let sent = Instant::now();
                 set_password(self.client().await?, &role, &password).await?;
                 marks.mark();
