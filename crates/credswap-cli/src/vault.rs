@@ -184,6 +184,42 @@ impl World {
             .build()
     }
 
+    /// `--fleet --source vault-dynamic`: a fresh dynamic role whose users live `lifetime` (its
+    /// `default_ttl` and `max_ttl` alike: a lease is never renewed past it); its name.
+    pub async fn fleet_dynamic_role(&self, lifetime: Duration) -> Result<String, BoxError> {
+        // Vault's username template keeps 8 characters of the role name: make them unique.
+        let name = unique_name("fd");
+        self.bao
+            .create_dynamic_role(&name, lifetime, lifetime)
+            .await?;
+        Ok(name)
+    }
+
+    /// `--fleet --source vault-dynamic`: one instance's source over the dynamic role `role`,
+    /// replacing its user `margin` before the lease ends; its own HTTP client and `token`, at
+    /// `address` (OpenBao's, or the fault proxy's).
+    pub fn fleet_dynamic_source(
+        role: &str,
+        address: &str,
+        token: String,
+        margin: Duration,
+    ) -> Result<VaultSource, BuildError> {
+        VaultSource::dynamic_role("database", role)
+            .address(address)
+            .token(token)
+            .lease_margin(margin)
+            .build()
+    }
+
+    /// `--fleet --source vault-dynamic`: deletes a run's dynamic role (once the instances
+    /// revoked their leases: Vault would revoke hundreds in one call slower than its timeout).
+    pub async fn drop_dynamic_role(&self, role: &str) {
+        let _ = self
+            .bao
+            .request("DELETE", &format!("database/roles/{role}"), None)
+            .await;
+    }
+
     /// `--fleet`: removes a run's static role (its login role stays, unused).
     pub async fn drop_static_role(&self, role: &str) {
         let _ = self
@@ -646,7 +682,7 @@ impl Monitor {
 
 /// Whether `name` is one of the run's application users: the static role's user, or a user
 /// Vault created for the dynamic role (`v-<auth:8>-<role:8>-<random>-<time>`).
-fn is_app_user(kind: Kind, role: &str, name: &str) -> bool {
+pub fn is_app_user(kind: Kind, role: &str, name: &str) -> bool {
     match kind {
         Kind::Static => name == role,
         Kind::Dynamic => {

@@ -392,6 +392,40 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// When the server authorized each login of a role `wanted` accepts, from the log
+    /// (`log_connections`), read once for all of them.
+    pub(crate) fn logins_where(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<std::time::SystemTime> {
+        const NEEDLE: &str = "connection authorized: user=";
+        std::fs::read_to_string(&self.log_path)
+            .map(|log| {
+                log.lines()
+                    .filter(|line| {
+                        line.split_once(NEEDLE)
+                            .and_then(|(_, rest)| rest.split_once(' '))
+                            .is_some_and(|(role, _)| wanted(role))
+                    })
+                    .filter_map(crate::clock::parse_log_time)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Lines of the server log that record a refused login of a role `wanted` accepts.
+    pub(crate) fn refused_logins_where(&self, wanted: &dyn Fn(&str) -> bool) -> usize {
+        const NEEDLE: &str = "password authentication failed for user \"";
+        std::fs::read_to_string(&self.log_path)
+            .map(|log| {
+                log.lines()
+                    .filter(|line| {
+                        line.split_once(NEEDLE)
+                            .and_then(|(_, rest)| rest.split_once('"'))
+                            .is_some_and(|(role, _)| wanted(role))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// The last lines of the server log, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         match std::fs::read(&self.log_path) {

@@ -355,6 +355,22 @@ impl TestPostgres {
         Some(self.cluster.as_ref()?.logins(role))
     }
 
+    /// When the server authorized each login of the roles `wanted` accepts (its log read once:
+    /// for runs whose roles are not known in advance, such as a Vault dynamic role's users).
+    /// Not the pooler's. `None` for a server this kit did not start.
+    pub fn logins_where(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Option<Vec<std::time::SystemTime>> {
+        Some(self.cluster.as_ref()?.logins_where(&wanted))
+    }
+
+    /// Refused logins of the roles `wanted` accepts, from the server's log (read once). Not the
+    /// pooler's. `None` for a server this kit did not start.
+    pub fn refused_logins_where(&self, wanted: impl Fn(&str) -> bool) -> Option<usize> {
+        Some(self.cluster.as_ref()?.refused_logins_where(&wanted))
+    }
+
     /// The pooler in front of this server, if [`through_pooler`](Self::through_pooler) set one.
     pub fn pooler(&self) -> Option<&TestPgBouncer> {
         self.pooler.as_ref()

@@ -23,10 +23,13 @@ pub struct FleetArgs {
     /// (--concurrency per instance, default 1; requests are spread over the instances), while
     /// the store rotates every --rotate-every (default 15s) for --duration (default 60s). One
     /// adapter per run (--adapter, default deadpool). With --source memory, aws (moto, rotated
-    /// by credswap-rotate) or vault-static (an OpenBao static role, one user: the drill calls
+    /// by credswap-rotate), vault-static (an OpenBao static role, one user: the drill calls
     /// database/rotate-role every --rotate-every and Vault changes the password, so the old one
-    /// stops working at once; each instance reads with a Vault token and an HTTP client of its
-    /// own; --strategy and --rotation-period do not apply). The embedded PostgreSQL is started
+    /// stops working at once) or vault-dynamic (an OpenBao dynamic role: each instance a lease
+    /// and a user of its own, living --rotate-every + the drain grace; each instance's source
+    /// issues its next user the grace before its lease ends, and Vault drops the old one at the
+    /// end); with Vault each instance reads with a token and an HTTP client of its own, and
+    /// --strategy, --rotation-period and the lease options do not apply. The embedded PostgreSQL is started
     /// with max_connections sized for
     /// N x --pool-size. Reports per rotation how long the fleet took to converge (the store's
     /// change until the last instance's first connect with the new credential), the store
@@ -121,20 +124,13 @@ impl FleetArgs {
             }
             return Ok(());
         };
-        if drill.source == SourceName::VaultDynamic {
-            return Err(
-                "--fleet with --source vault-dynamic is not supported yet (each instance would \
-                 hold a lease and a user of its own, so a fleet rotation needs its own \
-                 definition); use --source vault-static, memory or aws"
-                    .to_owned(),
-            );
-        }
         if !matches!(
             drill.source,
-            SourceName::Memory | SourceName::Aws | SourceName::VaultStatic
+            SourceName::Memory | SourceName::Aws | SourceName::VaultStatic | SourceName::VaultDynamic
         ) {
             return Err(format!(
-                "--fleet runs with --source memory, aws or vault-static, not --source {} (not yet)",
+                "--fleet runs with --source memory, aws, vault-static or vault-dynamic, not \
+                 --source {} (not yet)",
                 drill.source.as_str()
             ));
         }
@@ -350,11 +346,7 @@ mod tests {
             ),
             (
                 vec!["drill", "--fleet", "3", "--source", "minted"],
-                "--source memory, aws or vault-static",
-            ),
-            (
-                vec!["drill", "--fleet", "3", "--source", "vault-dynamic"],
-                "vault-dynamic is not supported yet",
+                "--source memory, aws, vault-static or vault-dynamic",
             ),
             (
                 vec!["drill", "--fleet", "3", "--adapter", "deadpool,static"],

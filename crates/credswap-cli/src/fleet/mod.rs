@@ -29,14 +29,15 @@
 //! `--refresh-interval` + 2 s (3 x refresh with `--store-throttle`), no failed request, no
 //! stale session.
 //!
-//! `--source vault-dynamic` is refused with `--fleet` for now: each instance would hold a lease
-//! and a user of its own, so a fleet's rotation needs a definition of its own (for instance the
-//! drill revoking every lease of the role with `sys/leases/revoke-prefix`, convergence lasting
-//! until each instance connected with its next user). Two things stand in the way: Vault's
-//! default revocation drops the user but leaves its open sessions (their `usename` turns
-//! NULL), so an instance whose pool does not log in again learns of the revocation only at
-//! its lease's next renewal; and the scenario engine's sampler counts the sessions of roles
-//! named before the first rotation, which a revocation's new users are not.
+//! With `--source vault-dynamic` each instance holds a lease and a database user of its own
+//! (a dynamic role, each instance with its own token and HTTP client), and a rotation is each
+//! lease coming to its end: the users live `--rotate-every` + the drain grace, and each source
+//! replaces its user the grace before its lease ends, so the fleet, whose first leases are
+//! issued together, replaces them in waves every `--rotate-every`. Nobody but Vault changes
+//! anything: the scenario engine runs the workers only, and [`dynamic`] defines the waves,
+//! each instance's change (its own fetch that issued the new user) and the stale sessions
+//! (a user's sessions still open the grace after its instance moved on; Vault drops the user
+//! then). `--strategy` does not apply (the table says `dynamic`).
 //!
 //! # How each number is measured
 //!
@@ -50,13 +51,18 @@
 //!   database took already: single user on Secrets Manager) counts 0. Per rotation: p50, p99
 //!   and max over the instances; per run, over every instance of every rotation. An instance
 //!   that never connected with the new credential before the observer stopped counts with
-//!   the time until then, and is counted in `not_converged`.
+//!   the time until then, and is counted in `not_converged`. A dynamic role's wave has no one
+//!   store change: each instance's convergence counts from its own change (its fetch that
+//!   issued its new user).
 //! - **Store calls**: the providers' `Stats::store_calls` (fetches of the current and the
 //!   pending credential; for Vault each fetch is one read of `database/static-creds`, also
 //!   when it failed, and the JSON's `store_api_calls` is the sources' own count of their reads),
 //!   summed over the fleet by the same observer (so with `--store-throttle` each retry of a
 //!   throttled Vault read is a call of its own, where the AWS SDK's retries stay inside one
-//!   fetch: a vault-static fleet's steady calls per refresh grow as 1 / (1 - P)); counted
+//!   fetch: a vault-static fleet's steady calls per refresh grow as 1 / (1 - P); with
+//!   `--source vault-dynamic` the store calls are the sources' calls to Vault, since the
+//!   providers' fetches between a lease's issue and its renewal are served from the sources'
+//!   caches: [`dynamic::vault_calls`]); counted
 //!   from the start of the load (the instances' initial reads are not in it). *Steady state*: the rate in the
 //!   parts of the run outside every rotation's window, a rotation's window being from its
 //!   start to its store change + `--refresh-interval` + 2 s; reported per instance per refresh
@@ -115,6 +121,8 @@ use crate::plot;
 use crate::secrets_manager::{self, SecretsManagerRotator};
 use crate::vault;
 
+mod dynamic;
+
 /// How often the observer reads every instance's counters.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -166,6 +174,8 @@ enum FleetRotator {
     Memory(MemoryFleetRotator),
     Aws(Box<SecretsManagerRotator>, RotationTimesLog),
     VaultStatic(VaultStaticRotator),
+    /// Vault ends each instance's lease itself: nothing to do on a schedule.
+    VaultDynamic,
 }
 
 #[async_trait]
@@ -175,6 +185,8 @@ impl Rotate for FleetRotator {
             FleetRotator::Memory(m) => m.strategy,
             FleetRotator::Aws(r, _) => r.strategy(),
             FleetRotator::VaultStatic(_) => Strategy::SingleUser,
+            // A new user each time (the table says "dynamic").
+            FleetRotator::VaultDynamic => Strategy::AlternatingUsers,
         }
     }
 
@@ -183,13 +195,17 @@ impl Rotate for FleetRotator {
             FleetRotator::Memory(m) => m.roles.clone(),
             FleetRotator::Aws(r, _) => r.roles(),
             FleetRotator::VaultStatic(v) => vec![v.role.clone()],
+            // Vault names the users as it issues them; the dynamic monitor finds them.
+            FleetRotator::VaultDynamic => Vec::new(),
         }
     }
 
     fn own_application_name(&self) -> Option<String> {
         match self {
             // Vault changes the password over its own admin connection, never as the role.
-            FleetRotator::Memory(_) | FleetRotator::VaultStatic(_) => None,
+            FleetRotator::Memory(_)
+            | FleetRotator::VaultStatic(_)
+            | FleetRotator::VaultDynamic => None,
             FleetRotator::Aws(r, _) => r.own_application_name(),
         }
     }
@@ -198,6 +214,7 @@ impl Rotate for FleetRotator {
         match self {
             FleetRotator::Memory(m) => m.rotate(marks).await,
             FleetRotator::VaultStatic(v) => v.rotate(marks).await,
+            FleetRotator::VaultDynamic => Ok(()),
             FleetRotator::Aws(r, log) => {
                 let started = Instant::now();
                 // The four steps; the store changes at finishSecret, the last.
@@ -596,7 +613,12 @@ pub struct FleetRun {
 
 impl FleetRun {
     fn label(&self) -> String {
-        format!("{} / {}", self.adapter.as_str(), self.strategy)
+        format!("{} / {}", self.adapter.as_str(), self.strategy_label())
+    }
+
+    /// The strategy column: `dynamic` for a Vault dynamic role (a new user per lease).
+    fn strategy_label(&self) -> &'static str {
+        strategy_label(self.source, self.strategy)
     }
 
     /// Steady-state store calls per instance per minute.
@@ -726,14 +748,12 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
         }
         _ => None,
     };
-    let vault_world = match args.source {
-        SourceName::VaultStatic => {
-            match vault::World::start_for(&pg, vault::Kind::Static, &args).await {
-                Some(world) => Some(world),
-                None => return ExitCode::FAILURE,
-            }
-        }
-        _ => None,
+    let vault_world = match vault::Kind::from_source(args.source) {
+        Some(kind) => match vault::World::start_for(&pg, kind, &args).await {
+            Some(world) => Some(world),
+            None => return ExitCode::FAILURE,
+        },
+        None => None,
     };
     let proxy = if args.fleet.needs_proxy() {
         let (started, store) = match (&world, &vault_world) {
@@ -788,10 +808,13 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
     crate::drill::dedup(&mut adapters);
     let mut strategies: Vec<Strategy> = args.strategy.iter().map(|s| (*s).into()).collect();
     crate::drill::dedup(&mut strategies);
-    if args.source == SourceName::VaultStatic {
+    match args.source {
         // A static role is one user whose password Vault changes: single user, whatever
         // --strategy says (it does not apply to Vault's sources).
-        strategies = vec![Strategy::SingleUser];
+        SourceName::VaultStatic => strategies = vec![Strategy::SingleUser],
+        // A dynamic role: a new user per lease.
+        SourceName::VaultDynamic => strategies = vec![Strategy::AlternatingUsers],
+        _ => {}
     }
 
     let mut runs = Vec::new();
@@ -845,15 +868,27 @@ pub async fn main(args: DrillArgs, instances: usize) -> ExitCode {
     }
 }
 
-/// Each instance's provider policy: the fleet's refresh interval (the default jitter), and for
+/// The strategy column: `dynamic` for a Vault dynamic role (a new user per lease, whatever
+/// `--strategy` says).
+fn strategy_label(source: SourceName, strategy: Strategy) -> &'static str {
+    match source {
+        SourceName::VaultDynamic => vault::Kind::Dynamic.label(),
+        _ => strategy.as_str(),
+    }
+}
+
+/// Each instance's provider policy: the fleet's refresh interval (the default jitter), for
 /// alternating users the overlap the store leaves (Secrets Manager: the previous user works
-/// until the next rotation; memory: half an interval).
+/// until the next rotation; memory: half an interval), and for a Vault dynamic role the
+/// `grace` as its expiry margin (the provider fetches then, and the source issues the next
+/// user).
 fn fleet_policy(
     strategy: Strategy,
     source: SourceName,
     refresh: Duration,
     jitter: f64,
     rotate_every: Option<Duration>,
+    grace: Duration,
 ) -> Result<Policy, credswap_core::PolicyError> {
     let mut builder = Policy::builder()
         .refresh_interval(refresh)
@@ -862,6 +897,9 @@ fn fleet_policy(
             Duration::from_millis(200),
             refresh.clamp(Duration::from_millis(200), Duration::from_secs(2)),
         );
+    if source == SourceName::VaultDynamic {
+        return builder.expiry_margin(grace).build();
+    }
     if let (Strategy::AlternatingUsers, Some(every)) = (strategy, rotate_every) {
         builder = builder.overlap_window(match source {
             SourceName::Memory => every / 2,
@@ -944,6 +982,10 @@ struct Probe {
     adapter: Arc<dyn Fn() -> AdapterStats + Send + Sync>,
     provider: Arc<dyn Fn() -> Stats + Send + Sync>,
     proven: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The source's own count of its calls to the store, counted instead of the provider's
+    /// fetches when those are not calls (a Vault dynamic role's source serves its lease from
+    /// its cache between renewals).
+    store_calls: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 /// Polls every instance every [`POLL`] until `stop`.
@@ -979,8 +1021,9 @@ fn observe(
                     );
                 }
                 let provider = (probe.provider)();
-                trace.count_calls(now, provider.store_calls);
-                calls += provider.store_calls;
+                let made = probe.store_calls.as_ref().map_or(provider.store_calls, |c| c());
+                trace.count_calls(now, made);
+                calls += made;
                 failures += provider.fetch_failures;
             }
             samples.push(CallSample {
@@ -1010,7 +1053,42 @@ async fn run_one(
     let mut rotation_log = None;
     let mut vault_role = None;
     let vault_took: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let (rotator, initial, sources) = match (fleet.world, fleet.vault) {
+    // `--source vault-dynamic`: the instances' sources, for the monitor and the note.
+    let mut dynamic_sources: Option<Vec<Arc<VaultSource>>> = None;
+    let (rotator, initials, sources) = match (fleet.world, fleet.vault) {
+        (None, Some(vault)) if vault.kind() == vault::Kind::Dynamic => {
+            let grace = fleet.config.drain_grace;
+            let lifetime = dynamic::lifetime(fleet.config.rotate_every, grace);
+            let role = vault.fleet_dynamic_role(lifetime).await?;
+            vault_role = Some(role.clone());
+            let address = fleet
+                .proxy
+                .map_or_else(|| vault.address(), FaultProxy::endpoint_url);
+            let mut vault_sources: Vec<Arc<VaultSource>> = Vec::with_capacity(n);
+            for i in 0..n {
+                // Each instance logs in with a token of its own (its leases are that
+                // token's) and reads through an HTTP client of its own, as each pod does.
+                let token = vault.instance_token(i).await?;
+                let source = vault::World::fleet_dynamic_source(&role, &address, token, grace)?;
+                vault_sources.push(Arc::new(source));
+            }
+            eprintln!(
+                "{} / dynamic: issuing {n} users (a lease of {} each)...",
+                adapter.as_str(),
+                ms(lifetime)
+            );
+            let initials = dynamic::prefetch(&vault_sources).await?;
+            let sources = vault_sources
+                .iter()
+                .map(|s| Arc::clone(s) as Arc<dyn CredentialSource>)
+                .collect();
+            let counted = vault_sources.clone();
+            api_calls = Some(Box::new(move || {
+                counted.iter().map(|s| dynamic::vault_calls(s)).sum()
+            }));
+            dynamic_sources = Some(vault_sources);
+            (FleetRotator::VaultDynamic, initials, sources)
+        }
         (None, Some(vault)) => {
             let (role, initial) = vault.fleet_static_role(fleet.pg).await?;
             vault_role = Some(role.clone());
@@ -1038,7 +1116,7 @@ async fn run_one(
                 log: Arc::clone(&log),
                 took: Arc::clone(&vault_took),
             });
-            (rotator, initial, sources)
+            (rotator, vec![initial; n], sources)
         }
         (None, None) => {
             let setup = RotationSetup::create(fleet.pg, strategy).await?;
@@ -1058,7 +1136,7 @@ async fn run_one(
                 log: Arc::clone(&log),
             });
             memory_store = Some(store);
-            (rotator, initial, sources)
+            (rotator, vec![initial; n], sources)
         }
         (Some(world), _) => {
             let (app, rotator) = world
@@ -1086,7 +1164,7 @@ async fn run_one(
             api_calls = Some(Box::new(move || secrets_manager_calls(&api_sources)));
             rotation_log = Some(rotator.log());
             let rotator = FleetRotator::Aws(Box::new(rotator), Arc::clone(&log));
-            (rotator, app.initial, sources)
+            (rotator, vec![app.initial; n], sources)
         }
     };
     let roles = rotator.roles();
@@ -1096,18 +1174,17 @@ async fn run_one(
         fleet.refresh,
         fleet.jitter,
         fleet.config.rotate_every,
+        fleet.config.drain_grace,
     )?;
+    let strategy_label = strategy_label(source_name, strategy);
     eprintln!(
-        "{} / {strategy}: building {n} instances (a provider and a pool of {} each)...",
+        "{} / {strategy_label}: building {n} instances (a provider and a pool of {} each)...",
         adapter.as_str(),
         fleet.config.pool_max_size
     );
     let mut pools = Vec::with_capacity(n);
-    for (i, source) in sources.into_iter().enumerate() {
-        let app = App {
-            source,
-            initial: initial.clone(),
-        };
+    for (i, (source, initial)) in sources.into_iter().zip(initials).enumerate() {
+        let app = App { source, initial };
         let pool = match fleet.pace_per_pool {
             Some(per_second) => {
                 paced_deadpool(
@@ -1166,13 +1243,18 @@ async fn run_one(
         warmup_failures += done.unwrap_or(1);
     }
     let mut probes = Vec::with_capacity(n);
-    for pool in &pools {
+    for (i, pool) in pools.iter().enumerate() {
+        let store_calls = dynamic_sources.as_ref().map(|sources| {
+            let source = Arc::clone(&sources[i]);
+            Arc::new(move || dynamic::vault_calls(&source)) as Arc<dyn Fn() -> u64 + Send + Sync>
+        });
         match (&pool.stats, &pool.provider_stats, &pool.proven) {
             (Some(adapter), Some(provider), Some(proven)) => probes.push(Probe {
                 generation: Arc::clone(&pool.generation),
                 adapter: Arc::clone(adapter),
                 provider: Arc::clone(provider),
                 proven: Arc::clone(proven),
+                store_calls,
             }),
             _ => return Err(format!("{} has no provider to observe", adapter.as_str()).into()),
         }
@@ -1194,10 +1276,39 @@ async fn run_one(
     }
     let throttled_before = fleet.proxy.map(|p| p.stats().throttled);
     let api_before = api_calls.as_ref().map(|calls| calls());
-    let refused_before = refused_logins(fleet.pg, &roles);
+    let dynamic_role = vault_role.clone().filter(|_| dynamic_sources.is_some());
+    // A dynamic role's users are this run's: none was refused before it.
+    let refused_before = match &dynamic_role {
+        Some(_) => Some(0),
+        None => refused_logins(fleet.pg, &roles),
+    };
+    let monitor = match (&dynamic_sources, &dynamic_role) {
+        (Some(sources), Some(role)) => {
+            let role = role.clone();
+            Some(
+                dynamic::Monitor::start(
+                    fleet.pg,
+                    sources.clone(),
+                    fleet.config.drain_grace,
+                    fleet.config.drain_grace,
+                    move |name| vault::is_app_user(vault::Kind::Dynamic, &role, name),
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
+    // Vault ends the dynamic role's leases itself: the engine runs the workers only.
+    let engine_config = ScenarioConfig {
+        rotate_every: fleet
+            .config
+            .rotate_every
+            .filter(|_| dynamic_sources.is_none()),
+        ..fleet.config.clone()
+    };
 
     let progress = Arc::new(Progress::default());
-    let label = format!("{} / {strategy} x{n}", adapter.as_str());
+    let label = format!("{} / {strategy_label} x{n}", adapter.as_str());
     let display = ProgressDisplay::start(
         label,
         fleet.config.duration,
@@ -1208,12 +1319,16 @@ async fn run_one(
     let origin = Instant::now();
     let origin_wall = SystemTime::now();
     let observer = observe(probes, origin, Arc::clone(&stop));
-    let result = scenario::run_with(fleet.pg, rotator, workload, &fleet.config, progress).await;
+    let result = scenario::run_with(fleet.pg, rotator, workload, &engine_config, progress).await;
     stop.store(true, Ordering::Relaxed);
     let end = Instant::now();
     let (traces, samples) = observer
         .await
         .map_err(|e| format!("the observer task failed: {e}"))?;
+    let seen = match monitor {
+        Some(monitor) => Some(monitor.finish().await?),
+        None => None,
+    };
     display.finish(result.as_ref().ok());
     if let Some(proxy) = fleet.proxy {
         proxy.throttle(0.0);
@@ -1236,27 +1351,60 @@ async fn run_one(
     }
     // Let the sessions end, and the server's log have the run's last lines.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The refusals before Vault drops the dynamic users (its revocation logs none, but read first).
+    let refused_after = match &dynamic_role {
+        Some(role) => fleet
+            .pg
+            .refused_logins_where(|name| vault::is_app_user(vault::Kind::Dynamic, role, name)),
+        None => refused_logins(fleet.pg, &roles),
+    };
     if let (Some(vault), Some(role)) = (fleet.vault, &vault_role) {
-        vault.drop_static_role(role).await;
+        if let Some(sources) = &dynamic_sources {
+            dynamic::revoke(sources).await;
+            vault.drop_dynamic_role(role).await;
+        } else {
+            vault.drop_static_role(role).await;
+        }
     }
-    let report = result?;
+    let mut report = result?;
 
-    // Rotations: convergence, store calls, logins.
-    let rotations: Vec<RotationTimes> = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // Rotations: convergence, store calls, logins. A dynamic role's are the waves of the
+    // instances' own changes.
+    let (waves, waves_before_load) = match &dynamic_sources {
+        Some(_) => dynamic::waves(&traces, origin + fleet.config.duration),
+        None => (Vec::new(), 0),
+    };
+    let rotations: Vec<RotationTimes> = match &dynamic_sources {
+        Some(_) => waves.iter().map(|w| w.times).collect(),
+        None => log.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    };
     let since = |t: Instant| t.saturating_duration_since(origin);
     let window = |r: &RotationTimes| (since(r.started), since(r.changed) + fleet.refresh + SETTLE);
     let busy: Vec<(Instant, Instant)> = rotations
         .iter()
         .map(|r| (r.started, r.changed + fleet.refresh + SETTLE))
         .collect();
-    let steady_per_instance =
-        steady_rate_per_instance(&traces, origin, origin + fleet.config.duration, &busy);
+    let steady_per_instance = match &dynamic_sources {
+        // A lease's calls are not periodic (its issue, its renewal): no gaps to measure.
+        Some(_) => dynamic::steady_rate(
+            &samples,
+            fleet.config.duration,
+            &rotations.iter().map(window).collect::<Vec<_>>(),
+            n,
+        ),
+        None => steady_rate_per_instance(&traces, origin, origin + fleet.config.duration, &busy),
+    };
     let wall = |d: Duration| origin_wall + d;
-    let logins: Option<Vec<SystemTime>> = roles
-        .iter()
-        .map(|role| fleet.pg.logins(role))
-        .collect::<Option<Vec<_>>>()
-        .map(|per_role| per_role.into_iter().flatten().collect());
+    let logins: Option<Vec<SystemTime>> = match &dynamic_role {
+        Some(role) => fleet
+            .pg
+            .logins_where(|name| vault::is_app_user(vault::Kind::Dynamic, role, name)),
+        None => roles
+            .iter()
+            .map(|role| fleet.pg.logins(role))
+            .collect::<Option<Vec<_>>>()
+            .map(|per_role| per_role.into_iter().flatten().collect()),
+    };
     let logins_between = |from: Duration, to: Duration| -> Option<Vec<SystemTime>> {
         logins.as_ref().map(|all| {
             all.iter()
@@ -1270,21 +1418,32 @@ async fn run_one(
     let mut not_converged = 0;
     let mut cut_off = 0;
     let mut results = Vec::new();
-    for rotation in &rotations {
-        let learned: Vec<f64> = traces
-            .iter()
-            .filter_map(|t| t.learned_after(rotation.started))
-            .map(|t| t.saturating_duration_since(rotation.changed).as_secs_f64() * 1000.0)
+    for (w, rotation) in rotations.iter().enumerate() {
+        // Each instance's rotation: the fleet's, or (a dynamic role's wave) from when its lease
+        // was due for replacement (its "store change"), the generation before its own change.
+        let own = |i: usize| -> Option<RotationTimes> {
+            match (waves.get(w), &seen) {
+                (Some(wave), Some(seen)) => wave.changed[i].map(|at| RotationTimes {
+                    started: at.checked_sub(Duration::from_micros(1)).unwrap_or(at),
+                    changed: seen.due_before(i, at),
+                }),
+                _ => Some(*rotation),
+            }
+        };
+        let since_change = |i: usize, at: Option<Instant>| -> Option<f64> {
+            let r = own(i)?;
+            at.map(|t| t.saturating_duration_since(r.changed).as_secs_f64() * 1000.0)
+        };
+        let learned: Vec<f64> = (0..traces.len())
+            .filter_map(|i| since_change(i, traces[i].learned_after(own(i)?.started)))
             .collect();
-        let proven: Vec<f64> = traces
-            .iter()
-            .filter_map(|t| t.proven_after(rotation.started))
-            .map(|t| t.saturating_duration_since(rotation.changed).as_secs_f64() * 1000.0)
+        let proven: Vec<f64> = (0..traces.len())
+            .filter_map(|i| since_change(i, traces[i].proven_after(own(i)?.started)))
             .collect();
         let mut took_ms = Vec::with_capacity(traces.len());
         let mut missing = 0;
-        for trace in &traces {
-            match convergence(trace, *rotation) {
+        for (i, trace) in traces.iter().enumerate() {
+            match own(i).and_then(|r| convergence(trace, r)) {
                 Some(d) => took_ms.push(d.as_secs_f64() * 1000.0),
                 None => {
                     missing += 1;
@@ -1361,7 +1520,12 @@ async fn run_one(
         }
         None => Vec::new(),
     };
-    let refused_after = refused_logins(fleet.pg, &roles);
+    if let Some(seen) = &seen {
+        report.rotations = rotations.len() as u64;
+        report.stale_after_drain = seen.stale;
+        report.peak_backends = seen.peak;
+        report.max_drain_ms = seen.max_drain.as_secs_f64() * 1000.0;
+    }
     Ok(FleetRun {
         adapter,
         strategy,
@@ -1405,6 +1569,11 @@ async fn run_one(
         },
         rotation_note: match (rotation_log, &vault_role) {
             (Some(log), _) => Some(log.lock().unwrap_or_else(|p| p.into_inner()).describe()),
+            (None, Some(_)) if dynamic_sources.is_some() => {
+                let sources = dynamic_sources.as_deref().unwrap_or_default();
+                seen.as_ref()
+                    .map(|seen| dynamic::note(sources, seen, waves_before_load))
+            }
             (None, Some(_)) => Some(VaultStaticRotator::describe(
                 &vault_took.lock().unwrap_or_else(|p| p.into_inner()),
             )),
@@ -1435,7 +1604,8 @@ fn poll_gaps(samples: &[CallSample]) -> (f64, f64) {
 }
 
 /// The store's own API calls of the fleet so far (`--source aws`: DescribeSecret and
-/// GetSecretValue; `--source vault-static`: Vault reads).
+/// GetSecretValue; `--source vault-static`: Vault reads; `--source vault-dynamic`: every call
+/// to Vault).
 type ApiCalls = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// The Secrets Manager API calls of `sources` so far: DescribeSecret and GetSecretValue.
@@ -1478,6 +1648,12 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
             "OpenBao static role (bao server -dev; each instance its own token and HTTP client), \
              rotated by Vault on the drill's call to database/rotate-role (single user: the old \
              password stops working at once)"
+        }
+        SourceName::VaultDynamic => {
+            "OpenBao dynamic role (bao server -dev; each instance its own token, HTTP client, \
+             lease and user): each user lives --rotate-every + the drain grace, and each \
+             instance's source issues the next one the grace before its lease ends (a rotation \
+             is the fleet's wave of them; Vault drops the old user at the end)"
         }
         _ => "in-memory store, rotated by the drill",
     };
@@ -1536,7 +1712,7 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
             let p = &r.report;
             vec![
                 r.adapter.as_str().to_owned(),
-                r.strategy.to_string(),
+                r.strategy_label().to_owned(),
                 p.rotations.to_string(),
                 p.requests_ok.to_string(),
                 p.requests_failed.to_string(),
@@ -1628,6 +1804,15 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
                     r.store_fetch_failures
                 );
             }
+            (SourceName::VaultDynamic, Some(api)) => {
+                let _ = writeln!(
+                    out,
+                    "  Vault calls {api} (the store calls of this source: database/creds, each a \
+                     new user; lease renewals and lookups; the providers' fetches between them \
+                     are served from the sources' caches); fetches that failed {}",
+                    r.store_fetch_failures
+                );
+            }
             _ => {}
         }
         if let Some(peak) = r.peak_store_calls_per_s {
@@ -1694,6 +1879,14 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
          --store-throttle) after the store's \
          change; peak be: the most sessions of the fleet at once, of N x max_size\n",
     );
+    if fleet.source == SourceName::VaultDynamic {
+        out.push_str(
+            "vault-dynamic: a rotation is a wave of the instances' new users (each instance's \
+             k-th); an instance's store change is its own fetch that issued its new user, and \
+             its stale sessions are its old user's still open the grace after it; store calls \
+             are the sources' calls to Vault\n",
+        );
+    }
     out
 }
 
@@ -1753,7 +1946,9 @@ struct JsonRun<'a> {
     store_calls: u64,
     store_calls_throttled: u64,
     /// `--source aws`: DescribeSecret and GetSecretValue calls; `--source vault-static`: Vault
-    /// reads (`database/static-creds`); `null` for memory.
+    /// reads (`database/static-creds`); `--source vault-dynamic`: every call to Vault (reads of
+    /// `database/creds`, lease renewals and lookups; also its `store_calls`); `null` for
+    /// memory.
     store_api_calls: Option<u64>,
     store_fetch_failures: u64,
     /// `null` without a stretch of the run outside the rotations' windows.
@@ -1786,7 +1981,7 @@ fn json(runs: &[FleetRun], embedded: bool) -> String {
                 let p = &r.report;
                 JsonRun {
                     adapter: r.adapter.as_str(),
-                    strategy: r.strategy.as_str(),
+                    strategy: r.strategy_label(),
                     source: r.source.as_str(),
                     fleet: true,
                     instances: r.instances,
@@ -2135,28 +2330,33 @@ mod tests {
     fn the_alternating_policy_overlaps_as_the_store_does() {
         let refresh = Duration::from_secs(5);
         let every = Some(Duration::from_secs(15));
-        let aws = fleet_policy(
-            Strategy::AlternatingUsers,
-            SourceName::Aws,
-            refresh,
-            0.1,
-            every,
-        )
-        .unwrap();
+        let grace = Duration::from_secs(7);
+        let policy = |strategy, source, jitter| {
+            fleet_policy(strategy, source, refresh, jitter, every, grace).unwrap()
+        };
+        let aws = policy(Strategy::AlternatingUsers, SourceName::Aws, 0.1);
         assert_eq!(aws.overlap_window(), Some(Duration::from_secs(15)));
-        let memory = fleet_policy(
-            Strategy::AlternatingUsers,
-            SourceName::Memory,
-            refresh,
-            0.1,
-            every,
-        )
-        .unwrap();
+        let memory = policy(Strategy::AlternatingUsers, SourceName::Memory, 0.1);
         assert_eq!(memory.overlap_window(), Some(Duration::from_millis(7500)));
-        let single =
-            fleet_policy(Strategy::SingleUser, SourceName::Aws, refresh, 0.0, every).unwrap();
+        let single = policy(Strategy::SingleUser, SourceName::Aws, 0.0);
         assert_eq!(single.overlap_window(), None);
         assert_eq!(single.jitter(), 0.0);
         assert_eq!(single.refresh_interval(), refresh);
+    }
+
+    #[test]
+    fn a_dynamic_role_s_policy_fetches_the_grace_before_a_lease_ends() {
+        let grace = Duration::from_secs(7);
+        let dynamic = fleet_policy(
+            Strategy::AlternatingUsers,
+            SourceName::VaultDynamic,
+            Duration::from_secs(5),
+            0.1,
+            Some(Duration::from_secs(15)),
+            grace,
+        )
+        .unwrap();
+        assert_eq!(dynamic.expiry_margin(), grace);
+        assert_eq!(dynamic.overlap_window(), None);
     }
 }
