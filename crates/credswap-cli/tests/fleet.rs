@@ -218,10 +218,10 @@ fn a_vault_static_fleet_throttled_throughout_keeps_serving_and_counts_every_429(
 }
 
 /// Three instances on an OpenBao dynamic role, each with its own token, client, lease and
-/// user; each user lives 2 s + the grace (at least twice the grace: about 5.3 s), so each
-/// instance replaces its user in waves: every instance converges on each of its new users,
-/// nothing fails, no session of a replaced user outlives the grace, and every user's logins
-/// are in the server's log.
+/// user; each source issues its next user within the grace + a refresh (3.3 s) of its lease's
+/// end, and a user lives twice that (6.7 s), so the instances replace their users in waves
+/// every 3.3-4 s: every instance converges on each of its new users, nothing fails, no session
+/// of a replaced user outlives the grace, and every user's logins are in the server's log.
 #[test]
 fn a_small_vault_dynamic_fleet_replaces_its_users_in_waves() {
     let _alone = alone();
@@ -268,7 +268,7 @@ fn a_small_vault_dynamic_fleet_replaces_its_users_in_waves() {
     assert_eq!(run["requests_failed"], 0, "{run:#}");
     assert_eq!(run["stale_after_drain"], 0, "{run:#}");
     assert_eq!(run["not_converged"], 0, "{run:#}");
-    // Users every ~2.7 s from the first ones, issued before the load: at least two waves whole
+    // Users every 3.3-4 s from the first ones, issued before the load: at least two waves
     // within the 14-s load.
     let waves = run["rotations"].as_u64().unwrap();
     assert!(waves >= 2, "{run:#}");

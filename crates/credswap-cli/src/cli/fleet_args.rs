@@ -26,9 +26,9 @@ pub struct FleetArgs {
     /// by credswap-rotate), vault-static (an OpenBao static role, one user: the drill calls
     /// database/rotate-role every --rotate-every and Vault changes the password, so the old one
     /// stops working at once) or vault-dynamic (an OpenBao dynamic role: each instance a lease
-    /// and a user of its own, living --rotate-every + the drain grace; each instance's source
-    /// issues its next user the grace before its lease ends, and Vault drops the old one at the
-    /// end); with Vault each instance reads with a token and an HTTP client of its own, and
+    /// and a user of its own; its source issues its next user at its first fetch within the
+    /// drain grace + a refresh interval of the lease's end, which comes --rotate-every + that
+    /// margin after the issue, and Vault drops the old user at the end); with Vault each instance reads with a token and an HTTP client of its own, and
     /// --strategy, --rotation-period and the lease options do not apply. The embedded PostgreSQL is started
     /// with max_connections sized for
     /// N x --pool-size. Reports per rotation how long the fleet took to converge (the store's
@@ -126,7 +126,10 @@ impl FleetArgs {
         };
         if !matches!(
             drill.source,
-            SourceName::Memory | SourceName::Aws | SourceName::VaultStatic | SourceName::VaultDynamic
+            SourceName::Memory
+                | SourceName::Aws
+                | SourceName::VaultStatic
+                | SourceName::VaultDynamic
         ) {
             return Err(format!(
                 "--fleet runs with --source memory, aws, vault-static or vault-dynamic, not \

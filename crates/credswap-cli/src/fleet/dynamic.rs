@@ -1,20 +1,24 @@
 //! `--fleet` with `--source vault-dynamic`: every instance holds a lease and a database user of
 //! its own, and a rotation is each lease coming to its end.
 //!
-//! The fleet's dynamic role issues users that live `--rotate-every` + the drain grace, at least
-//! twice the grace ([`lifetime`]; its `default_ttl` and `max_ttl` alike, so a lease is never
-//! renewed past it), and each instance's source replaces its user the drain grace before the end
-//! (`lease_margin`, and the provider's `expiry_margin`). So each instance gets a new user every
-//! `--rotate-every` and has the grace to drain the old one's sessions before Vault revokes
-//! it (Vault's default revocation drops the user; sessions still open lose their role, and a
+//! The fleet's dynamic role issues users that live `--rotate-every` + the lease margin, at
+//! least twice the margin ([`lifetime`]; its `default_ttl` and `max_ttl` alike, so a lease is
+//! never renewed past it). Each instance's source issues its next user at its first fetch
+//! within the margin of the end ([`lease_margin`]: the drain grace and a refresh interval),
+//! and its provider fetches at the end less the grace at the latest (`expiry_margin`): so each
+//! instance gets a new user about every `--rotate-every`, at a scheduled refresh of its own
+//! phase, and has at least the grace to drain the old one's sessions before Vault revokes it
+//! (Vault's default revocation drops the user; sessions still open lose their role, and a
 //! request on them fails).
 //!
 //! The instances' first leases are issued together, [`PREFETCH`] at a time, before the pools are
 //! built, as a fleet deployed at once reads its secrets: their ends come together, and so do
 //! their replacements. A *wave* is the fleet's replacement of the same lease: each instance's
 //! provider generation `g` (its `g`-th user) is wave `g`. There is no single store change
-//! for a wave: an instance's own change is when its provider got its new user (its own fetch
-//! issued it), and its convergence counts from there until its pool's first connect with it.
+//! for a wave: an instance's own is when its lease entered the margin (from then a fetch
+//! issues the next user, as a store's change is there to be read), and its convergence counts
+//! from there until its pool's first connect with the new user; `learned` is when its provider
+//! had it (its next fetch, and Vault's answer).
 //! A wave of which any instance's change came before the load began is not measured (the
 //! observer cannot tell when), and said so in the rotations' note.
 //!
@@ -39,12 +43,22 @@ use super::{CallSample, FLEET_SAMPLE_EVERY, InstanceTrace, RotationTimes, calls_
 /// How many instances fetch their first lease at once.
 const PREFETCH: usize = 16;
 
-/// How long each user lives: `--rotate-every` + the drain grace, and at least twice the grace
-/// (the source replaces a lease at most half its duration before its end); a day with
+/// How long before a lease's end each instance's source issues the next user at a fetch (its
+/// `lease_margin`): the drain grace and a refresh interval. The provider's `expiry_margin` is
+/// the grace, so its fetch at the lease's end less the grace issues the user at the latest; its
+/// scheduled refreshes, each instance on a phase of its own, issue it earlier within the
+/// refresh interval before that, as the defaults do (`lease_margin` 90 s, `expiry_margin`
+/// 1 min): a fleet whose leases end together does not ask Vault for all its users at once.
+pub(super) fn lease_margin(grace: Duration, refresh: Duration) -> Duration {
+    grace + refresh
+}
+
+/// How long each user lives: `--rotate-every` + the lease margin, and at least twice the
+/// margin (the source replaces a lease at most half its duration before its end); a day with
 /// rotations off, so that no lease ends within a run.
-pub(super) fn lifetime(every: Option<Duration>, grace: Duration) -> Duration {
+pub(super) fn lifetime(every: Option<Duration>, margin: Duration) -> Duration {
     every.map_or(Duration::from_secs(24 * 3600), |every| {
-        (every + grace).max(grace * 2)
+        (every + margin).max(margin * 2)
     })
 }
 
@@ -201,19 +215,35 @@ pub(super) struct Seen {
     pub revoked: usize,
     /// Users moved away from.
     pub replaced: usize,
-    /// Per instance, when each of its leases seen was due for replacement (its end less the
-    /// margin), in order.
-    pub dues: Vec<Vec<Instant>>,
+    /// Per instance, each lease seen, in order.
+    pub leases: Vec<Vec<LeaseSeen>>,
 }
 
+/// One lease of an instance as the monitor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LeaseSeen {
+    /// When the monitor first saw it.
+    pub seen_at: Instant,
+    /// When it was due for replacement: its end less the margin, as the source last knew its end
+    /// (a renewal Vault capped tells the lease's real end: Vault counts it from when it issued
+    /// the lease, before its answer reached the source).
+    pub due: Instant,
+}
+
+/// Leases of one instance are at least this far apart (a lease lives at least twice the margin);
+/// the monitor and the observer poll on their own schedules, so a new lease may be seen a poll
+/// before or after the observer saw the change.
+const SEEN_APART: Duration = Duration::from_millis(500);
+
 impl Seen {
-    /// When the lease instance `i` replaced at `changed` was due for replacement: the latest
-    /// due time at or before the change (`changed` itself when none was seen).
+    /// When the lease instance `i` replaced at `changed` was due for replacement: that of the
+    /// last lease seen before the change (`changed` itself when none was seen).
     pub(super) fn due_before(&self, i: usize, changed: Instant) -> Instant {
-        self.dues
+        let before = changed.checked_sub(SEEN_APART).unwrap_or(changed);
+        self.leases
             .get(i)
-            .and_then(|dues| dues.iter().copied().filter(|d| *d <= changed).max())
-            .unwrap_or(changed)
+            .and_then(|leases| leases.iter().rev().find(|l| l.seen_at <= before))
+            .map_or(changed, |l| l.due)
     }
 }
 
@@ -267,19 +297,10 @@ impl Monitor {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
                 let mut seen = Seen {
-                    dues: vec![Vec::new(); sources.len()],
+                    leases: vec![Vec::new(); sources.len()],
                     ..Seen::default()
                 };
-                let (now, now_wall) = (Instant::now(), SystemTime::now());
-                let mut current: Vec<Option<String>> = Vec::with_capacity(sources.len());
-                for (source, dues) in sources.iter().zip(&mut seen.dues) {
-                    let lease = source.lease();
-                    if let Some(l) = &lease {
-                        let due = l.expires_at.checked_sub(margin).unwrap_or(l.expires_at);
-                        dues.push(instant_of(due, now, now_wall));
-                    }
-                    current.push(lease.map(|l| l.username));
-                }
+                let mut current: Vec<Option<String>> = vec![None; sources.len()];
                 let mut retired: Vec<Retired> = Vec::new();
                 let mut oids: HashMap<i64, String> = HashMap::new();
                 let mut revoked: HashSet<i32> = HashSet::new();
@@ -288,15 +309,25 @@ impl Monitor {
                 while !stop.load(Ordering::Relaxed) {
                     ticker.tick().await;
                     let (now, now_wall) = (Instant::now(), SystemTime::now());
-                    for ((source, user), dues) in
-                        sources.iter().zip(&mut current).zip(&mut seen.dues)
+                    for ((source, user), leases) in
+                        sources.iter().zip(&mut current).zip(&mut seen.leases)
                     {
                         let Some(lease) = source.lease() else {
                             continue;
                         };
+                        let due = lease
+                            .expires_at
+                            .checked_sub(margin)
+                            .unwrap_or(lease.expires_at);
+                        let due = instant_of(due, now, now_wall);
                         if Some(&lease.username) == user.as_ref() {
+                            // A renewal may have moved the end the source knows.
+                            if let Some(last) = leases.last_mut() {
+                                last.due = due;
+                            }
                             continue;
                         }
+                        // The first poll's leases are the instances' first: nothing retired.
                         if let Some(old) = user.take() {
                             retired.push(Retired {
                                 user: old,
@@ -304,11 +335,7 @@ impl Monitor {
                                 drained: None,
                             });
                         }
-                        let due = lease
-                            .expires_at
-                            .checked_sub(margin)
-                            .unwrap_or(lease.expires_at);
-                        dues.push(instant_of(due, now, now_wall));
+                        leases.push(LeaseSeen { seen_at: now, due });
                         *user = Some(lease.username);
                     }
                     let rows = client
@@ -460,6 +487,31 @@ mod tests {
     }
 
     #[test]
+    fn a_change_is_due_when_the_lease_it_replaced_was() {
+        let o = Instant::now();
+        let lease = |seen_ms, due_ms| LeaseSeen {
+            seen_at: at(o, seen_ms),
+            due: at(o, due_ms),
+        };
+        let seen = Seen {
+            leases: vec![vec![lease(0, 10_000), lease(12_000, 25_000)]],
+            ..Seen::default()
+        };
+        // Late: the change came 2 s after the first lease was due.
+        assert_eq!(seen.due_before(0, at(o, 12_000)), at(o, 10_000));
+        // The monitor saw the new lease a poll after the observer saw the change.
+        assert_eq!(seen.due_before(0, at(o, 11_990)), at(o, 10_000));
+        // Early (Vault's end came before the one the source first knew): still that lease.
+        let early = Seen {
+            leases: vec![vec![lease(0, 10_000), lease(9_000, 22_000)]],
+            ..Seen::default()
+        };
+        assert_eq!(early.due_before(0, at(o, 9_020)), at(o, 10_000));
+        // An instance the monitor never saw: the change itself.
+        assert_eq!(seen.due_before(1, at(o, 500)), at(o, 500));
+    }
+
+    #[test]
     fn a_wave_begun_after_the_load_is_not_counted() {
         let o = Instant::now();
         let traces = [trace(&[(at(o, 0), 1), (at(o, 1000), 2), (at(o, 6000), 3)])];
@@ -480,7 +532,12 @@ mod tests {
         let s = Duration::from_secs;
         // Two instances: 10 calls in the window [2 s, 4 s], 4 calls at 6 s (outside), none
         // else in the 10 s.
-        let samples = [sample(0, 0), sample(3000, 10), sample(6000, 14), sample(9000, 14)];
+        let samples = [
+            sample(0, 0),
+            sample(3000, 10),
+            sample(6000, 14),
+            sample(9000, 14),
+        ];
         let rate = steady_rate(&samples, s(10), &[(s(2), s(4))], 2).unwrap();
         // 4 calls in 8 s outside the window, over 2 instances.
         assert!((rate - 0.25).abs() < 1e-9, "{rate}");
@@ -492,17 +549,13 @@ mod tests {
     }
 
     #[test]
-    fn a_user_lives_the_interval_and_the_grace() {
-        let grace = Duration::from_secs(7);
-        assert_eq!(
-            lifetime(Some(Duration::from_secs(15)), grace),
-            Duration::from_secs(22)
-        );
+    fn a_user_lives_the_interval_and_the_margin() {
+        let s = Duration::from_secs;
+        let margin = lease_margin(s(7), s(5));
+        assert_eq!(margin, s(12));
+        assert_eq!(lifetime(Some(s(15)), margin), s(27));
         // A short interval: the source's margin is at most half the lease.
-        assert_eq!(
-            lifetime(Some(Duration::from_secs(2)), grace),
-            Duration::from_secs(14)
-        );
-        assert!(lifetime(None, grace) >= Duration::from_secs(3600));
+        assert_eq!(lifetime(Some(s(2)), margin), s(24));
+        assert!(lifetime(None, margin) >= s(3600));
     }
 }

@@ -5,7 +5,8 @@
 //! `SecretsManagerSource` on an SDK client of its own, with its own retry partition, built from
 //! moto's endpoint or the fault proxy's; `--source vault-static`: a `VaultSource` over one
 //! static role with its own HTTP client and its own Vault token, a child of the dev server's
-//! root token, at OpenBao's address or the fault proxy's; `--source memory`: a handle on the
+//! root token, at OpenBao's address or the fault proxy's; `--source vault-dynamic`: the same
+//! over one dynamic role, holding a lease of its own; `--source memory`: a handle on the
 //! one in-memory store), its own provider (refresh every `--refresh-interval`, the default 10%
 //! jitter) and its own pool of `--pool-size`, built by [`adapters::build`] as in the
 //! single-pool drill. The scenario engine runs N x `--concurrency` workers whose requests are
@@ -31,9 +32,10 @@
 //!
 //! With `--source vault-dynamic` each instance holds a lease and a database user of its own
 //! (a dynamic role, each instance with its own token and HTTP client), and a rotation is each
-//! lease coming to its end: the users live `--rotate-every` + the drain grace, and each source
-//! replaces its user the grace before its lease ends, so the fleet, whose first leases are
-//! issued together, replaces them in waves every `--rotate-every`. Nobody but Vault changes
+//! lease coming to its end: each source issues its next user at its first fetch within the
+//! drain grace and a refresh interval of the end, the provider fetching at the end less the
+//! grace at the latest, and the users live `--rotate-every` + that margin, so the fleet, whose
+//! first leases are issued together, replaces them in waves every `--rotate-every`. Nobody but Vault changes
 //! anything: the scenario engine runs the workers only, and [`dynamic`] defines the waves,
 //! each instance's change (its own fetch that issued the new user) and the stale sessions
 //! (a user's sessions still open the grace after its instance moved on; Vault drops the user
@@ -203,9 +205,9 @@ impl Rotate for FleetRotator {
     fn own_application_name(&self) -> Option<String> {
         match self {
             // Vault changes the password over its own admin connection, never as the role.
-            FleetRotator::Memory(_)
-            | FleetRotator::VaultStatic(_)
-            | FleetRotator::VaultDynamic => None,
+            FleetRotator::Memory(_) | FleetRotator::VaultStatic(_) | FleetRotator::VaultDynamic => {
+                None
+            }
             FleetRotator::Aws(r, _) => r.own_application_name(),
         }
     }
@@ -1021,7 +1023,10 @@ fn observe(
                     );
                 }
                 let provider = (probe.provider)();
-                let made = probe.store_calls.as_ref().map_or(provider.store_calls, |c| c());
+                let made = probe
+                    .store_calls
+                    .as_ref()
+                    .map_or(provider.store_calls, |c| c());
                 trace.count_calls(now, made);
                 calls += made;
                 failures += provider.fetch_failures;
@@ -1057,8 +1062,8 @@ async fn run_one(
     let mut dynamic_sources: Option<Vec<Arc<VaultSource>>> = None;
     let (rotator, initials, sources) = match (fleet.world, fleet.vault) {
         (None, Some(vault)) if vault.kind() == vault::Kind::Dynamic => {
-            let grace = fleet.config.drain_grace;
-            let lifetime = dynamic::lifetime(fleet.config.rotate_every, grace);
+            let margin = dynamic::lease_margin(fleet.config.drain_grace, fleet.refresh);
+            let lifetime = dynamic::lifetime(fleet.config.rotate_every, margin);
             let role = vault.fleet_dynamic_role(lifetime).await?;
             vault_role = Some(role.clone());
             let address = fleet
@@ -1069,7 +1074,7 @@ async fn run_one(
                 // Each instance logs in with a token of its own (its leases are that
                 // token's) and reads through an HTTP client of its own, as each pod does.
                 let token = vault.instance_token(i).await?;
-                let source = vault::World::fleet_dynamic_source(&role, &address, token, grace)?;
+                let source = vault::World::fleet_dynamic_source(&role, &address, token, margin)?;
                 vault_sources.push(Arc::new(source));
             }
             eprintln!(
@@ -1290,7 +1295,7 @@ async fn run_one(
                     fleet.pg,
                     sources.clone(),
                     fleet.config.drain_grace,
-                    fleet.config.drain_grace,
+                    dynamic::lease_margin(fleet.config.drain_grace, fleet.refresh),
                     move |name| vault::is_app_user(vault::Kind::Dynamic, &role, name),
                 )
                 .await?,
@@ -1651,9 +1656,10 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
         }
         SourceName::VaultDynamic => {
             "OpenBao dynamic role (bao server -dev; each instance its own token, HTTP client, \
-             lease and user): each user lives --rotate-every + the drain grace, and each \
-             instance's source issues the next one the grace before its lease ends (a rotation \
-             is the fleet's wave of them; Vault drops the old user at the end)"
+             lease and user): each instance's source issues its next user at its first fetch \
+             within the drain grace + a refresh interval of its lease's end, which is \
+             --rotate-every + that margin after the issue (a rotation is the fleet's wave of \
+             them; Vault drops the old user at the end)"
         }
         _ => "in-memory store, rotated by the drill",
     };
@@ -1882,9 +1888,9 @@ fn table(runs: &[FleetRun], fleet: &Fleet<'_>, args: &DrillArgs) -> String {
     if fleet.source == SourceName::VaultDynamic {
         out.push_str(
             "vault-dynamic: a rotation is a wave of the instances' new users (each instance's \
-             k-th); an instance's store change is its own fetch that issued its new user, and \
-             its stale sessions are its old user's still open the grace after it; store calls \
-             are the sources' calls to Vault\n",
+             k-th); an instance's store change is when its lease entered the margin in which a \
+             fetch issues its next user, and its stale sessions are its old user's still open \
+             the grace after it moved on; store calls are the sources' calls to Vault\n",
         );
     }
     out
