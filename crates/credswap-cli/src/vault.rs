@@ -516,17 +516,7 @@ impl Monitor {
     ) -> Result<Monitor, BoxError> {
         let client = pg.admin().await?;
         let database = pg.database().to_owned();
-        // Sessions already without a role (an earlier run's) are not this run's.
-        let baseline: HashSet<i32> = client
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
-                 AND usename IS NULL",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let baseline = sessions_without_role(&client).await?;
         let kind = world.kind;
         let grace = config.drain_grace;
         let role = prepared.role.clone();
@@ -678,6 +668,23 @@ impl Monitor {
             .await
             .map_err(|e| format!("the monitor task failed: {e}"))?
     }
+}
+
+/// The server's sessions whose role is gone (`usename` NULL) before a run: an earlier run's,
+/// not this one's, when the monitor counts sessions that outlived their user.
+pub async fn sessions_without_role(
+    client: &tokio_postgres::Client,
+) -> Result<HashSet<i32>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND usename IS NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// Whether `name` is one of the run's application users: the static role's user, or a user

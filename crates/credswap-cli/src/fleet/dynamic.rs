@@ -281,17 +281,7 @@ impl Monitor {
     ) -> Result<Monitor, BoxError> {
         let client = pg.admin().await?;
         let database = pg.database().to_owned();
-        // Sessions already without a role (an earlier run's) are not this run's.
-        let baseline: HashSet<i32> = client
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
-                 AND usename IS NULL",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let baseline = crate::vault::sessions_without_role(&client).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
             let stop = Arc::clone(&stop);
@@ -437,6 +427,7 @@ pub(super) fn note(sources: &[Arc<VaultSource>], seen: &Seen, before_load: usize
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::sample;
     use super::*;
 
     fn at(origin: Instant, ms: u64) -> Instant {
@@ -517,14 +508,6 @@ mod tests {
         let traces = [trace(&[(at(o, 0), 1), (at(o, 1000), 2), (at(o, 6000), 3)])];
         let (waves, before) = waves(&traces, at(o, 5000));
         assert_eq!((waves.len(), before), (1, 0));
-    }
-
-    fn sample(at_ms: u64, calls: u64) -> CallSample {
-        CallSample {
-            at: Duration::from_millis(at_ms),
-            calls,
-            failures: 0,
-        }
     }
 
     #[test]

@@ -977,6 +977,32 @@ impl Workload for PacedSelect {
     }
 }
 
+/// One Vault source per instance, built by `build` from the address to read at (OpenBao's, or
+/// the fault proxy's) and a token of the instance's own: each pod logs in for itself (a
+/// dynamic role's leases are its token's), and each source has an HTTP client of its own.
+async fn vault_sources(
+    vault: &vault::World,
+    proxy: Option<&FaultProxy>,
+    n: usize,
+    build: impl Fn(&str, String) -> Result<VaultSource, credswap_vault::BuildError>,
+) -> Result<Vec<Arc<VaultSource>>, BoxError> {
+    let address = proxy.map_or_else(|| vault.address(), FaultProxy::endpoint_url);
+    let mut sources = Vec::with_capacity(n);
+    for i in 0..n {
+        let token = vault.instance_token(i).await?;
+        sources.push(Arc::new(build(&address, token)?));
+    }
+    Ok(sources)
+}
+
+/// The instances' sources as the providers take them.
+fn as_sources(sources: &[Arc<VaultSource>]) -> Vec<Arc<dyn CredentialSource>> {
+    sources
+        .iter()
+        .map(|s| Arc::clone(s) as Arc<dyn CredentialSource>)
+        .collect()
+}
+
 /// One instance's counters, for the observer.
 struct Probe {
     /// The provider's generation (cheap: read at every poll).
@@ -1066,27 +1092,17 @@ async fn run_one(
             let lifetime = dynamic::lifetime(fleet.config.rotate_every, margin);
             let role = vault.fleet_dynamic_role(lifetime).await?;
             vault_role = Some(role.clone());
-            let address = fleet
-                .proxy
-                .map_or_else(|| vault.address(), FaultProxy::endpoint_url);
-            let mut vault_sources: Vec<Arc<VaultSource>> = Vec::with_capacity(n);
-            for i in 0..n {
-                // Each instance logs in with a token of its own (its leases are that
-                // token's) and reads through an HTTP client of its own, as each pod does.
-                let token = vault.instance_token(i).await?;
-                let source = vault::World::fleet_dynamic_source(&role, &address, token, margin)?;
-                vault_sources.push(Arc::new(source));
-            }
+            let vault_sources = vault_sources(vault, fleet.proxy, n, |address, token| {
+                vault::World::fleet_dynamic_source(&role, address, token, margin)
+            })
+            .await?;
             eprintln!(
                 "{} / dynamic: issuing {n} users (a lease of {} each)...",
                 adapter.as_str(),
                 ms(lifetime)
             );
             let initials = dynamic::prefetch(&vault_sources).await?;
-            let sources = vault_sources
-                .iter()
-                .map(|s| Arc::clone(s) as Arc<dyn CredentialSource>)
-                .collect();
+            let sources = as_sources(&vault_sources);
             let counted = vault_sources.clone();
             api_calls = Some(Box::new(move || {
                 counted.iter().map(|s| dynamic::vault_calls(s)).sum()
@@ -1097,21 +1113,11 @@ async fn run_one(
         (None, Some(vault)) => {
             let (role, initial) = vault.fleet_static_role(fleet.pg).await?;
             vault_role = Some(role.clone());
-            let address = fleet
-                .proxy
-                .map_or_else(|| vault.address(), FaultProxy::endpoint_url);
-            let mut vault_sources: Vec<Arc<VaultSource>> = Vec::with_capacity(n);
-            for i in 0..n {
-                // Each instance logs in with a token of its own and reads through an HTTP
-                // client of its own, as each pod does.
-                let token = vault.instance_token(i).await?;
-                let source = vault::World::fleet_static_source(&role, &address, token)?;
-                vault_sources.push(Arc::new(source));
-            }
-            let sources = vault_sources
-                .iter()
-                .map(|s| Arc::clone(s) as Arc<dyn CredentialSource>)
-                .collect();
+            let vault_sources = vault_sources(vault, fleet.proxy, n, |address, token| {
+                vault::World::fleet_static_source(&role, address, token)
+            })
+            .await?;
+            let sources = as_sources(&vault_sources);
             api_calls = Some(Box::new(move || {
                 vault_sources.iter().map(|s| s.stats().reads).sum()
             }));
@@ -2188,7 +2194,7 @@ mod tests {
         assert_eq!(convergence(&InstanceTrace::default(), rotation), None);
     }
 
-    fn sample(at_ms: u64, calls: u64) -> CallSample {
+    pub(super) fn sample(at_ms: u64, calls: u64) -> CallSample {
         CallSample {
             at: Duration::from_millis(at_ms),
             calls,
