@@ -35,11 +35,11 @@
 //! lease coming to its end: each source issues its next user at its first fetch within the
 //! drain grace and a refresh interval of the end, the provider fetching at the end less the
 //! grace at the latest, and the users live `--rotate-every` + that margin, so the fleet, whose
-//! first leases are issued together, replaces them in waves every `--rotate-every`. Nobody but Vault changes
-//! anything: the scenario engine runs the workers only, and [`dynamic`] defines the waves,
-//! each instance's change (its own fetch that issued the new user) and the stale sessions
-//! (a user's sessions still open the grace after its instance moved on; Vault drops the user
-//! then). `--strategy` does not apply (the table says `dynamic`).
+//! first leases are issued together, replaces them in waves every `--rotate-every`. Nobody but
+//! Vault changes anything: the scenario engine runs the workers only, and [`dynamic`] defines
+//! the waves, each instance's store change (when its lease entered that margin) and the stale
+//! sessions (a user's sessions still open the grace after its instance moved on).
+//! `--strategy` does not apply (the table says `dynamic`).
 //!
 //! # How each number is measured
 //!
@@ -54,8 +54,8 @@
 //!   and max over the instances; per run, over every instance of every rotation. An instance
 //!   that never connected with the new credential before the observer stopped counts with
 //!   the time until then, and is counted in `not_converged`. A dynamic role's wave has no one
-//!   store change: each instance's convergence counts from its own change (its fetch that
-//!   issued its new user).
+//!   store change: each instance's convergence counts from when its lease entered the margin
+//!   in which a fetch issues the next user (its end as Vault's capped renewal states it).
 //! - **Store calls**: the providers' `Stats::store_calls` (fetches of the current and the
 //!   pending credential; for Vault each fetch is one read of `database/static-creds`, also
 //!   when it failed, and the JSON's `store_api_calls` is the sources' own count of their reads),
@@ -90,7 +90,9 @@
 //!   a warm-up opens `--pool-size` per instance), and the refused logins. Both include the
 //!   rotator's own logins (credswap-rotate logs in as the roles: a few per rotation; Vault
 //!   changes a static role's password over its own admin connection, with no login as it).
-//! - **Failed requests** and **stale sessions**: the scenario engine's.
+//! - **Failed requests** and **stale sessions**: the scenario engine's; with `--source
+//!   vault-dynamic`, the stale sessions, `peak be` and the longest drain are
+//!   [`dynamic::Monitor`]'s.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
