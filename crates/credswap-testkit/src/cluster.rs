@@ -395,15 +395,10 @@ impl Cluster {
     /// When the server authorized each login of a role `wanted` accepts, from the log
     /// (`log_connections`), read once for all of them.
     pub(crate) fn logins_where(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<std::time::SystemTime> {
-        const NEEDLE: &str = "connection authorized: user=";
         std::fs::read_to_string(&self.log_path)
             .map(|log| {
                 log.lines()
-                    .filter(|line| {
-                        line.split_once(NEEDLE)
-                            .and_then(|(_, rest)| rest.split_once(' '))
-                            .is_some_and(|(role, _)| wanted(role))
-                    })
+                    .filter(|line| login_role(line).is_some_and(wanted))
                     .filter_map(crate::clock::parse_log_time)
                     .collect()
             })
@@ -412,15 +407,10 @@ impl Cluster {
 
     /// Lines of the server log that record a refused login of a role `wanted` accepts.
     pub(crate) fn refused_logins_where(&self, wanted: &dyn Fn(&str) -> bool) -> usize {
-        const NEEDLE: &str = "password authentication failed for user \"";
         std::fs::read_to_string(&self.log_path)
             .map(|log| {
                 log.lines()
-                    .filter(|line| {
-                        line.split_once(NEEDLE)
-                            .and_then(|(_, rest)| rest.split_once('"'))
-                            .is_some_and(|(role, _)| wanted(role))
-                    })
+                    .filter(|line| refused_role(line).is_some_and(wanted))
                     .count()
             })
             .unwrap_or(0)
@@ -535,9 +525,41 @@ pub(crate) fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The role of a log line that records an authorized login (`log_connections`).
+fn login_role(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("connection authorized: user=")?;
+    rest.split_once(' ').map(|(role, _)| role)
+}
+
+/// The role of a log line that records a login refused for its password.
+fn refused_role(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("password authentication failed for user \"")?;
+    rest.split_once('"').map(|(role, _)| role)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_role_of_a_login_line_is_read_whole() {
+        let login = "2026-12-07 14:13:30.410 UTC [42] LOG:  connection authorized: \
+                     user=v-token-fl-fd_ztdl8-awau-1796652796 database=credswap \
+                     application_name=x SSL enabled";
+        assert_eq!(
+            login_role(login),
+            Some("v-token-fl-fd_ztdl8-awau-1796652796")
+        );
+        let refused = "2026-12-07 14:13:30.410 UTC [43] FATAL:  password authentication \
+                       failed for user \"alt_a\"";
+        assert_eq!(refused_role(refused), Some("alt_a"));
+        assert_eq!(login_role(refused), None);
+        assert_eq!(refused_role(login), None);
+        assert_eq!(
+            login_role("LOG:  connection received: host=127.0.0.1"),
+            None
+        );
+    }
 
     #[test]
     fn effective_uid_is_the_second_field() {

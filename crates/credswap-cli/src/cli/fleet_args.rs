@@ -28,10 +28,10 @@ pub struct FleetArgs {
     /// stops working at once) or vault-dynamic (an OpenBao dynamic role: each instance a lease
     /// and a user of its own; its source issues its next user at its first fetch within the
     /// drain grace + a refresh interval of the lease's end, which comes --rotate-every + that
-    /// margin after the issue, and Vault drops the old user at the end); with Vault each instance reads with a token and an HTTP client of its own, and
-    /// --strategy, --rotation-period and the lease options do not apply. The embedded PostgreSQL is started
-    /// with max_connections sized for
-    /// N x --pool-size. Reports per rotation how long the fleet took to converge (the store's
+    /// margin after the issue, and Vault drops the old user at the end). With Vault each
+    /// instance reads with a token and an HTTP client of its own, and --strategy,
+    /// --rotation-period and the lease options do not apply. The embedded PostgreSQL is started
+    /// with max_connections sized for N x --pool-size. Reports per rotation how long the fleet took to converge (the store's
     /// change until the last instance's first connect with the new credential), the store
     /// calls (steady state and per rotation), the server's logins (peak per second, refused),
     /// failed requests and stale sessions. Exit status 1 when a request failed or a session was
